@@ -1,0 +1,1 @@
+"""Advantage estimators, policy losses, filters and the per-method recipes."""

@@ -1,0 +1,1 @@
+"""Tasks (synthetic and real math data from local files) and prompt templates."""

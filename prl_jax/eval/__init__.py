@@ -1,0 +1,1 @@
+"""Evaluation metrics, the evaluation driver and reports."""

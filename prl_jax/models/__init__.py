@@ -1,0 +1,1 @@
+"""Decoder-only transformers (Llama / Qwen2 family), HF checkpoint I/O and tokenizers."""

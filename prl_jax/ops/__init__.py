@@ -1,0 +1,1 @@
+"""Masked, pure array math shared by every method: step segmentation and returns."""

@@ -1,0 +1,1 @@
+"""Train state, jitted update steps, the training loop and checkpoints."""
