@@ -1,0 +1,40 @@
+# The README's quick start: `make demo` and `make test`. Each target creates .venv and installs first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
+DEMO_WORKDIR ?= runs/demo
+
+.PHONY: demo test test-slow test-all bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/prl-jax reproduce --preset demo --workdir $(DEMO_WORKDIR)
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+test-slow: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m slow
+
+test-all: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/sampler.py
+
+clean:
+	rm -rf $(VENV) .jax_cache runs

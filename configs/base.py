@@ -1,0 +1,132 @@
+"""Every key of a prl_jax run, with defaults. Method configs start from this and change a few.
+
+Usage: prl-jax train --config configs/mini/prime.py --workdir runs/prime --config.train.steps=50
+"""
+
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.method = "prime"  # rloo grpo drgrpo reinforce ppo raft prime prl frpo repirl (see docs/algorithms.md)
+  c.seed = 0
+
+  # Policy model: a preset name (prl_jax.models.config.PRESETS) or an HF directory in `hf_dir`.
+  c.model = ml_collections.ConfigDict()
+  c.model.preset = "tiny"
+  c.model.hf_dir = ""
+  c.model.dtype = "float32"
+  c.model.remat = "none"
+  c.model.tokenizer = "char"  # "char" or a directory with tokenizer files
+  c.model.max_seq_len = 0  # 0: max_prompt_len + max_new_tokens
+  # Start from this checkpoint directory (e.g. an SFT run's workdir); "" = random init or hf_dir.
+  c.init_from = ""
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "arithmetic"  # arithmetic, countdown, or a data layout with task.train_file
+  c.task.train_file = ""
+  c.task.eval_file = ""
+  c.task.num_train = 2000
+  c.task.num_eval = 64
+  c.task.min_ops = 1
+  c.task.max_ops = 2
+  c.task.max_operand = 9
+  c.task.seed = 1234
+  c.task.max_prompt_len = 16
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1: all devices not used by the other axes
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+
+  c.rollout = ml_collections.ConfigDict()
+  c.rollout.prompts_per_step = 16
+  c.rollout.n = 4  # responses per prompt (K in PRIME, n in PRL)
+  c.rollout.max_new_tokens = 32
+  c.rollout.temperature = 1.0
+  c.rollout.top_p = 1.0
+  c.rollout.top_k = 0
+
+  # Accuracy band and truncation filters on groups, refilled from further prompts (PRIME section 3).
+  c.filter = ml_collections.ConfigDict()
+  c.filter.enable = False
+  c.filter.acc_lo = 0.2
+  c.filter.acc_hi = 0.8
+  c.filter.drop_truncated = False
+  c.filter.max_rounds = 4
+
+  c.algo = ml_collections.ConfigDict()
+  c.algo.advantage = "rloo"  # registry key of prl_jax.algorithms.advantages
+  c.algo.gamma = 1.0
+  c.algo.lam = 1.0  # GAE lambda (ppo)
+  c.algo.steps = ml_collections.ConfigDict()
+  c.algo.steps.mode = "token"  # token whole fixed delimiter
+  c.algo.steps.length = 1
+  c.algo.steps.delimiter = "\n"
+  c.algo.prime = ml_collections.ConfigDict()
+  c.algo.prime.beta = 0.05
+  c.algo.prime.mode = "code"  # code | paper
+  c.algo.prime.granularity = "token"  # token | whole | step
+  c.algo.prime.base = "rloo"  # rloo | grpo | reinforce
+  c.algo.prime.double_forward = False
+  c.algo.prl = ml_collections.ConfigDict()
+  c.algo.prl.eta = 100.0
+  c.algo.prl.mode = "orm"  # orm | prm
+  c.algo.repirl = ml_collections.ConfigDict()
+  c.algo.repirl.lam = 0.1
+  c.algo.repirl.beta = 0.05
+  c.algo.repirl.prm = "implicit"  # implicit (beta log pi_phi/pi_ref); a scalar head is future work
+  c.algo.raft = ml_collections.ConfigDict()
+  c.algo.raft.keep_per_prompt = 1
+  c.algo.loss = ml_collections.ConfigDict()
+  c.algo.loss.clip_low = 0.2
+  c.algo.loss.clip_high = 0.2
+  c.algo.loss.dual_clip = 0.0  # 0: off; PRL uses 3.0
+  c.algo.loss.agg = "token-mean"
+  c.algo.loss.entropy_coef = 0.0
+  c.algo.loss.kl_coef = 0.0
+  c.algo.loss.kl_kind = "k3"
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-5
+  c.optim.schedule = "constant"  # constant | cosine | linear
+  c.optim.warmup_steps = 0
+  c.optim.weight_decay = 0.0
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.grad_clip = 1.0
+  c.optim.prm_lr = 1e-5
+  c.optim.prm_grad_clip = 10.0
+  c.optim.value_lr = 1e-5
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 20
+  c.train.ppo_epochs = 1
+  c.train.mini_batch_size = 0  # responses per policy update; 0 = the whole batch
+  c.train.micro_batch_size = 0  # responses per forward/backward; 0 = the mini-batch
+  c.train.logprob_chunk = 0  # sequence chunk of the log-prob projection; 0 = whole sequence
+
+  c.sft = ml_collections.ConfigDict()
+  c.sft.steps = 300
+  c.sft.batch_size = 32
+  c.sft.lr = 3e-3
+  c.sft.warmup_steps = 20
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every = 0  # 0: only at the end
+  c.eval.num_problems = 64
+  c.eval.n = 4
+  c.eval.temperature = 1.0
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 10
+  c.checkpoint.keep = 3
+  c.checkpoint.best_metric = ""
+  c.checkpoint.resume = True
+  c.checkpoint.save_hf = False
+
+  c.log = ml_collections.ConfigDict()
+  c.log.every = 1
+  c.log.tensorboard = True
+  c.log.progress = True
+  return c

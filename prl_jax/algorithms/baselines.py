@@ -1,0 +1,68 @@
+"""Outcome-reward baselines: RLOO, GRPO, Dr.GRPO, REINFORCE, PPO (critic + GAE) and RAFT.
+
+Each turns the outcome r_o of every response into a token advantage; none needs a reference
+model unless a KL loss is configured (ALGORITHMS.md section 2).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from prl_jax.algorithms import advantages as adv
+from prl_jax.algorithms.recipes import Recipe, RLInputs, register
+from prl_jax.ops.steps import last_token_mask
+
+
+def _broadcast(sequence_advantage, mask):
+  """A_t = A_b on every valid token (outcome methods give one value per response)."""
+  return sequence_advantage[:, None] * mask
+
+
+def rloo_advantages(options, x: RLInputs):
+  """RLOO: A_i = r_i - mean_{j != i} r_j, constant over the response."""
+  return _broadcast(adv.rloo(x.outcome, x.group_size), x.mask), {}
+
+
+def grpo_advantages(options, x: RLInputs):
+  """GRPO: (r - mean_g) / (std_g + 1e-6), std with ddof=1."""
+  return _broadcast(adv.grpo(x.outcome, x.group_size), x.mask), {}
+
+
+def drgrpo_advantages(options, x: RLInputs):
+  """Dr.GRPO: r - mean_g, no division by the group std."""
+  return _broadcast(adv.grpo(x.outcome, x.group_size, scale_by_std=False), x.mask), {}
+
+
+def reinforce_advantages(options, x: RLInputs):
+  """REINFORCE with a batch-mean baseline: A = r - mean_batch r."""
+  return _broadcast(adv.reinforce(x.outcome, x.group_size, baseline="batch"), x.mask), {}
+
+
+def ppo_advantages(options, x: RLInputs):
+  """PPO: reward r_o on the last valid token, GAE(gamma, lambda) against the critic, whitened."""
+  rewards = x.outcome[:, None] * last_token_mask(x.mask)
+  advantages, returns = adv.gae(rewards, x.values, x.mask, gamma=options.gamma, lam=options.lam)
+  from prl_jax.ops.returns import masked_whiten
+  return masked_whiten(advantages, x.mask) * x.mask, {"returns": returns}
+
+
+def raft_advantages(options, x: RLInputs):
+  """RAFT: weight 1 on the best `keep` responses of each prompt by outcome (ties: first), else 0.
+
+  Only correct responses are kept (rejection sampling); the policy loss is then plain SFT on them.
+  """
+  n = x.group_size
+  scores = x.outcome.reshape(-1, n)
+  # Stable descending order: among equal outcomes the earlier sample wins.
+  rank = jnp.argsort(jnp.argsort(-scores, axis=1, stable=True), axis=1)
+  keep = (rank < options.keep_per_prompt) & (scores > 0)
+  return _broadcast(keep.reshape(-1).astype(jnp.float32), x.mask), {
+      "raft/kept_fraction": jnp.mean(keep)}
+
+
+register(Recipe("rloo", rloo_advantages, min_group_size=2))
+register(Recipe("grpo", grpo_advantages, min_group_size=1))
+register(Recipe("drgrpo", drgrpo_advantages, min_group_size=1))
+register(Recipe("reinforce", reinforce_advantages))
+register(Recipe("ppo", ppo_advantages, value=True))
+register(Recipe("raft", raft_advantages, policy_loss="nll"))

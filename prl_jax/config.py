@@ -1,0 +1,119 @@
+"""Config files and overrides: `get_config()` files plus `--config.a.b=value` on the command line.
+
+A config file is a Python file defining `get_config(arg=None) -> ml_collections.ConfigDict`;
+`path.py:arg` passes `arg`. Overrides are type-checked against the existing field, an unknown key
+stops with the closest known keys, and `validate` checks the values that can be wrong together
+(e.g. a batch that does not split into the mesh) before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import os
+from typing import Any, Sequence
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+
+class ConfigError(ValueError):
+  """A config that cannot run; the message says which key and what to change."""
+
+
+def load_config_file(spec: str) -> ConfigDict:
+  """Imports `file.py[:arg]` and returns its `get_config(arg)` (unlocked copy)."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"Config file {path!r} does not exist; pass e.g. --config configs/mini/prime.py.")
+  module_spec = importlib.util.spec_from_file_location("_prl_jax_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"Config file {path!r} defines no get_config().")
+  config = module.get_config(arg) if arg else module.get_config()
+  return ConfigDict(config.to_dict()) if isinstance(config, ConfigDict) else ConfigDict(config)
+
+
+def flat_keys(config: ConfigDict, prefix: str = "") -> list[str]:
+  keys = []
+  for name, value in config.items():
+    key = f"{prefix}{name}"
+    keys.extend(flat_keys(value, key + ".") if isinstance(value, ConfigDict) else [key])
+  return keys
+
+
+def _parse_like(text: str, current: Any, key: str) -> Any:
+  """Parses the command-line `text` into the type of the field's current value."""
+  if isinstance(current, bool):
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes"):
+      return True
+    if lowered in ("0", "false", "no"):
+      return False
+    raise ConfigError(f"--config.{key}={text!r}: expected true or false.")
+  if isinstance(current, str) or current is None:
+    if current is None:
+      try:
+        return ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        return text
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError) as err:
+    raise ConfigError(f"--config.{key}={text!r}: expected a {type(current).__name__}.") from err
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
+    return type(current)(value)
+  if not isinstance(value, type(current)):
+    raise ConfigError(f"--config.{key}={text!r}: expected a {type(current).__name__}, "
+                      f"got {type(value).__name__}.")
+  return value
+
+
+def apply_overrides(config: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
+  """Applies `a.b=value` strings (the `--config.` prefix already removed)."""
+  known = flat_keys(config)
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise ConfigError(f"Override {item!r} must look like --config.{item}=VALUE.")
+    if key not in known:
+      close = difflib.get_close_matches(key, known, n=3)
+      hint = f" Did you mean {', '.join(close)}?" if close else ""
+      raise ConfigError(f"Unknown config key {key!r}.{hint}")
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = _parse_like(text, node[leaf], key)
+  return config
+
+
+def split_config_args(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]]:
+  """Separates `--config FILE`, `--config.k=v` overrides and the remaining arguments."""
+  spec, overrides, rest = None, [], []
+  argv = list(argv)
+  i = 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg == "--config":
+      if i + 1 >= len(argv):
+        raise ConfigError("--config needs a file, e.g. --config configs/mini/prime.py.")
+      spec, i = argv[i + 1], i + 2
+      continue
+    if arg.startswith("--config="):
+      spec = arg.split("=", 1)[1]
+    elif arg.startswith("--config."):
+      body = arg[len("--config."):]
+      if "=" not in body and i + 1 < len(argv):
+        body, i = f"{body}={argv[i + 1]}", i + 1
+      overrides.append(body)
+    else:
+      rest.append(arg)
+    i += 1
+  return spec, overrides, rest

@@ -1,0 +1,343 @@
+"""The one training loop: sample -> verify -> filter -> log-probs -> rewards -> advantages -> update.
+
+Python on the host orchestrates; every device computation is a jitted pure function built once
+per run (`RunFunctions`). The method is a `Recipe` (prl_jax.algorithms.recipes), never a branch on
+a name. Rollouts are synchronous: every group is sampled by the current policy, which PRIME's
+RLOO baseline requires.
+
+Exact resume: the step's randomness is fold_in(run key, step) and the data position is saved with
+the checkpoint, so "2k steps" equals "k steps, restore, k steps" bit for bit on one machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from prl_jax import distributed, sharding
+from prl_jax.algorithms.recipes import RLInputs, Recipe, get_recipe
+from prl_jax.algorithms.filters import accuracy_filter, truncation_filter
+from prl_jax.models.config import ModelConfig
+from prl_jax.models.logprobs import response_logprobs
+from prl_jax.ops.steps import step_end_mask
+from prl_jax.sampling import SamplingConfig, sample
+from prl_jax.train import steps as train_steps
+from prl_jax.train.batch import PolicyBatch, SequenceBatch, make_sequences
+from prl_jax.train.checkpoint import Checkpointer
+from prl_jax.train.metrics import MetricsWriter
+from prl_jax.train.setup import RunContext, build_context, initial_policy_params
+from prl_jax.train.state import ModelState, TrainState, adamw, key_data, value_head_init, wrap_key
+
+
+@dataclasses.dataclass
+class RunFunctions:
+  """The jitted device functions of one run (compiled once, reused every step)."""
+
+  logprobs: Any
+  advantages: Any
+  policy_update: Any
+  prm_update: Any | None
+  value_forward: Any | None
+  value_update: Any | None
+
+
+def _optimizers(config: ml_collections.ConfigDict):
+  o = config.optim
+  common = dict(weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, schedule=o.schedule,
+                warmup_steps=o.warmup_steps, total_steps=config.train.steps)
+  return (adamw(o.lr, grad_clip=o.grad_clip, **common),
+          adamw(o.prm_lr, grad_clip=o.prm_grad_clip, **common),
+          adamw(o.value_lr, grad_clip=o.grad_clip, **common))
+
+
+def _loss_config(config) -> train_steps.PolicyLossConfig:
+  loss = config.algo.loss
+  return train_steps.PolicyLossConfig(
+      kind="ppo", clip_low=loss.clip_low, clip_high=loss.clip_high,
+      dual_clip=loss.dual_clip if loss.dual_clip > 0 else None, agg=loss.agg,
+      entropy_coef=loss.entropy_coef, kl_coef=loss.kl_coef, kl_kind=loss.kl_kind,
+      chunk=config.train.logprob_chunk)
+
+
+def _batch_split(config) -> tuple[int, int]:
+  """(mini-batches per update, micro-batches per mini-batch) from the configured sizes."""
+  batch = config.rollout.prompts_per_step * config.rollout.n
+  mini = config.train.mini_batch_size or batch
+  micro = config.train.micro_batch_size or mini
+  return batch // mini, mini // micro
+
+
+def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
+  config, model_cfg = ctx.config, ctx.model_cfg
+  tx_policy, tx_prm, tx_value = _optimizers(config)
+  num_mini, num_micro = _batch_split(config)
+  loss_cfg = dataclasses.replace(_loss_config(config), kind=recipe.policy_loss)
+  policy_loss = train_steps.policy_loss_fn(model_cfg, loss_cfg)
+  options = ml_collections.FrozenConfigDict(config.algo)
+  chunk = config.train.logprob_chunk
+
+  def policy_update(state, batch):
+    new_state, metrics = train_steps.minibatch_updates(state, tx_policy, policy_loss, batch,
+                                                       num_mini, num_micro)
+    return new_state, metrics
+
+  prm_update = None
+  if recipe.prm == "prime_ce":
+    prm_loss = train_steps.prime_prm_loss_fn(model_cfg, config.algo.prime.beta, chunk)
+    prm_update = jax.jit(lambda s, b: train_steps.minibatch_updates(s, tx_prm, prm_loss, b, 1,
+                                                                    num_micro * num_mini),
+                         donate_argnums=0)
+  elif recipe.prm == "irl":
+    prm_loss = train_steps.irl_prm_loss_fn(model_cfg, config.algo.repirl.beta, chunk)
+    prm_update = jax.jit(lambda s, b: train_steps.minibatch_updates(s, tx_prm, prm_loss, b, 1, 1),
+                         donate_argnums=0)
+
+  value_forward = value_update = None
+  if recipe.value:
+    value_loss = train_steps.value_loss_fn(model_cfg)
+    value_forward = jax.jit(lambda p, seq: train_steps.value_forward(model_cfg, p, seq))
+    value_update = jax.jit(lambda s, b: train_steps.minibatch_updates(s, tx_value, value_loss, b,
+                                                                      num_mini, num_micro),
+                           donate_argnums=0)
+
+  return RunFunctions(
+      logprobs=jax.jit(lambda p, seq: response_logprobs(model_cfg, p, seq.tokens, seq.token_mask,
+                                                        seq.prompt_len, chunk)),
+      advantages=jax.jit(lambda x: recipe.advantages(options, x)),
+      policy_update=jax.jit(policy_update, donate_argnums=0),
+      prm_update=prm_update, value_forward=value_forward, value_update=value_update)
+
+
+def init_state(ctx: RunContext, recipe: Recipe) -> TrainState:
+  """Policy from `init_from` / HF / random; reference and PRM start as copies of it."""
+  config = ctx.config
+  tx_policy, tx_prm, tx_value = _optimizers(config)
+  params = initial_policy_params(ctx)
+  copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # distinct buffers: donation-safe
+  prm = value = None
+  if recipe.prm is not None:
+    prm_params = copy(params)
+    prm = ModelState(prm_params, tx_prm.init(prm_params))
+  if recipe.value:
+    value_params = {"backbone": copy(params), "head": value_head_init(ctx.model_cfg.hidden_size)}
+    value = ModelState(value_params, tx_value.init(value_params))
+  needs_ref = recipe.needs_ref or config.algo.loss.kl_coef != 0.0
+  return TrainState(step=jnp.zeros((), jnp.int32),
+                    policy=ModelState(params, tx_policy.init(params)),
+                    ref_params=copy(params) if needs_ref else None, prm=prm, value=value,
+                    rng=key_data(jax.random.key(config.seed)))
+
+
+class PromptStream:
+  """Deterministic, resumable order over the training prompts: a fresh shuffle every epoch."""
+
+  def __init__(self, examples: list[dict], seed: int, position: int = 0):
+    self.examples, self.seed, self.position = examples, seed, position
+
+  def take(self, count: int) -> list[dict]:
+    out = []
+    for _ in range(count):
+      epoch, index = divmod(self.position, len(self.examples))
+      order = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+      out.append(self.examples[order[index]])
+      self.position += 1
+    return out
+
+
+@dataclasses.dataclass
+class Rollouts:
+  """Host-side rollout groups that passed the filters (P prompts x n responses)."""
+
+  examples: list[dict]  # one per response (repeated per group)
+  prompt_ids: list[list[int]]
+  response_ids: list[list[int]]
+  outcome: np.ndarray  # [B]
+  truncated: np.ndarray  # [B]
+  metrics: dict
+
+
+def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Rollouts:
+  """Sample n responses per prompt, verify, filter by accuracy band / truncation, refill.
+
+  Groups are drawn round by round until `prompts_per_step` pass the filters or `max_rounds`
+  is reached; then the batch is topped up with rejected groups so its shape never changes
+  (the fraction of accepted groups is logged as `filter/accepted`).
+  """
+  config = ctx.config
+  n, want = config.rollout.n, config.rollout.prompts_per_step
+  accepted, rejected = [], []
+  rounds, sampled_tokens, all_outcomes = 0, 0, []
+  max_rounds = config.filter.max_rounds if config.filter.enable else 1
+  while len(accepted) < want and rounds < max_rounds:
+    examples = stream.take(want)
+    prompts = [ctx.tokenizer.encode(ex["prompt"]) for ex in examples]
+    rollout = sample(params, ctx.model_cfg, prompts, jax.random.fold_in(key, rounds),
+                     ctx.sampling, mesh=ctx.mesh)
+    tokens = np.asarray(rollout.tokens)
+    mask = np.asarray(rollout.mask).astype(bool)
+    truncated = np.asarray(rollout.truncated)
+    responses = [row[m].tolist() for row, m in zip(tokens, mask)]
+    sampled_tokens += int(mask.sum())
+    texts = [ctx.tokenizer.decode(r) for r in responses]
+    outcome = np.asarray(ctx.verifier([ex for ex in examples for _ in range(n)], texts),
+                         np.float32)
+    all_outcomes.append(outcome)
+    keep = np.ones(want, bool)
+    if config.filter.enable:
+      keep &= np.asarray(accuracy_filter(outcome, n, config.filter.acc_lo, config.filter.acc_hi))
+      if config.filter.drop_truncated:
+        keep &= np.asarray(truncation_filter(truncated, n))
+    for p, ex in enumerate(examples):
+      group = (ex, prompts[p], responses[p * n:(p + 1) * n], outcome[p * n:(p + 1) * n],
+               truncated[p * n:(p + 1) * n])
+      (accepted if keep[p] else rejected).append(group)
+    rounds += 1
+  num_accepted = min(len(accepted), want)
+  groups = (accepted + rejected)[:want]
+  sampled = np.concatenate(all_outcomes)
+  return Rollouts(
+      examples=[g[0] for g in groups for _ in range(n)],
+      prompt_ids=[g[1] for g in groups for _ in range(n)],
+      response_ids=[r for g in groups for r in g[2]],
+      outcome=np.concatenate([g[3] for g in groups]),
+      truncated=np.concatenate([g[4] for g in groups]),
+      metrics={"rollout/reward": float(sampled.mean()), "rollout/rounds": rounds,
+               "filter/accepted": num_accepted / want, "rollout/tokens": sampled_tokens})
+
+
+def _step_ends(ctx: RunContext, seq: SequenceBatch):
+  s = ctx.config.algo.steps
+  mode = "token" if ctx.config.method == "frpo" else s.mode
+  delimiters = ctx.tokenizer.encode(s.delimiter) if mode == "delimiter" else None
+  return step_end_mask(seq.response_mask, mode, length=s.length if mode == "fixed" else None,
+                       delimiter_ids=delimiters,
+                       token_ids=seq.tokens[:, seq.prompt_len:] if mode == "delimiter" else None)
+
+
+def _expert_sequences(ctx: RunContext, rollouts: Rollouts) -> SequenceBatch:
+  """One demonstration per prompt (the task's solution): rePIRL's expert trajectories."""
+  n = ctx.config.rollout.n
+  examples = rollouts.examples[::n]
+  prompts = rollouts.prompt_ids[::n]
+  demos = [ctx.tokenizer.encode(ex["solution"]) + [ctx.tokenizer.eos_id] for ex in examples]
+  demos = [d[:ctx.config.rollout.max_new_tokens] for d in demos]
+  return make_sequences(prompts, demos, ctx.prompt_len, ctx.config.rollout.max_new_tokens,
+                        ctx.tokenizer.pad_id)
+
+
+def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainState,
+            stream: PromptStream) -> tuple[TrainState, dict]:
+  """One synchronous RL step; returns the new state and host-side metrics."""
+  config = ctx.config
+  start = time.perf_counter()
+  step_key = jax.random.fold_in(wrap_key(state.rng), state.step)
+  rollouts = collect_rollouts(ctx, state.policy.params, stream, step_key)
+  t_rollout = time.perf_counter() - start
+  seq = ctx.place_batch(make_sequences(rollouts.prompt_ids, rollouts.response_ids, ctx.prompt_len,
+                                       config.rollout.max_new_tokens, ctx.tokenizer.pad_id))
+  outcome = ctx.place_batch(jnp.asarray(rollouts.outcome))
+  zeros = jnp.zeros_like(seq.response_mask)
+  old_logp = fns.logprobs(state.policy.params, seq)
+  ref_logp = fns.logprobs(state.ref_params, seq) if state.ref_params is not None else zeros
+  prm_logp = fns.logprobs(state.prm.params, seq) if recipe.prm is not None else zeros
+  values = fns.value_forward(state.value.params, seq) if recipe.value else zeros
+  metrics = dict(rollouts.metrics)
+
+  prm_state = state.prm
+  if recipe.prm == "prime_ce":
+    prm_state, prm_metrics = fns.prm_update(prm_state, (seq, ref_logp, outcome))
+    metrics.update({f"prm/{k}": v for k, v in prm_metrics.items()})
+    if config.algo.prime.double_forward:
+      prm_logp = fns.logprobs(prm_state.params, seq)
+  elif recipe.prm == "irl":
+    experts = ctx.place_batch(_expert_sequences(ctx, rollouts))
+    expert_ref = fns.logprobs(state.ref_params, experts)
+    sample_logp = jnp.sum(old_logp * seq.response_mask, axis=1)
+    batch = (experts, expert_ref, seq, ref_logp, sample_logp, jnp.ones_like(outcome, bool))
+    prm_state, prm_metrics = fns.prm_update(prm_state, batch)
+    metrics.update({f"prm/{k}": v for k, v in prm_metrics.items()})
+
+  inputs = RLInputs(outcome=outcome, mask=seq.response_mask, old_logp=old_logp, ref_logp=ref_logp,
+                    prm_logp=prm_logp, values=values, step_end=_step_ends(ctx, seq),
+                    group_size=config.rollout.n)
+  advantages, adv_metrics = fns.advantages(inputs)
+  metrics.update({f"adv/{k}" if "/" not in k else k: v for k, v in adv_metrics.items()
+                  if jnp.ndim(v) == 0})
+  value_state = state.value
+  if recipe.value:
+    value_state, value_metrics = fns.value_update(value_state, (seq, adv_metrics["returns"]))
+    metrics.update({f"value/{k}": v for k, v in value_metrics.items()})
+  policy, policy_metrics = fns.policy_update(
+      state.policy, PolicyBatch(seq=seq, old_logp=old_logp, ref_logp=ref_logp,
+                                advantages=advantages))
+  metrics.update({f"policy/{k}": v for k, v in policy_metrics.items()})
+  new_state = state.replace(step=state.step + 1, policy=policy, prm=prm_state, value=value_state)
+  metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  elapsed = time.perf_counter() - start
+  lengths = np.asarray([len(r) for r in rollouts.response_ids])
+  metrics.update({
+      "train/reward": float(rollouts.outcome.mean()),
+      "train/response_length": float(lengths.mean()),
+      "train/truncated": float(rollouts.truncated.mean()),
+      "time/step_s": elapsed, "time/rollout_s": t_rollout,
+      "time/tokens_per_s": metrics["rollout/tokens"] / max(elapsed, 1e-9),
+  })
+  return new_state, metrics
+
+
+def _save(ckpt: Checkpointer, state: TrainState, stream: PromptStream, ctx: RunContext,
+          metrics: dict | None, force: bool = False):
+  meta = {"data_position": stream.position, "config": ctx.config.to_dict(),
+          "method": ctx.config.method}
+  ckpt.save(int(state.step), state, meta, metrics=metrics, force=force)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | None = None,
+          ctx: RunContext | None = None) -> dict:
+  """Runs (or resumes) the RL job described by `config` in `workdir`; returns the last metrics.
+
+  `max_steps` stops early after that many steps in this call (used to test exact resume).
+  """
+  distributed.initialize()
+  ctx = ctx or build_context(config, workdir)
+  recipe = get_recipe(config.method)
+  fns = build_functions(ctx, recipe)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+                      best_metric=config.checkpoint.best_metric or None)
+  state = init_state(ctx, recipe)
+  position = 0
+  if config.checkpoint.resume and ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(ctx.abstract(state))
+    position = meta["data_position"]
+  state = ctx.place_state(state)
+  stream = PromptStream(ctx.train_examples, config.seed, position)
+  writer = MetricsWriter(workdir, enabled=distributed.is_main_process(), resume_step=int(state.step),
+                         tensorboard=config.log.tensorboard, progress=config.log.progress,
+                         total=config.train.steps)
+  metrics: dict = {}
+  done = 0
+  try:
+    while int(state.step) < config.train.steps:
+      if max_steps is not None and done >= max_steps:
+        break
+      state, metrics = rl_step(ctx, recipe, fns, state, stream)
+      done += 1
+      step = int(state.step)
+      writer.write(step, metrics)
+      if step % config.checkpoint.every == 0 or step == config.train.steps:
+        _save(ckpt, state, stream, ctx, metrics, force=True)
+    ckpt.wait()
+    if int(state.step) >= config.train.steps and config.checkpoint.save_hf:
+      ctx.export_policy(state.policy.params, os.path.join(workdir, "final_hf"))
+  finally:
+    ckpt.close()
+    writer.close()
+  return metrics

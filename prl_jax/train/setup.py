@@ -1,0 +1,190 @@
+"""Everything a run builds once before its first step: validated config, mesh, tokenizer, data.
+
+`validate` runs before any compilation so a bad config fails in the first seconds with a message
+that names the key and what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from prl_jax import sharding
+from prl_jax.algorithms.recipes import get_recipe
+from prl_jax.config import ConfigError
+from prl_jax.data.registry import get_task
+from prl_jax.models import hf
+from prl_jax.models.config import ModelConfig, preset
+from prl_jax.models.tokenizer import CharTokenizer, load_tokenizer
+from prl_jax.models.transformer import init_params
+from prl_jax.sampling import SamplingConfig
+
+AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks values that are wrong on their own or together; raises ConfigError."""
+  recipe = get_recipe(config.method)  # unknown method -> clear error listing the known ones
+  r, t = config.rollout, config.train
+  if r.n < recipe.min_group_size:
+    raise ConfigError(f"method={config.method} needs rollout.n >= {recipe.min_group_size} "
+                      f"responses per prompt (a leave-one-out baseline), got {r.n}.")
+  if r.prompts_per_step < 1 or r.max_new_tokens < 1:
+    raise ConfigError("rollout.prompts_per_step and rollout.max_new_tokens must be >= 1.")
+  batch = r.prompts_per_step * r.n
+  mini = t.mini_batch_size or batch
+  micro = t.micro_batch_size or mini
+  if batch % mini or mini % micro:
+    raise ConfigError(f"train.mini_batch_size={mini} must divide the batch of {batch} responses "
+                      f"and train.micro_batch_size={micro} must divide the mini-batch.")
+  if config.algo.loss.agg not in AGGS:
+    raise ConfigError(f"algo.loss.agg={config.algo.loss.agg!r}; choose one of {AGGS}.")
+  if config.filter.enable and not 0 <= config.filter.acc_lo <= config.filter.acc_hi <= 1:
+    raise ConfigError("filter.acc_lo <= filter.acc_hi must both lie in [0, 1].")
+  if config.method in ("prl", "frpo") and config.algo.prl.eta <= 0:
+    raise ConfigError(f"algo.prl.eta must be > 0 (the KL weight is 1/eta), got {config.algo.prl.eta}.")
+  if r.temperature < 0:
+    raise ConfigError("rollout.temperature must be >= 0 (0 means greedy).")
+  for key, path in (("task.train_file", config.task.train_file),
+                    ("task.eval_file", config.task.eval_file),
+                    ("init_from", config.init_from), ("model.hf_dir", config.model.hf_dir)):
+    if path and not os.path.exists(path):
+      raise ConfigError(f"{key}={path!r} does not exist; fix the path or leave it empty.")
+  devices = jax.device_count()
+  mesh_rows = (config.mesh.data if config.mesh.data > 0 else
+               devices // max(config.mesh.fsdp * config.mesh.tensor, 1)) * config.mesh.fsdp
+  if mesh_rows <= 0 or batch % mesh_rows or micro % mesh_rows:
+    raise ConfigError(f"The mesh splits batches {mesh_rows} ways (mesh.data x mesh.fsdp) on "
+                      f"{devices} devices, which does not divide the batch of {batch} or the "
+                      f"micro-batch of {micro}; change mesh.* or rollout.prompts_per_step.")
+
+
+@dataclasses.dataclass
+class RunContext:
+  """The host-side objects of a run."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  model_cfg: ModelConfig
+  tokenizer: Any
+  mesh: jax.sharding.Mesh
+  train_examples: list[dict]
+  eval_examples: list[dict]
+  verifier: Callable[[list[dict], list[str]], list[float]]
+  sampling: SamplingConfig
+  prompt_len: int
+  hf_dir: str = ""
+
+  def place_batch(self, tree):
+    """Rows of every batch array are split over the mesh's (data, fsdp) axes."""
+    spec = sharding.batch_sharding(self.mesh)
+    return jax.tree_util.tree_map(lambda x: jax.device_put(jnp.asarray(x), spec), tree)
+
+  def _state_shardings(self, state):
+    specs = sharding.param_shardings(self.model_cfg, self.mesh)
+    replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+    return sharding.tree_shardings_like(state, specs, replicated)
+
+  def place_state(self, state):
+    return jax.device_put(state, self._state_shardings(state))
+
+  def abstract(self, state):
+    """Shape/dtype/sharding skeleton of `state`, the target of a checkpoint restore."""
+    shardings = self._state_shardings(state)
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+  def export_policy(self, params, directory: str) -> str:
+    """Final policy in HF layout (safetensors + config.json) with its tokenizer beside it."""
+    hf.save_hf(directory, self.model_cfg, params)
+    if isinstance(self.tokenizer, CharTokenizer):
+      self.tokenizer.save(directory)
+    elif hasattr(self.tokenizer, "tokenizer") and hasattr(self.tokenizer.tokenizer,
+                                                          "save_pretrained"):
+      self.tokenizer.tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _model_source(config) -> str:
+  """The HF directory the policy starts from: init_from (an SFT export) or model.hf_dir."""
+  return config.init_from or config.model.hf_dir
+
+
+def _load_model_config(config, tokenizer) -> ModelConfig:
+  overrides = dict(dtype=config.model.dtype, remat=config.model.remat)
+  source = _model_source(config)
+  if source:
+    return hf.config_from_hf(hf.read_config(source), **overrides)
+  cfg = preset(config.model.preset, **overrides)
+  if tokenizer.vocab_size > cfg.vocab_size:
+    cfg = cfg.replace(vocab_size=tokenizer.vocab_size)
+  return cfg
+
+
+def _tokenizer(config):
+  source = config.model.tokenizer
+  if source == "char":
+    hf_source = _model_source(config)
+    if hf_source and os.path.exists(os.path.join(hf_source, "char_tokenizer.json")):
+      return CharTokenizer.load(hf_source)
+    return CharTokenizer()
+  return load_tokenizer(source)
+
+
+def _examples(config) -> tuple[list[dict], list[dict]]:
+  task = config.task
+  if task.train_file:
+    from prl_jax.data import math_files
+    train = math_files.load_task(task.train_file)
+    evals = math_files.load_task(task.eval_file) if task.eval_file else train[:task.num_eval]
+    return train, evals
+  spec = get_task(task.name)
+  options = dict(low=1, high=task.max_operand) if task.name == "arithmetic" else {}
+  train = spec.generate(task.num_train, (task.min_ops, task.max_ops), task.seed, **options)
+  evals = spec.generate(task.num_eval, (task.min_ops, task.max_ops), task.seed + 1, **options)
+  return train, evals
+
+
+def make_verifier(config) -> Callable[[list[dict], list[str]], list[float]]:
+  """Outcome reward of each (example, response text): the task checker or the math verifier."""
+  from prl_jax.rewards import verify
+  verifier = verify.Verifier(workers=0)
+  return lambda examples, texts: verifier.score(examples, texts)
+
+
+def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  tokenizer = _tokenizer(config)
+  model_cfg = _load_model_config(config, tokenizer)
+  mesh = sharding.make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp,
+                            tensor=config.mesh.tensor)
+  train, evals = _examples(config)
+  longest = max(len(tokenizer.encode(ex["prompt"])) for ex in train + evals)
+  prompt_len = max(config.task.max_prompt_len, 1)
+  if longest > prompt_len:
+    raise ConfigError(f"The longest prompt has {longest} tokens but task.max_prompt_len="
+                      f"{prompt_len}; raise task.max_prompt_len to at least {longest}.")
+  r = config.rollout
+  sampling_cfg = SamplingConfig(
+      max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+      top_k=r.top_k, greedy=r.temperature == 0, eos_id=tokenizer.eos_id,
+      pad_id=tokenizer.pad_id, n=r.n, max_prompt_len=prompt_len)
+  return RunContext(config=config, workdir=workdir, model_cfg=model_cfg, tokenizer=tokenizer,
+                    mesh=mesh, train_examples=train, eval_examples=evals,
+                    verifier=make_verifier(config), sampling=sampling_cfg, prompt_len=prompt_len,
+                    hf_dir=_model_source(config))
+
+
+def initial_policy_params(ctx: RunContext):
+  """Policy parameters from the configured HF directory, else a seeded random init."""
+  if ctx.hf_dir:
+    _, params = hf.load_hf(ctx.hf_dir, config=ctx.model_cfg)
+    return params
+  return init_params(ctx.model_cfg, jax.random.key(ctx.config.seed))

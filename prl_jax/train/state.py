@@ -1,0 +1,85 @@
+"""Train state: frozen pytrees of parameters and optimizer states, plus the optimizers.
+
+The policy, the PRM and the value model are each a `ModelState` (params + optax state); the
+reference is a bare parameter pytree that is never updated. Everything is a pytree of arrays, so
+one Orbax call saves it and one `jax.jit` with shardings places it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class ModelState:
+  """Parameters and optimizer state of one trained model."""
+
+  params: Any
+  opt_state: Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue bit for bit.
+
+  Attributes:
+    step: completed RL (or SFT) steps, int32 scalar.
+    policy: the trained policy.
+    ref_params: the frozen reference pi_ref (None when no method needs it).
+    prm: the process reward model (PRIME, rePIRL) or None.
+    value: the PPO critic (backbone + scalar head) or None.
+    rng: raw key data (uint32), so the state is a plain array pytree that Orbax can store.
+  """
+
+  step: jax.Array
+  policy: ModelState
+  ref_params: Any
+  prm: ModelState | None
+  value: ModelState | None
+  rng: jax.Array
+
+
+def learning_rate_schedule(lr: float, schedule: str, warmup_steps: int, total_steps: int):
+  """Linear warm-up to `lr`, then constant, cosine or linear decay to 0 at `total_steps`."""
+  decay_steps = max(total_steps - warmup_steps, 1)
+  if schedule == "constant":
+    after = optax.constant_schedule(lr)
+  elif schedule == "cosine":
+    after = optax.cosine_decay_schedule(lr, decay_steps)
+  elif schedule == "linear":
+    after = optax.linear_schedule(lr, 0.0, decay_steps)
+  else:
+    raise ValueError(f"optim.schedule={schedule!r}; choose constant, cosine or linear.")
+  if warmup_steps <= 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup_steps), after],
+                              [warmup_steps])
+
+
+def adamw(lr: float, *, grad_clip: float, weight_decay: float = 0.0, b1: float = 0.9,
+          b2: float = 0.999, schedule: str = "constant", warmup_steps: int = 0,
+          total_steps: int = 1) -> optax.GradientTransformation:
+  """Global-norm clipping followed by AdamW (clip <= 0 disables clipping)."""
+  sched = learning_rate_schedule(lr, schedule, warmup_steps, total_steps)
+  parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+  parts.append(optax.adamw(sched, b1=b1, b2=b2, weight_decay=weight_decay))
+  return optax.chain(*parts)
+
+
+def key_data(key: jax.Array) -> jax.Array:
+  """Raw uint32 data of a typed PRNG key (what the state stores)."""
+  return jax.random.key_data(key)
+
+
+def wrap_key(data: jax.Array) -> jax.Array:
+  return jax.random.wrap_key_data(data)
+
+
+def value_head_init(hidden_size: int) -> dict:
+  """Scalar value head V(h) = h w + b, zero-initialised so PPO starts from a neutral critic."""
+  return {"kernel": jnp.zeros((hidden_size,), jnp.float32), "bias": jnp.zeros((), jnp.float32)}
