@@ -211,8 +211,9 @@ class Transformer(nn.Module):
 
   Args of `__call__`:
     tokens: [B, T] int32.
-    positions: [B, T] rotary positions; default: count of real tokens before each one
-      (`cumsum(token_mask) - 1`), which is right for left-padded prompts.
+    positions: [B, T] rotary positions; default: count of real tokens before each one, those in
+      the cache included (`cached + cumsum(token_mask) - 1`), which is right for left-padded
+      prompts and for decoding after them.
     token_mask: [B, T] bool, False on padding (padding is never attended to). Default all True.
     cache: a `KVCache` to read and extend at `cache.index`, or None for a plain causal forward.
     return_hidden: return the final normed hidden states [B, T, d] instead of logits (for
@@ -246,7 +247,9 @@ class Transformer(nn.Module):
       token_mask = jnp.ones(tokens.shape, bool)
     token_mask = token_mask.astype(bool)
     if positions is None:
-      positions = jnp.maximum(jnp.cumsum(token_mask, axis=1) - 1, 0)
+      # Real tokens already in the cache count too, so decoding continues the prompt's positions.
+      cached = 0 if cache is None else jnp.sum(cache.valid, axis=1, keepdims=True)
+      positions = jnp.maximum(cached + jnp.cumsum(token_mask, axis=1) - 1, 0)
     chex.assert_equal_shape([tokens, positions, token_mask])
 
     x = self.embed(tokens)

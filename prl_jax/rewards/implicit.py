@@ -80,7 +80,8 @@ def implicit_scores(logp_prm: chex.Array, logp_ref: chex.Array, mask: chex.Array
 
   with q_t = log pi_phi(y_t) - log pi_ref(y_t) (no beta, as in the official code). With
   `step_end` from `prl_jax.ops.steps.step_end_mask(mask, "token")` every token is its own step
-  (the paper's default granularity); with mode "whole" the response sum sits on the last valid token.
+  (the paper's default granularity); with mode "whole" the response sum sits on the last valid
+  token.
 
   Args:
     logp_prm: [B, T] PRM log-probs of the response tokens.

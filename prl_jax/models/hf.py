@@ -1,0 +1,504 @@
+"""Hugging Face checkpoints in and out: config.json <-> ModelConfig, safetensors <-> param pytree.
+
+Layout conversion (HF `nn.Linear` stores weight as [out, in]; our kernels are [in, ...out]):
+
+    embed_tokens.weight [V, d]             -> embed.embedding [V, d]
+    q_proj.weight [H*hd, d]                -> layers.attn.q.kernel [L, d, H, hd]   (k, v: KVH heads)
+    q_proj.bias [H*hd]                     -> layers.attn.q.bias [L, H, hd]
+    o_proj.weight [d, H*hd]                -> layers.attn.o.kernel [L, H, hd, d]
+    gate_proj/up_proj.weight [F, d]        -> layers.mlp.gate/up.kernel [L, d, F]
+    down_proj.weight [d, F]                -> layers.mlp.down.kernel [L, F, d]
+    input_layernorm.weight [d]             -> layers.attn_norm.scale [L, d]
+    post_attention_layernorm.weight [d]    -> layers.mlp_norm.scale [L, d]
+    model.norm.weight [d]                  -> final_norm.scale [d]
+    lm_head.weight [V, d]                  -> lm_head.kernel [d, V]   (absent when tied)
+
+No head permutation is needed: our RoPE uses HF's rotate-half convention.
+
+Loading streams one tensor at a time through `safetensors.safe_open(..., framework="numpy")`:
+each stacked [L, ...] leaf is filled layer by layer in one preallocated host array and then placed
+with `jax.device_put(leaf, sharding)`, so the host holds at most one leaf and no device ever holds
+more than its shard. bfloat16 tensors read as `ml_dtypes.bfloat16` (importing ml_dtypes registers
+the type name with numpy, which is all safetensors' numpy backend needs), so no PyTorch is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Iterator
+
+import jax
+import ml_dtypes  # noqa: F401  (registers "bfloat16" with numpy so safetensors can read BF16)
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from prl_jax.models.config import ModelConfig
+
+CONFIG_FILE = "config.json"
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                  "mistral": "MistralForCausalLM"}
+_SUPPORTED_ROPE_TYPES = ("default", "llama3")
+_LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+# ----------------------------------------------------------------------------------------------
+# config.json <-> ModelConfig
+# ----------------------------------------------------------------------------------------------
+
+
+def _rope_from_hf(hf: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+  """(rope_theta, rope_scaling) from either the transformers>=5 `rope_parameters` dict or the
+  older top-level `rope_theta` + `rope_scaling` keys (both appear in published checkpoints)."""
+  params = dict(hf.get("rope_parameters") or {})
+  legacy = dict(hf.get("rope_scaling") or {})
+  if params and legacy:
+    # transformers gives `rope_scaling` precedence when both are present; so do we.
+    params = {**params, **legacy}
+  elif legacy:
+    params = legacy
+  if any(isinstance(v, dict) for v in params.values()):
+    raise ValueError("config.json: per-layer-type rope_parameters are not supported "
+                     f"(got keys {sorted(params)}).")
+  theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+  kind = params.get("rope_type", params.get("type", "default"))
+  if kind not in _SUPPORTED_ROPE_TYPES:
+    raise ValueError(f"config.json: rope type {kind!r} is not supported "
+                     f"(supported: {_SUPPORTED_ROPE_TYPES}).")
+  partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+  if partial not in (None, 1.0):
+    raise ValueError(f"config.json: partial_rotary_factor={partial} is not supported (only 1.0).")
+  if kind == "default":
+    return theta, None
+  missing = [k for k in _LLAMA3_KEYS if k not in params and k != "original_max_position_embeddings"]
+  if missing:
+    raise ValueError(f"config.json: llama3 rope scaling lacks {missing}.")
+  scaling = {"rope_type": "llama3", **{k: params[k] for k in _LLAMA3_KEYS if k in params}}
+  # HF falls back to max_position_embeddings when the original length is not given.
+  scaling.setdefault("original_max_position_embeddings", hf["max_position_embeddings"])
+  return theta, scaling
+
+
+def _check_no_sliding_window(hf: dict[str, Any], num_layers: int, max_positions: int) -> None:
+  """Sliding-window attention is not implemented: refuse checkpoints that actually use it."""
+  layer_types = hf.get("layer_types") or []
+  if any(t != "full_attention" for t in layer_types):
+    raise ValueError(f"config.json: layer_types {sorted(set(layer_types))} include non-full "
+                     "attention; sliding-window attention is not supported.")
+  window = hf.get("sliding_window")
+  if hf["model_type"] == "qwen2":
+    # Qwen2 applies the window only when use_sliding_window is set, to layers >= max_window_layers.
+    if hf.get("use_sliding_window") and window is not None and \
+        hf.get("max_window_layers", num_layers) < num_layers:
+      raise ValueError(
+          f"config.json: use_sliding_window=true with sliding_window={window} on layers >= "
+          f"max_window_layers={hf.get('max_window_layers')}; sliding-window attention is not "
+          "supported.")
+  elif window is not None and window < max_positions:
+    # A window at least as long as the context never masks anything, so it is harmless.
+    raise ValueError(f"config.json: sliding_window={window} < max_position_embeddings="
+                     f"{max_positions}; sliding-window attention is not supported.")
+
+
+def config_from_hf(hf_config: dict[str, Any], **overrides) -> ModelConfig:
+  """ModelConfig from a HF config.json dict of a Llama, Qwen2 or Mistral causal LM.
+
+  Qwen2 always has q/k/v biases (there is no flag in its config); Llama's `attention_bias` would
+  also bias o_proj, which this model does not have, so it is refused. `overrides` set ModelConfig
+  fields that config.json does not describe (dtype, remat) or replace ones it does.
+  """
+  hf = dict(hf_config)
+  model_type = hf.get("model_type")
+  if model_type not in SUPPORTED_MODEL_TYPES:
+    raise ValueError(f"config.json: model_type {model_type!r} is not supported "
+                     f"(supported: {SUPPORTED_MODEL_TYPES}).")
+  act = hf.get("hidden_act", "silu")
+  if act != "silu":
+    raise ValueError(f"config.json: hidden_act={act!r} is not supported (only 'silu' / SwiGLU).")
+  if hf.get("mlp_bias"):
+    raise ValueError("config.json: mlp_bias=true is not supported.")
+  if model_type == "qwen2":
+    qkv_bias = True
+  else:
+    if hf.get("attention_bias"):
+      raise ValueError("config.json: attention_bias=true (which also biases o_proj) is not "
+                       f"supported for model_type {model_type!r}.")
+    qkv_bias = False
+  num_layers = int(hf["num_hidden_layers"])
+  max_positions = int(hf.get("max_position_embeddings", 4096))
+  hf.setdefault("max_position_embeddings", max_positions)
+  _check_no_sliding_window(hf, num_layers, max_positions)
+  theta, scaling = _rope_from_hf(hf)
+
+  hidden, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
+  head_dim = hf.get("head_dim")
+  # Keep head_dim implicit when it is the default, so configs compare equal after a round trip.
+  if head_dim is not None and heads and hidden % heads == 0 and int(head_dim) == hidden // heads:
+    head_dim = None
+  fields = dict(
+      vocab_size=int(hf["vocab_size"]),
+      hidden_size=hidden,
+      num_layers=num_layers,
+      num_heads=heads,
+      num_kv_heads=int(hf.get("num_key_value_heads") or heads),
+      intermediate_size=int(hf["intermediate_size"]),
+      head_dim=None if head_dim is None else int(head_dim),
+      rope_theta=theta,
+      rope_scaling=scaling,
+      rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+      qkv_bias=qkv_bias,
+      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+      max_position_embeddings=max_positions,
+  )
+  fields.update(overrides)
+  return ModelConfig(**fields)
+
+
+def default_model_type(config: ModelConfig) -> str:
+  """qwen2 when the config has q/k/v biases (Qwen2 always does, Llama never), else llama."""
+  return "qwen2" if config.qkv_bias else "llama"
+
+
+def config_to_hf(config: ModelConfig, model_type: str | None = None,
+                 dtype: str = "float32") -> dict[str, Any]:
+  """A config.json dict that transformers' AutoConfig / AutoModelForCausalLM load as this model.
+
+  Rotary settings are written both as transformers>=5 `rope_parameters` and as the older top-level
+  `rope_theta` / `rope_scaling`, so either generation of transformers reads them.
+  """
+  model_type = model_type or default_model_type(config)
+  if model_type not in SUPPORTED_MODEL_TYPES:
+    raise ValueError(f"model_type {model_type!r} is not supported "
+                     f"(supported: {SUPPORTED_MODEL_TYPES}).")
+  if model_type == "qwen2" and not config.qkv_bias:
+    raise ValueError("A qwen2 checkpoint always has q/k/v biases; this config has qkv_bias=False "
+                     "(save it as model_type='llama').")
+  if model_type != "qwen2" and config.qkv_bias:
+    raise ValueError(f"model_type {model_type!r} cannot express q/k/v biases without an o_proj "
+                     "bias; save this config as model_type='qwen2'.")
+  scaling = dict(config.rope_scaling) if config.rope_scaling is not None else None
+  rope_parameters = {"rope_type": "default", **(scaling or {}), "rope_theta": config.rope_theta}
+  hf = {
+      "architectures": [_ARCHITECTURES[model_type]],
+      "model_type": model_type,
+      "vocab_size": config.vocab_size,
+      "hidden_size": config.hidden_size,
+      "intermediate_size": config.intermediate_size,
+      "num_hidden_layers": config.num_layers,
+      "num_attention_heads": config.num_heads,
+      "num_key_value_heads": config.num_kv_heads,
+      "head_dim": config.resolved_head_dim,
+      "hidden_act": "silu",
+      "max_position_embeddings": config.max_position_embeddings,
+      "rms_norm_eps": config.rms_norm_eps,
+      "rope_theta": config.rope_theta,
+      "rope_scaling": scaling,
+      "rope_parameters": rope_parameters,
+      "tie_word_embeddings": config.tie_embeddings,
+      "attention_dropout": 0.0,
+      "use_cache": True,
+      "dtype": dtype,
+      "torch_dtype": dtype,
+  }
+  if model_type == "qwen2":
+    hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=config.num_layers)
+  else:
+    hf.update(attention_bias=False, mlp_bias=False)
+    if model_type == "mistral":
+      hf["sliding_window"] = None
+  return hf
+
+
+# ----------------------------------------------------------------------------------------------
+# Tensor naming and layout
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _TensorSpec:
+  """One leaf of our param tree and the HF tensor(s) it comes from.
+
+  path: keys under params["params"]. hf_names: one name, or one per layer for stacked leaves.
+  hf_shape: shape of each HF tensor. shape: shape of our leaf (with the leading L when stacked).
+  to_ours / to_hf: layout conversion of one (per-layer) tensor.
+  """
+
+  path: tuple[str, ...]
+  hf_names: tuple[str, ...]
+  hf_shape: tuple[int, ...]
+  shape: tuple[int, ...]
+  to_ours: Callable[[np.ndarray], np.ndarray]
+  to_hf: Callable[[np.ndarray], np.ndarray]
+  stacked: bool
+
+
+def _identity(x):
+  return x
+
+
+def _transpose(x):
+  return x.T
+
+
+def _tensor_specs(config: ModelConfig) -> list[_TensorSpec]:
+  """Every parameter of `config`'s model, with its HF name(s), shapes and layout conversion."""
+  d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
+  h, kvh, hd, n = config.num_heads, config.num_kv_heads, config.resolved_head_dim, config.num_layers
+
+  def heads_in(heads):  # [heads*hd, d] -> [d, heads, hd] and back
+    return (lambda w: w.T.reshape(d, heads, hd)), (lambda k: k.reshape(d, heads * hd).T)
+
+  def bias_in(heads):  # [heads*hd] -> [heads, hd] and back
+    return (lambda b: b.reshape(heads, hd)), (lambda b: b.reshape(heads * hd))
+
+  o_in = (lambda w: w.T.reshape(h, hd, d)), (lambda k: k.reshape(h * hd, d).T)
+
+  def single(path, name, hf_shape, shape, conv=(_identity, _identity)):
+    return _TensorSpec(path, (name,), hf_shape, shape, conv[0], conv[1], False)
+
+  def layered(path, suffix, hf_shape, shape, conv=(_identity, _identity)):
+    names = tuple(f"model.layers.{i}.{suffix}" for i in range(n))
+    return _TensorSpec(("layers",) + path, names, hf_shape, (n,) + shape, conv[0], conv[1], True)
+
+  specs = [single(("embed", "embedding"), "model.embed_tokens.weight", (v, d), (v, d))]
+  for proj, heads in (("q", h), ("k", kvh), ("v", kvh)):
+    specs.append(layered(("attn", proj, "kernel"), f"self_attn.{proj}_proj.weight",
+                         (heads * hd, d), (d, heads, hd), heads_in(heads)))
+    if config.qkv_bias:
+      specs.append(layered(("attn", proj, "bias"), f"self_attn.{proj}_proj.bias",
+                           (heads * hd,), (heads, hd), bias_in(heads)))
+  specs += [
+      layered(("attn", "o", "kernel"), "self_attn.o_proj.weight", (d, h * hd), (h, hd, d), o_in),
+      layered(("attn_norm", "scale"), "input_layernorm.weight", (d,), (d,)),
+      layered(("mlp", "gate", "kernel"), "mlp.gate_proj.weight", (f, d), (d, f),
+              (_transpose, _transpose)),
+      layered(("mlp", "up", "kernel"), "mlp.up_proj.weight", (f, d), (d, f),
+              (_transpose, _transpose)),
+      layered(("mlp", "down", "kernel"), "mlp.down_proj.weight", (d, f), (f, d),
+              (_transpose, _transpose)),
+      layered(("mlp_norm", "scale"), "post_attention_layernorm.weight", (d,), (d,)),
+      single(("final_norm", "scale"), "model.norm.weight", (d,), (d,)),
+  ]
+  if not config.tie_embeddings:
+    specs.append(single(("lm_head", "kernel"), "lm_head.weight", (v, d), (d, v),
+                        (_transpose, _transpose)))
+  return specs
+
+
+def _is_ignored(name: str, config: ModelConfig) -> bool:
+  """Tensors we accept and drop: rotary caches (derived from config), and a tied model's lm_head
+  (some exporters write the shared matrix twice)."""
+  return name.endswith("rotary_emb.inv_freq") or (config.tie_embeddings and
+                                                 name == "lm_head.weight")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
+def _read_json(path: str) -> dict[str, Any]:
+  with open(path) as fh:
+    return json.load(fh)
+
+
+def _weight_files(model_dir: str) -> dict[str, str]:
+  """Map tensor name -> safetensors file path, from the index when sharded."""
+  index_path = os.path.join(model_dir, INDEX_FILE)
+  if os.path.exists(index_path):
+    weight_map = _read_json(index_path).get("weight_map")
+    if not weight_map:
+      raise ValueError(f"{index_path} has no weight_map.")
+    return {name: os.path.join(model_dir, file) for name, file in weight_map.items()}
+  single_path = os.path.join(model_dir, SINGLE_FILE)
+  if os.path.exists(single_path):
+    with safetensors.safe_open(single_path, framework="numpy") as fh:
+      return {name: single_path for name in fh.keys()}
+  present = sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else []
+  raise FileNotFoundError(
+      f"No {SINGLE_FILE} or {INDEX_FILE} in {model_dir!r} (found: {present[:20]}); only "
+      "safetensors checkpoints are supported.")
+
+
+def _check_names(specs: list[_TensorSpec], available: set[str], config: ModelConfig,
+                 model_dir: str) -> None:
+  """Every expected tensor present, nothing unexplained left over."""
+  expected = {name for spec in specs for name in spec.hf_names}
+  missing = sorted(expected - available)
+  unexpected = sorted(n for n in available - expected if not _is_ignored(n, config))
+  problems = []
+  if missing:
+    problems.append(f"missing tensors {missing[:10]}" + (" ..." if len(missing) > 10 else ""))
+  if unexpected:
+    problems.append(f"unexpected tensors {unexpected[:10]}"
+                    + (" ..." if len(unexpected) > 10 else ""))
+  if problems:
+    raise ValueError(f"Checkpoint {model_dir!r} does not match the config: "
+                     + "; ".join(problems) + ".")
+
+
+def _lookup(tree: Any, path: tuple[str, ...]) -> Any:
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def _sharding_for(shardings: Any, path: tuple[str, ...]) -> Any:
+  """The sharding of one leaf: a single Sharding applies to all; a pytree is indexed by path
+  (with or without the top-level "params" key)."""
+  if shardings is None or isinstance(shardings, jax.sharding.Sharding):
+    return shardings
+  tree = shardings["params"] if "params" in shardings else shardings
+  try:
+    return _lookup(tree, path)
+  except (KeyError, TypeError) as err:
+    raise ValueError(f"shardings has no entry for params/{'/'.join(path)}.") from err
+
+
+def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def load_hf(model_dir: str, config: ModelConfig | None = None, shardings: Any = None,
+            dtype: Any = None) -> tuple[ModelConfig, Any]:
+  """(config, params) from a HF safetensors checkpoint directory.
+
+  Args:
+    model_dir: holds config.json and model.safetensors or model.safetensors.index.json + shards.
+    config: use this config instead of the one derived from config.json (e.g. to set dtype or
+      remat); tensor shapes are checked against it.
+    shardings: None (default device), one `jax.sharding.Sharding` for every leaf, or a pytree of
+      shardings matching the params.
+    dtype: parameter dtype, float32 by default (the model keeps parameters in float32 and casts
+      to its compute dtype).
+
+  Returns:
+    (config, {"params": ...}) with the tree of `init_params(config, key)`.
+  """
+  if config is None:
+    config = config_from_hf(_read_json(os.path.join(model_dir, CONFIG_FILE)))
+  dtype = np.dtype(dtype or np.float32)
+  specs = _tensor_specs(config)
+  files = _weight_files(model_dir)
+  _check_names(specs, set(files), config, model_dir)
+
+  params: dict[str, Any] = {}
+  with contextlib.ExitStack() as stack:
+    handles = {path: stack.enter_context(safetensors.safe_open(path, framework="numpy"))
+               for path in sorted(set(files.values()))}
+    # All shapes first (header reads only), so a wrong config fails before any heavy I/O.
+    for spec in specs:
+      for name in spec.hf_names:
+        shape = tuple(handles[files[name]].get_slice(name).get_shape())
+        if shape != spec.hf_shape:
+          raise ValueError(f"Tensor {name!r} in {model_dir!r} has shape {shape}, expected "
+                           f"{spec.hf_shape} from the config (params/{'/'.join(spec.path)} "
+                           f"{spec.shape}).")
+    for spec in specs:
+      host = np.empty(spec.shape, dtype)
+      for i, name in enumerate(spec.hf_names):
+        tensor = spec.to_ours(handles[files[name]].get_tensor(name))
+        if spec.stacked:
+          host[i] = tensor
+        else:
+          host[...] = tensor
+      _set(params, spec.path, jax.device_put(host, _sharding_for(shardings, spec.path)))
+      del host
+  return config, {"params": params}
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving
+# ----------------------------------------------------------------------------------------------
+
+
+def _to_host(x: Any) -> np.ndarray:
+  """A full host copy of one leaf, gathering across processes when it is not all local."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils  # only needed on multi-host runs
+    x = multihost_utils.process_allgather(x, tiled=True)
+  return np.asarray(jax.device_get(x))
+
+
+def _plan_shards(sizes: list[int], max_shard_bytes: int) -> list[int]:
+  """Shard number of each tensor, packing in order; a tensor larger than the limit gets its own."""
+  shard, used, plan = 0, 0, []
+  for size in sizes:
+    if used and used + size > max_shard_bytes:
+      shard, used = shard + 1, 0
+    plan.append(shard)
+    used += size
+  return plan
+
+
+def _hf_tensors(specs: list[_TensorSpec], tree: Any, out_dtype: np.dtype
+                ) -> Iterator[tuple[str, np.ndarray]]:
+  """(name, HF-layout array) in spec order, fetching one of our leaves at a time."""
+  for spec in specs:
+    host = _to_host(_lookup(tree, spec.path))
+    if host.shape != spec.shape:
+      raise ValueError(f"params/{'/'.join(spec.path)} has shape {host.shape}, expected "
+                       f"{spec.shape} from the config.")
+    layers = host if spec.stacked else host[None]
+    for name, layer in zip(spec.hf_names, layers):
+      yield name, np.ascontiguousarray(spec.to_hf(layer).astype(out_dtype))
+
+
+def _remove_old_weights(model_dir: str) -> None:
+  """Drop weight files a previous save left here, so no stale shard or index can be loaded."""
+  for name in os.listdir(model_dir):
+    if name in (SINGLE_FILE, INDEX_FILE) or (name.startswith("model-") and
+                                             name.endswith(".safetensors")):
+      os.remove(os.path.join(model_dir, name))
+
+
+def save_hf(model_dir: str, config: ModelConfig, params: Any, model_type: str | None = None,
+            max_shard_bytes: int = 5 * 2**30, dtype: Any = np.float32) -> None:
+  """Write config.json and safetensors weights that transformers' `from_pretrained` loads.
+
+  One model.safetensors when everything fits `max_shard_bytes`, otherwise
+  model-0000k-of-0000n.safetensors plus model.safetensors.index.json. Tied embeddings are written
+  once, as model.embed_tokens.weight (HF re-ties lm_head on load). `model_type` defaults to qwen2
+  for configs with q/k/v biases, else llama. `dtype` is the stored dtype (float32 or bfloat16).
+  """
+  model_type = model_type or default_model_type(config)
+  out_dtype = np.dtype(dtype)
+  hf_config = config_to_hf(config, model_type, dtype=str(out_dtype))
+  tree = params["params"] if "params" in params else params
+  specs = _tensor_specs(config)
+  names = [name for spec in specs for name in spec.hf_names]
+  sizes = [int(np.prod(spec.hf_shape)) * out_dtype.itemsize
+           for spec in specs for _ in spec.hf_names]
+  plan = _plan_shards(sizes, max_shard_bytes)
+  num_shards = plan[-1] + 1
+  file_names = ([SINGLE_FILE] if num_shards == 1 else
+                [f"model-{k + 1:05d}-of-{num_shards:05d}.safetensors" for k in range(num_shards)])
+
+  os.makedirs(model_dir, exist_ok=True)
+  _remove_old_weights(model_dir)
+  # "format": "pt" is the metadata transformers expects on safetensors weights.
+  metadata = {"format": "pt"}
+  current, buffer = 0, {}
+  for (name, array), shard in zip(_hf_tensors(specs, tree, out_dtype), plan):
+    if shard != current:
+      safetensors.numpy.save_file(buffer, os.path.join(model_dir, file_names[current]), metadata)
+      current, buffer = shard, {}
+    buffer[name] = array
+  safetensors.numpy.save_file(buffer, os.path.join(model_dir, file_names[current]), metadata)
+
+  if num_shards > 1:
+    index = {"metadata": {"total_size": sum(sizes)},
+             "weight_map": {name: file_names[shard] for name, shard in zip(names, plan)}}
+    with open(os.path.join(model_dir, INDEX_FILE), "w") as fh:
+      json.dump(index, fh, indent=2)
+  with open(os.path.join(model_dir, CONFIG_FILE), "w") as fh:
+    json.dump(hf_config, fh, indent=2)

@@ -1,0 +1,133 @@
+"""rePIRL: a process reward model learned by max-entropy inverse RL (arXiv 2602.07832, section 6).
+
+There is no public code; this follows the reconstruction in the design notes. Trajectories are
+token sequences; a learned token reward r_phi(s_t, a_t) gives the return R_phi(tau) = sum_t r_phi.
+Maximum-entropy IRL models p_phi(tau) proportional to p(tau) exp(R_phi(tau)) and maximises
+
+    J(phi) = (1/E) sum_{e} R_phi(tau_e)  -  log Z(phi)
+
+over expert trajectories tau_e. Z is estimated by importance sampling from the current policy:
+with M policy samples tau_j and self-normalised weights
+
+    w_j = exp(R_phi(tau_j) - log pi_theta(tau_j)) / sum_k exp(R_phi(tau_k) - log pi_theta(tau_k)),
+
+    grad J = (1/E) sum_e grad R_phi(tau_e) - sum_j w_j grad R_phi(tau_j).
+
+The policy is then trained with reward r_o + lambda * PRM reward (`combined_reward`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@contextlib.contextmanager
+def _shape_errors(fn_name: str):
+  """Re-raises chex shape assertions as ValueError naming the function."""
+  try:
+    yield
+  except AssertionError as err:
+    raise ValueError(f"{fn_name}: bad input shapes: {err}") from None
+
+
+def sequence_reward(token_rewards: chex.Array, mask: chex.Array) -> chex.Array:
+  """Trajectory return R(tau_b) = sum_t r_{b,t} mask_{b,t} (rePIRL section 6).
+
+  Args:
+    token_rewards: [B, T] token rewards (e.g. beta * (log pi_phi - log pi_ref) for the implicit PRM,
+      or a scalar head's per-token output).
+    mask: [B, T] response mask.
+
+  Returns:
+    [B] float32 returns.
+  """
+  with _shape_errors("sequence_reward"):
+    chex.assert_rank([token_rewards, mask], 2)
+    chex.assert_equal_shape([token_rewards, mask])
+  valid = mask.astype(bool)
+  return jnp.sum(jnp.where(valid, token_rewards.astype(jnp.float32), 0.0), axis=-1)
+
+
+def irl_loss(expert_returns: chex.Array, sample_returns: chex.Array, sample_logp: chex.Array,
+             sample_valid: chex.Array | None = None) -> tuple[chex.Array, dict[str, chex.Array]]:
+  """Maximum-entropy IRL loss with an importance-sampled partition function (rePIRL section 6).
+
+      w   = softmax_j( R_phi(tau_j) - log pi_theta(tau_j) )        over valid samples j
+      L   = -( mean_e R_phi(tau_e) - sum_j stop_gradient(w_j) R_phi(tau_j) )
+
+  so grad L = -(mean_e grad R_phi(tau_e) - sum_j w_j grad R_phi(tau_j)), the self-normalised
+  estimate of -grad J. The weights carry no gradient (neither into R nor into log pi_theta).
+  The normaliser couples all samples, so the loss is a scalar, not a (sum, count) pair: compute
+  it over the whole set of samples of an update, not per micro-batch.
+
+  Metrics: log_z = logsumexp_j(R_j - log pi_j) - log M (the importance-sampling estimate of
+  log Z, M valid samples) and ess = 1 / sum_j w_j^2 (effective sample size, in [1, M]). With no
+  valid sample the weights are 0, log_z = -inf and ess = 0.
+
+  Args:
+    expert_returns: [E] R_phi of expert (and pseudo-expert) trajectories; E >= 1.
+    sample_returns: [M] R_phi of policy samples.
+    sample_logp: [M] sequence log-probs log pi_theta(tau_j) of the samples.
+    sample_valid: optional [M] bool, False for padding samples.
+
+  Returns:
+    (loss, {"log_z": scalar, "ess": scalar}), float32.
+  """
+  if sample_valid is None:
+    sample_valid = jnp.ones(jnp.shape(sample_returns), dtype=bool)
+  with _shape_errors("irl_loss"):
+    chex.assert_rank([expert_returns, sample_returns, sample_logp, sample_valid], 1)
+    chex.assert_equal_shape([sample_returns, sample_logp, sample_valid])
+  if expert_returns.shape[0] < 1:
+    raise ValueError("irl_loss: need at least one expert trajectory")
+  if sample_returns.shape[0] < 1:
+    raise ValueError("irl_loss: need at least one policy sample")
+  valid = sample_valid.astype(bool)
+  r_samples = jnp.where(valid, sample_returns.astype(jnp.float32), 0.0)
+  log_ratio = jnp.where(valid, r_samples - sample_logp.astype(jnp.float32), -jnp.inf)
+  any_valid = jnp.any(valid)
+  lse = jax.nn.logsumexp(log_ratio)
+  lse = jnp.where(any_valid, lse, 0.0)
+  w = jnp.where(valid, jnp.exp(log_ratio - lse), 0.0)
+  w = jax.lax.stop_gradient(w)
+  expert_term = jnp.mean(expert_returns.astype(jnp.float32))
+  loss = -(expert_term - jnp.sum(w * r_samples))
+  num_valid = jnp.sum(valid.astype(jnp.float32))
+  log_z = jnp.where(any_valid, lse - jnp.log(jnp.maximum(num_valid, 1.0)), -jnp.inf)
+  ess = jnp.where(any_valid, 1.0 / jnp.maximum(jnp.sum(w * w), np.finfo(np.float32).tiny), 0.0)
+  metrics = {"log_z": jax.lax.stop_gradient(log_z), "ess": ess}
+  return loss, metrics
+
+
+def combined_reward(outcome: chex.Array, prm_token_rewards: chex.Array, mask: chex.Array,
+                    lam: float) -> chex.Array:
+  """Policy reward of rePIRL: reward = outcome + lambda * PRM (section 6, policy step).
+
+      reward[b, t] = r_o[b] * 1[t = last valid token of b] + lam * r_phi[b, t] * mask[b, t]
+
+  Summed over tokens this is r_o + lam * R_phi(tau). Rows with no valid token are all zero.
+
+  Args:
+    outcome: [B] outcome rewards r_o.
+    prm_token_rewards: [B, T] PRM token rewards.
+    mask: [B, T] response mask.
+    lam: PRM coefficient (0.05-0.1 in the paper); may be 0.
+
+  Returns:
+    [B, T] float32 token rewards.
+  """
+  with _shape_errors("combined_reward"):
+    chex.assert_rank([outcome, prm_token_rewards, mask], [1, 2, 2])
+    chex.assert_equal_shape([prm_token_rewards, mask])
+    chex.assert_equal_shape_prefix([prm_token_rewards, outcome], 1)
+  valid = mask.astype(bool)
+  t = jnp.arange(mask.shape[1])
+  last = jnp.max(jnp.where(valid, t, -1), axis=-1)
+  at_last = (t[None, :] == last[:, None]) & valid
+  r_o = jnp.where(at_last, outcome.astype(jnp.float32)[:, None], 0.0)
+  return r_o + lam * jnp.where(valid, prm_token_rewards.astype(jnp.float32), 0.0)
