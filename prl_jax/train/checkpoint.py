@@ -1,0 +1,389 @@
+"""Checkpoints: Orbax `CheckpointManager` with two items per step, kept atomically.
+
+Each step directory `<workdir>/<step>/` holds
+
+- `state`: one pytree of `jax.Array`s (policy, PRM and value parameters, optimizer states, the step
+  counter, RNG keys), written with `ocp.args.StandardSave` and read back with
+  `ocp.args.StandardRestore(abstract_target)`, so every array lands directly in the sharding of the
+  target: no host gather, and a checkpoint written on one mesh layout restores into another;
+- `meta`: one JSON document (data-iterator position, the config as a dict, metrics, wall time).
+
+Atomicity comes from Orbax: a step is written under `<step>.orbax-checkpoint-tmp` and renamed to
+`<step>` only when every array and the JSON are on disk (on object stores, which cannot rename
+atomically, Orbax writes a `commit_success.txt` marker instead). A process killed mid-save leaves
+only a temporary directory, which `latest_step()` never returns and the next `Checkpointer` on the
+same directory removes; the previous complete step is what a restart resumes from.
+
+Retention keeps the last `keep` steps and, when `best_metric` is set, also the `keep_best` steps
+with the best value of that metric, so auto-resume always finds the newest step even when it is not
+the best one. (Orbax's own `max_to_keep` + `best_fn` keeps only the best N, which can delete the
+newest step; that is why this module passes an explicit preservation policy.)
+
+Typed PRNG keys (`jax.random.key`) are stored as their raw `jax.random.key_data` (uint32) so the
+files are plain arrays readable by any tool; `restore` re-wraps them when the target leaf has a key
+dtype. Targets built by `abstract_like` from a state holding typed keys get this for free.
+
+A checkpoint that cannot be read raises `CheckpointError` naming the step directory and what to
+do; nothing is ever deleted on the restore path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from orbax.checkpoint import checkpoint_managers as ocm
+
+logger = logging.getLogger(__name__)
+
+STATE = "state"
+META = "meta"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint directory or step cannot be used; the message says what to fix."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Restore targets and typed keys.
+
+
+def abstract_like(state: Any, shardings: Any = None) -> Any:
+  """Returns the restore target for `state`: a pytree of `jax.ShapeDtypeStruct` with shardings.
+
+  Args:
+    state: a pytree of arrays (or of `ShapeDtypeStruct`s, e.g. from `jax.eval_shape`).
+    shardings: `None` to keep each leaf's own `.sharding` (jax.Arrays carry one); a single
+      `jax.sharding.Sharding` applied to every leaf; or a pytree of shardings matching `state`.
+  """
+  if shardings is None:
+    return jax.tree.map(lambda x: _sds(x, getattr(x, "sharding", None)), state)
+  if isinstance(shardings, jax.sharding.Sharding):
+    return jax.tree.map(lambda x: _sds(x, shardings), state)
+  return jax.tree.map(_sds, state, shardings)
+
+
+def _sds(x: Any, sharding: Any) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+
+def _is_key(x: Any) -> bool:
+  return jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
+
+
+def _keys_to_data(state: Any) -> Any:
+  """Replaces typed PRNG key leaves with their uint32 key data (what gets written)."""
+  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state)
+
+
+def _storage_target(target: Any) -> Any:
+  """The target as stored on disk: key leaves become uint32 key-data structs, same sharding.
+
+  A key array of shape S has key data of shape S + (k,); a `NamedSharding` over S shards the
+  leading axes of the data the same way and replicates the trailing one.
+  """
+
+  def to_storage(x):
+    if not _is_key(x):
+      return x
+    data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
+
+  return jax.tree.map(to_storage, target)
+
+
+def _data_to_keys(restored: Any, target: Any) -> Any:
+  """Re-wraps key data where the target leaf is a typed key, with the target's key impl."""
+
+  def to_key(x, t):
+    if not _is_key(t):
+      return x
+    # The impl of a key dtype, through public API only: an empty array of that dtype.
+    impl = jax.random.key_impl(jnp.zeros((0,), t.dtype))
+    return jax.random.wrap_key_data(x, impl=impl)
+
+  return jax.tree.map(to_key, restored, target)
+
+
+# ----------------------------------------------------------------------------------------------
+# JSON meta.
+
+
+def _to_json(obj: Any, where: str = "meta") -> Any:
+  """Converts `obj` to plain JSON types (numpy/jax scalars, tuples, ConfigDicts included).
+
+  Raises a TypeError naming the offending entry, because Orbax's own error does not say which.
+  """
+  if obj is None or isinstance(obj, (bool, str, int)):
+    return obj
+  if isinstance(obj, float):
+    return obj
+  if hasattr(obj, "to_dict") and callable(obj.to_dict):  # ml_collections.ConfigDict
+    return _to_json(obj.to_dict(), where)
+  if isinstance(obj, Mapping):
+    return {str(k): _to_json(v, f"{where}[{k!r}]") for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_to_json(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+  if isinstance(obj, (np.ndarray, np.generic, jax.Array)) and not _is_key(obj):
+    return np.asarray(obj).tolist()
+  raise TypeError(
+      f"{where} has a value of type {type(obj).__name__} that cannot be stored as JSON; "
+      "put arrays in the `state` pytree and keep `meta` to numbers, strings, lists and dicts."
+  )
+
+
+# ----------------------------------------------------------------------------------------------
+# The checkpointer.
+
+
+class Checkpointer:
+  """Saves and restores (state pytree, JSON meta) per step under one directory.
+
+  Args:
+    directory: the checkpoint directory (local path or `gs://...`); created if missing.
+    keep: how many of the newest steps to keep (None keeps all).
+    best_metric: name of an entry of the `metrics` passed to `save`; when set, the `keep_best`
+      steps with the best value are kept as well as the newest `keep`.
+    best_mode: "max" or "min": which direction of `best_metric` is better.
+    keep_best: how many best-by-metric steps to keep.
+    save_interval_steps: `save` writes only at multiples of this, or when `force=True`, or for
+      the first save into an empty directory, or at a JAX preemption sync point (Orbax's
+      default policies).
+    async_save: write in a background thread; `save` returns once arrays are copied off the
+      devices. Call `wait()` (or `close()`) before relying on the files.
+
+  All processes of a multi-host job must call `save`/`restore` with the same step; each writes
+  and reads its own shards and process 0 finalises.
+  """
+
+  def __init__(
+      self,
+      directory: str | os.PathLike,
+      keep: int | None = 3,
+      best_metric: str | None = None,
+      best_mode: str = "max",
+      save_interval_steps: int = 1,
+      async_save: bool = False,
+      keep_best: int = 1,
+  ):
+    if best_mode not in ("max", "min"):
+      raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}.")
+    if keep is not None and keep < 1:
+      raise ValueError(
+          f"keep must be >= 1 (or None to keep every step), got {keep}: the newest step "
+          "is what a restarted run resumes from."
+      )
+    self.directory = epath.Path(directory)
+    self.best_metric = best_metric
+    self.best_mode = best_mode
+    best_fn = self._metric_fn() if best_metric else None
+    policies = [ocm.LatestN(n=keep)]
+    if best_fn is not None:
+      policies.append(
+          ocm.BestN(
+              get_metric_fn=best_fn,
+              reverse=(best_mode == "min"),  # BestN keeps the tail of an ascending sort.
+              n=keep_best,
+              keep_checkpoints_without_metrics=False,
+          )
+      )
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=save_interval_steps,
+        preservation_policy=ocm.AnyPreservationPolicy(policies),
+        best_fn=best_fn,  # Makes Orbax record metrics per step and answer best_step().
+        best_mode=best_mode,
+        enable_async_checkpointing=async_save,
+        # Only `<step>.orbax-checkpoint-tmp` leftovers of killed saves; never a finished step.
+        cleanup_tmp_directories=True,
+        create=True,
+    )
+    try:
+      self._manager = ocp.CheckpointManager(
+          self.directory,
+          options=options,
+          item_handlers={
+              STATE: ocp.StandardCheckpointHandler(),
+              META: ocp.JsonCheckpointHandler(),
+          },
+      )
+    except Exception as e:  # noqa: BLE001 - re-raised with the directory and a remedy.
+      raise CheckpointError(
+          f"Cannot open checkpoint directory {self.directory}: {_first_line(e)}. Check that "
+          "the path is a writable directory (not a file) and that the step directories in it "
+          "were written by prl_jax; move foreign or broken directories elsewhere."
+      ) from e
+
+  def _metric_fn(self) -> Callable[[Mapping[str, Any]], float]:
+    """Metric extractor for ranking; a missing or NaN value ranks worst, never best."""
+    worst = -math.inf if self.best_mode == "max" else math.inf
+    name = self.best_metric
+
+    def metric(metrics: Mapping[str, Any]) -> float:
+      value = metrics.get(name) if isinstance(metrics, Mapping) else None
+      if value is None:
+        return worst
+      value = float(value)
+      return worst if math.isnan(value) else value
+
+    return metric
+
+  # -- queries --------------------------------------------------------------------------------
+
+  def all_steps(self) -> list[int]:
+    """Finished steps, ascending: those on disk when this object was made, plus its own saves
+    (half-written steps of killed runs are never included)."""
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    """The newest finished step, or None for an empty directory."""
+    steps = self.all_steps()
+    return steps[-1] if steps else None
+
+  def best_step(self) -> int | None:
+    """The step with the best `best_metric` (the latest step when no metric is configured)."""
+    return self._manager.best_step()
+
+  # -- save -----------------------------------------------------------------------------------
+
+  def save(
+      self,
+      step: int,
+      state: Any,
+      meta: Mapping[str, Any] | None = None,
+      metrics: Mapping[str, Any] | None = None,
+      force: bool = False,
+  ) -> bool:
+    """Saves `state` and `meta` as `step`; returns whether a checkpoint was written.
+
+    Skips (returns False) when `step` is off the save interval and `force` is False, and
+    always when `step` is already on disk (a finished step is never overwritten).
+    `metrics` are stored in the meta JSON under "metrics" and used for best-by-metric
+    retention; "saved_at" (unix time) is added to the meta unless present.
+    """
+    step = int(step)
+    if step in self._manager.all_steps():
+      logger.warning("Step %d already saved in %s; not overwriting it.", step, self.directory)
+      return False
+    meta_json = _to_json(dict(meta or {}))
+    meta_json.setdefault("saved_at", time.time())
+    metrics_json = _to_json(dict(metrics), "metrics") if metrics is not None else None
+    if metrics_json is not None:
+      meta_json.setdefault("metrics", metrics_json)
+    args = ocp.args.Composite(
+        **{
+            STATE: ocp.args.StandardSave(_keys_to_data(state)),
+            META: ocp.args.JsonSave(meta_json),
+        }
+    )
+    # With a best metric configured, a step saved without metrics ranks worst ({}), which
+    # spares Orbax's per-save warning about missing metrics.
+    track = (metrics_json or {}) if self.best_metric else None
+    return bool(self._manager.save(step, args=args, metrics=track, force=force))
+
+  def wait(self) -> None:
+    """Blocks until a background save (async_save=True) is finished on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves and releases Orbax's threads."""
+    self._manager.close()
+
+  def __enter__(self) -> "Checkpointer":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  # -- restore --------------------------------------------------------------------------------
+
+  def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
+    """Restores (state, meta) of `step` (default: the latest) into the shardings of `target`.
+
+    Args:
+      target: pytree of `jax.ShapeDtypeStruct` with `.sharding` (see `abstract_like`), the same
+        structure as the saved state. Dtypes may differ from the stored ones (values are cast).
+      step: the step to restore; None for the latest finished one.
+
+    Raises:
+      CheckpointError: no checkpoint, unknown step, structure/shape mismatch, or unreadable
+        (corrupt) files. The message names the directory and what to do. Nothing is deleted.
+    """
+    steps = self.all_steps()
+    if not steps:
+      raise CheckpointError(
+          f"No finished checkpoint in {self.directory}; start without restoring (a fresh "
+          "run) or point the workdir at a directory that holds one."
+      )
+    step = steps[-1] if step is None else int(step)
+    if step not in steps:
+      raise CheckpointError(
+          f"Step {step} is not in {self.directory}; available steps: {steps}."
+      )
+    step_dir = self.directory / str(step)
+    missing = [name for name in (STATE, META) if not (step_dir / name).exists()]
+    if missing:
+      raise CheckpointError(self._corrupt_message(step, steps, f"missing {missing}"))
+    args = ocp.args.Composite(
+        **{
+            STATE: ocp.args.StandardRestore(_storage_target(target)),
+            META: ocp.args.JsonRestore(),
+        }
+    )
+    try:
+      restored = self._manager.restore(step, args=args)
+    except Exception as e:  # noqa: BLE001 - every failure becomes one actionable error.
+      if _is_mismatch(e):
+        raise CheckpointError(
+            f"The checkpoint {step_dir} does not match the state being restored "
+            f"({_first_line(e)}). The model, optimizer or config probably changed since "
+            "it was written: restore with the original config, or use a new workdir."
+        ) from e
+      raise CheckpointError(self._corrupt_message(step, steps, _first_line(e))) from e
+    state = _data_to_keys(restored[STATE], target)
+    return state, dict(restored[META])
+
+  def _corrupt_message(self, step: int, steps: list[int], reason: str) -> str:
+    step_dir = self.directory / str(step)
+    earlier = [s for s in steps if s < step]
+    # A name that is not an integer is ignored by Orbax (neither listed, restored nor
+    # cleaned up), so renaming in place keeps the files for inspection.
+    move = f"rename it to {step_dir.name}.broken, e.g. `mv {step_dir} {step_dir}.broken`"
+    if earlier:
+      fix = (
+          f"Set the broken step aside ({move}) and rerun: the run then resumes from "
+          f"step {earlier[-1]} (finished steps: {steps}). Restoring the earlier step "
+          f"explicitly (`restore(target, step={earlier[-1]})`) also works, but "
+          f"while {step_dir} stays in place a later save of step {step} is skipped."
+      )
+    else:
+      fix = f"It is the only finished step: set it aside ({move}) to start afresh."
+    return (
+        f"Checkpoint {step_dir} is unreadable (corrupt or partly deleted): {reason}. "
+        f"Nothing was deleted. {fix}"
+    )
+
+
+def _is_mismatch(e: Exception) -> bool:
+  """True for Orbax's tree-structure / shape mismatch errors (a user error, not corruption)."""
+  text = str(e)
+  return isinstance(e, ValueError) and (
+      "tree structures do not match" in text or "not compatible with the stored shape" in text
+  )
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+  """`Type: first line` of the innermost cause of `e`: the file-level error (e.g. a missing or
+  truncated file), not Orbax's wrapper whose message dumps a whole TensorStore spec."""
+  while (e.__cause__ or e.__context__) is not None:
+    e = e.__cause__ or e.__context__
+  text = str(e).strip().splitlines()
+  line = f"{type(e).__name__}: {text[0] if text else ''}"
+  return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -1,0 +1,265 @@
+"""Outcome verifiers: answer formats, extraction, adversarial inputs, the process pool."""
+
+import time
+
+import pytest
+
+from prl_jax.data import arithmetic, countdown
+from prl_jax.rewards.verify import Verifier, extract_answer, math_equal, score_math, unsafe_for_sympy
+
+# (prediction, reference, equal?)
+ANSWER_FORMATS = [
+  # integers, signs, spacing
+  ("72", "72", True),
+  ("-3", "-3", True),
+  ("-3", "3", False),
+  ("+5", "5", True),
+  ("−7", "-7", True),  # unicode minus
+  ("\\!5", "5", True),
+  ("5\\,000", "5000", True),
+  ("12", "12.0", True),
+  # thousands separators
+  ("1,000", "1000", True),
+  ("1{,}000", "1000", True),
+  ("1,000,000", "1000000", True),
+  ("1,2", "12", False),
+  # fractions and decimals
+  ("\\frac{1}{2}", "1/2", True),
+  ("\\dfrac{1}{2}", "0.5", True),
+  ("\\tfrac{3}{4}", "\\frac34", True),
+  ("0.5", "1/2", True),
+  ("2/4", "1/2", True),
+  ("-\\frac{1}{2}", "-0.5", True),
+  ("\\frac{1}{2}", "\\frac{1}{3}", False),
+  ("0.333", "\\frac{1}{3}", False),
+  ("0.333333", "\\frac{1}{3}", True),  # decimals agree to 6 places
+  (".5", "0.5", True),
+  # percentages
+  ("50\\%", "50", True),
+  ("50%", "0.5", True),
+  ("50%", "5", False),
+  # scientific notation
+  ("1.5e3", "1500", True),
+  ("1.5\\times10^{3}", "1500", True),
+  ("3\\times 10^{-2}", "0.03", True),
+  ("1e3", "100", False),
+  # units and currency
+  ("5 cm", "5", True),
+  ("5\\text{ cm}", "5", True),
+  ("\\$5", "5", True),
+  ("$5.00", "5", True),
+  ("90^\\circ", "90", True),
+  ("6 cm", "5", False),
+  # symbolic: sqrt, pi, expressions
+  ("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2", True),
+  ("3\\sqrt{3}", "\\sqrt{27}", True),
+  ("2\\sqrt{3}", "\\sqrt{27}", False),
+  ("2\\pi", "2 \\pi", True),
+  ("\\pi", "3.14", False),
+  ("x^2+2x+1", "(x+1)^2", True),
+  ("x=5", "5", True),
+  # intervals, tuples, sets
+  ("[0,1)", "[0, 1)", True),
+  ("[0,1]", "[0, 1)", False),
+  ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\pi/2)", True),
+  ("(1,2)", "(2, 1)", False),
+  ("\\{1,2\\}", "\\{2,1\\}", True),
+  ("\\infty", "\\infty", True),
+  # text answers and choices
+  ("\\text{Monday}", "Monday", True),
+  ("Tuesday", "\\text{Monday}", False),
+  ("(B)", "B", True),
+  ("\\text{(C)}", "C", True),
+  ("A", "C", False),
+  # nothing to compare
+  (None, "5", False),
+  ("", "5", False),
+]
+
+
+@pytest.mark.parametrize("pred,gold,equal", ANSWER_FORMATS)
+def test_math_equal_formats(pred, gold, equal):
+  assert math_equal(pred, gold) is equal
+
+
+def test_format_table_is_broad():
+  assert len(ANSWER_FORMATS) >= 30
+  assert sum(e for *_, e in ANSWER_FORMATS) >= 15 and sum(not e for *_, e in ANSWER_FORMATS) >= 15
+
+
+EXTRACTIONS = [
+  ("so $\\boxed{\\frac{1}{\\sqrt{2}}}$.", "\\frac{1}{\\sqrt{2}}"),
+  ("first \\boxed{1}, then \\boxed{2}", "2"),
+  ("\\boxed{\\left\\{1, 2\\right\\}}", "\\left\\{1, 2\\right\\}"),
+  ("\\fbox{7}", "7"),
+  ("x \\boxed 7 y", "7"),
+  ("Natalia sold 72.\n#### 72", "72"),
+  ("... #### 1,234", "1,234"),
+  ("The answer is 80", "80"),
+  ("The answer is: $\\frac{3}{4}$.", "\\frac{3}{4}"),
+  ("Final answer: \\(x=2\\)", "x=2"),
+  ("The answer is\n42\n", "42"),
+  ("we get 3, and then 7 apples", "7"),
+  ("she has 1/2 left", "1/2"),
+  ("no numbers here", None),
+  ("", None),
+]
+
+
+@pytest.mark.parametrize("text,answer", EXTRACTIONS)
+def test_extract_answer(text, answer):
+  assert extract_answer(text) == answer
+
+
+def test_score_math_on_responses():
+  assert score_math("Adding up, the total is \\boxed{1,000} dollars.", {"answer": "1000"}) == 1.0
+  assert score_math("So the answer is $\\boxed{\\dfrac{1}{2}}$.", {"answer": "0.5"}) == 1.0
+  assert score_math("Thus 48+24=72.\n#### 72", "72") == 1.0
+  assert score_math("The answer is 71", "72") == 0.0
+  assert score_math("I don't know.", "72") == 0.0
+
+
+# ----------------------------------------------------------------------------- adversarial
+
+ADVERSARIAL = [
+  "x" * 1_000_000,
+  "{" * 1_000_000,
+  "\\boxed{" * 200_000,
+  "\\boxed{" + "}" * 100_000,
+  "7" * 1_000_000,
+  "\\boxed{9**9**9**9}",
+  "\\boxed{9^{9^{9^{9}}}}",
+  "\\boxed{10^{10^{10}}}",
+  "\\boxed{2^{10000000}}",
+  "\\boxed{(9^9)^(9^9)}",
+  "\\boxed{100000!}",
+  "\\boxed{" + "(" * 5000 + "1" + ")" * 5000 + "}",
+  "\\boxed{" + "\\frac{1}{" * 300 + "2" + "}" * 300 + "}",
+  "\\boxed{" + "x+" * 20000 + "1}",
+  "\\boxed{1e999999999}",
+  "The answer is \\frac{1}{0}",
+  "\\boxed{\\sqrt{-1}}\x00\ud800",
+]
+
+
+@pytest.mark.parametrize("response", ADVERSARIAL, ids=range(len(ADVERSARIAL)))
+def test_adversarial_inputs_score_zero_quickly(response):
+  start = time.monotonic()
+  assert Verifier(workers=0)([response], [{"task": "math", "answer": "5"}]) == [0.0]
+  assert score_math(response, "5") == 0.0
+  assert math_equal(response[:2000], "5") is False
+  assert time.monotonic() - start < 3.0
+
+
+# Inputs that make ambiguous regular expressions backtrack for minutes.
+BACKTRACKING = [
+  "The answer is 24" + " " * 200_000 + "x",
+  "6*4=24" + " " * 200_000 + "x",
+  "The answer is " + "1 " * 200_000 + "x",
+  "1+" * 200_000,
+  "the answer is " * 100_000,
+  "\\boxed{\\text{" + " cm" * 200_000,
+]
+
+
+@pytest.mark.parametrize("task", ["arithmetic", "countdown", "math"])
+def test_adversarial_inputs_for_every_checker(task):
+  example = {"task": task, "answer": "24", "question": "make 24 from 3 4 6 1"}
+  responses = ADVERSARIAL + BACKTRACKING
+  start = time.monotonic()
+  assert Verifier()(responses, [example] * len(responses)) == [0.0] * len(responses)
+  assert time.monotonic() - start < 5.0
+
+
+def test_adversarial_questions_do_not_backtrack():
+  start = time.monotonic()
+  assert countdown.check("6*4=24", {"question": "make 24 from " + "1" * 40 + "x"}) == 0.0
+  assert countdown.check("6*4=24", {"question": "make 24 from " + "1 " * 50_000 + "x"}) == 0.0
+  assert time.monotonic() - start < 2.0
+
+
+def test_guards_refuse_bombs_but_not_ordinary_powers():
+  for bomb in ["9^{9^{9}}", "9**9**9**9", "10^{100000}", "2^{2^{2^{2^{2}}}}", "5000!", "1" * 400]:
+    assert unsafe_for_sympy(bomb), bomb
+  for fine in ["2^{10}", "2^{2024}", "x^{100}", "10^{-5}", "e^{i\\pi}", "\\frac{2^{3}}{4}", "5!"]:
+    assert unsafe_for_sympy(fine) is None, fine
+  assert math_equal("2^{10}", "1024") and math_equal("5!", "120")
+
+
+# ----------------------------------------------------------------------------- the Verifier
+
+
+def _examples():
+  a = arithmetic.generate(4, 3, seed=0)
+  c = countdown.generate(4, 3, seed=0)
+  math = [{"task": "math", "answer": "\\frac{1}{2}"}, {"task": "gsm8k", "answer": "72"}, "5"]
+  responses = [e["solution"] for e in a] + ["The answer is 0"] + [e["solution"] for e in c] + ["The answer is 1"]
+  responses += ["\\boxed{0.5}", "#### 71", "The answer is 5"]
+  examples = a + a[:1] + c + c[:1] + math
+  expected = [1.0] * 4 + [0.0] + [1.0] * 4 + [0.0] + [1.0, 0.0, 1.0]
+  return responses, examples, expected
+
+
+def test_verifier_inline_mixes_tasks():
+  responses, examples, expected = _examples()
+  assert Verifier(workers=0)(responses, examples) == expected
+
+
+def test_verifier_errors_are_clear():
+  with pytest.raises(ValueError, match="no verifier for task 'chess'"):
+    Verifier()(["x"], [{"task": "chess", "answer": "1"}])
+  with pytest.raises(ValueError, match="2 responses but 1 examples"):
+    Verifier()(["a", "b"], ["1"])
+  with pytest.raises(ValueError, match="workers"):
+    Verifier(workers=-1)
+  with pytest.raises(ValueError, match="needs a 'question' field"):
+    Verifier()(["6*4=24"], [{"task": "countdown", "answer": "24"}])
+  with pytest.raises(ValueError, match="start_method"):
+    Verifier(workers=1, start_method="fork")
+
+
+def _sleeps(response, example):
+  """A scorer that hangs (the kind of worker the pool must kill)."""
+  time.sleep(60)
+  return 1.0
+
+
+def _big_power(response, example):
+  """A scorer stuck in C-level integer arithmetic, which no signal can interrupt."""
+  n = int(response)
+  return float(n**n**n**n > 0)
+
+
+def _crashes(response, example):
+  """A scorer whose worker dies, as if killed by the operating system."""
+  import os
+
+  os._exit(1)
+
+
+def test_verifier_pool_matches_inline_and_survives_hangs():
+  responses, examples, expected = _examples()
+  scorers = {"sleep": _sleeps, "bigpow": _big_power, "crash": _crashes}
+  with Verifier(workers=2, timeout=3.0, scorers=scorers) as verifier:
+    assert verifier(responses, examples) == expected
+    hung = [{"task": "sleep", "answer": "1"}, {"task": "bigpow", "answer": "1"}]
+    start = time.monotonic()
+    out = verifier(["x", "9"] + responses, hung + examples)
+    assert out == [0.0, 0.0] + expected
+    assert verifier.restarts >= 1
+    assert time.monotonic() - start < 30.0  # two timeouts + pool restarts, never a hang
+    # A dead worker breaks the pool: it is replaced and the batch still completes.
+    out = verifier(["x"] + responses[:3], [{"task": "crash", "answer": "1"}] + examples[:3])
+    assert out == [0.0] + expected[:3]
+    # The pool keeps working afterwards.
+    assert verifier(responses[-3:], examples[-3:]) == expected[-3:]
+  assert verifier._pool is None
+
+
+def test_verifier_pool_refuses_bombs_within_timeout():
+  bombs = ADVERSARIAL[5:12]
+  with Verifier(workers=2, timeout=2.0) as verifier:
+    start = time.monotonic()
+    assert verifier(bombs, ["5"] * len(bombs)) == [0.0] * len(bombs)
+    assert time.monotonic() - start < 10.0
+
