@@ -21,8 +21,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
+# Until `prl-jax reproduce` lands: SFT a tiny policy on arithmetic chains, then a short PRIME run.
 demo: $(VENV)/.installed
-	$(VENV)/bin/prl-jax reproduce --preset demo --workdir $(DEMO_WORKDIR)
+	$(VENV)/bin/prl-jax sft --config configs/mini/sft.py --workdir $(DEMO_WORKDIR)/sft
+	$(VENV)/bin/prl-jax train --config configs/mini/prime.py --workdir $(DEMO_WORKDIR)/prime \
+	  --config.init_from=$(DEMO_WORKDIR)/sft/final_hf --config.train.steps=20
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

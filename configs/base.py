@@ -33,6 +33,7 @@ def get_config():
   c.task.max_operand = 9
   c.task.seed = 1234
   c.task.max_prompt_len = 16
+  c.task.verify_workers = 0  # >0: check answers in a process pool with per-answer timeouts
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all devices not used by the other axes

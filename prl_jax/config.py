@@ -12,6 +12,7 @@ import ast
 import difflib
 import importlib.util
 import os
+import sys
 from typing import Any, Sequence
 
 import ml_collections
@@ -28,6 +29,14 @@ def load_config_file(spec: str) -> ConfigDict:
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise ConfigError(f"Config file {path!r} does not exist; pass e.g. --config configs/mini/prime.py.")
+  # Config files import their siblings as `configs.base`: put the folder holding `configs/` on
+  # the path, wherever the command was started from.
+  root = os.path.dirname(os.path.abspath(path))
+  while os.path.basename(root) != "configs" and os.path.dirname(root) != root:
+    root = os.path.dirname(root)
+  root = os.path.dirname(root)
+  if root not in sys.path:
+    sys.path.insert(0, root)
   module_spec = importlib.util.spec_from_file_location("_prl_jax_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

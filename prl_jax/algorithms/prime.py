@@ -22,8 +22,8 @@ def prime_advantages(options, x: RLInputs):
     scores = options.prime.beta * scores
   token_adv = adv.prime(scores, x.outcome, x.mask, x.group_size, mode=options.prime.mode,
                         gamma=options.gamma, base=options.prime.base)
-  metrics = implicit.pairwise_metrics(scores, x.outcome, x.mask, x.group_size)
-  return token_adv, metrics
+  accuracy, pairs = implicit.pairwise_accuracy(scores, x.outcome, x.mask, x.group_size)
+  return token_adv, {"prm/pairwise_accuracy": accuracy, "prm/pairs": pairs}
 
 
 register(Recipe("prime", prime_advantages, needs_ref=True, prm="prime_ce", min_group_size=2))

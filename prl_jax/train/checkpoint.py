@@ -181,6 +181,9 @@ class Checkpointer:
           f"keep must be >= 1 (or None to keep every step), got {keep}: the newest step "
           "is what a restarted run resumes from."
       )
+    # Orbax wants absolute paths; a relative local path is taken from the working directory.
+    if "://" not in str(directory):
+      directory = os.path.abspath(directory)
     self.directory = epath.Path(directory)
     self.best_metric = best_metric
     self.best_mode = best_mode

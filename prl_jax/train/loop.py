@@ -180,7 +180,7 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
     examples = stream.take(want)
     prompts = [ctx.tokenizer.encode(ex["prompt"]) for ex in examples]
     rollout = sample(params, ctx.model_cfg, prompts, jax.random.fold_in(key, rounds),
-                     ctx.sampling, mesh=ctx.mesh)
+                     ctx.sampling, mesh=ctx.mesh if ctx.mesh.size > 1 else None)
     tokens = np.asarray(rollout.tokens)
     mask = np.asarray(rollout.mask).astype(bool)
     truncated = np.asarray(rollout.truncated)
@@ -214,8 +214,13 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
 
 
 def _step_ends(ctx: RunContext, seq: SequenceBatch):
-  s = ctx.config.algo.steps
-  mode = "token" if ctx.config.method == "frpo" else s.mode
+  config = ctx.config
+  s = config.algo.steps
+  mode = s.mode
+  if config.method == "frpo":
+    mode = "token"  # FRPO is PRL with every token a step
+  elif config.method == "prime" and config.algo.prime.granularity != "step":
+    mode = config.algo.prime.granularity  # "token" or "whole"; "step" uses algo.steps
   delimiters = ctx.tokenizer.encode(s.delimiter) if mode == "delimiter" else None
   return step_end_mask(seq.response_mask, mode, length=s.length if mode == "fixed" else None,
                        delimiter_ids=delimiters,
@@ -261,7 +266,8 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
     experts = ctx.place_batch(_expert_sequences(ctx, rollouts))
     expert_ref = fns.logprobs(state.ref_params, experts)
     sample_logp = jnp.sum(old_logp * seq.response_mask, axis=1)
-    batch = (experts, expert_ref, seq, ref_logp, sample_logp, jnp.ones_like(outcome, bool))
+    # Failed rollouts are the importance samples of log Z (ALGORITHMS.md section 6).
+    batch = (experts, expert_ref, seq, ref_logp, sample_logp, outcome <= 0)
     prm_state, prm_metrics = fns.prm_update(prm_state, batch)
     metrics.update({f"prm/{k}": v for k, v in prm_metrics.items()})
 

@@ -7,6 +7,7 @@ that names the key and what to change.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable
 
@@ -120,11 +121,11 @@ def _load_model_config(config, tokenizer) -> ModelConfig:
   overrides = dict(dtype=config.model.dtype, remat=config.model.remat)
   source = _model_source(config)
   if source:
-    return hf.config_from_hf(hf.read_config(source), **overrides)
-  cfg = preset(config.model.preset, **overrides)
-  if tokenizer.vocab_size > cfg.vocab_size:
-    cfg = cfg.replace(vocab_size=tokenizer.vocab_size)
-  return cfg
+    with open(os.path.join(source, "config.json")) as fh:
+      return hf.config_from_hf(json.load(fh), **overrides)
+  # A preset trained from scratch takes its vocabulary from the tokenizer: ids the tokenizer
+  # cannot decode would otherwise be sampled.
+  return preset(config.model.preset, vocab_size=tokenizer.vocab_size, **overrides)
 
 
 def _tokenizer(config):
@@ -154,8 +155,8 @@ def _examples(config) -> tuple[list[dict], list[dict]]:
 def make_verifier(config) -> Callable[[list[dict], list[str]], list[float]]:
   """Outcome reward of each (example, response text): the task checker or the math verifier."""
   from prl_jax.rewards import verify
-  verifier = verify.Verifier(workers=0)
-  return lambda examples, texts: verifier.score(examples, texts)
+  verifier = verify.Verifier(workers=config.task.verify_workers)
+  return lambda examples, texts: verifier(texts, examples)
 
 
 def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext:

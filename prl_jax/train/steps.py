@@ -101,17 +101,19 @@ def policy_loss_fn(model_cfg: ModelConfig, loss_cfg: PolicyLossConfig) -> LossFn
       num = -jnp.sum(batch.advantages * logp * mask)
       den = jnp.sum((batch.advantages != 0) * mask)
       return num, (den, {"nll": num})
-    num, den, stats = losses.ppo_clip(
-        logp, batch.old_logp, batch.advantages, mask, clip_low=loss_cfg.clip_low,
-        clip_high=loss_cfg.clip_high, dual_clip=loss_cfg.dual_clip, agg=loss_cfg.agg,
-        return_stats=True)
-    metrics = {"pg_loss": num, **{k: v * den for k, v in stats.items()}}
+    clip = dict(clip_low=loss_cfg.clip_low, clip_high=loss_cfg.clip_high,
+                dual_clip=loss_cfg.dual_clip)
+    num, den = losses.ppo_clip(logp, batch.old_logp, batch.advantages, mask, agg=loss_cfg.agg,
+                               **clip)
+    # Diagnostics are token means; rescale them so the shared division by `den` recovers them.
+    stats = losses.ppo_clip_stats(logp, batch.old_logp, batch.advantages, mask, **clip)
+    metrics = {"pg_loss": num, **{k: n / jnp.maximum(d, 1.0) * den for k, (n, d) in stats.items()}}
     if need_entropy:
-      ent_num, _ = losses.aggregate(entropy, mask, loss_cfg.agg)
+      ent_num, _ = losses.agg_loss(entropy, mask, loss_cfg.agg)
       num = num - loss_cfg.entropy_coef * ent_num
       metrics["entropy"] = ent_num
     if loss_cfg.kl_coef != 0.0:
-      kl_num, _ = losses.aggregate(losses.kl(logp, batch.ref_logp, loss_cfg.kl_kind), mask,
+      kl_num, _ = losses.agg_loss(losses.kl(logp, batch.ref_logp, loss_cfg.kl_kind), mask,
                                    loss_cfg.agg)
       num = num + loss_cfg.kl_coef * kl_num
       metrics["kl"] = kl_num
