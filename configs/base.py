@@ -39,6 +39,7 @@ def get_config():
   c.mesh.data = -1  # -1: all devices not used by the other axes
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
+  c.mesh.num_devices = 0  # 0: every device; n: the first n (e.g. one device of a test machine)
 
   c.rollout = ml_collections.ConfigDict()
   c.rollout.prompts_per_step = 16

@@ -57,7 +57,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                     ("init_from", config.init_from), ("model.hf_dir", config.model.hf_dir)):
     if path and not os.path.exists(path):
       raise ConfigError(f"{key}={path!r} does not exist; fix the path or leave it empty.")
-  devices = jax.device_count()
+  devices = config.mesh.num_devices or jax.device_count()
   mesh_rows = (config.mesh.data if config.mesh.data > 0 else
                devices // max(config.mesh.fsdp * config.mesh.tensor, 1)) * config.mesh.fsdp
   if mesh_rows <= 0 or batch % mesh_rows or micro % mesh_rows:
@@ -164,8 +164,9 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext
   os.makedirs(workdir, exist_ok=True)
   tokenizer = _tokenizer(config)
   model_cfg = _load_model_config(config, tokenizer)
+  devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
   mesh = sharding.make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp,
-                            tensor=config.mesh.tensor)
+                            tensor=config.mesh.tensor, devices=devices)
   train, evals = _examples(config)
   longest = max(len(tokenizer.encode(ex["prompt"])) for ex in train + evals)
   prompt_len = max(config.task.max_prompt_len, 1)
