@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 
 from prl_jax.algorithms import advantages as adv
 from prl_jax.ops import steps
+from prl_jax.ops.returns import masked_whiten
 from prl_jax.rewards.kl_to_go import kl_to_go
 
 SETTINGS = settings(max_examples=12, deadline=None, derandomize=True)
+# PRIME and PRL compile one program per (layout, static options) example.
+HEAVY = settings(max_examples=10, deadline=None, derandomize=True)
 # (group size n, prompts P, T): a few fixed layouts, each costs a compilation.
 layouts = st.sampled_from([(1, 3, 5), (2, 3, 7), (3, 2, 9), (5, 1, 4)])
 multi_layouts = st.sampled_from([(2, 3, 7), (3, 2, 9), (5, 1, 4)])
@@ -271,7 +274,7 @@ class GaeTest(chex.TestCase):
 class PrimeTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
-  @SETTINGS
+  @HEAVY
   @given(layout=multi_layouts, seed=st.integers(0, 2**16),
          mode=st.sampled_from(["code", "paper"]),
          base=st.sampled_from(["rloo", "grpo", "reinforce"]),
@@ -359,7 +362,7 @@ class PrimeTest(chex.TestCase):
 class PrlTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
-  @SETTINGS
+  @HEAVY
   @given(layout=layouts, seed=st.integers(0, 2**16), mode=st.sampled_from(["orm", "prm"]),
          skip_zeros=st.booleans(), step_len=st.sampled_from([1, 2, 3]),
          eta=st.sampled_from([0.5, 10.0, 100.0]))
@@ -483,7 +486,7 @@ class RegistryTest(parameterized.TestCase):
         "grpo": lambda: adv.grpo(x.outcome, 2)[:, None] * m,
         "rloo": lambda: adv.rloo(x.outcome, 2)[:, None] * m,
         "reinforce": lambda: adv.reinforce(x.outcome, 2, "batch")[:, None] * m,
-        "gae": lambda: adv.masked_whiten(adv.gae(
+        "gae": lambda: masked_whiten(adv.gae(
             np.asarray(steps.last_token_mask(m)) * x.outcome[:, None], x.values, m, 0.9)[0], m),
         "prime": lambda: adv.prime(x.process_scores, x.outcome, m, 2, mode="paper"),
         "prl": lambda: adv.prl(x.outcome, x.logp_old, x.logp_ref, m, x.step_end, 2,
