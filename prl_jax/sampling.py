@@ -1,4 +1,4 @@
-"""Rollout sampler: a batched prefill, then one jitted `lax.while_loop` decode over a fixed KV cache.
+"""Rollout sampler: a batched prefill, then jitted `lax.while_loop` decoding over a fixed KV cache.
 
     cfg = SamplingConfig(max_new_tokens=128, temperature=1.0, eos_id=2, pad_id=0, n=4)
     rollout = sample(params, model_cfg, [[1, 5, 9], [1, 7]], key, cfg)
@@ -18,19 +18,25 @@ also divides by T reproduces exactly. "raw" gives log softmax(logits)[y_t] (T = 
 log-probability under the truncated, renormalised distribution the token was actually drawn from.
 Greedy decoding uses T = 1 for the "temperature" mode when temperature is 0.
 
-Speed. Decoding is memory- and overhead-bound, so the loop body is specialised (`_decode_step`):
-  - the cache is kept per layer as [B, kv_heads, slots, head_dim], the layout in which the score
-    and value contractions are plain batched matmuls (the model's [B, slots, kv_heads, head_dim]
-    forces a transpose of the whole cache on every step), and each layer's cache is its own loop
-    carry, updated in place with no per-step copy;
-  - the decode runs in `attention_segments` while-loops over growing static prefixes of the cache,
-    so a step attends over the slots in use rather than the whole allocation;
-  - q/k/v and gate/up projections are fused into one matmul each, weights are cast and split per
-    layer once per call (outside the loop);
-  - tokens are drawn by inverse-CDF with one uniform per row, and top-k / top-p thresholds are
-    found by a 32-step bisection over the float bit patterns, instead of a sort.
-The prefill uses the model itself; `tests/test_sampling.py` checks that the decode reproduces
-the model's teacher-forced log-probs and its greedy tokens.
+Cache and loops. The prefill runs the model itself over the prompts in one batch. The decode
+then keeps the KV cache per layer in pieces, each [B, kv_heads, slots, head_dim]: the prompt's
+P slots, then `attention_segments` response blocks covering the N new tokens (P + N slots in all).
+Block j is filled by its own `lax.while_loop`, which attends over the prompt, the finished blocks
+and block j only, so a step reads the cache slots in use (up to one block) rather than the whole
+allocation; the blocks are allocated by the prefill, donated to the decode and updated in place.
+Attention over the pieces is one softmax over their concatenated scores (`_attend`), the model's
+math. Why it is fast on a CPU (PERFORMANCE.md; about 2.4x Tunix at the anchor shapes):
+  - attention reads are the largest cost after the matmuls and are memory-bound, so reading only
+    the slots in use matters; heads-major blocks make the score and value contractions plain
+    batched matmuls (the model's [B, slots, kv_heads, head_dim] layout would transpose the cache
+    on every step);
+  - q|k|v and gate|up projections are fused into one matmul each, weights are cast and split per
+    layer and the rotary cos/sin tables computed once per call, outside the loop;
+  - all random numbers are drawn before the loop (one uniform per row and step); tokens come from
+    a two-level inverse CDF and top-k / top-p thresholds from a bisection over the float bit
+    patterns: no sort and no vocabulary-wide cumsum inside the loop.
+`tests/test_sampling.py` checks the decode against the model: teacher-forced log-probs (<= 1e-5)
+and greedy tokens of full recomputation.
 
 No host round trip happens per token: the whole decode is one XLA program that stops early once
 every row has emitted EOS.
@@ -51,8 +57,7 @@ import numpy as np
 
 from prl_jax import sharding as sharding_lib
 from prl_jax.models.config import ModelConfig
-from prl_jax.models.transformer import (Transformer, apply_rope, init_cache,
-                                        rope_inverse_frequencies)
+from prl_jax.models.transformer import Transformer, init_cache, rope_inverse_frequencies
 
 Array = jax.Array
 
@@ -88,8 +93,9 @@ class SamplingConfig:
       Default: the model's max_position_embeddings - max_new_tokens.
     min_prompt_bucket: smallest prompt bucket (prompts are left-padded to a power of two >= this).
     logprob_mode: "temperature" | "raw" | "processed"; see the module docstring.
-    attention_segments: number of decode loops over growing cache prefixes (1: always attend
-      over the whole cache). More segments cost one more compiled loop body each.
+    attention_segments: number of response cache blocks, each filled by its own decode loop
+      that attends only over the blocks so far (1: every step attends over all P+N slots).
+      More segments read less cache per step and cost one more compiled loop body each.
   """
 
   max_new_tokens: int = 128
@@ -263,7 +269,7 @@ def prepare_prompts(prompts: Any, model_cfg: ModelConfig, scfg: SamplingConfig,
 
 
 def _order_keys(x: Array) -> Array:
-  """uint32 keys with the order of the float32 values (flip all bits of negatives, else the sign)."""
+  """uint32 keys ordered like the float32 values (negatives: flip all bits; else the sign bit)."""
   bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
   return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(0x80000000))
 
@@ -317,31 +323,48 @@ def _first_argmax(x: Array) -> Array:
   return jnp.min(jnp.where(x == best, iota, x.shape[-1]), axis=-1)
 
 
-def _draw(z: Array, key: Array) -> Array:
-  """One token per row from softmax(z), by inverse CDF with a single uniform per row.
+def _first_above(cdf: Array, target: Array, mass: Array) -> Array:
+  """Per row, the first index with cdf > target, or the last index with mass > 0 if none
+  (target can round up to the total). cdf rises only where mass > 0, so a massless entry is
+  never chosen."""
+  iota = jax.lax.broadcasted_iota(jnp.int32, cdf.shape, 1)
+  first = jnp.sum((cdf <= target[:, None]).astype(jnp.int32), axis=-1)
+  last = jnp.max(jnp.where(mass > 0, iota, 0), axis=-1)
+  return jnp.minimum(first, last)
 
-  Entries at -inf get zero mass and can never be drawn: the chosen index is the first whose
-  cumulative mass exceeds u * total, and the cumulative mass only rises at positive entries.
+
+def _draw(z: Array, uniform: Array) -> Array:
+  """One token per row from softmax(z) by inverse CDF with one uniform [B] in [0, 1) per row.
+
+  Two levels, so no cumsum runs over the whole vocabulary (XLA lowers cumsum to a reduce-window
+  costing O(V^2) per row on CPU): pick a block of ~sqrt(V) tokens by the cumulative block mass,
+  then the token inside it. Entries at -inf have zero mass and are never drawn.
   """
   weights = jnp.exp(z - jnp.max(z, axis=-1, keepdims=True))
-  cdf = jnp.cumsum(weights, axis=-1)
-  u = jax.random.uniform(key, (z.shape[0], 1), jnp.float32) * cdf[:, -1:]
-  index = jnp.sum((cdf <= u).astype(jnp.int32), axis=-1)
-  # u * total can round up to total; fall back to the last token with mass.
-  iota = jax.lax.broadcasted_iota(jnp.int32, z.shape, 1)
-  last = jnp.max(jnp.where(weights > 0, iota, 0), axis=-1)
-  return jnp.minimum(index, last)
+  batch, vocab = weights.shape
+  width = 1 << (((vocab - 1).bit_length() + 1) // 2)  # block size, a power of two ~ sqrt(V)
+  blocks = -(-vocab // width)
+  w = jnp.pad(weights, ((0, 0), (0, blocks * width - vocab))).reshape(batch, blocks, width)
+  block_mass = jnp.sum(w, axis=-1)
+  block_cdf = jnp.cumsum(block_mass, axis=-1)
+  target = uniform.astype(jnp.float32) * block_cdf[:, -1]
+  block = _first_above(block_cdf, target, block_mass)
+  pick = lambda x: jnp.take_along_axis(x, block[:, None], axis=1)[:, 0]
+  inner = jnp.take_along_axis(w, block[:, None, None], axis=1)[:, 0]  # [B, width]
+  inside = target - (pick(block_cdf) - pick(block_mass))  # mass still to cover in the block
+  return block * width + _first_above(jnp.cumsum(inner, axis=-1), inside, inner)
 
 
-def choose_tokens(logits: Array, key: Array, scfg: SamplingConfig) -> tuple[Array, Array]:
-  """(tokens [B] int32, log-probs [B] float32) for next-token logits [B, V]."""
+def choose_tokens(logits: Array, uniform: Array, scfg: SamplingConfig) -> tuple[Array, Array]:
+  """(tokens [B] int32, log-probs [B] float32) for next-token logits [B, V], drawing with one
+  uniform number in [0, 1) per row (unused when greedy)."""
   logits = logits.astype(jnp.float32)
   z = None
   if scfg.greedy:
     tokens = _first_argmax(logits)
   else:
     z = process_logits(logits, scfg)
-    tokens = _draw(z, key)
+    tokens = _draw(z, uniform)
   if scfg.logprob_mode == "processed":
     if scfg.greedy:
       return tokens, jnp.zeros(tokens.shape, jnp.float32)  # a point mass
@@ -365,10 +388,31 @@ def _rms_norm(x: Array, scale: Array, eps: float, dtype) -> Array:
   return (scale * normed.astype(dtype)).astype(dtype)
 
 
-def decode_weights(params: Any, cfg: ModelConfig,
+def rope_tables(cfg: ModelConfig, num_positions: int) -> tuple[Array, Array]:
+  """cos and sin [num_positions, head_dim] of the model's rotary angles (position * inv_freq,
+  duplicated as in `apply_rope`), computed once per call so no step evaluates a cosine."""
+  angles = jnp.arange(num_positions, dtype=jnp.int32)[:, None].astype(jnp.float32)
+  angles = angles * rope_inverse_frequencies(cfg)
+  angles = jnp.concatenate([angles, angles], axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def _rotate(x: Array, cos: Array, sin: Array) -> Array:
+  """`apply_rope` with looked-up cos/sin: x [B, heads, hd]; cos, sin [B, hd]."""
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  return (x * cos[:, None] + rotated * sin[:, None]).astype(x.dtype)
+
+
+def decode_weights(params: Any, cfg: ModelConfig, num_positions: int,
                    rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES) -> dict:
-  """The model's params rearranged for decoding: per layer, fused q|k|v and gate|up kernels in
-  the compute dtype. Done once per call, outside the loop (a copy of the weights)."""
+  """What the decode step reads, computed once per call (outside the loop): the model's params
+  split per layer with fused q|k|v and gate|up kernels in the compute dtype, the embedding
+  table, and rotary cos/sin tables for `num_positions` positions.
+
+  Mirrors the parameter names of `prl_jax.models.transformer`; tests/test_sampling.py checks the
+  decode against the model for untied and tied embeddings, with and without q/k/v biases.
+  """
   p = params["params"]
   dtype = jnp.dtype(cfg.dtype)
   layers, attn, mlp = p["layers"], p["layers"]["attn"], p["layers"]["mlp"]
@@ -397,46 +441,68 @@ def decode_weights(params: Any, cfg: ModelConfig,
       "final_norm": p["final_norm"]["scale"],
       "layers": [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(num_layers)],
   }
+  weights["rope_cos"], weights["rope_sin"] = rope_tables(cfg, num_positions)
   if not cfg.tie_embeddings:
     weights["lm_head"] = p["lm_head"]["kernel"].astype(dtype)
   return weights
 
 
-def _decode_step(weights: dict, cfg: ModelConfig, tokens: Array, positions: Array, caches: list,
-                 valid: Array, index: Array,
-                 rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES) -> tuple[Array, list]:
-  """Logits [B, V] float32 for one new token per row, and the caches with its keys/values.
+def _attend(q: Array, blocks: list, dtype) -> Array:
+  """Softmax attention of q [B, kv, G, hd] over key/value blocks, as ONE softmax over their
+  concatenated slots (the model's attention, with the cache kept in pieces).
 
-  caches: per layer (k, v), each [B, kv_heads, S, head_dim]; the token is written at slot
-  `index`; `valid` [B, S] already marks that slot. Matches `Transformer.__call__` on one token.
+  blocks: (k, v, valid) with k, v [B, kv, S_c, hd] and valid [B or 1, S_c] bool or None (all
+  valid). Only the small score rows are concatenated, never the cache.
+  """
+  hd = q.shape[-1]
+  scores = []
+  for k, _, valid in blocks:
+    s = jnp.einsum("bkgd,bksd->bkgs", q, k.astype(dtype),
+                   preferred_element_type=jnp.float32) / math.sqrt(hd)
+    scores.append(s if valid is None else jnp.where(valid[:, None, None, :], s, _MASK_VALUE))
+  probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(dtype)
+  out, start = None, 0
+  for _, v, _ in blocks:
+    size = v.shape[2]
+    part = jnp.einsum("bkgs,bksd->bkgd", probs[..., start:start + size], v.astype(dtype))
+    out, start = (part if out is None else out + part), start + size
+  return out
+
+
+def _decode_step(weights: dict, cfg: ModelConfig, tokens: Array, positions: Array,
+                 context: list, current: list, index: Array,
+                 rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES) -> tuple[Array, list]:
+  """Logits [B, V] float32 for one new token per row, and the current block with its keys/values.
+
+  Per layer: `context[l]` are read-only (k, v, valid) blocks (the prompt, then the full earlier
+  response blocks); `current[l]` is the (k, v) block [B, kv_heads, S_c, head_dim] being filled,
+  the new token going to its slot `index` (slots after it are not valid yet). Same math as
+  `Transformer.__call__` on one token.
   """
   dtype = jnp.dtype(cfg.dtype)
   hd, nh, nkv = cfg.resolved_head_dim, cfg.num_heads, cfg.num_kv_heads
   batch = tokens.shape[0]
-  inv_freq = rope_inverse_frequencies(cfg)
+  cos = jnp.take(weights["rope_cos"], positions, axis=0)
+  sin = jnp.take(weights["rope_sin"], positions, axis=0)
   x = jnp.take(weights["lookup"], tokens, axis=0)  # [B, d]
-  new_caches = []
-  for layer, (cache_k, cache_v) in zip(weights["layers"], caches):
+  new_current = []
+  for layer, blocks, (cur_k, cur_v) in zip(weights["layers"], context, current):
     h = _rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps, dtype)
     qkv = h @ layer["qkv"]
     if "qkv_bias" in layer:
       qkv = qkv + layer["qkv_bias"]
     q, k, v = jnp.split(qkv, [nh * hd, (nh + nkv) * hd], axis=-1)
-    q = apply_rope(q.reshape(batch, 1, nh, hd), positions[:, None], inv_freq)
-    k = apply_rope(k.reshape(batch, 1, nkv, hd), positions[:, None], inv_freq)
-    v = v.reshape(batch, nkv, 1, hd)
-    cache_k = jax.lax.dynamic_update_slice(
-        cache_k, k.reshape(batch, nkv, 1, hd).astype(cache_k.dtype), (0, 0, index, 0))
-    cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
-    new_caches.append((cache_k, cache_v))
-    qg = q.reshape(batch, nkv, nh // nkv, hd)
-    scores = jnp.einsum("bkgd,bksd->bkgs", qg, cache_k.astype(dtype),
-                        preferred_element_type=jnp.float32) / math.sqrt(hd)
-    # Slots after `index` are never valid, so validity alone is the causal mask here.
-    scores = jnp.where(valid[:, None, None, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    out = jnp.einsum("bkgs,bksd->bkgd", probs, cache_v.astype(dtype)).reshape(batch, nh * hd)
-    x = x + out @ layer["o"]
+    q = _rotate(q.reshape(batch, nh, hd), cos, sin)
+    k = _rotate(k.reshape(batch, nkv, hd), cos, sin)
+    # The block is a loop carry: XLA updates it in place, no copy per step.
+    cur_k = jax.lax.dynamic_update_slice(
+        cur_k, k.reshape(batch, nkv, 1, hd).astype(cur_k.dtype), (0, 0, index, 0))
+    cur_v = jax.lax.dynamic_update_slice(
+        cur_v, v.reshape(batch, nkv, 1, hd).astype(cur_v.dtype), (0, 0, index, 0))
+    new_current.append((cur_k, cur_v))
+    filled = (jnp.arange(cur_k.shape[2]) <= index)[None]
+    out = _attend(q.reshape(batch, nkv, nh // nkv, hd), blocks + [(cur_k, cur_v, filled)], dtype)
+    x = x + out.reshape(batch, nh * hd) @ layer["o"]
     h = _rms_norm(x, layer["mlp_norm"], cfg.rms_norm_eps, dtype)
     gate, up = jnp.split(h @ layer["gate_up"], 2, axis=-1)
     x = x + (nn.silu(gate) * up) @ layer["down"]
@@ -446,7 +512,7 @@ def _decode_step(weights: dict, cfg: ModelConfig, tokens: Array, positions: Arra
     logits = jnp.einsum("bd,vd->bv", h, weights["embed"], preferred_element_type=jnp.float32)
   else:
     logits = (h @ weights["lm_head"]).astype(jnp.float32)
-  return logits, new_caches
+  return logits, new_current
 
 
 # ------------------------------------------------------------------------------------------------
@@ -457,20 +523,37 @@ def _decode_step(weights: dict, cfg: ModelConfig, tokens: Array, positions: Arra
 class DecodeState:
   """What the prefill hands the decode.
 
-  caches: per layer (k, v) [B, kv_heads, P+N, head_dim], prompt keys in slots [0, P).
-  valid: [B, P+N] bool. logits: [B, V] next-token logits after the prompt.
-  prompt_lengths: [B] int32.
+  prompt_cache: per layer (k, v) [B, kv_heads, P, head_dim]. prompt_mask: [B, P] bool.
+  logits: [B, V] next-token logits after the prompt. prompt_lengths: [B] int32.
   """
 
-  caches: Any
-  valid: Array
+  prompt_cache: Any
+  prompt_mask: Array
   logits: Array
   prompt_lengths: Array
 
 
+def response_blocks(max_new_tokens: int, segments: int) -> list[tuple[int, int]]:
+  """(offset, size) of the response cache blocks: `segments` blocks (multiples of 8) covering N.
+
+  Decode step i (1 <= i < N) feeds token i-1, whose keys/values go to response slot i-1; the
+  decode loop of block j runs the steps whose slot falls in it and attends over the prompt,
+  the earlier blocks and block j only: the slots in use, up to one block.
+  """
+  size = -(-max_new_tokens // segments)
+  size = -(-size // 8) * 8
+  return [(offset, min(size, max_new_tokens - offset))
+          for offset in range(0, max_new_tokens, size)]
+
+
 def _prefill(params: Any, tokens: Array, mask: Array, *, model_cfg: ModelConfig,
-             max_new_tokens: int, rules: sharding_lib.Rules) -> DecodeState:
-  """Run the left-padded prompts [B, P] through the model in one batch; build the decode cache."""
+             scfg: SamplingConfig, rules: sharding_lib.Rules) -> tuple[DecodeState, list]:
+  """Run the left-padded prompts [B, P] through the model in one batch.
+
+  Returns the decode state (prompt keys/values, next-token logits) and the zeroed response
+  cache blocks, per block a list over layers of (k, v) [B, kv_heads, size, head_dim]. The blocks
+  are donated to the decode, which fills them in place.
+  """
   TRACE_COUNTS["prefill"] += 1
   batch, width = tokens.shape
   model = Transformer(model_cfg)
@@ -478,107 +561,84 @@ def _prefill(params: Any, tokens: Array, mask: Array, *, model_cfg: ModelConfig,
   hidden, cache = model.apply(params, tokens, positions=positions, token_mask=mask,
                               cache=init_cache(model_cfg, batch, width), return_hidden=True)
   logits = model.apply(params, hidden[:, -1:], method=Transformer.logits)[:, 0]
-  pad = ((0, 0), (0, 0), (0, max_new_tokens), (0, 0))
   names = ("activation_batch", "activation_kv_heads", None, None)
 
-  def decode_layout(x):  # [B, P, kv, hd] -> [B, kv, P+N, hd]
-    return sharding_lib.constrain(jnp.pad(x.transpose(0, 2, 1, 3), pad), names, rules)
+  def heads_major(x):  # [B, P, kv, hd] -> [B, kv, P, hd]
+    return sharding_lib.constrain(x.transpose(0, 2, 1, 3), names, rules)
 
-  caches = [(decode_layout(cache.k[i]), decode_layout(cache.v[i]))
-            for i in range(model_cfg.num_layers)]
-  valid = jnp.pad(cache.valid, ((0, 0), (0, max_new_tokens)))
-  return DecodeState(caches=caches, valid=valid, logits=logits,
-                     prompt_lengths=jnp.sum(mask, axis=1).astype(jnp.int32))
-
-
-def segment_ends(prompt_width: int, max_new_tokens: int, segments: int) -> list[int]:
-  """Cache sizes attended by the successive decode loops: growing, multiples of 8, last = P+N.
-
-  Decode step i (1 <= i < N) writes slot P+i-1, so a loop over the first S slots runs the steps
-  with P+i-1 < S.
-  """
-  total = prompt_width + max_new_tokens
-  ends = []
-  for j in range(1, segments + 1):
-    end = prompt_width + math.ceil(max_new_tokens * j / segments)
-    end = min(total, -(-end // 8) * 8)
-    if not ends or end > ends[-1]:
-      ends.append(end)
-  if ends[-1] != total:
-    ends.append(total)
-  return ends
+  prompt_cache = [(heads_major(cache.k[i]), heads_major(cache.v[i]))
+                  for i in range(model_cfg.num_layers)]
+  state = DecodeState(prompt_cache=prompt_cache, prompt_mask=mask, logits=logits,
+                      prompt_lengths=jnp.sum(mask, axis=1).astype(jnp.int32))
+  kv = (batch, model_cfg.num_kv_heads, model_cfg.resolved_head_dim)
+  zeros = lambda size: sharding_lib.constrain(  # zero: never-written slots must not hold NaNs
+      jnp.zeros(kv[:2] + (size,) + kv[2:], cache.k.dtype), names, rules)
+  blocks = [[(zeros(size), zeros(size)) for _ in range(model_cfg.num_layers)]
+            for _, size in response_blocks(scfg.max_new_tokens, scfg.attention_segments)]
+  return state, blocks
 
 
-def _decode(params: Any, state: DecodeState, key: Array, *, model_cfg: ModelConfig,
-            scfg: SamplingConfig, rules: sharding_lib.Rules) -> tuple[dict, DecodeState]:
+def _decode(params: Any, state: DecodeState, blocks: list, key: Array, *,
+            model_cfg: ModelConfig, scfg: SamplingConfig,
+            rules: sharding_lib.Rules) -> tuple[dict, list]:
   """Sample N tokens per row from the prefilled state; exit early once every row hit EOS.
 
-  Returns (outputs, final state); the state is returned so its donated buffers are reused.
+  `blocks` (donated) are filled in place and returned, so no cache buffer is ever copied.
   """
   TRACE_COUNTS["decode"] += 1
-  weights = decode_weights(params, model_cfg, rules)
-  batch = state.logits.shape[0]
-  total = state.valid.shape[1]
+  batch, width = state.prompt_mask.shape
   n_new = scfg.max_new_tokens
-  width = total - n_new
+  weights = decode_weights(params, model_cfg, width + n_new, rules)
   eos = jnp.asarray(scfg.eos_ids if scfg.eos_ids else (-1,), jnp.int32)
 
-  first, first_logp = choose_tokens(state.logits, jax.random.fold_in(key, 0), scfg)
+  # All random numbers at once: one uniform per row and step, so the loop runs no PRNG.
+  uniforms = jax.random.uniform(key, (n_new, batch), jnp.float32)
+  first, first_logp = choose_tokens(state.logits, uniforms[0], scfg)
   tokens = jnp.full((batch, n_new), scfg.pad_id, jnp.int32).at[:, 0].set(first)
   logprobs = jnp.zeros((batch, n_new), jnp.float32).at[:, 0].set(first_logp)
-  done = jnp.isin(first, eos)
+  carry = (jnp.int32(1), first, jnp.isin(first, eos), tokens, logprobs)
+  context = [[(k, v, state.prompt_mask)] for k, v in state.prompt_cache]
 
-  def body(carry):
-    step, last, done, tokens, logprobs, caches, valid = carry
-    index = width + step - 1  # slot of the token fed in (the previous one)
-    valid = jax.lax.dynamic_update_slice(valid, jnp.ones((batch, 1), bool), (0, index))
-    logits, caches = _decode_step(weights, model_cfg, last, state.prompt_lengths + step - 1,
-                                  caches, valid, index, rules)
-    new, logp = choose_tokens(logits, jax.random.fold_in(key, step), scfg)
-    new = jnp.where(done, scfg.pad_id, new)
-    logp = jnp.where(done, 0.0, logp)
-    tokens = jax.lax.dynamic_update_slice(tokens, new[:, None], (0, step))
-    logprobs = jax.lax.dynamic_update_slice(logprobs, logp[:, None], (0, step))
-    return step + 1, new, done | jnp.isin(new, eos), tokens, logprobs, caches, valid
+  filled = []
+  for (offset, size), current in zip(response_blocks(n_new, scfg.attention_segments), blocks):
+    stop = min(n_new, offset + size + 1)
 
-  carry = (jnp.int32(1), first, done, tokens, logprobs)
-  caches, valid = state.caches, state.valid
-  for end in segment_ends(width, n_new, scfg.attention_segments):
-    # Work on the first `end` slots only: one copy per segment instead of reading (or copying)
-    # the whole allocation on every step.
-    full = end == total
-    seg_caches = caches if full else [(k[:, :, :end], v[:, :, :end]) for k, v in caches]
-    seg_valid = valid if full else valid[:, :end]
-    stop = min(n_new, end - width + 1)
+    def body(carry, context=context, offset=offset):
+      step, last, done, tokens, logprobs, current = carry
+      logits, current = _decode_step(weights, model_cfg, last, state.prompt_lengths + step - 1,
+                                     context, current, step - 1 - offset, rules)
+      new, logp = choose_tokens(logits, uniforms[step], scfg)
+      new = jnp.where(done, scfg.pad_id, new)
+      logp = jnp.where(done, 0.0, logp)
+      tokens = jax.lax.dynamic_update_slice(tokens, new[:, None], (0, step))
+      logprobs = jax.lax.dynamic_update_slice(logprobs, logp[:, None], (0, step))
+      return step + 1, new, done | jnp.isin(new, eos), tokens, logprobs, current
+
     out = jax.lax.while_loop(lambda c, stop=stop: (c[0] < stop) & ~jnp.all(c[2]), body,
-                             carry + (seg_caches, seg_valid))
-    carry, seg_caches, seg_valid = out[:5], out[5], out[6]
-    if full:
-      caches, valid = seg_caches, seg_valid
-    else:
-      caches = [(jax.lax.dynamic_update_slice(k, sk, (0, 0, 0, 0)),
-                 jax.lax.dynamic_update_slice(v, sv, (0, 0, 0, 0)))
-                for (k, v), (sk, sv) in zip(caches, seg_caches)]
-      valid = jax.lax.dynamic_update_slice(valid, seg_valid, (0, 0))
+                             carry + (current,))
+    carry = out[:5]
+    filled.append(out[5])
+    # Every slot of a finished block is written (or no later step runs: all rows are done).
+    context = [layer + [(k, v, None)] for layer, (k, v) in zip(context, out[5])]
 
   steps, _, _, tokens, logprobs = carry
   is_eos = jnp.isin(tokens, eos)
-  ended_before = (jnp.cumsum(is_eos, axis=1) - is_eos) > 0
-  mask = ~ended_before
-  outputs = {
+  position = jax.lax.broadcasted_iota(jnp.int32, tokens.shape, 1)
+  first_eos = jnp.min(jnp.where(is_eos, position, n_new), axis=1, keepdims=True)
+  mask = position <= first_eos  # up to and including the first EOS
+  return {
       "tokens": tokens,
       "mask": mask,
       "logprobs": jnp.where(mask, logprobs, 0.0),
       "truncated": ~jnp.any(is_eos & mask, axis=1),
       "lengths": jnp.sum(mask, axis=1).astype(jnp.int32),
       "steps": steps,
-  }
-  return outputs, state.replace(caches=caches, valid=valid)
+  }, filled
 
 
-_prefill_jit = jax.jit(_prefill, static_argnames=("model_cfg", "max_new_tokens", "rules"))
+_prefill_jit = jax.jit(_prefill, static_argnames=("model_cfg", "scfg", "rules"))
 _decode_jit = jax.jit(_decode, static_argnames=("model_cfg", "scfg", "rules"),
-                      donate_argnames=("state",))
+                      donate_argnames=("blocks",))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -595,26 +655,24 @@ def sample(params: Any, model_cfg: ModelConfig, prompts: Any, key: Array,
     params: model params (plain pytree; may be sharded, e.g. by `sharding.init_sharded_params`).
     model_cfg: the model's config.
     prompts: list of token-id lists, or a [B, L] int array (with `prompt_lengths`, a padded one).
-    key: PRNG key; step t uses fold_in(key, t), so results do not depend on how the decode is
-      segmented.
+    key: PRNG key; it draws one uniform per row and step up front, so results do not depend
+      on how the decode is segmented.
     sampling_cfg: see `SamplingConfig`.
     prompt_lengths: [B] real lengths when `prompts` is a padded array.
     padding_side: where the padding of a padded `prompts` array is ("right" or "left").
     mesh: when given, rows are split over the mesh's batch axes (rows are padded to a multiple
-      of that split and the padding dropped from the result); params keep their own
-      shardings (e.g. from `sharding.param_shardings`).
+      of that split and the padding dropped from the result) and params are placed in
+      `sharding.param_shardings(model_cfg, mesh, rules)` (free when they already are).
     rules: logical-axis rules for the decode's sharding constraints.
   """
   tokens, mask = prepare_prompts(prompts, model_cfg, sampling_cfg, prompt_lengths, padding_side)
   rows = tokens.shape[0]
-  rules = tuple((name, axes if axes is None or isinstance(axes, str) else tuple(axes))
-                for name, axes in rules)  # hashable: a static jit argument
-  statics = dict(model_cfg=model_cfg, rules=rules)
+  rules = sharding_lib.hashable_rules(rules)  # a static jit argument
+  statics = dict(model_cfg=model_cfg, scfg=sampling_cfg, rules=rules)
 
   def run(tokens, mask):
-    state = _prefill_jit(params, tokens, mask, max_new_tokens=sampling_cfg.max_new_tokens,
-                         **statics)
-    out, _ = _decode_jit(params, state, key, scfg=sampling_cfg, **statics)
+    state, blocks = _prefill_jit(params, tokens, mask, **statics)
+    out, _ = _decode_jit(params, state, blocks, key, **statics)
     return out
 
   if mesh is None:
@@ -623,6 +681,8 @@ def sample(params: Any, model_cfg: ModelConfig, prompts: Any, key: Array,
     extra = (-rows) % sharding_lib.batch_shards(mesh, rules)
     padded = [np.concatenate([x, np.repeat(x[-1:], extra, axis=0)]) for x in (tokens, mask)]
     padded = jax.device_put(padded, sharding_lib.batch_sharding(mesh, rules))
+    # A no-op for params already placed by `sharding` (the usual case); otherwise a reshard.
+    params = jax.device_put(params, sharding_lib.param_shardings(model_cfg, mesh, rules))
     with jax.set_mesh(mesh):
       out = {k: v[:rows] if v.ndim else v for k, v in run(*padded).items()}
   return Rollout(prompt_tokens=jnp.asarray(tokens), prompt_mask=jnp.asarray(mask),

@@ -1,4 +1,4 @@
-"""Device mesh, logical-axis rules as data, and the shardings of params, batches and optimizer state.
+"""Device mesh, logical-axis rules as data, and shardings of params, batches and optimizer state.
 
 The model names every parameter dimension logically ("vocab", "embed", "heads", ...; see
 `prl_jax.models.transformer`). A *rule* maps a logical name to zero or more mesh axes; the rules
@@ -18,11 +18,18 @@ first rule naming its logical axis; a mesh axis already used by an earlier dimen
 (an axis can split only one dimension), and if the remaining axes' total size does not divide the
 dimension, that dimension is replicated instead (e.g. 2 KV heads on a tensor axis of 4). Falling
 back is what lets one rule set serve every preset; the price is memory, never correctness.
+
+Activations: the model's `nn.with_logical_constraint` calls only act inside
+`nn.logical_axis_rules(...)`, and with this flax version that context also constrains the boxed
+kernels that `nn.scan`'d DenseGeneral layers re-create during `apply`, where they do not fit.
+So the code here places params and batches and lets XLA propagate, and `constrain` applies a
+rule-resolved constraint where one is wanted (the sampler's decode) without that context.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Iterable, Sequence
 
@@ -171,12 +178,25 @@ def logical_to_mesh_spec(names: Iterable[str | None], shape: Sequence[int], mesh
   return PartitionSpec(*spec)
 
 
-def param_partition_specs(cfg: ModelConfig, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
-  """Pytree of PartitionSpecs for the param tree of `cfg` (no memory used)."""
+def hashable_rules(rules: Rules) -> tuple[tuple[str, Any], ...]:
+  """`rules` as nested tuples (usable as a cache key or a static jit argument)."""
+  return tuple((name, axes if axes is None or isinstance(axes, str) else tuple(axes))
+               for name, axes in rules)
+
+
+@functools.lru_cache(maxsize=64)
+def _param_specs(cfg: ModelConfig, mesh_axes: tuple, rules: tuple) -> Any:
   logical = logical_partition_specs(cfg)
   shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+  mesh = jax.sharding.AbstractMesh(tuple(size for _, size in mesh_axes),
+                                   tuple(name for name, _ in mesh_axes))
   return jax.tree.map(lambda names, s: logical_to_mesh_spec(tuple(names), s.shape, mesh, rules),
                       logical, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def param_partition_specs(cfg: ModelConfig, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
+  """Pytree of PartitionSpecs for the param tree of `cfg` (no memory used; cached)."""
+  return _param_specs(cfg, tuple(mesh.shape.items()), hashable_rules(rules))
 
 
 def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:

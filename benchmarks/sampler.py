@@ -1,0 +1,209 @@
+"""Rollout throughput: the cached sampler against naive full recomputation.
+
+    python benchmarks/sampler.py            # the figures in docs/benchmarks.md
+    python benchmarks/sampler.py --quick    # fewer repetitions (a smoke run)
+
+Shapes (PERFORMANCE.md): the "mini" preset (Llama architecture, vocab 512, d 256, 4 layers,
+4 heads, head dim 64, MLP 1024) and its 2-KV-head variant; 64 prompts of 16 tokens, 128 new
+tokens (KV cache 16 + 128 = 144 slots), temperature 1.0, no EOS (every row runs all 128 steps),
+float32. Tokens/s = 64 * 128 / (wall time of one rollout: prefill + decode, results on host).
+
+"naive" is what the cache avoids: a jitted loop of fixed shape that re-runs the whole
+[64, 144] sequence through the model for every new token (no KV cache).
+
+Each figure is the median of the timed runs after warm-up runs. The machine is printed; the
+table is written into the "Sampler" section of docs/benchmarks.md with the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from prl_jax.models.config import preset  # noqa: E402
+from prl_jax.models.transformer import Transformer, init_params  # noqa: E402
+from prl_jax.sampling import SamplingConfig, choose_tokens, sample  # noqa: E402
+
+BATCH, PROMPT_LEN, NEW_TOKENS = 64, 16, 128
+# Tunix 0.1.7 on the same machine kind and shapes, from PERFORMANCE.md (not measured here).
+ANCHOR = {4: 3409.0, 2: 4777.0}
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md")
+
+
+def machine() -> dict:
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = re.findall(r"model name\s*:\s*(.*)", f.read())
+    cpu = names[0].strip() if names else cpu
+  except OSError:
+    pass
+  return {"platform": jax.default_backend(), "devices": jax.device_count(),
+          "cpus": os.cpu_count(), "cpu": cpu, "jax": jax.__version__,
+          "python": platform.python_version()}
+
+
+def naive_rollout_fn(cfg, scfg: SamplingConfig):
+  """A jitted rollout without cache: every step runs the full [B, P+N] sequence."""
+  model = Transformer(cfg)
+  width = PROMPT_LEN + NEW_TOKENS
+
+  @jax.jit
+  def rollout(params, prompts, key):
+    tokens = jnp.zeros((BATCH, width), jnp.int32).at[:, :PROMPT_LEN].set(prompts)
+    mask = jnp.arange(width)[None, :] < PROMPT_LEN
+    mask = jnp.broadcast_to(mask, (BATCH, width))
+    uniforms = jax.random.uniform(key, (NEW_TOKENS, BATCH))
+
+    def step(t, carry):
+      tokens, mask = carry
+      logits, _ = model.apply(params, tokens, token_mask=mask)
+      last = jax.lax.dynamic_index_in_dim(logits, PROMPT_LEN + t - 1, axis=1, keepdims=False)
+      new, _ = choose_tokens(last, uniforms[t], scfg)
+      tokens = jax.lax.dynamic_update_slice(tokens, new[:, None], (0, PROMPT_LEN + t))
+      mask = jax.lax.dynamic_update_slice(mask, jnp.ones((BATCH, 1), bool), (0, PROMPT_LEN + t))
+      return tokens, mask
+
+    tokens, _ = jax.lax.fori_loop(0, NEW_TOKENS, step, (tokens, mask))
+    return tokens[:, PROMPT_LEN:]
+
+  return rollout
+
+
+def time_runs(run, warmup: int, repeats: int) -> tuple[float, list[float], float]:
+  """(median seconds, all timed seconds, seconds of the first call incl. compilation)."""
+  start = time.perf_counter()
+  run(0)
+  first = time.perf_counter() - start
+  for i in range(1, warmup):
+    run(i)
+  times = []
+  for i in range(repeats):
+    start = time.perf_counter()
+    run(warmup + i)
+    times.append(time.perf_counter() - start)
+  return float(np.median(times)), times, first
+
+
+def bench_variant(kv_heads: int, args) -> dict:
+  cfg = preset("mini", num_kv_heads=kv_heads)
+  params = init_params(cfg, jax.random.key(0))
+  prompts = np.asarray(jax.random.randint(jax.random.key(1), (BATCH, PROMPT_LEN), 0,
+                                          cfg.vocab_size), np.int32)
+  scfg = SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=1.0, eos_id=None,
+                        attention_segments=args.segments)
+
+  def ours(i):
+    out = sample(params, cfg, prompts, jax.random.key(100 + i), scfg)
+    np.asarray(out.tokens)  # results on host, as a trainer consumes them
+    assert int(out.steps) == NEW_TOKENS
+
+  median, times, first = time_runs(ours, args.warmup, args.repeats)
+  row = {"kv": kv_heads, "params": cfg.num_params(), "ours_s": median, "ours_times": times,
+         "ours_first": first}
+  print(f"  ours  kv_heads={kv_heads}: median {median * 1e3:8.1f} ms "
+        f"({BATCH * NEW_TOKENS / median:8.0f} tokens/s); runs "
+        f"{', '.join(f'{t * 1e3:.0f}' for t in times)} ms; first call {first:.1f} s", flush=True)
+
+  if args.naive_repeats > 0:
+    naive = naive_rollout_fn(cfg, scfg)
+    run = lambda i: np.asarray(naive(params, prompts, jax.random.key(200 + i)))
+    n_median, n_times, n_first = time_runs(run, 1, args.naive_repeats)
+    row.update(naive_s=n_median, naive_times=n_times)
+    print(f"  naive kv_heads={kv_heads}: median {n_median * 1e3:8.1f} ms "
+          f"({BATCH * NEW_TOKENS / n_median:8.0f} tokens/s); runs "
+          f"{', '.join(f'{t:.1f}' for t in n_times)} s; first call {n_first:.1f} s", flush=True)
+  return row
+
+
+def table(rows: list[dict]) -> str:
+  lines = ["| model | params | ours (tokens/s) | naive (tokens/s) | ours / naive | "
+           "Tunix 0.1.7 anchor (tokens/s) | ours / anchor |",
+           "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    ours = BATCH * NEW_TOKENS / r["ours_s"]
+    naive = BATCH * NEW_TOKENS / r["naive_s"] if "naive_s" in r else None
+    lines.append(
+        f"| mini, {r['kv']} KV heads | {r['params'] / 1e6:.2f}M | {ours:,.0f} | "
+        f"{f'{naive:,.0f}' if naive else 'not run'} | "
+        f"{f'{ours / naive:.1f}x' if naive else '-'} | {ANCHOR[r['kv']]:,.0f} | "
+        f"{ours / ANCHOR[r['kv']]:.2f}x |")
+  return "\n".join(lines)
+
+
+def write_docs(rows: list[dict], info: dict, args, command: str) -> None:
+  section = "\n".join([
+      "## Sampler",
+      "",
+      f"Rollout throughput of `prl_jax.sampling.sample` against naive full recomputation (no KV "
+      f"cache, the whole sequence re-run per token, jitted with a fixed shape). {BATCH} prompts x "
+      f"{PROMPT_LEN} tokens, {NEW_TOKENS} new tokens, KV cache {PROMPT_LEN + NEW_TOKENS} slots "
+      f"({args.segments} attention segments), temperature 1.0, no EOS, float32. Tokens/s = "
+      f"{BATCH} x {NEW_TOKENS} / wall time of one rollout (prefill + decode, tokens on host); "
+      f"median of {args.repeats} runs after {args.warmup} warm-up runs (naive: median of "
+      f"{args.naive_repeats} after 1). The anchor column is Tunix 0.1.7 as measured in "
+      "PERFORMANCE.md, not re-measured here.",
+      "",
+      table(rows),
+      "",
+      f"Machine: {info['cpu']}, {info['cpus']} CPUs; JAX {info['jax']} on {info['platform']} "
+      f"({info['devices']} device{'s' if info['devices'] != 1 else ''}); Python "
+      f"{info['python']}. Shared machine: expect about 10% run-to-run noise.",
+      "",
+      f"Command: `{command}`",
+      "",
+  ])
+  text = open(DOCS).read() if os.path.exists(DOCS) else "# Benchmarks\n\n"
+  pattern = re.compile(r"^## Sampler\n.*?(?=^## |\Z)", re.S | re.M)
+  if pattern.search(text):
+    text = pattern.sub(lambda _: section, text, count=1)
+  else:
+    text = text.rstrip("\n") + "\n\n" + section
+  os.makedirs(os.path.dirname(DOCS), exist_ok=True)
+  with open(DOCS, "w") as f:
+    f.write(text)
+  print(f"wrote the Sampler section of {os.path.normpath(DOCS)}")
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true",
+                      help="3 timed runs after 1 warm-up, 1 naive run; docs not written")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--naive-repeats", type=int, default=5)
+  parser.add_argument("--segments", type=int, default=SamplingConfig.attention_segments)
+  parser.add_argument("--kv-heads", type=int, nargs="+", default=[4, 2])
+  parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+  args = parser.parse_args(argv)
+  if args.quick:
+    args.repeats, args.warmup, args.naive_repeats = 3, 1, 1
+
+  info = machine()
+  print(f"machine: {info['cpu']}; {info['cpus']} CPUs; platform {info['platform']}, "
+        f"{info['devices']} device(s); jax {info['jax']}")
+  print(f"shapes: mini preset (vocab 512, d 256, 4 layers, 4 heads, head dim 64, MLP 1024), "
+        f"KV heads {args.kv_heads}; batch {BATCH}, prompt {PROMPT_LEN}, new tokens {NEW_TOKENS}, "
+        f"cache {PROMPT_LEN + NEW_TOKENS}, segments {args.segments}, temperature 1.0, no EOS, "
+        f"float32")
+  print(f"timing: median of {args.repeats} after {args.warmup} warm-up; naive median of "
+        f"{args.naive_repeats} after 1", flush=True)
+  rows = [bench_variant(kv, args) for kv in args.kv_heads]
+  print(table(rows))
+  if not (args.quick or args.no_docs):
+    command = "python benchmarks/sampler.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+    write_docs(rows, info, args, command)
+
+
+if __name__ == "__main__":
+  main()
