@@ -22,7 +22,6 @@ Interpretations of the specification, in one place:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 from collections.abc import Callable
@@ -37,6 +36,7 @@ import numpy as np
 from prl_jax.ops.returns import check_mask_like, linear_recurrence, masked_whiten, reverse_cumsum
 from prl_jax.ops.steps import fill_from_step_end, last_token_mask, next_marked_index
 from prl_jax.rewards.kl_to_go import kl_to_go
+from prl_jax.ops.checks import shape_errors as _shape_errors, is_concrete as _is_concrete
 
 # Added to the group std in GRPO (ALGORITHMS.md section 1.6).
 GRPO_EPS = 1e-6
@@ -45,19 +45,6 @@ PRIME_MODES = ("code", "paper")
 PRIME_BASES = ("rloo", "grpo", "reinforce")
 PRL_MODES = ("orm", "prm")
 REINFORCE_BASELINES = ("none", "batch")
-
-
-@contextlib.contextmanager
-def _shape_errors(fn_name: str):
-  """Re-raises chex shape assertions as ValueError naming the function."""
-  try:
-    yield
-  except AssertionError as err:
-    raise ValueError(f"{fn_name}: bad input shapes: {err}") from None
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
 
 
 def _check_choice(fn_name: str, name: str, value: str, choices: tuple[str, ...]) -> None:

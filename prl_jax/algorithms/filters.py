@@ -6,22 +6,13 @@ host loop drops the rejected groups and refills the batch from further prompts.
 
 from __future__ import annotations
 
-import contextlib
 
 import chex
 import jax.numpy as jnp
 import numpy as np
 
 from prl_jax.algorithms.advantages import group_view
-
-
-@contextlib.contextmanager
-def _shape_errors(fn_name: str):
-  """Re-raises chex shape assertions as ValueError naming the function."""
-  try:
-    yield
-  except AssertionError as err:
-    raise ValueError(f"{fn_name}: bad input shapes: {err}") from None
+from prl_jax.ops.checks import shape_errors as _shape_errors
 
 
 def accuracy_filter(outcome: chex.Array, group_size: int, lo: float, hi: float) -> chex.Array:

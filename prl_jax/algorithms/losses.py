@@ -10,13 +10,13 @@ Arrays are [B, T] with a response mask of 1/True on valid tokens; log-prob math 
 
 from __future__ import annotations
 
-import contextlib
 
 import chex
 import jax
 import jax.numpy as jnp
 
 from prl_jax.ops.returns import check_mask_like
+from prl_jax.ops.checks import shape_errors as _shape_errors, is_concrete as _is_concrete
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 KL_KINDS = ("k1", "k2", "k3")
@@ -24,19 +24,6 @@ KL_KINDS = ("k1", "k2", "k3")
 LOG_RATIO_CLAMP = 20.0
 # The k3 estimate is clamped to [-10, 10], as verl's low_var_kl.
 K3_CLAMP = 10.0
-
-
-@contextlib.contextmanager
-def _shape_errors(fn_name: str):
-  """Re-raises chex shape assertions as ValueError naming the function."""
-  try:
-    yield
-  except AssertionError as err:
-    raise ValueError(f"{fn_name}: bad input shapes: {err}") from None
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
 
 
 def agg_loss(loss: chex.Array, mask: chex.Array,

@@ -10,7 +10,6 @@ so they trace to a fixed-size program whatever T is.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import numbers
 
@@ -18,6 +17,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from prl_jax.ops.checks import shape_errors as _shape_errors, is_concrete as _is_concrete
 
 # Added to the variance in `masked_whiten`, as in PRIME's and verl's whitening.
 WHITEN_EPS = 1e-8
@@ -27,19 +27,6 @@ TINY_ETA = 1e-6
 _LME_SPREAD_SWITCH = 1.0
 # Time steps per loop iteration of `linear_recurrence`: fewer, larger iterations on accelerators.
 _SCAN_UNROLL = 8
-
-
-@contextlib.contextmanager
-def _shape_errors(fn_name: str):
-  """Re-raises chex shape assertions as ValueError naming the function."""
-  try:
-    yield
-  except AssertionError as err:
-    raise ValueError(f"{fn_name}: bad input shapes: {err}") from None
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
 
 
 def check_mask_like(fn_name: str, mask: chex.Array, **arrays) -> None:

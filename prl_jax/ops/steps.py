@@ -12,7 +12,6 @@ along time, never Python loops.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import chex
@@ -21,17 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from prl_jax.ops.returns import check_mask_like, linear_recurrence
+from prl_jax.ops.checks import shape_errors as _shape_errors
 
 STEP_MODES = ("token", "whole", "fixed", "delimiter")
-
-
-@contextlib.contextmanager
-def _shape_errors(fn_name: str):
-  """Re-raises chex shape assertions as ValueError naming the function."""
-  try:
-    yield
-  except AssertionError as err:
-    raise ValueError(f"{fn_name}: bad input shapes: {err}") from None
 
 
 def _valid(mask: chex.Array) -> chex.Array:

@@ -20,7 +20,6 @@ against (r_k, 1 - r_k).
 
 from __future__ import annotations
 
-import contextlib
 
 import chex
 import jax
@@ -28,22 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from prl_jax.ops.returns import log_mean_exp
+from prl_jax.ops.checks import shape_errors as _shape_errors, is_concrete as _is_concrete
 
 # Below this eta the count form returns c/N, its eta -> 0 limit (log1p would give ~0 / ~0).
 _TINY_ETA = 1e-20
-
-
-@contextlib.contextmanager
-def _shape_errors(fn_name: str):
-  """Re-raises chex shape assertions as ValueError naming the function."""
-  try:
-    yield
-  except AssertionError as err:
-    raise ValueError(f"{fn_name}: bad input shapes: {err}") from None
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
 
 
 def _check_eta(eta) -> None:

@@ -15,7 +15,6 @@ responses stored contiguously. All log-prob math is float32.
 
 from __future__ import annotations
 
-import contextlib
 
 import chex
 import jax
@@ -24,22 +23,10 @@ import numpy as np
 
 from prl_jax.ops.returns import reverse_cumsum
 from prl_jax.ops.steps import step_sum
+from prl_jax.ops.checks import shape_errors as _shape_errors, is_concrete as _is_concrete
 
 # Added to the normaliser of `normalize_scores`, as in the official batch_norm.
 NORM_EPS = 1e-6
-
-
-@contextlib.contextmanager
-def _shape_errors(fn_name: str):
-  """Re-raises chex shape assertions as ValueError naming the function."""
-  try:
-    yield
-  except AssertionError as err:
-    raise ValueError(f"{fn_name}: bad input shapes: {err}") from None
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
 
 
 def _check_positive(name: str, value) -> None:

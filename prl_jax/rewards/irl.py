@@ -18,21 +18,12 @@ The policy is then trained with reward r_o + lambda * PRM reward (`combined_rewa
 
 from __future__ import annotations
 
-import contextlib
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-
-@contextlib.contextmanager
-def _shape_errors(fn_name: str):
-  """Re-raises chex shape assertions as ValueError naming the function."""
-  try:
-    yield
-  except AssertionError as err:
-    raise ValueError(f"{fn_name}: bad input shapes: {err}") from None
+from prl_jax.ops.checks import shape_errors as _shape_errors
 
 
 def sequence_reward(token_rewards: chex.Array, mask: chex.Array) -> chex.Array:

@@ -7,21 +7,12 @@ still to come. That log-ratio, accumulated from the current token to the end, is
 
 from __future__ import annotations
 
-import contextlib
 
 import chex
 import jax.numpy as jnp
 
 from prl_jax.ops.returns import check_mask_like, reverse_cumsum
-
-
-@contextlib.contextmanager
-def _shape_errors(fn_name: str):
-  """Re-raises chex shape assertions as ValueError naming the function."""
-  try:
-    yield
-  except AssertionError as err:
-    raise ValueError(f"{fn_name}: bad input shapes: {err}") from None
+from prl_jax.ops.checks import shape_errors as _shape_errors
 
 
 def kl_to_go(logp_old: chex.Array, logp_ref: chex.Array, mask: chex.Array) -> chex.Array:
