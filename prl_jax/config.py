@@ -46,6 +46,28 @@ def load_config_file(spec: str) -> ConfigDict:
   return ConfigDict(config.to_dict()) if isinstance(config, ConfigDict) else ConfigDict(config)
 
 
+def parse_config_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:
+  """`key=value,key=value` (the `:arg` of `--config FILE:arg`) over `defaults`.
+
+  A config file that takes paths calls this on its `get_config(arg)` argument, e.g.
+  `--config configs/paper/prime_eurus2_7b.py:hf_dir=/ckpt/sft,train_file=/data/train.parquet`.
+  Each value takes the type of its default (as `--config.a.b=value` overrides do); a value
+  cannot contain a comma. An unknown key stops with the known ones.
+  """
+  values = dict(defaults)
+  for item in filter(None, (part.strip() for part in (arg or "").split(","))):
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep:
+      raise ConfigError(f"Config argument {item!r} must look like key=value; known keys: "
+                        f"{', '.join(sorted(defaults))}.")
+    if key not in defaults:
+      raise ConfigError(f"Unknown config argument {key!r}; known keys: "
+                        f"{', '.join(sorted(defaults))}.")
+    values[key] = _parse_like(text.strip(), defaults[key], key)
+  return values
+
+
 def flat_keys(config: ConfigDict, prefix: str = "") -> list[str]:
   keys = []
   for name, value in config.items():

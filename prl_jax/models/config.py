@@ -144,6 +144,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smollm2-135m": dict(vocab_size=49152, hidden_size=576, num_layers=30, num_heads=9,
                          num_kv_heads=3, intermediate_size=1536, rope_theta=100000.0,
                          rms_norm_eps=1e-5, tie_embeddings=True, max_position_embeddings=8192),
+    # Qwen3-1.7B(-Base) shapes. Qwen3 also RMS-normalises every query and key head (q_norm,
+    # k_norm: 2 x head_dim weights per layer), which this decoder does not have: the preset holds
+    # every other weight (7,168 fewer than the real model) and serves memory and throughput
+    # estimates; it cannot reproduce Qwen3's logits (and hf.config_from_hf does not accept
+    # model_type "qwen3").
+    "qwen3-1.7b": dict(vocab_size=151936, hidden_size=2048, num_layers=28, num_heads=16,
+                       num_kv_heads=8, intermediate_size=6144, head_dim=128,
+                       rope_theta=1000000.0, rms_norm_eps=1e-6, tie_embeddings=True,
+                       max_position_embeddings=32768),
 }
 
 
