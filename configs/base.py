@@ -8,7 +8,7 @@ import ml_collections
 
 def get_config():
   c = ml_collections.ConfigDict()
-  c.method = "prime"  # rloo grpo drgrpo reinforce ppo raft prime prl frpo repirl (see docs/algorithms.md)
+  c.method = "prime"  # rloo grpo drgrpo reinforce ppo raft prime prl frpo erprm repirl (see docs/algorithms.md)
   c.seed = 0
 
   # Policy model: a preset name (prl_jax.models.config.PRESETS) or an HF directory in `hf_dir`.
@@ -80,6 +80,15 @@ def get_config():
   c.algo.repirl.prm = "implicit"  # implicit (beta log pi_phi/pi_ref); a scalar head is future work
   c.algo.raft = ml_collections.ConfigDict()
   c.algo.raft.keep_per_prompt = 1
+  # ER-PRM (ALGORITHMS.md section 5): a PRM read at step ends through the logits of two tokens,
+  # labelled offline from Monte Carlo completions; in RL it picks RAFT's samples.
+  c.algo.erprm = ml_collections.ConfigDict()
+  c.algo.erprm.prm_dir = ""  # a trained ER-PRM in HF layout (the `erprm` method needs one)
+  c.algo.erprm.eta = 2.0  # label temperature: -> 0 soft labels, -> inf hard labels
+  c.algo.erprm.num_completions = 16  # Monte Carlo completions per step prefix
+  c.algo.erprm.plus_token = "+"
+  c.algo.erprm.minus_token = "-"
+  c.algo.erprm.agg = "min"  # min | product | last | mean over step scores
   c.algo.loss = ml_collections.ConfigDict()
   c.algo.loss.clip_low = 0.2
   c.algo.loss.clip_high = 0.2

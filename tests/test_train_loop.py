@@ -21,6 +21,7 @@ def tiny_config(method, **overrides):
   config.rollout.prompts_per_step = 4
   config.rollout.n = 4
   config.rollout.max_new_tokens = 12
+  config.train.mini_batch_size = 8  # two mini-batches x two epochs: the multi-step update path
   config.task.num_train = 32
   config.task.num_eval = 4
   config.train.steps = 4
@@ -80,6 +81,24 @@ def test_missing_data_file_fails_before_compiling(tmp_path):
 
 
 def test_batch_not_divisible_by_mesh():
-  config = tiny_config("prime", **{"mesh.data": 8, "rollout.prompts_per_step": 3})
+  config = tiny_config("prime", **{"mesh.data": 8, "rollout.prompts_per_step": 3,
+                                "train.mini_batch_size": 0})
   with pytest.raises(ConfigError, match="mesh"):
     validate(config)
+
+
+def test_periodic_eval_is_logged_and_reproducible(tmp_path):
+  """eval.every=2 adds eval/* metrics at steps 2 and 4; the same run gives the same numbers."""
+  config = tiny_config("rloo", **{"eval.every": 2, "eval.n": 2, "eval.num_problems": 4})
+  first, second = str(tmp_path / "a"), str(tmp_path / "b")
+  train(config, first)
+  train(config, second, max_steps=2)
+  train(config, second)
+  rows = read_metrics(os.path.join(first, "metrics.jsonl"))
+  evals = [{k: v for k, v in r.items() if k.startswith("eval/")} for r in rows]
+  assert [sorted(e) for e in evals] == [[], sorted(["eval/mean_at_n", "eval/pass_at_n",
+                                                   "eval/greedy"])] * 2
+  for e in evals[1::2]:
+    assert 0.0 <= e["eval/mean_at_n"] <= e["eval/pass_at_n"] <= 1.0
+  resumed = read_metrics(os.path.join(second, "metrics.jsonl"))
+  assert [{k: v for k, v in r.items() if k.startswith("eval/")} for r in resumed] == evals

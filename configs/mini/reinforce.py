@@ -1,9 +1,9 @@
 """REINFORCE with a batch-mean baseline on the outcome reward."""
 
-from configs import base
+from configs.mini import budget
 
 
 def get_config():
-  c = base.get_config()
+  c = budget.get_config()
   c.method = "reinforce"
   return c

@@ -1,10 +1,10 @@
 """SFT of the tiny policy on solver demonstrations: the starting point of every mini RL run."""
 
-from configs import base
+from configs.mini import budget
 
 
 def get_config():
-  c = base.get_config()
+  c = budget.get_config()
   c.method = "rloo"  # unused by SFT; kept valid so the shared validation passes
   c.sft.steps = 300
   c.sft.batch_size = 32

@@ -55,7 +55,7 @@ def raft_advantages(options, x: RLInputs):
   scores = x.outcome.reshape(-1, n)
   # Stable descending order: among equal outcomes the earlier sample wins.
   rank = jnp.argsort(jnp.argsort(-scores, axis=1, stable=True), axis=1)
-  keep = (rank < options.keep_per_prompt) & (scores > 0)
+  keep = (rank < options.raft.keep_per_prompt) & (scores > 0)
   return _broadcast(keep.reshape(-1).astype(jnp.float32), x.mask), {
       "raft/kept_fraction": jnp.mean(keep)}
 

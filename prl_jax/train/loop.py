@@ -84,10 +84,11 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
   options = ml_collections.FrozenConfigDict(config.algo)
   chunk = config.train.logprob_chunk
 
-  def policy_update(state, batch):
-    new_state, metrics = train_steps.minibatch_updates(state, tx_policy, policy_loss, batch,
-                                                       num_mini, num_micro)
-    return new_state, metrics
+  epochs = config.train.ppo_epochs
+
+  def policy_update(state, batch, key):
+    return train_steps.epoch_updates(state, tx_policy, policy_loss, batch, key, epochs, num_mini,
+                                     num_micro)
 
   prm_update = None
   if recipe.prm == "prime_ce":
@@ -104,8 +105,8 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
   if recipe.value:
     value_loss = train_steps.value_loss_fn(model_cfg)
     value_forward = jax.jit(lambda p, seq: train_steps.value_forward(model_cfg, p, seq))
-    value_update = jax.jit(lambda s, b: train_steps.minibatch_updates(s, tx_value, value_loss, b,
-                                                                      num_mini, num_micro),
+    value_update = jax.jit(lambda s, b, k: train_steps.epoch_updates(s, tx_value, value_loss, b, k,
+                                                                     epochs, num_mini, num_micro),
                            donate_argnums=0)
 
   return RunFunctions(
@@ -244,7 +245,8 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
   config = ctx.config
   start = time.perf_counter()
   step_key = jax.random.fold_in(wrap_key(state.rng), state.step)
-  rollouts = collect_rollouts(ctx, state.policy.params, stream, step_key)
+  sample_key, update_key = jax.random.split(step_key)
+  rollouts = collect_rollouts(ctx, state.policy.params, stream, sample_key)
   t_rollout = time.perf_counter() - start
   seq = ctx.place_batch(make_sequences(rollouts.prompt_ids, rollouts.response_ids, ctx.prompt_len,
                                        config.rollout.max_new_tokens, ctx.tokenizer.pad_id))
@@ -279,11 +281,12 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
                   if jnp.ndim(v) == 0})
   value_state = state.value
   if recipe.value:
-    value_state, value_metrics = fns.value_update(value_state, (seq, adv_metrics["returns"]))
+    value_state, value_metrics = fns.value_update(value_state, (seq, adv_metrics["returns"]),
+                                                  jax.random.fold_in(update_key, 1))
     metrics.update({f"value/{k}": v for k, v in value_metrics.items()})
   policy, policy_metrics = fns.policy_update(
       state.policy, PolicyBatch(seq=seq, old_logp=old_logp, ref_logp=ref_logp,
-                                advantages=advantages))
+                                advantages=advantages), update_key)
   metrics.update({f"policy/{k}": v for k, v in policy_metrics.items()})
   new_state = state.replace(step=state.step + 1, policy=policy, prm=prm_state, value=value_state)
   metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -297,6 +300,26 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
       "time/tokens_per_s": metrics["rollout/tokens"] / max(elapsed, 1e-9),
   })
   return new_state, metrics
+
+
+def periodic_eval(ctx: RunContext, params, step: int) -> dict:
+  """eval.n samples (and one greedy decode) per eval problem: `eval/*` metrics of the policy.
+
+  The seed is fold(run seed, step), so an eval is reproducible and resume cannot change it.
+  """
+  from prl_jax.eval.evaluate import evaluate
+  config = ctx.config
+  examples = ctx.eval_examples[:config.eval.num_problems]
+  rows = config.rollout.prompts_per_step * config.rollout.n
+  results = evaluate(params, ctx.model_cfg, ctx.tokenizer, examples, ctx.verifier,
+                     n=config.eval.n, temperature=config.eval.temperature,
+                     max_new_tokens=config.rollout.max_new_tokens,
+                     seed=config.seed * 1_000_003 + step, mesh=ctx.mesh,
+                     batch_prompts=max(1, rows // config.eval.n))
+  overall = results["summary"]
+  n = config.eval.n
+  return {"eval/mean_at_n": overall[f"mean@{n}"], "eval/pass_at_n": overall[f"pass@{n}"],
+          "eval/greedy": overall["greedy"]}
 
 
 def _save(ckpt: Checkpointer, state: TrainState, stream: PromptStream, ctx: RunContext,
@@ -337,8 +360,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
       state, metrics = rl_step(ctx, recipe, fns, state, stream)
       done += 1
       step = int(state.step)
+      is_last = step == config.train.steps
+      if config.eval.every and (step % config.eval.every == 0 or is_last):
+        metrics.update(periodic_eval(ctx, state.policy.params, step))
       writer.write(step, metrics)
-      if step % config.checkpoint.every == 0 or step == config.train.steps:
+      if step % config.checkpoint.every == 0 or is_last:
         _save(ckpt, state, stream, ctx, metrics, force=True)
     ckpt.wait()
     if int(state.step) >= config.train.steps and config.checkpoint.save_hf:

@@ -44,6 +44,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if batch % mini or mini % micro:
     raise ConfigError(f"train.mini_batch_size={mini} must divide the batch of {batch} responses "
                       f"and train.micro_batch_size={micro} must divide the mini-batch.")
+  if t.ppo_epochs < 1:
+    raise ConfigError(f"train.ppo_epochs must be >= 1 (passes over each rollout batch), got "
+                      f"{t.ppo_epochs}.")
   if config.algo.loss.agg not in AGGS:
     raise ConfigError(f"algo.loss.agg={config.algo.loss.agg!r}; choose one of {AGGS}.")
   if config.filter.enable and not 0 <= config.filter.acc_lo <= config.filter.acc_hi <= 1:
@@ -58,9 +61,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if path and not os.path.exists(path):
       raise ConfigError(f"{key}={path!r} does not exist; fix the path or leave it empty.")
   devices = config.mesh.num_devices or jax.device_count()
-  mesh_rows = (config.mesh.data if config.mesh.data > 0 else
-               devices // max(config.mesh.fsdp * config.mesh.tensor, 1)) * config.mesh.fsdp
-  if mesh_rows <= 0 or batch % mesh_rows or micro % mesh_rows:
+  try:  # any one axis may be -1 (the rest), e.g. mesh.fsdp=-1 for FSDP over every device
+    data, fsdp, _ = sharding.resolve_mesh_shape(config.mesh.data, config.mesh.fsdp,
+                                                config.mesh.tensor, devices)
+  except ValueError as err:
+    raise ConfigError(f"mesh.*: {err}") from err
+  mesh_rows = data * fsdp
+  if batch % mesh_rows or micro % mesh_rows:
     raise ConfigError(f"The mesh splits batches {mesh_rows} ways (mesh.data x mesh.fsdp) on "
                       f"{devices} devices, which does not divide the batch of {batch} or the "
                       f"micro-batch of {micro}; change mesh.* or rollout.prompts_per_step.")
@@ -142,8 +149,14 @@ def _examples(config) -> tuple[list[dict], list[dict]]:
   task = config.task
   if task.train_file:
     from prl_jax.data import math_files
-    train = math_files.load_task(task.train_file)
-    evals = math_files.load_task(task.eval_file) if task.eval_file else train[:task.num_eval]
+    # A data-set layout name (gsm8k, math, numina, eurus2) reads that layout; any other name
+    # reads the loop's own jsonl schema (e.g. synthetic tasks written by math_files.write_jsonl).
+    if task.name in math_files.LOADERS:
+      read = lambda path: math_files.load(task.name, path)
+    else:
+      read = math_files.load_task
+    train = read(task.train_file)
+    evals = read(task.eval_file) if task.eval_file else train[:task.num_eval]
     return train, evals
   spec = get_task(task.name)
   options = dict(low=1, high=task.max_operand) if task.name == "arithmetic" else {}

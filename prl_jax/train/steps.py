@@ -88,6 +88,28 @@ def minibatch_updates(state: ModelState, tx: optax.GradientTransformation, loss_
   return state, jax.tree_util.tree_map(jnp.mean, metrics)
 
 
+def epoch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn, batch, key,
+                  num_epochs: int, num_minibatches: int, num_micro: int):
+  """PPO's update phase: `num_epochs` passes over the batch, each in `num_minibatches` steps.
+
+  Rows are shuffled before every pass (a fresh permutation from `key` per epoch) so mini-batches
+  differ between epochs; with one pass over one mini-batch the order cannot matter and the batch
+  is used as is. Metrics are means over all optimizer steps.
+  """
+  if num_epochs < 1:
+    raise ValueError(f"train.ppo_epochs must be >= 1, got {num_epochs}.")
+  if num_epochs == 1 and num_minibatches == 1:
+    return minibatch_updates(state, tx, loss_fn, batch, 1, num_micro)
+  rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
+  all_metrics = []
+  for epoch in range(num_epochs):
+    order = jax.random.permutation(jax.random.fold_in(key, epoch), rows)
+    shuffled = jax.tree_util.tree_map(lambda x: x[order], batch)
+    state, metrics = minibatch_updates(state, tx, loss_fn, shuffled, num_minibatches, num_micro)
+    all_metrics.append(metrics)
+  return state, jax.tree_util.tree_map(lambda *m: jnp.mean(jnp.stack(m)), *all_metrics)
+
+
 def policy_loss_fn(model_cfg: ModelConfig, loss_cfg: PolicyLossConfig) -> LossFn:
   """PPO clipped surrogate (+ entropy bonus, + KL to the reference) or RAFT's weighted NLL."""
 
