@@ -1,0 +1,309 @@
+"""Training an ER-PRM: a causal LM read through two token logits at step ends (ALGORITHMS.md 5).
+
+Zhang et al. 2024, arXiv 2412.11006, section 5 and the official code's PRM recipe. The PRM is a
+copy of the SFT policy. Its input is the prompt followed by the solution (and EOS when the solution
+ended with one), the layout of `SequenceBatch`: the prompt left-padded to P tokens, the solution
+right-padded to N.
+
+Where the PRM is read. The score of step k is read at the step's last token e_k (a response index:
+the step's closing newline, or for the final step the last token, EOS when there is one): the
+logits at sequence position P + e_k, i.e. the model's next-token logits after it has read the whole
+step (those of `Transformer.apply(params, seq.tokens, token_mask=seq.token_mask)[0][:, P + e_k]`).
+This is the step-tag position of ER-PRM and Math-Shepherd with the step's own last token as the tag
+(no tag token is inserted, so the text the PRM reads is exactly the policy's). With the logits
+z+ and z- of `plus_token` and `minus_token` there,
+
+    score_k = softmax([z+, z-])[0] = sigmoid(z+ - z-)
+    loss    = sum_k -[ r_k log score_k + (1 - r_k) log(1 - score_k) ]  /  number of step ends
+
+against the ER-PRM label r_k of `prl_jax.rewards.erprm_labels` (`er_prm_loss`). The outcome-RM
+variant is the same model with a single "step", the last token, labelled with the outcome.
+
+A trained PRM is exported in HF layout (loadable as the policy is) with `prm.json` beside it: the
+two tokens, the step splitting and the labels it was trained on, so a scorer can read it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from prl_jax.models import hf
+from prl_jax.models.config import ModelConfig
+from prl_jax.models.transformer import Transformer
+from prl_jax.rewards.entropy import er_prm_loss, step_scores
+from prl_jax.rewards.erprm_labels import encode_steps
+from prl_jax.train import steps as train_steps
+from prl_jax.train.batch import SequenceBatch, make_sequences
+from prl_jax.train.metrics import MetricsWriter
+from prl_jax.train.state import ModelState, adamw
+
+PRM_KINDS = ("prm", "orm")
+SPEC_FILE = "prm.json"
+
+
+@flax.struct.dataclass
+class PrmBatch:
+  """Sequences with their step ends and labels.
+
+  Attributes:
+    seq: prompt (left-padded to P) + solution (right-padded to N).
+    step_end: [B, N] bool, True at the last token of every labelled step.
+    target: [B, N] float32, the label r_k at step ends, 0 elsewhere.
+  """
+
+  seq: SequenceBatch
+  step_end: jax.Array
+  target: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class PrmSpec:
+  """What a scorer needs to know about a trained PRM (stored as prm.json beside its weights).
+
+  Attributes:
+    name: display name, e.g. "ER-PRM (eta=2.0)".
+    kind: "prm" (labels at every step end) or "orm" (one label, the outcome, at the last token).
+    label: the eta key of the labels it was trained on ("2.0", "inf", "0.0"; "" for an ORM).
+    plus_token, minus_token: the two tokens whose logits are read.
+    min_step_chars, delimiter: how solutions were split into steps (`split_steps`).
+  """
+
+  name: str
+  kind: str
+  label: str
+  plus_token: str = "+"
+  minus_token: str = "-"
+  min_step_chars: int = 0
+  delimiter: str = "\n"
+
+  def __post_init__(self):
+    if self.kind not in PRM_KINDS:
+      raise ValueError(f"PrmSpec.kind={self.kind!r}; choose one of {PRM_KINDS}")
+
+  def save(self, directory: str) -> str:
+    path = os.path.join(directory, SPEC_FILE)
+    with open(path, "w") as fh:
+      json.dump(dataclasses.asdict(self), fh, indent=2, sort_keys=True)
+    return path
+
+  @classmethod
+  def load(cls, directory: str) -> "PrmSpec":
+    path = os.path.join(directory, SPEC_FILE)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{directory!r} has no {SPEC_FILE}; pass a directory written by "
+                              "`prl-jax erprm` (a PRM in HF layout with its prm.json).")
+    with open(path) as fh:
+      return cls(**json.load(fh))
+
+
+def token_id(tokenizer: Any, token: str, key: str = "algo.erprm.plus_token") -> int:
+  """The id of a single-token string; anything that is not exactly one token is an error."""
+  ids = tokenizer.encode(token)
+  if len(ids) != 1:
+    raise ValueError(f"{key}={token!r} encodes to {len(ids)} tokens {ids}; the PRM reads the "
+                     "logit of one token, so choose a string that is a single token.")
+  return int(ids[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# The read-out: pure, jit-able.
+
+
+def _output_columns(model_cfg: ModelConfig, params: Any, ids: jax.Array) -> jax.Array:
+  """[d, len(ids)]: the columns of the output projection for `ids` (no [.., V] logits built)."""
+  p = params["params"]
+  if model_cfg.tie_embeddings:
+    return p["embed"]["embedding"][ids].T
+  return p["lm_head"]["kernel"][:, ids]
+
+
+def step_end_logits(model_cfg: ModelConfig, params: Any, seq: SequenceBatch, plus_id,
+                    minus_id) -> tuple[jax.Array, jax.Array]:
+  """(z+, z-), each [B, N] float32: the logits of the two tokens after reading response token t.
+
+      z_t = W_out[:, id]^T h_{P + t},   h = the final normed hidden states
+
+  the same numbers as the full logits at sequence position P + t, without the [B, N, V] block.
+  """
+  hidden, _ = Transformer(model_cfg).apply(params, seq.tokens, token_mask=seq.token_mask,
+                                           return_hidden=True)
+  hidden = hidden[:, seq.prompt_len:]
+  columns = _output_columns(model_cfg, params, jnp.stack([jnp.asarray(plus_id),
+                                                          jnp.asarray(minus_id)]))
+  z = jnp.einsum("btd,dk->btk", hidden, columns.astype(hidden.dtype),
+                 preferred_element_type=jnp.float32)
+  return z[..., 0], z[..., 1]
+
+
+def prm_step_scores(model_cfg: ModelConfig, params: Any, seq: SequenceBatch, step_end: jax.Array,
+                    plus_id, minus_id) -> jax.Array:
+  """Step scores softmax([z+, z-])[0] at step ends, 0 elsewhere (ER-PRM section 5, inference).
+
+  Args:
+    model_cfg: the PRM's config (static under jit).
+    params: the PRM's parameters.
+    seq: prompt + response sequences; `seq.prompt_len` is P.
+    step_end: [B, N] step-end mask over the response (e.g. `prl_jax.ops.steps.step_end_mask`).
+    plus_id, minus_id: ids of the two tokens (ints or int32 scalars).
+
+  Returns:
+    [B, N] float32 in (0, 1) at valid step ends, 0 elsewhere.
+  """
+  zp, zm = step_end_logits(model_cfg, params, seq, plus_id, minus_id)
+  at = jnp.asarray(step_end).astype(bool) & (jnp.asarray(seq.response_mask) != 0)
+  return jnp.where(at, step_scores(zp, zm), 0.0)
+
+
+def prm_loss_fn(model_cfg: ModelConfig, plus_id: int, minus_id: int) -> train_steps.LossFn:
+  """ER-PRM soft cross-entropy at step ends, as (sum, (count, metric sums))."""
+
+  def loss(params, batch: PrmBatch):
+    zp, zm = step_end_logits(model_cfg, params, batch.seq, plus_id, minus_id)
+    ends = batch.step_end & (batch.seq.response_mask != 0)
+    num, den = er_prm_loss(zp, zm, batch.target, ends)
+    # Agreement of the score with the rounded label, summed (divided by the count later).
+    agree = ((zp > zm) == (batch.target > 0.5)) & ends
+    return num, (den, {"step_acc": jnp.sum(agree.astype(jnp.float32))})
+
+  return loss
+
+
+def make_prm_update(model_cfg: ModelConfig, tx: optax.GradientTransformation, plus_id: int,
+                    minus_id: int) -> Callable[[ModelState, PrmBatch], tuple[ModelState, dict]]:
+  """One optimizer step on a PrmBatch: jitted, the state donated."""
+  loss_fn = prm_loss_fn(model_cfg, plus_id, minus_id)
+  return jax.jit(lambda state, batch: train_steps.minibatch_updates(state, tx, loss_fn, batch, 1, 1),
+                 donate_argnums=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Records -> batches.
+
+
+def pack_solution(encode: Callable[[str], list[int]], eos_id: int, steps: Sequence[str],
+                  finished: bool) -> tuple[list[int], list[int]]:
+  """Response ids of a solution (+ EOS when it finished) and the response index of each step end.
+
+  The final step ends at the last token: the EOS when there is one, so the last score is read
+  after the model has seen the whole response (as `step_end_mask` marks the last valid token).
+  """
+  steps = list(steps) or [""]
+  ids, ends = encode_steps(encode, steps)
+  if finished:
+    ids = ids + [int(eos_id)]
+    ends[-1] = len(ids) - 1
+  if not ids:
+    raise ValueError("pack_solution: an unfinished solution without tokens has no step to score")
+  return ids, ends
+
+
+def record_targets(record: dict, kind: str, label: str) -> tuple[list[int], list[float]]:
+  """(which steps are labelled, their targets): every step's label for a PRM, the outcome for an ORM."""
+  k = len(record["steps"])
+  if kind == "orm":
+    return [k - 1], [float(record["outcome"] > 0.5)]
+  if label not in record["labels"]:
+    raise ValueError(f"record {record.get('id')!r} has no labels at eta {label!r} (it has "
+                     f"{sorted(record['labels'])}); relabel with that eta")
+  return list(range(k)), [float(v) for v in record["labels"][label]]
+
+
+def prm_batch(tokenizer: Any, records: Sequence[dict], kind: str, label: str, prompt_len: int,
+              response_len: int) -> PrmBatch:
+  """Host-side PrmBatch (NumPy) of labelled records; place it on devices afterwards."""
+  encode = lambda text: tokenizer.encode(text)
+  prompts, responses, ends_list, targets_list = [], [], [], []
+  for rec in records:
+    ids, ends = pack_solution(encode, tokenizer.eos_id, rec["steps"], rec["finished"])
+    which, targets = record_targets(rec, kind, label)
+    prompts.append(encode(rec["prompt"]))
+    responses.append(ids)
+    ends_list.append([ends[k] for k in which])
+    targets_list.append(targets)
+  seq = make_sequences(prompts, responses, prompt_len, response_len, tokenizer.pad_id)
+  step_end = np.zeros((len(records), response_len), bool)
+  target = np.zeros((len(records), response_len), np.float32)
+  for i, (ends, targets) in enumerate(zip(ends_list, targets_list)):
+    step_end[i, ends] = True
+    target[i, ends] = targets
+  return PrmBatch(seq=seq, step_end=step_end, target=target)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training.
+
+
+def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec, out_dir: str, *,
+              steps: int, batch_size: int, lr: float, grad_clip: float, seed: int,
+              log_every: int = 10) -> dict:
+  """Trains one PRM from `init_params` (the SFT policy) and exports it to `out_dir` in HF layout.
+
+  Batches of `batch_size` records are drawn without replacement within a batch from a NumPy
+  generator seeded with `seed`; AdamW with a cosine decay after a 5% warm-up. Metrics go to
+  `out_dir/prm_metrics.jsonl`.
+
+  Args:
+    ctx: the run context (`prl_jax.train.setup.RunContext`): model config, tokenizer, mesh,
+      prompt length and response length (`config.rollout.max_new_tokens`).
+    init_params: starting parameters (not modified: the update donates a copy).
+    records: labelled records (`prl_jax.rewards.erprm_labels`).
+    spec: what to train (kind, labels) and how to read it (tokens, step splitting).
+    out_dir: the export directory.
+
+  Returns:
+    {"first_loss": the first batch's loss, "final_loss" and "final_step_acc": means over the
+    last tenth of the steps} (step_acc: agreement of score > 1/2 with label > 1/2).
+  """
+  if not records:
+    raise ValueError("train_prm: no labelled records")
+  if steps < 1 or batch_size < 1:
+    raise ValueError(f"train_prm: steps and batch_size must be >= 1, got {steps}, {batch_size}")
+  tok = ctx.tokenizer
+  plus_id = token_id(tok, spec.plus_token, "algo.erprm.plus_token")
+  minus_id = token_id(tok, spec.minus_token, "algo.erprm.minus_token")
+  response_len = ctx.config.rollout.max_new_tokens
+  tx = adamw(lr, grad_clip=grad_clip, schedule="cosine", warmup_steps=max(steps // 20, 0),
+             total_steps=steps)
+  params = jax.tree_util.tree_map(jnp.array, init_params)  # a copy: the update donates it
+  state = ctx.place_state(ModelState(params, tx.init(params)))
+  update = make_prm_update(ctx.model_cfg, tx, plus_id, minus_id)
+  rng = np.random.default_rng(seed)
+  writer = MetricsWriter(out_dir, tensorboard=False, progress=False, total=steps,
+                         filename="prm_metrics.jsonl")
+  size = min(batch_size, len(records))
+  history = []
+  for step in range(1, steps + 1):
+    rows = rng.choice(len(records), size=size, replace=False)
+    batch = prm_batch(tok, [records[i] for i in rows], spec.kind, spec.label, ctx.prompt_len,
+                      response_len)
+    state, metrics = update(state, ctx.place_batch(batch))
+    metrics = {f"prm/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+    history.append(metrics)
+    if step == 1 or step % log_every == 0 or step == steps:
+      writer.write(step, metrics)
+  writer.close()
+  ctx.export_policy(state.params, out_dir)
+  spec.save(out_dir)
+  # One batch is noisy: the summary averages the last tenth of the steps.
+  tail = history[-max(1, steps // 10):]
+  return {"first_loss": history[0]["prm/loss"],
+          "final_loss": float(np.mean([m["prm/loss"] for m in tail])),
+          "final_step_acc": float(np.mean([m["prm/step_acc"] for m in tail]))}
+
+
+def load_prm(directory: str, dtype: str = "float32") -> tuple[PrmSpec, ModelConfig, Any]:
+  """(spec, model config, params) of a PRM exported by `train_prm`."""
+  spec = PrmSpec.load(directory)
+  with open(os.path.join(directory, "config.json")) as fh:
+    model_cfg = hf.config_from_hf(json.load(fh), dtype=dtype)
+  _, params = hf.load_hf(directory, config=model_cfg)
+  return spec, model_cfg, params
