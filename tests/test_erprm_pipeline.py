@@ -321,8 +321,11 @@ def test_prm_step_scores_zero_off_step_ends_and_in_unit_interval_at_them(params)
 
 def test_prm_updates_lower_the_loss(params):
   records = _labelled_records()
+  for rec in records:  # a learnable pattern: intermediate steps good, final steps bad
+    k = len(rec["steps"])
+    rec["labels"]["2.0"] = [0.9] * (k - 1) + [0.1]
   batch = prm.prm_batch(TOK, records, "prm", "2.0", 16, 40)
-  tx = adamw(3e-3, grad_clip=1.0)
+  tx = adamw(1e-2, grad_clip=1.0)
   update = prm.make_prm_update(CFG, tx, PLUS, MINUS)
   loss_fn = prm.prm_loss_fn(CFG, PLUS, MINUS)
   num, (den, _) = loss_fn(params, batch)
@@ -331,7 +334,7 @@ def test_prm_updates_lower_the_loss(params):
   for _ in range(8):
     state, metrics = update(state, batch)
   num, (den, _) = loss_fn(state.params, batch)
-  assert float(num / den) < before - 0.05
+  assert float(num / den) < 0.7 * before
   assert set(metrics) >= {"loss", "step_acc", "grad_norm"}
 
 
