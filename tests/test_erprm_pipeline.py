@@ -317,6 +317,8 @@ def test_prm_step_scores_zero_off_step_ends_and_in_unit_interval_at_them(params)
   z = logits[rows, 16 + cols][:, [PLUS, MINUS]].astype(np.float64)
   np.testing.assert_allclose(scores[rows, cols], np.exp(z[:, 0] - np.logaddexp(z[:, 0], z[:, 1])),
                              rtol=1e-5)
+  with pytest.raises(ValueError, match="prm_step_scores"):
+    prm.prm_step_scores(CFG, params, batch.seq, batch.step_end[:, :-1], PLUS, MINUS)
 
 
 def test_prm_updates_lower_the_loss(params):
@@ -369,7 +371,8 @@ def test_oracle_scorer_gives_pass_at_n():
     exact = float(np.mean(pass_at_k(8, c, n)))
     assert res["pass_at_n"][i] == pytest.approx(exact)
     # Same subsets: the scorer picks a correct candidate iff the subset has one.
-    assert res["methods"]["oracle scorer"]["accuracy"][i] == res["methods"][bon.ORACLE]["accuracy"][i]
+    oracle = res["methods"][bon.ORACLE]["accuracy"][i]
+    assert res["methods"]["oracle scorer"]["accuracy"][i] == oracle
     assert res["methods"]["oracle scorer"]["accuracy"][i] == pytest.approx(exact, abs=0.01)
   assert res["methods"][bon.ORACLE]["accuracy"][-1] == float(np.mean(c > 0))  # N = N_max
 
@@ -444,6 +447,12 @@ def test_within_problem_and_reference_step_auc():
   assert bon.reference_step_auc(cands, [[0.9, 0.8, 0.0], [0.2, 0.1, 1.0]], spec) == 1.0
   assert bon.reference_step_auc(cands, [[0.1, 0.2, 0.0], [0.9, 0.8, 1.0]], spec) == 0.0
   assert bon.reference_step_auc(cands, [[0.5], [0.5]], prm.PrmSpec("o", "orm", "")) is None
+  # The labels of records get the same treatment.
+  records = [{"task": "arithmetic", "question": ex["question"], "steps": labels.split_steps(t),
+              "labels": {"0.0": v}} for t, v in ((good, [0.7, 0.6, 1.0]), (bad, [0.1, 0.0, 0.0]))]
+  assert bon.reference_label_auc(records, [ex], "0.0") == 1.0
+  records[0]["labels"]["0.0"] = [0.0, 0.0, 1.0]
+  assert bon.reference_label_auc(records, [ex], "0.0") == 0.25
 
 
 def test_report_files(tmp_path):

@@ -176,7 +176,7 @@ def _pick(values: np.ndarray, subsets: np.ndarray) -> np.ndarray:
 
 
 def selection_accuracy(scores: np.ndarray, correct: np.ndarray, subsets: np.ndarray) -> np.ndarray:
-  """Per-problem accuracy [P] of picking the best-scored candidate of each subset (mean over draws)."""
+  """Per-problem accuracy [P] of picking each subset's best-scored candidate (mean over draws)."""
   d, p, n = subsets.shape
   picked = np.asarray(best_of_n_select(_pick(scores, subsets).reshape(d * p, n)))
   hit = np.take_along_axis(_pick(correct, subsets).reshape(d * p, n), picked[:, None], axis=-1)
@@ -230,6 +230,20 @@ def within_problem_auc(scores: np.ndarray, correct: np.ndarray) -> float | None:
   return float(np.mean(values)) if values else None
 
 
+def _on_track_auc(items) -> float | None:
+  """ROC AUC of step values against "the reference solution starts with this prefix".
+
+  items: (reference solution, steps, values per step); the last step of each is skipped (it is
+  judged by the outcome, not by a prefix).
+  """
+  values, on_track = [], []
+  for reference, steps, step_values in items:
+    for k in range(len(steps) - 1):
+      values.append(step_values[k])
+      on_track.append(float(reference.startswith("".join(steps[:k + 1]))))
+  return roc_auc(np.array(values), np.array(on_track)) if values else None
+
+
 def reference_step_auc(cands: Candidates, step_lists: Sequence[Sequence[float]],
                        spec: prm_lib.PrmSpec) -> float | None:
   """Step-level ranking quality of a PRM against exact process labels (arithmetic chains only).
@@ -241,16 +255,24 @@ def reference_step_auc(cands: Candidates, step_lists: Sequence[Sequence[float]],
   """
   if spec.kind != "prm" or any(ex.get("task") != "arithmetic" for ex in cands.problems):
     return None
-  scores, on_track = [], []
-  j = 0
-  for ex, texts in zip(cands.problems, cands.texts):
-    for text in texts:
-      steps = erprm_labels.split_steps(text, spec.min_step_chars, spec.delimiter)
-      for k in range(len(steps) - 1):
-        scores.append(step_lists[j][k])
-        on_track.append(float(ex["solution"].startswith("".join(steps[:k + 1]))))
-      j += 1
-  return roc_auc(np.array(scores), np.array(on_track)) if scores else None
+  texts = [(ex, t) for ex, group in zip(cands.problems, cands.texts) for t in group]
+  return _on_track_auc(
+      (ex["solution"], erprm_labels.split_steps(t, spec.min_step_chars, spec.delimiter), values)
+      for (ex, t), values in zip(texts, step_lists))
+
+
+def reference_label_auc(records: Sequence[dict], problems: Sequence[dict],
+                        label: str) -> float | None:
+  """The same AUC for the Monte Carlo labels themselves (arithmetic chains only).
+
+  How well the labels at one eta separate on-track from off-track prefixes: an upper reference
+  for what a PRM trained on them can learn. `problems` supply the reference solutions by question.
+  """
+  if any(r.get("task") != "arithmetic" for r in records):
+    return None
+  reference = {ex["question"]: ex["solution"] for ex in problems}
+  return _on_track_auc((reference[r["question"]], r["steps"], r["labels"][label])
+                       for r in records)
 
 
 def accuracy_curves(scores: dict[str, np.ndarray], correct: np.ndarray,
@@ -343,6 +365,11 @@ def write_report(results: dict, out_dir: str, main_columns: Sequence[str], *,
               "process labels: the prefix agrees with the unique correct solution):", ""]
     lines += [f"- {name}: {auc:.3f}" for name, auc in results["step_auc"].items()
               if auc is not None]
+  label_auc = {k[len("step_auc_eta="):]: v for k, v in results.get("labels", {}).items()
+               if k.startswith("step_auc_eta=") and v is not None}
+  if label_auc:
+    lines += ["", "The same AUC for the Monte Carlo training labels themselves, by eta:", ""]
+    lines += [f"- eta={eta}: {auc:.3f}" for eta, auc in label_auc.items()]
   lines += ["", "Every method:", "", markdown_table(results), ""]
   with open(paths["md"], "w") as fh:
     fh.write("\n".join(lines))
@@ -559,6 +586,7 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
     key = erprm_labels.eta_key(eta)
     label_stats[f"mean_label_eta={key}"] = float(np.mean(
         [v for r in records for v in r["labels"][key][:-1]] or [float("nan")]))
+    label_stats[f"step_auc_eta={key}"] = reference_label_auc(records, problems, key)
   print(f"labels: {label_stats}", flush=True)
 
   # 2. PRMs at the ER-PRM eta, the hard and the soft limit, and an outcome RM.

@@ -241,7 +241,8 @@ def monte_carlo_counts(problems: Sequence[dict], solutions: Sequence[str],
     for (j, k), group, row in zip(owners, texts, verdicts):
       records[j]["correct"][k] = int(np.sum(row > 0.5))
       if keep_completions:
-        records[j].setdefault("completions", [[] for _ in records[j]["steps"][:-1]])[k] = list(group)
+        slots = records[j].setdefault("completions", [[] for _ in records[j]["steps"][:-1]])
+        slots[k] = list(group)
   return records
 
 

@@ -30,6 +30,7 @@ import json
 import os
 from typing import Any, Callable, Sequence
 
+import chex
 import flax
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,7 @@ import optax
 from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig
 from prl_jax.models.transformer import Transformer
+from prl_jax.ops.checks import shape_errors
 from prl_jax.rewards.entropy import er_prm_loss, step_scores
 from prl_jax.rewards.erprm_labels import encode_steps
 from prl_jax.train import steps as train_steps
@@ -158,6 +160,9 @@ def prm_step_scores(model_cfg: ModelConfig, params: Any, seq: SequenceBatch, ste
   Returns:
     [B, N] float32 in (0, 1) at valid step ends, 0 elsewhere.
   """
+  with shape_errors("prm_step_scores"):
+    chex.assert_rank([seq.tokens, step_end], 2)
+    chex.assert_equal_shape([step_end, seq.response_mask])
   zp, zm = step_end_logits(model_cfg, params, seq, plus_id, minus_id)
   at = jnp.asarray(step_end).astype(bool) & (jnp.asarray(seq.response_mask) != 0)
   return jnp.where(at, step_scores(zp, zm), 0.0)
@@ -181,8 +186,10 @@ def make_prm_update(model_cfg: ModelConfig, tx: optax.GradientTransformation, pl
                     minus_id: int) -> Callable[[ModelState, PrmBatch], tuple[ModelState, dict]]:
   """One optimizer step on a PrmBatch: jitted, the state donated."""
   loss_fn = prm_loss_fn(model_cfg, plus_id, minus_id)
-  return jax.jit(lambda state, batch: train_steps.minibatch_updates(state, tx, loss_fn, batch, 1, 1),
-                 donate_argnums=0)
+  def update(state, batch):
+    return train_steps.minibatch_updates(state, tx, loss_fn, batch, 1, 1)
+
+  return jax.jit(update, donate_argnums=0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,7 +214,7 @@ def pack_solution(encode: Callable[[str], list[int]], eos_id: int, steps: Sequen
 
 
 def record_targets(record: dict, kind: str, label: str) -> tuple[list[int], list[float]]:
-  """(which steps are labelled, their targets): every step's label for a PRM, the outcome for an ORM."""
+  """(labelled step indices, targets): every step's label (PRM) or the outcome at the last (ORM)."""
   k = len(record["steps"])
   if kind == "orm":
     return [k - 1], [float(record["outcome"] > 0.5)]
