@@ -46,3 +46,50 @@ def paper_config(arg, *, preset: str, layout: str, extra_args: dict | None = Non
   c.checkpoint.keep = 2
   c.checkpoint.save_hf = True
   return c, args
+
+
+def prl_setting(c, *, method: str, steps_mode: str, step_length: int, eval_n: int):
+  """The PRL paper's shared run (ALGORITHMS.md section 4; the official run script's values).
+
+  128 prompts x n = 5 at temperature 1, prompt/response 1024/3072; `adv=orm` with eta = 100;
+  PPO-clip 0.2 with dual clip 3.0, token-mean, no KL or entropy loss; lr 1e-6 constant, one
+  update per rollout; 500 steps; evaluation at temperature 1 every 50 steps.
+  """
+  c.method = method
+  c.task.max_prompt_len = 1024
+  c.rollout.prompts_per_step = 128
+  c.rollout.n = 5
+  c.rollout.max_new_tokens = 3072
+  c.rollout.temperature = 1.0
+  c.rollout.top_p = 1.0
+  c.rollout.top_k = 0
+  c.filter.enable = False
+
+  c.algo.prl.mode = "orm"
+  c.algo.prl.eta = 100.0  # beta = 1 / eta = 0.01
+  c.algo.steps.mode = steps_mode
+  c.algo.steps.length = step_length
+  c.algo.loss.clip_low = 0.2
+  c.algo.loss.clip_high = 0.2
+  c.algo.loss.dual_clip = 3.0
+  c.algo.loss.agg = "token-mean"
+  c.algo.loss.kl_coef = 0.0
+  c.algo.loss.entropy_coef = 0.0
+
+  c.optim.lr = 1e-6
+  c.optim.schedule = "constant"
+  c.optim.warmup_steps = 0
+  c.optim.weight_decay = 0.0
+  c.optim.grad_clip = 1.0
+
+  c.train.steps = 500
+  c.train.ppo_epochs = 1
+  c.train.mini_batch_size = 0  # the whole batch: one policy update per rollout
+  c.train.micro_batch_size = 64
+
+  c.eval.every = 50
+  c.eval.num_problems = 500
+  c.eval.n = eval_n
+  c.eval.temperature = 1.0
+  c.checkpoint.every = 50
+  return c

@@ -24,49 +24,11 @@ Deliberate differences:
   - micro-batch 64 responses; on 8 GPUs pass `--config.train.micro_batch_size=8`.
 """
 
-from configs.paper.common import paper_config
+from configs.paper.common import paper_config, prl_setting
 
 BENCHMARKS = ("math500",)
 
 
 def get_config(arg=None):
   c, _ = paper_config(arg, preset="qwen3-1.7b", layout="eurus2")
-  c.method = "frpo"
-
-  c.task.max_prompt_len = 1024
-  c.rollout.prompts_per_step = 128
-  c.rollout.n = 5
-  c.rollout.max_new_tokens = 3072
-  c.rollout.temperature = 1.0
-  c.rollout.top_p = 1.0
-  c.rollout.top_k = 0
-  c.filter.enable = False
-
-  c.algo.prl.mode = "orm"
-  c.algo.prl.eta = 100.0  # beta = 1 / eta = 0.01
-  c.algo.steps.mode = "token"  # the loop makes every token a step for frpo in any case
-  c.algo.steps.length = 1
-  c.algo.loss.clip_low = 0.2
-  c.algo.loss.clip_high = 0.2
-  c.algo.loss.dual_clip = 3.0
-  c.algo.loss.agg = "token-mean"
-  c.algo.loss.kl_coef = 0.0
-  c.algo.loss.entropy_coef = 0.0
-
-  c.optim.lr = 1e-6
-  c.optim.schedule = "constant"
-  c.optim.warmup_steps = 0
-  c.optim.weight_decay = 0.0
-  c.optim.grad_clip = 1.0
-
-  c.train.steps = 500
-  c.train.ppo_epochs = 1
-  c.train.mini_batch_size = 0  # the whole batch: one policy update per rollout
-  c.train.micro_batch_size = 64
-
-  c.eval.every = 50
-  c.eval.num_problems = 500
-  c.eval.n = 16
-  c.eval.temperature = 1.0
-  c.checkpoint.every = 50
-  return c
+  return prl_setting(c, method="frpo", steps_mode="token", step_length=1, eval_n=16)
