@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 logger = logging.getLogger(__name__)
@@ -275,3 +276,14 @@ def global_batch_from_host(local_tree: Any, mesh: Mesh, pspec: PartitionSpec) ->
     return jax.make_array_from_process_local_data(sharding, local, global_shape)
 
   return jax.tree.map(to_global, local_tree)
+
+
+def to_host(x: Any) -> np.ndarray:
+  """The whole value of an array as NumPy on every process.
+
+  A `jax.Array` sharded over devices of other processes cannot be read locally; its rows are
+  all-gathered first (every process must call this together). Anything else is `np.asarray`.
+  """
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)

@@ -2,8 +2,8 @@
 
 Two processes with 2 CPU devices each (started by launch/local_multihost.sh) and one process
 with 4 devices run the same command; every process prints `LOSS <step> <value>` lines and the
-losses must agree. The command is a parameter (`WORKER`): the small sharded MLP below today, the
-real training loop (e.g. `prl-jax train ...` printing the same lines) when it exists.
+losses must agree. Two commands are checked: the small sharded MLP below (`WORKER`) and the real
+training loop (`TRAIN`: a few steps of PRIME, compared through the metrics it logs).
 
 Run as a script (`python tests/test_distributed.py worker`), this file is that small worker.
 """
@@ -95,6 +95,46 @@ def test_two_processes_match_one_process(tmp_path):
     # The checkpoint both processes wrote together reads back equal to what they hold.
     assert re.search(r"^CHECKPOINT ok", output, re.M), output
   assert (tmp_path / "multi" / str(STEPS)).is_dir()
+
+
+# The real training loop: a few PRIME steps, FSDP within each host, data parallel across hosts.
+TRAIN = [sys.executable, "-c", "import sys; from prl_jax.cli import main; sys.exit(main())",
+         "train", "--config", str(REPO / "configs" / "mini" / "prime.py"),
+         "--config.train.steps=3", "--config.rollout.prompts_per_step=8", "--config.rollout.n=4",
+         "--config.train.mini_batch_size=16", "--config.mesh.data=2", "--config.mesh.fsdp=2",
+         "--config.filter.enable=False", "--config.eval.every=3", "--config.eval.num_problems=8",
+         "--config.eval.n=2", "--config.checkpoint.save_hf=True", "--config.log.progress=False",
+         "--config.log.tensorboard=False"]
+COMPARED = ("prm/loss", "prm/grad_norm", "policy/loss", "policy/grad_norm", "policy/approx_kl",
+            "rollout/tokens", "eval/mean_at_n", "eval/greedy")
+
+
+def test_prime_training_two_processes_match_one_process(tmp_path):
+  """`prl-jax train` as 2 processes x 2 devices logs what 1 process x 4 devices logs."""
+  import safetensors.numpy
+
+  from prl_jax.train.metrics import read_metrics
+
+  run_multihost(TRAIN + ["--workdir", str(tmp_path / "multi")], num_processes=2,
+                devices_per_process=2)
+  run_single(TRAIN + ["--workdir", str(tmp_path / "single")], devices=4)
+  multi = read_metrics(str(tmp_path / "multi" / "metrics.jsonl"))
+  single = read_metrics(str(tmp_path / "single" / "metrics.jsonl"))
+  assert [r["step"] for r in multi] == [r["step"] for r in single] == [1, 2, 3]
+  assert single[-1]["policy/loss"] != 0.0  # the PRM's process rewards moved the policy
+  for got, want in zip(multi, single):
+    for key in COMPARED:
+      if key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7,
+                                   err_msg=f"{key} at step {want['step']}")
+  assert (tmp_path / "multi" / "checkpoints" / "3").is_dir()
+  # The final policy, gathered from both hosts and written once, equals the single-process one.
+  weights = [safetensors.numpy.load_file(str(tmp_path / run / "final_hf" / "model.safetensors"))
+             for run in ("multi", "single")]
+  assert weights[0].keys() == weights[1].keys()
+  for name in weights[1]:
+    np.testing.assert_allclose(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-6,
+                               err_msg=name)
 
 
 def test_host_slice_and_global_batch_on_one_process(monkeypatch):

@@ -39,6 +39,7 @@ import numpy as np
 from prl_jax.config import ConfigError
 from prl_jax.data import arithmetic, countdown
 from prl_jax.data.registry import get_task
+from prl_jax.distributed import to_host
 from prl_jax.eval import metrics, plots
 from prl_jax.models.config import ModelConfig
 from prl_jax.rewards import verify
@@ -130,11 +131,11 @@ def _sample_responses(params: Any, model_cfg: ModelConfig, tokenizer: Any,
     rows = len(part) * scfg.n
     part = part + [part[-1]] * (chunk - len(part))
     out = sample(params, model_cfg, part, jax.random.fold_in(key, index), scfg, mesh=mesh)
-    tokens = np.asarray(out.tokens)[:rows]
-    mask = np.asarray(out.mask)[:rows].astype(bool)
-    texts += [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask)]
-    lengths += [int(x) for x in np.asarray(out.lengths)[:rows]]
-    truncated += [bool(x) for x in np.asarray(out.truncated)[:rows]]
+    tokens, mask, length, cut = (to_host(x)[:rows] for x in (out.tokens, out.mask, out.lengths,
+                                                             out.truncated))
+    texts += [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask.astype(bool))]
+    lengths += [int(x) for x in length]
+    truncated += [bool(x) for x in cut]
   return texts, lengths, truncated
 
 

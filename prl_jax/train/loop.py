@@ -182,9 +182,9 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
     prompts = [ctx.tokenizer.encode(ex["prompt"]) for ex in examples]
     rollout = sample(params, ctx.model_cfg, prompts, jax.random.fold_in(key, rounds),
                      ctx.sampling, mesh=ctx.mesh if ctx.mesh.size > 1 else None)
-    tokens = np.asarray(rollout.tokens)
-    mask = np.asarray(rollout.mask).astype(bool)
-    truncated = np.asarray(rollout.truncated)
+    tokens = distributed.to_host(rollout.tokens)
+    mask = distributed.to_host(rollout.mask).astype(bool)
+    truncated = distributed.to_host(rollout.truncated)
     responses = [row[m].tolist() for row, m in zip(tokens, mask)]
     sampled_tokens += int(mask.sum())
     texts = [ctx.tokenizer.decode(r) for r in responses]
@@ -250,7 +250,7 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
   t_rollout = time.perf_counter() - start
   seq = ctx.place_batch(make_sequences(rollouts.prompt_ids, rollouts.response_ids, ctx.prompt_len,
                                        config.rollout.max_new_tokens, ctx.tokenizer.pad_id))
-  outcome = ctx.place_batch(jnp.asarray(rollouts.outcome))
+  outcome = ctx.place_batch(rollouts.outcome)
   zeros = jnp.zeros_like(seq.response_mask)
   old_logp = fns.logprobs(state.policy.params, seq)
   ref_logp = fns.logprobs(state.ref_params, seq) if state.ref_params is not None else zeros

@@ -12,11 +12,10 @@ import os
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from prl_jax import sharding
+from prl_jax import distributed, sharding
 from prl_jax.algorithms.recipes import get_recipe
 from prl_jax.config import ConfigError
 from prl_jax.data.registry import get_task
@@ -90,9 +89,14 @@ class RunContext:
   hf_dir: str = ""
 
   def place_batch(self, tree):
-    """Rows of every batch array are split over the mesh's (data, fsdp) axes."""
+    """Rows of every batch array are split over the mesh's (data, fsdp) axes.
+
+    Every process holds the same host batch (rollouts are gathered to all of them), so a host
+    array goes straight to the global sharding; each process keeps only its own rows.
+    """
     spec = sharding.batch_sharding(self.mesh)
-    return jax.tree_util.tree_map(lambda x: jax.device_put(jnp.asarray(x), spec), tree)
+    place = lambda x: jax.device_put(x if isinstance(x, jax.Array) else np.asarray(x), spec)
+    return jax.tree_util.tree_map(place, tree)
 
   def _state_shardings(self, state):
     specs = sharding.param_shardings(self.model_cfg, self.mesh)
@@ -109,7 +113,15 @@ class RunContext:
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
   def export_policy(self, params, directory: str) -> str:
-    """Final policy in HF layout (safetensors + config.json) with its tokenizer beside it."""
+    """Final policy in HF layout (safetensors + config.json) with its tokenizer beside it.
+
+    With several processes, all of them gather the parameters (each host then holds the whole
+    model in host memory) and process 0 writes.
+    """
+    if jax.process_count() > 1:
+      params = jax.tree_util.tree_map(distributed.to_host, params)
+      if not distributed.is_main_process():
+        return directory
     hf.save_hf(directory, self.model_cfg, params)
     if isinstance(self.tokenizer, CharTokenizer):
       self.tokenizer.save(directory)
