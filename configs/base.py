@@ -115,6 +115,7 @@ def get_config():
   c.train.ppo_epochs = 1
   c.train.mini_batch_size = 0  # responses per policy update; 0 = the whole batch
   c.train.micro_batch_size = 0  # responses per forward/backward; 0 = the mini-batch
+  c.train.logprob_micro_batch_size = 0  # responses per log-prob forward; 0 = micro_batch_size
   c.train.logprob_chunk = 0  # sequence chunk of the log-prob projection; 0 = whole sequence
 
   c.sft = ml_collections.ConfigDict()

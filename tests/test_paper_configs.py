@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import pytest
 
 from prl_jax import cli
-from prl_jax.algorithms.recipes import get_recipe
 from prl_jax.config import ConfigError, load_config_file, parse_config_arg
 from prl_jax.models.config import preset
 from prl_jax.models.logprobs import response_logprobs
@@ -115,14 +114,6 @@ def _load(name, arg=""):
   return load_config_file(f"{path}:{arg}" if arg else path)
 
 
-def _registered(method) -> bool:
-  try:
-    get_recipe(method)
-    return True
-  except ValueError:
-    return False
-
-
 # ------------------------------------------------------------------------------------------------
 # The configs.
 
@@ -137,9 +128,6 @@ def test_config_loads_with_paths_and_validates(name, tmp_path):
   assert (config.mesh.data, config.mesh.fsdp, config.mesh.tensor) == (1, -1, 1)
   if name.startswith("erprm"):
     assert config.algo.erprm.prm_dir == str(tmp_path / "prm")
-    if not _registered("erprm"):
-      pytest.skip("method 'erprm' is not registered yet (prl_jax.algorithms.recipes); the "
-                  "config loads, validation waits for the recipe")
   validate(config)  # 8 simulated devices: FSDP over 8, batches and micro-batches split 8 ways
 
 
@@ -249,7 +237,8 @@ def test_parameter_bytes_equal_a_hand_count(name, preset_name, devices):
     assert state["ref_params"] == want
   if "prm_params" in state:
     assert state["prm_params"] == want
-  if name.startswith("erprm") and not _registered("erprm"):
+  if name.startswith("erprm"):
+    assert "prm_params" not in state and "ref_params" not in state
     assert state["frozen_prm"] == want  # the ER-PRM has the policy's shapes here
   assert report["persistent"] == sum(state.values())
   assert report["peak"] >= report["persistent"]

@@ -45,10 +45,32 @@ def _without_timing(rows):
           for row in rows]
 
 
-@pytest.mark.parametrize("method", ["prime", "prl"])
-def test_resume_is_bit_exact(method, tmp_path):
+@pytest.fixture(scope="module")
+def prm_dir(tmp_path_factory):
+  """A PRM directory as `prl-jax erprm` writes it (HF weights, tokenizer, prm.json), untrained."""
+  from prl_jax.models import hf
+  from prl_jax.models.config import preset
+  from prl_jax.models.tokenizer import CharTokenizer
+  from prl_jax.models.transformer import init_params
+  from prl_jax.train.prm import PrmSpec
+
+  directory = str(tmp_path_factory.mktemp("prm"))
+  tokenizer = CharTokenizer()
+  cfg = preset("tiny", vocab_size=tokenizer.vocab_size)
+  hf.save_hf(directory, cfg, init_params(cfg, jax.random.key(7)))
+  tokenizer.save(directory)
+  PrmSpec(name="ER-PRM (eta=2)", kind="prm", label="2.0").save(directory)
+  return directory
+
+
+def _method_overrides(method, prm_dir):
+  return {"algo.erprm.prm_dir": prm_dir} if method == "erprm" else {}
+
+
+@pytest.mark.parametrize("method", ["prime", "prl", "erprm"])
+def test_resume_is_bit_exact(method, prm_dir, tmp_path):
   """"4 steps" equals "2 steps, stop, restore, 2 steps": params, PRM, optimizer, metrics."""
-  config = tiny_config(method)
+  config = tiny_config(method, **_method_overrides(method, prm_dir))
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   train(config, straight)
   train(config, resumed, max_steps=2)
@@ -61,6 +83,29 @@ def test_resume_is_bit_exact(method, tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert _without_timing(read_metrics(os.path.join(straight, "metrics.jsonl"))) == \
       _without_timing(read_metrics(os.path.join(resumed, "metrics.jsonl")))
+
+
+def test_erprm_fine_tunes_on_the_prm_pick_of_each_group(prm_dir, tmp_path):
+  config = tiny_config("erprm", **{"algo.erprm.prm_dir": prm_dir, "train.steps": 2})
+  train(config, str(tmp_path))
+  rows = read_metrics(os.path.join(str(tmp_path), "metrics.jsonl"))
+  for row in rows:  # one of every group of 4, whatever its outcome
+    assert row["raft/kept_fraction"] == pytest.approx(0.25)
+    assert 0.0 <= row["erprm/kept_accuracy"] <= 1.0 and 0.0 < row["erprm/score_mean"] < 1.0
+    assert "prm/loss" not in row  # the PRM is frozen
+  assert rows[-1]["policy/grad_norm"] > 0.0
+
+
+def test_erprm_needs_a_matching_prm(prm_dir, tmp_path):
+  with pytest.raises(ConfigError, match="algo.erprm.prm_dir"):
+    validate(tiny_config("erprm"))
+  with pytest.raises(ConfigError, match="algo.erprm.prm_dir"):
+    validate(tiny_config("erprm", **{"algo.erprm.prm_dir": str(tmp_path / "absent")}))
+  from prl_jax.train.frozen_prm import load_frozen_prm
+  ctx = build_context(tiny_config("erprm", **{"algo.erprm.prm_dir": str(tmp_path)}),
+                      str(tmp_path / "run"))
+  with pytest.raises(ConfigError, match="prm.json"):
+    load_frozen_prm(ctx)
 
 
 def test_unknown_key_is_named_with_suggestion():

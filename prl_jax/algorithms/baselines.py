@@ -6,6 +6,7 @@ model unless a KL loss is configured (ALGORITHMS.md section 2).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from prl_jax.algorithms import advantages as adv
@@ -46,18 +47,21 @@ def ppo_advantages(options, x: RLInputs):
   return masked_whiten(advantages, x.mask) * x.mask, {"returns": returns}
 
 
+def best_in_group(scores: jax.Array, group_size: int, keep: int) -> jax.Array:
+  """[B] bool: the `keep` highest scores of each group of `group_size` (ties: the earlier one)."""
+  grouped = scores.reshape(-1, group_size)
+  # Stable descending order: among equal scores the earlier sample wins.
+  rank = jnp.argsort(jnp.argsort(-grouped, axis=1, stable=True), axis=1)
+  return (rank < keep).reshape(-1)
+
+
 def raft_advantages(options, x: RLInputs):
   """RAFT: weight 1 on the best `keep` responses of each prompt by outcome (ties: first), else 0.
 
   Only correct responses are kept (rejection sampling); the policy loss is then plain SFT on them.
   """
-  n = x.group_size
-  scores = x.outcome.reshape(-1, n)
-  # Stable descending order: among equal outcomes the earlier sample wins.
-  rank = jnp.argsort(jnp.argsort(-scores, axis=1, stable=True), axis=1)
-  keep = (rank < options.raft.keep_per_prompt) & (scores > 0)
-  return _broadcast(keep.reshape(-1).astype(jnp.float32), x.mask), {
-      "raft/kept_fraction": jnp.mean(keep)}
+  keep = best_in_group(x.outcome, x.group_size, options.raft.keep_per_prompt) & (x.outcome > 0)
+  return _broadcast(keep.astype(jnp.float32), x.mask), {"raft/kept_fraction": jnp.mean(keep)}
 
 
 register(Recipe("rloo", rloo_advantages, min_group_size=2))

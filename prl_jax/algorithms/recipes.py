@@ -18,7 +18,8 @@ import jax
 class RLInputs:
   """Everything an advantage computation may read, for B = P*n responses (groups contiguous).
 
-  Arrays the method does not use are zeros. `prm_logp` is log pi_phi(y_t) of the implicit PRM.
+  Arrays the method does not use are zeros (`prm_score` is None). `prm_logp` is log pi_phi(y_t)
+  of the implicit PRM; `prm_score` is a frozen PRM's solution score of each response (ER-PRM).
   """
 
   outcome: jax.Array  # [B] in [0, 1]
@@ -29,6 +30,7 @@ class RLInputs:
   values: jax.Array  # [B, N] critic values (PPO)
   step_end: jax.Array  # [B, N] bool
   group_size: int = flax.struct.field(pytree_node=False)
+  prm_score: jax.Array | None = None  # [B]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +41,10 @@ class Recipe:
     name: the `method` config string.
     advantages: (options, RLInputs) -> ([B, N] token advantages, dict of scalar metrics).
     needs_ref: computes reference log-probs (KL terms, implicit rewards, PRL's KL-to-go).
-    prm: None, "prime_ce" (PRIME's implicit PRM on outcome labels) or "irl" (rePIRL).
+    prm: None, "prime_ce" (PRIME's implicit PRM on outcome labels) or "irl" (rePIRL): a PRM
+      trained during the run.
+    frozen_prm: a PRM trained beforehand (algo.erprm.prm_dir) scores every response into
+      `RLInputs.prm_score`; it is never updated (ER-PRM's RAFT).
     value: trains a PPO critic and passes its values to `advantages`.
     policy_loss: "ppo" (clipped surrogate) or "nll" (RAFT: likelihood of the selected samples).
     min_group_size: smallest rollout.n the advantage is defined for.
@@ -49,6 +54,7 @@ class Recipe:
   advantages: Callable[[Any, RLInputs], tuple[jax.Array, dict]]
   needs_ref: bool = False
   prm: str | None = None
+  frozen_prm: bool = False
   value: bool = False
   policy_loss: str = "ppo"
   min_group_size: int = 1
@@ -66,7 +72,7 @@ def register(recipe: Recipe) -> Recipe:
 
 def get_recipe(name: str) -> Recipe:
   """The recipe of a `method` config string (importing the method modules on first use)."""
-  from prl_jax.algorithms import baselines, prime, prl, repirl  # noqa: F401  (registration)
+  from prl_jax.algorithms import baselines, erprm, prime, prl, repirl  # noqa: F401
   if name not in _RECIPES:
     raise ValueError(f"Unknown method {name!r}; known methods: {sorted(_RECIPES)}.")
   return _RECIPES[name]

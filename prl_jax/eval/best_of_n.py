@@ -39,6 +39,7 @@ import numpy as np
 
 from prl_jax.config import ConfigError
 from prl_jax.data.registry import get_task
+from prl_jax.distributed import to_host
 from prl_jax.eval.metrics import (AGGREGATIONS, best_of_n, best_of_n_select, majority_vote,
                                   pass_at_k)
 from prl_jax.eval.plots import line_plot
@@ -94,9 +95,13 @@ _scores_jit = jax.jit(prm_lib.prm_step_scores, static_argnums=(0,))
 
 
 def prm_step_score_lists(model_cfg: ModelConfig, params: Any, spec: prm_lib.PrmSpec,
-                         tokenizer: Any, cands: Candidates, prompt_len: int, response_len: int,
+                         tokenizer: Any, problems: Sequence[dict], texts: Sequence[Sequence[str]],
+                         finished: np.ndarray, prompt_len: int, response_len: int,
                          *, rows: int = 256, place=None) -> list[list[float]]:
   """Step scores of every candidate, [P*N][K_j], problem-major.
+
+  `problems`, `texts` and `finished` are those of `Candidates`: [P] examples, [P][N] solution
+  texts, [P, N] whether each ended with EOS.
 
   Candidates are split into steps as the PRM's labels were (`spec`), packed like its training
   data (`prm_lib.pack_solution`) and scored in fixed-size chunks of `rows` (the last one padded) so
@@ -106,9 +111,9 @@ def prm_step_score_lists(model_cfg: ModelConfig, params: Any, spec: prm_lib.PrmS
   minus_id = prm_lib.token_id(tokenizer, spec.minus_token, "minus_token")
   encode = lambda text: tokenizer.encode(text)
   prompts, packed = [], []
-  for ex, texts, done in zip(cands.problems, cands.texts, cands.finished):
+  for ex, group, done in zip(problems, texts, finished):
     prompt = encode(ex["prompt"])
-    for text, fin in zip(texts, done):
+    for text, fin in zip(group, done):
       steps = erprm_labels.split_steps(text, spec.min_step_chars, spec.delimiter)
       ids, ends = prm_lib.pack_solution(encode, tokenizer.eos_id, steps, bool(fin))
       prompts.append(prompt)
@@ -126,8 +131,8 @@ def prm_step_score_lists(model_cfg: ModelConfig, params: Any, spec: prm_lib.PrmS
     step_end = np.zeros((rows, width), bool)
     for r, i in enumerate(padded):
       step_end[r, packed[i][1]] = True
-    scores = np.asarray(_scores_jit(model_cfg, params, place(seq), place(step_end), plus_id,
-                                    minus_id))
+    scores = to_host(_scores_jit(model_cfg, params, place(seq), place(step_end), plus_id,
+                                 minus_id))
     for r, i in enumerate(chunk):
       out.append(scores[r, packed[i][1]].tolist())
   return out
@@ -492,9 +497,9 @@ def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
     spec, model_cfg, params = prm_lib.load_prm(directory, dtype=config.model.dtype)
     if spec.name in info:  # two PRMs of the same name: tell them apart by directory
       spec = dataclasses.replace(spec, name=f"{spec.name} {os.path.basename(directory)}")
-    steps = prm_step_score_lists(model_cfg, ctx.place_state(params), spec, ctx.tokenizer, cands,
-                                 ctx.prompt_len, config.rollout.max_new_tokens,
-                                 place=ctx.place_batch)
+    steps = prm_step_score_lists(model_cfg, ctx.place_state(params), spec, ctx.tokenizer,
+                                 cands.problems, cands.texts, cands.finished, ctx.prompt_len,
+                                 config.rollout.max_new_tokens, place=ctx.place_batch)
     step_auc[spec.name] = reference_step_auc(cands, steps, spec)
     aggs = ("last",) if spec.kind == "orm" else AGGREGATIONS
     for a in aggs:

@@ -32,6 +32,7 @@ from prl_jax.sampling import SamplingConfig, sample
 from prl_jax.train import steps as train_steps
 from prl_jax.train.batch import PolicyBatch, SequenceBatch, make_sequences
 from prl_jax.train.checkpoint import Checkpointer
+from prl_jax.train.frozen_prm import FrozenPrm, load_frozen_prm, score_rollouts
 from prl_jax.train.metrics import MetricsWriter
 from prl_jax.train.setup import RunContext, build_context, initial_policy_params
 from prl_jax.train.state import ModelState, TrainState, adamw, key_data, value_head_init, wrap_key
@@ -47,6 +48,7 @@ class RunFunctions:
   prm_update: Any | None
   value_forward: Any | None
   value_update: Any | None
+  frozen_prm: FrozenPrm | None = None  # method erprm: a trained PRM that scores rollouts
 
 
 def _optimizers(config: ml_collections.ConfigDict):
@@ -67,18 +69,19 @@ def _loss_config(config) -> train_steps.PolicyLossConfig:
       chunk=config.train.logprob_chunk)
 
 
-def _batch_split(config) -> tuple[int, int]:
-  """(mini-batches per update, micro-batches per mini-batch) from the configured sizes."""
+def _batch_split(config) -> tuple[int, int, int]:
+  """(mini-batches per update, micro-batches per mini-batch, log-prob chunks per batch)."""
   batch = config.rollout.prompts_per_step * config.rollout.n
   mini = config.train.mini_batch_size or batch
   micro = config.train.micro_batch_size or mini
-  return batch // mini, mini // micro
+  logprob_rows = config.train.logprob_micro_batch_size or micro
+  return batch // mini, mini // micro, batch // logprob_rows
 
 
 def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
   config, model_cfg = ctx.config, ctx.model_cfg
   tx_policy, tx_prm, tx_value = _optimizers(config)
-  num_mini, num_micro = _batch_split(config)
+  num_mini, num_micro, num_logprob_chunks = _batch_split(config)
   loss_cfg = dataclasses.replace(_loss_config(config), kind=recipe.policy_loss)
   policy_loss = train_steps.policy_loss_fn(model_cfg, loss_cfg)
   options = ml_collections.FrozenConfigDict(config.algo)
@@ -109,12 +112,17 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
                                                                      epochs, num_mini, num_micro),
                            donate_argnums=0)
 
+  def logprobs(params, seq):  # a micro-batch at a time: one forward's activations alive
+    return train_steps.chunked_rows(
+        lambda s: response_logprobs(model_cfg, params, s.tokens, s.token_mask, s.prompt_len,
+                                    chunk), seq, num_logprob_chunks)
+
   return RunFunctions(
-      logprobs=jax.jit(lambda p, seq: response_logprobs(model_cfg, p, seq.tokens, seq.token_mask,
-                                                        seq.prompt_len, chunk)),
+      logprobs=jax.jit(logprobs),
       advantages=jax.jit(lambda x: recipe.advantages(options, x)),
       policy_update=jax.jit(policy_update, donate_argnums=0),
-      prm_update=prm_update, value_forward=value_forward, value_update=value_update)
+      prm_update=prm_update, value_forward=value_forward, value_update=value_update,
+      frozen_prm=load_frozen_prm(ctx) if recipe.frozen_prm else None)
 
 
 def init_state(ctx: RunContext, recipe: Recipe) -> TrainState:
@@ -160,6 +168,7 @@ class Rollouts:
   examples: list[dict]  # one per response (repeated per group)
   prompt_ids: list[list[int]]
   response_ids: list[list[int]]
+  texts: list[str]  # the decoded responses the verifier checked
   outcome: np.ndarray  # [B]
   truncated: np.ndarray  # [B]
   metrics: dict
@@ -197,8 +206,8 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
       if config.filter.drop_truncated:
         keep &= np.asarray(truncation_filter(truncated, n))
     for p, ex in enumerate(examples):
-      group = (ex, prompts[p], responses[p * n:(p + 1) * n], outcome[p * n:(p + 1) * n],
-               truncated[p * n:(p + 1) * n])
+      rows = slice(p * n, (p + 1) * n)
+      group = (ex, prompts[p], responses[rows], outcome[rows], truncated[rows], texts[rows])
       (accepted if keep[p] else rejected).append(group)
     rounds += 1
   num_accepted = min(len(accepted), want)
@@ -208,6 +217,7 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
       examples=[g[0] for g in groups for _ in range(n)],
       prompt_ids=[g[1] for g in groups for _ in range(n)],
       response_ids=[r for g in groups for r in g[2]],
+      texts=[t for g in groups for t in g[5]],
       outcome=np.concatenate([g[3] for g in groups]),
       truncated=np.concatenate([g[4] for g in groups]),
       metrics={"rollout/reward": float(sampled.mean()), "rollout/rounds": rounds,
@@ -273,9 +283,14 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
     prm_state, prm_metrics = fns.prm_update(prm_state, batch)
     metrics.update({f"prm/{k}": v for k, v in prm_metrics.items()})
 
+  prm_score = None
+  if fns.frozen_prm is not None:
+    prm_score = ctx.place_batch(score_rollouts(fns.frozen_prm, ctx, rollouts.examples,
+                                               rollouts.texts, ~rollouts.truncated,
+                                               config.rollout.n))
   inputs = RLInputs(outcome=outcome, mask=seq.response_mask, old_logp=old_logp, ref_logp=ref_logp,
                     prm_logp=prm_logp, values=values, step_end=_step_ends(ctx, seq),
-                    group_size=config.rollout.n)
+                    group_size=config.rollout.n, prm_score=prm_score)
   advantages, adv_metrics = fns.advantages(inputs)
   metrics.update({f"adv/{k}" if "/" not in k else k: v for k, v in adv_metrics.items()
                   if jnp.ndim(v) == 0})

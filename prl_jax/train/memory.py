@@ -26,8 +26,8 @@ log-prob chunk (train.logprob_chunk, or N).
   rollout             the KV cache of all B = prompts_per_step x n rows: L (B/R) T K h_d 2 c, the
                       sampler's compute-dtype copy of the policy (policy params x c/4) plus its
                       replicated embedding table V d c, and the prompt prefill (B/R) W(P)
-  log-probs           the loop scores the whole batch in one pass, one block at a time:
-                      (B/R) (T d c + W(T)) + logits(B/R)
+  log-probs           the loop scores the batch m rows at a time (m = train.logprob_micro_batch_size,
+                      default the micro-batch), one block at a time: (m/R) (T d c + W(T)) + logits(m/R)
   policy update       gradients (accumulator + one micro-batch's: 2 x policy params) + for
                       rows = micro/R: rows (kept + 2 W(T)) + logits(rows, with gradients)
   PRM / value update  the same with their params; rePIRL's IRL update runs the batch and the
@@ -110,11 +110,7 @@ def _recipe(config) -> Recipe:
   try:
     return get_recipe(config.method)
   except ValueError as err:
-    if config.method != "erprm":
-      raise ConfigError(str(err)) from err
-    # Until the ER-PRM recipe registers: its trained state is RAFT's; the frozen PRM is added by
-    # `_frozen_prm_bytes`.
-    return get_recipe("raft")
+    raise ConfigError(str(err)) from err
 
 
 def abstract_state(config, model_cfg: ModelConfig, recipe: Recipe):
@@ -326,13 +322,14 @@ def memory_report(config: ml_collections.ConfigDict, *, devices: int | None = No
   ways = data * fsdp
   rows_batch = _rows(batch, ways, "batch")
   rows_micro = _rows(micro, ways, "micro-batch")
+  rows_logprob = _rows(t.logprob_micro_batch_size or micro, ways, "log-prob micro-batch")
 
   model_cfg = model_config(config)
   recipe = _recipe(config)
   state = abstract_state(config, model_cfg, recipe)
   parts, kinds = _state_bytes(state, model_cfg, mesh)
   prm_cfg = None
-  if config.method == "erprm" and not any(k.startswith("prm") for k in parts):
+  if recipe.frozen_prm:
     parts["frozen_prm"], prm_cfg = _frozen_prm_bytes(config, model_cfg, mesh)
     kinds["frozen_prm"] = "frozen"
   total = lambda kind: sum(v for k, v in parts.items() if kinds[k] == kind)
@@ -348,11 +345,11 @@ def memory_report(config: ml_collections.ConfigDict, *, devices: int | None = No
   phases = {
       "rollout": (kv_cache + policy_params * s.c // 4 + model_cfg.vocab_size * model_cfg.hidden_size
                   * s.c + rows_batch * s.block_forward(prompt)),
-      "logprobs": (forward_bytes(model_cfg, rows_batch, seq, chunk, tensor)
+      "logprobs": (forward_bytes(model_cfg, rows_logprob, seq, chunk, tensor)
                    + s.gathered(model_cfg, False)),
   }
   if prm_cfg is not None:  # the frozen PRM scores the batch like a log-prob pass
-    phases["prm_scores"] = (forward_bytes(prm_cfg, rows_batch, seq, chunk, tensor)
+    phases["prm_scores"] = (forward_bytes(prm_cfg, rows_logprob, seq, chunk, tensor)
                             + _Shapes.of(prm_cfg, tensor).gathered(prm_cfg, False))
   activations, gradients = _update_bytes(model_cfg, rows_micro, seq, chunk, tensor,
                                          policy_params)
@@ -375,7 +372,8 @@ def memory_report(config: ml_collections.ConfigDict, *, devices: int | None = No
       "method": config.method,
       "model": {"name": config.init_from or config.model.hf_dir or config.model.preset,
                 "num_params": model_cfg.num_params()},
-      "rows": {"batch": rows_batch, "micro_batch": rows_micro, "sequence": seq},
+      "rows": {"batch": rows_batch, "micro_batch": rows_micro, "logprob_micro_batch": rows_logprob,
+               "sequence": seq},
       "state": parts,
       "params": total("params"),
       "optimizer": total("optimizer"),

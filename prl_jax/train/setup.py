@@ -40,9 +40,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   batch = r.prompts_per_step * r.n
   mini = t.mini_batch_size or batch
   micro = t.micro_batch_size or mini
-  if batch % mini or mini % micro:
-    raise ConfigError(f"train.mini_batch_size={mini} must divide the batch of {batch} responses "
-                      f"and train.micro_batch_size={micro} must divide the mini-batch.")
+  logprob_rows = t.logprob_micro_batch_size or micro
+  if batch % mini or mini % micro or batch % logprob_rows:
+    raise ConfigError(f"train.mini_batch_size={mini} must divide the batch of {batch} responses, "
+                      f"train.micro_batch_size={micro} the mini-batch and "
+                      f"train.logprob_micro_batch_size={logprob_rows} the batch.")
   if t.ppo_epochs < 1:
     raise ConfigError(f"train.ppo_epochs must be >= 1 (passes over each rollout batch), got "
                       f"{t.ppo_epochs}.")
@@ -54,7 +56,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"algo.prl.eta must be > 0 (the KL weight is 1/eta), got {config.algo.prl.eta}.")
   if r.temperature < 0:
     raise ConfigError("rollout.temperature must be >= 0 (0 means greedy).")
+  if recipe.frozen_prm and not config.algo.erprm.prm_dir:
+    raise ConfigError(f"method={config.method} scores rollouts with a trained PRM: set "
+                      "algo.erprm.prm_dir to a PRM directory written by `prl-jax erprm`.")
   for key, path in (("task.train_file", config.task.train_file),
+                    ("algo.erprm.prm_dir", config.algo.erprm.prm_dir),
                     ("task.eval_file", config.task.eval_file),
                     ("init_from", config.init_from), ("model.hf_dir", config.model.hf_dir)):
     if path and not os.path.exists(path):
@@ -66,10 +72,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   except ValueError as err:
     raise ConfigError(f"mesh.*: {err}") from err
   mesh_rows = data * fsdp
-  if batch % mesh_rows or micro % mesh_rows:
+  if batch % mesh_rows or micro % mesh_rows or logprob_rows % mesh_rows:
     raise ConfigError(f"The mesh splits batches {mesh_rows} ways (mesh.data x mesh.fsdp) on "
-                      f"{devices} devices, which does not divide the batch of {batch} or the "
-                      f"micro-batch of {micro}; change mesh.* or rollout.prompts_per_step.")
+                      f"{devices} devices, which does not divide the batch of {batch}, the "
+                      f"micro-batch of {micro} or the log-prob micro-batch of {logprob_rows}; "
+                      "change mesh.* or rollout.prompts_per_step.")
 
 
 @dataclasses.dataclass

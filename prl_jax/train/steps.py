@@ -40,14 +40,33 @@ class PolicyLossConfig:
   chunk: int = 0
 
 
-def _split(tree, num_chunks: int):
-  """[B, ...] leaves -> [num_chunks, B/num_chunks, ...] (static check of divisibility)."""
+def split_rows(tree, num_chunks: int):
+  """[B, ...] leaves -> [num_chunks, B/num_chunks, ...], chunk j holding rows j, j+k, j+2k, ...
+
+  Strided, not contiguous, because batches are sharded over devices by contiguous row blocks:
+  a strided chunk takes B/(k R) rows from each of the R blocks, so every chunk stays spread
+  over all devices and a scan over chunks needs no communication. (A contiguous chunk would sit
+  on R/k devices; XLA then gathers it and every device computes the whole chunk.)
+  """
   def split(x):
     if x.shape[0] % num_chunks:
       raise ValueError(f"Batch of {x.shape[0]} rows does not split into {num_chunks} chunks; "
                        "make train.mini_batch_size / micro_batch_size divide the batch.")
-    return x.reshape(num_chunks, x.shape[0] // num_chunks, *x.shape[1:])
+    return x.reshape(x.shape[0] // num_chunks, num_chunks, *x.shape[1:]).swapaxes(0, 1)
   return jax.tree_util.tree_map(split, tree)
+
+
+def merge_rows(tree):
+  """The inverse of `split_rows`: [k, B/k, ...] -> [B, ...] in the original row order."""
+  return jax.tree_util.tree_map(
+      lambda x: x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:]), tree)
+
+
+def chunked_rows(fn: Callable[[Any], Any], batch, num_chunks: int):
+  """fn(batch) computed `num_chunks` row chunks at a time (memory of one chunk), same result."""
+  if num_chunks == 1:
+    return fn(batch)
+  return merge_rows(jax.lax.map(fn, split_rows(batch, num_chunks)))
 
 
 def accumulate_gradients(loss_fn: LossFn, params, batch, num_micro: int):
@@ -59,13 +78,13 @@ def accumulate_gradients(loss_fn: LossFn, params, batch, num_micro: int):
     return jax.tree_util.tree_map(jnp.add, carry, (grads, num, den, metrics)), None
 
   zero_metrics = jax.eval_shape(lambda: loss_fn(params, jax.tree_util.tree_map(
-      lambda x: x[0], _split(batch, num_micro)))[1][1])
+      lambda x: x[0], split_rows(batch, num_micro)))[1][1])
   init = (jax.tree_util.tree_map(jnp.zeros_like, params), jnp.zeros(()), jnp.zeros(()),
           jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zero_metrics))
   if num_micro == 1:
     (num, (den, metrics)), grads = grad_fn(params, batch)
     return grads, num, den, metrics
-  (grads, num, den, metrics), _ = jax.lax.scan(micro, init, _split(batch, num_micro))
+  (grads, num, den, metrics), _ = jax.lax.scan(micro, init, split_rows(batch, num_micro))
   return grads, num, den, metrics
 
 
@@ -84,7 +103,7 @@ def minibatch_updates(state: ModelState, tx: optax.GradientTransformation, loss_
     metrics.update(loss=num / den, grad_norm=optax.global_norm(grads))
     return ModelState(params=params, opt_state=opt_state), metrics
 
-  state, metrics = jax.lax.scan(update, state, _split(batch, num_minibatches))
+  state, metrics = jax.lax.scan(update, state, split_rows(batch, num_minibatches))
   return state, jax.tree_util.tree_map(jnp.mean, metrics)
 
 

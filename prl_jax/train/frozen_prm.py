@@ -1,0 +1,66 @@
+"""A PRM trained beforehand that scores the loop's rollouts and is never updated (method erprm).
+
+The PRM is an HF directory written by `prl-jax erprm` (weights, config.json and prm.json). Each
+response is split into steps as the PRM's labels were, its step scores softmax([z+, z-])[0] are
+read at the step ends (`prl_jax.train.prm.prm_step_scores`) and aggregated into one solution
+score with `algo.erprm.agg` (min, product, last or mean; ER-PRM uses min).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from prl_jax import sharding
+from prl_jax.config import ConfigError
+from prl_jax.eval import best_of_n
+from prl_jax.eval.metrics import AGGREGATIONS
+from prl_jax.models.config import ModelConfig
+from prl_jax.train import prm as prm_lib
+
+
+@dataclasses.dataclass
+class FrozenPrm:
+  """A loaded PRM: what to read (spec), its shapes, its placed parameters and the aggregation."""
+
+  spec: prm_lib.PrmSpec
+  model_cfg: ModelConfig
+  params: Any
+  agg: str
+
+
+def load_frozen_prm(ctx: Any) -> FrozenPrm:
+  """Loads algo.erprm.prm_dir and places it on the run's mesh; checks it fits the policy."""
+  config = ctx.config
+  prm_dir, agg = config.algo.erprm.prm_dir, config.algo.erprm.agg
+  if not prm_dir:
+    raise ConfigError("method=erprm scores rollouts with a trained PRM: set "
+                      "--config.algo.erprm.prm_dir=DIR (a PRM written by `prl-jax erprm`).")
+  if agg not in AGGREGATIONS:
+    raise ConfigError(f"algo.erprm.agg={agg!r}; choose one of {AGGREGATIONS}.")
+  if not os.path.isfile(os.path.join(prm_dir, prm_lib.SPEC_FILE)):
+    raise ConfigError(f"algo.erprm.prm_dir={prm_dir!r} has no {prm_lib.SPEC_FILE}; it must be "
+                      "a PRM directory written by `prl-jax erprm`.")
+  spec, model_cfg, params = prm_lib.load_prm(prm_dir, dtype=config.model.dtype)
+  if model_cfg.vocab_size != ctx.model_cfg.vocab_size:
+    raise ConfigError(f"The PRM in {prm_dir} has a vocabulary of {model_cfg.vocab_size} tokens "
+                      f"but the policy {ctx.model_cfg.vocab_size}; the PRM must read the "
+                      "policy's tokens (train it from the same base model).")
+  params = jax.device_put(params, sharding.param_shardings(model_cfg, ctx.mesh))
+  return FrozenPrm(spec=spec, model_cfg=model_cfg, params=params, agg=agg)
+
+
+def score_rollouts(prm: FrozenPrm, ctx: Any, examples: Sequence[dict], texts: Sequence[str],
+                   finished: np.ndarray, group_size: int) -> np.ndarray:
+  """[B] solution scores of B = P * group_size responses (groups contiguous)."""
+  rows = len(texts)
+  grouped = [list(texts[i:i + group_size]) for i in range(0, rows, group_size)]
+  steps = best_of_n.prm_step_score_lists(
+      prm.model_cfg, prm.params, prm.spec, ctx.tokenizer, list(examples[::group_size]), grouped,
+      np.asarray(finished).reshape(-1, group_size), ctx.prompt_len,
+      ctx.config.rollout.max_new_tokens, rows=rows, place=ctx.place_batch)
+  return best_of_n.solution_scores(steps, prm.agg, (rows // group_size, group_size)).reshape(-1)
