@@ -33,6 +33,9 @@ def get_config():
   c.task.max_operand = 9
   c.task.seed = 1234
   c.task.max_prompt_len = 16
+  # Prompt template of the synthetic tasks (prl_jax.data.templates): "plain" for the small
+  # policies trained here, "arithmetic_chat" for instruct models (their chat template).
+  c.task.template = "plain"
   c.task.verify_workers = 0  # >0: check answers in a process pool with per-answer timeouts
 
   c.mesh = ml_collections.ConfigDict()
@@ -77,6 +80,7 @@ def get_config():
   c.algo.repirl = ml_collections.ConfigDict()
   c.algo.repirl.lam = 0.1
   c.algo.repirl.beta = 0.05
+  c.algo.repirl.pseudo_experts = True  # correct rollouts join the demonstrations as experts
   c.algo.repirl.prm = "implicit"  # implicit (beta log pi_phi/pi_ref); a scalar head is future work
   c.algo.raft = ml_collections.ConfigDict()
   c.algo.raft.keep_per_prompt = 1

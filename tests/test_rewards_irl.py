@@ -185,5 +185,35 @@ class RewardShapingTest(chex.TestCase):
       irl.combined_reward(np.zeros(3), np.zeros((2, 4)), np.ones((2, 4)), 0.1)
 
 
+
+@pytest.mark.parametrize("seed,num_expert,num_samples", [(0, 3, 5), (1, 1, 1), (2, 4, 9)])
+def test_irl_coefficients_surrogate_matches_irl_loss(seed, num_expert, num_samples):
+  """The row-separable surrogate sum_b c_b R_b has irl_loss's value and gradient."""
+  rng = np.random.default_rng(seed)
+  b = num_expert + num_samples + 2  # two padding rows at the end
+  features = jnp.asarray(rng.normal(size=(b, 4)), jnp.float32)
+  phi = jnp.asarray(rng.normal(size=4), jnp.float32)
+  logp = jnp.asarray(rng.normal(size=b) * 3, jnp.float32)
+  is_expert = np.zeros(b, bool)
+  is_expert[:num_expert] = True
+  is_sample = np.zeros(b, bool)
+  is_sample[num_expert:num_expert + num_samples] = True
+  returns = lambda p: features @ p  # a linear "reward model"
+  e, s = slice(0, num_expert), slice(num_expert, b)
+  direct = lambda p: irl.irl_loss(returns(p)[e], returns(p)[s], logp[s], is_sample[s])[0]
+  coef, metrics = irl.irl_coefficients(returns(phi), logp, is_expert, is_sample)
+  surrogate = lambda p: jnp.sum(coef * returns(p))
+  np.testing.assert_allclose(surrogate(phi), direct(phi), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(metrics["loss"], direct(phi), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jax.grad(surrogate)(phi), jax.grad(direct)(phi), rtol=1e-4,
+                             atol=1e-5)
+  assert np.all(np.asarray(coef)[~(is_expert | is_sample)] == 0.0)
+  # Split into any two chunks, the surrogate's gradients add up to the whole.
+  half = b // 2
+  parts = [jax.grad(lambda p, r=r: jnp.sum(coef[r] * returns(p)[r]))(phi)
+           for r in (slice(0, half), slice(half, b))]
+  np.testing.assert_allclose(parts[0] + parts[1], jax.grad(direct)(phi), rtol=1e-4, atol=1e-5)
+
+
 if __name__ == "__main__":
   absltest.main()

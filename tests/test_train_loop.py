@@ -67,7 +67,7 @@ def _method_overrides(method, prm_dir):
   return {"algo.erprm.prm_dir": prm_dir} if method == "erprm" else {}
 
 
-@pytest.mark.parametrize("method", ["prime", "prl", "erprm"])
+@pytest.mark.parametrize("method", ["prime", "prl", "erprm", "repirl"])
 def test_resume_is_bit_exact(method, prm_dir, tmp_path):
   """"4 steps" equals "2 steps, stop, restore, 2 steps": params, PRM, optimizer, metrics."""
   config = tiny_config(method, **_method_overrides(method, prm_dir))

@@ -95,6 +95,44 @@ def irl_loss(expert_returns: chex.Array, sample_returns: chex.Array, sample_logp
   return loss, metrics
 
 
+def irl_coefficients(returns: chex.Array, logp: chex.Array, is_expert: chex.Array,
+                     is_sample: chex.Array) -> tuple[chex.Array, dict[str, chex.Array]]:
+  """Per-trajectory weights c_b that make the IRL loss a sum over rows (micro-batchable).
+
+  With E = #experts and w the self-normalised importance weights of `irl_loss` over the samples,
+
+      c_b = -1/E                                          for an expert trajectory b,
+      c_b = w_b = softmax_{j in samples}(R_j - log pi_j)_b for an importance sample b,
+      c_b = 0                                             otherwise (padding),
+
+  so that L(phi) = sum_b c_b R_phi(tau_b), with the c_b held fixed, has the value and the gradient
+  of `irl_loss` at the phi the returns were computed with. Computing the c_b once, forward only,
+  lets the gradient pass run over micro-batches of any size.
+
+  Args:
+    returns: [B] R_phi(tau_b) at the current phi (no gradient is taken through them).
+    logp: [B] log pi_theta(tau_b) of the policy that sampled them (ignored for experts).
+    is_expert, is_sample: [B] bool, disjoint.
+
+  Returns:
+    ([B] float32 coefficients, {"loss", "log_z", "ess"} of `irl_loss`).
+  """
+  with _shape_errors("irl_coefficients"):
+    chex.assert_rank([returns, logp, is_expert, is_sample], 1)
+    chex.assert_equal_shape([returns, logp, is_expert, is_sample])
+  returns = jax.lax.stop_gradient(jnp.asarray(returns, jnp.float32))
+  expert = jnp.asarray(is_expert, bool)
+  sample = jnp.asarray(is_sample, bool) & ~expert
+  num_expert = jnp.maximum(jnp.sum(expert.astype(jnp.float32)), 1.0)
+  expert_returns = jnp.where(expert, returns, 0.0)
+  loss, metrics = irl_loss(jnp.sum(expert_returns)[None] / num_expert, returns, logp, sample)
+  log_ratio = jnp.where(sample, returns - logp.astype(jnp.float32), -jnp.inf)
+  lse = jnp.where(jnp.any(sample), jax.nn.logsumexp(log_ratio), 0.0)
+  weights = jnp.where(sample, jnp.exp(log_ratio - lse), 0.0)
+  coef = jnp.where(expert, -1.0 / num_expert, weights)
+  return coef, {"loss": loss, **metrics}
+
+
 def combined_reward(outcome: chex.Array, prm_token_rewards: chex.Array, mask: chex.Array,
                     lam: float) -> chex.Array:
   """Policy reward of rePIRL: reward = outcome + lambda * PRM (section 6, policy step).

@@ -12,6 +12,7 @@ the checkpoint, so "2k steps" equals "k steps, restore, k steps" bit for bit on 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -28,6 +29,7 @@ from prl_jax.algorithms.filters import accuracy_filter, truncation_filter
 from prl_jax.models.config import ModelConfig
 from prl_jax.models.logprobs import response_logprobs
 from prl_jax.ops.steps import step_end_mask
+from prl_jax.rewards import irl
 from prl_jax.sampling import SamplingConfig, sample
 from prl_jax.train import steps as train_steps
 from prl_jax.train.batch import PolicyBatch, SequenceBatch, make_sequences
@@ -49,6 +51,7 @@ class RunFunctions:
   value_forward: Any | None
   value_update: Any | None
   frozen_prm: FrozenPrm | None = None  # method erprm: a trained PRM that scores rollouts
+  irl_batch: Any | None = None  # method repirl: the PRM batch with its IRL coefficients
 
 
 def _optimizers(config: ml_collections.ConfigDict):
@@ -78,10 +81,46 @@ def _batch_split(config) -> tuple[int, int, int]:
   return batch // mini, mini // micro, batch // logprob_rows
 
 
+def _irl_rows(config) -> tuple[int, int]:
+  """(rows of rePIRL's PRM batch, rows per micro-batch): one demonstration per prompt and the
+  B rollouts, padded to a whole number of micro-batches."""
+  batch = config.rollout.prompts_per_step * config.rollout.n
+  micro = config.train.micro_batch_size or config.train.mini_batch_size or batch
+  rows = batch + config.rollout.prompts_per_step
+  return -(-rows // micro) * micro, micro
+
+
+def irl_batch(experts: SequenceBatch, expert_ref, expert_prm, seq: SequenceBatch, ref_logp,
+              prm_logp, old_logp, outcome, *, beta: float, pseudo_experts: bool, rows: int):
+  """rePIRL's PRM batch: demonstrations then rollouts, with the IRL coefficient of every row.
+
+  Demonstrations are experts; a correct rollout is a pseudo-expert when `pseudo_experts`, and
+  failed rollouts are the importance samples of log Z (ALGORITHMS.md section 6). Returns
+  ((seq, ref_logp, coef, share) padded to `rows` with zero-coefficient copies, metrics).
+  """
+  cat = lambda a, b: jnp.concatenate([a, b])
+  num_experts, num_samples = experts.tokens.shape[0], seq.tokens.shape[0]
+  both = jax.tree_util.tree_map(cat, experts, seq)
+  ref = cat(expert_ref, ref_logp)
+  returns = beta * jnp.sum((cat(expert_prm, prm_logp) - ref) * both.response_mask, axis=1)
+  correct = outcome > 0
+  is_expert = cat(jnp.ones(num_experts, bool), correct & pseudo_experts)
+  is_sample = cat(jnp.zeros(num_experts, bool), ~correct)
+  sample_logp = cat(jnp.zeros(num_experts), jnp.sum(old_logp * seq.response_mask, axis=1))
+  coef, metrics = irl.irl_coefficients(returns, sample_logp, is_expert, is_sample)
+  pad = rows - num_experts - num_samples
+  extend = lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)])
+  coef = jnp.concatenate([coef, jnp.zeros(pad)])
+  metrics["experts"] = jnp.sum(is_expert.astype(jnp.float32))
+  return ((jax.tree_util.tree_map(extend, both), extend(ref), coef, jnp.full(rows, 1.0 / rows)),
+          metrics)
+
+
 def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
   config, model_cfg = ctx.config, ctx.model_cfg
   tx_policy, tx_prm, tx_value = _optimizers(config)
   num_mini, num_micro, num_logprob_chunks = _batch_split(config)
+  batch_rows = config.rollout.prompts_per_step * config.rollout.n
   loss_cfg = dataclasses.replace(_loss_config(config), kind=recipe.policy_loss)
   policy_loss = train_steps.policy_loss_fn(model_cfg, loss_cfg)
   options = ml_collections.FrozenConfigDict(config.algo)
@@ -101,7 +140,9 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
                          donate_argnums=0)
   elif recipe.prm == "irl":
     prm_loss = train_steps.irl_prm_loss_fn(model_cfg, config.algo.repirl.beta, chunk)
-    prm_update = jax.jit(lambda s, b: train_steps.minibatch_updates(s, tx_prm, prm_loss, b, 1, 1),
+    rows, micro = _irl_rows(config)
+    prm_update = jax.jit(lambda s, b: train_steps.minibatch_updates(s, tx_prm, prm_loss, b, 1,
+                                                                    rows // micro),
                          donate_argnums=0)
 
   value_forward = value_update = None
@@ -112,17 +153,25 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
                                                                      epochs, num_mini, num_micro),
                            donate_argnums=0)
 
+  logprob_rows = batch_rows // num_logprob_chunks
+
   def logprobs(params, seq):  # a micro-batch at a time: one forward's activations alive
+    rows = seq.tokens.shape[0]
+    # The fewest chunks of at most logprob_rows rows that divide this batch (e.g. demonstrations).
+    chunks = next(k for k in range(-(-rows // logprob_rows), rows + 1) if rows % k == 0)
     return train_steps.chunked_rows(
         lambda s: response_logprobs(model_cfg, params, s.tokens, s.token_mask, s.prompt_len,
-                                    chunk), seq, num_logprob_chunks)
+                                    chunk), seq, chunks)
 
   return RunFunctions(
       logprobs=jax.jit(logprobs),
       advantages=jax.jit(lambda x: recipe.advantages(options, x)),
       policy_update=jax.jit(policy_update, donate_argnums=0),
       prm_update=prm_update, value_forward=value_forward, value_update=value_update,
-      frozen_prm=load_frozen_prm(ctx) if recipe.frozen_prm else None)
+      frozen_prm=load_frozen_prm(ctx) if recipe.frozen_prm else None,
+      irl_batch=jax.jit(functools.partial(
+          irl_batch, beta=config.algo.repirl.beta, pseudo_experts=config.algo.repirl.pseudo_experts,
+          rows=_irl_rows(config)[0])) if recipe.prm == "irl" else None)
 
 
 def init_state(ctx: RunContext, recipe: Recipe) -> TrainState:
@@ -276,12 +325,11 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
       prm_logp = fns.logprobs(prm_state.params, seq)
   elif recipe.prm == "irl":
     experts = ctx.place_batch(_expert_sequences(ctx, rollouts))
-    expert_ref = fns.logprobs(state.ref_params, experts)
-    sample_logp = jnp.sum(old_logp * seq.response_mask, axis=1)
-    # Failed rollouts are the importance samples of log Z (ALGORITHMS.md section 6).
-    batch = (experts, expert_ref, seq, ref_logp, sample_logp, outcome <= 0)
+    batch, irl_metrics = fns.irl_batch(experts, fns.logprobs(state.ref_params, experts),
+                                       fns.logprobs(state.prm.params, experts), seq, ref_logp,
+                                       prm_logp, old_logp, outcome)
     prm_state, prm_metrics = fns.prm_update(prm_state, batch)
-    metrics.update({f"prm/{k}": v for k, v in prm_metrics.items()})
+    metrics.update({f"prm/{k}": v for k, v in {**prm_metrics, **irl_metrics}.items()})
 
   prm_score = None
   if fns.frozen_prm is not None:

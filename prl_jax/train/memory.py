@@ -30,8 +30,8 @@ log-prob chunk (train.logprob_chunk, or N).
                       default the micro-batch), one block at a time: (m/R) (T d c + W(T)) + logits(m/R)
   policy update       gradients (accumulator + one micro-batch's: 2 x policy params) + for
                       rows = micro/R: rows (kept + 2 W(T)) + logits(rows, with gradients)
-  PRM / value update  the same with their params; rePIRL's IRL update runs the batch and the
-                      demonstrations (B + prompts_per_step rows) as one micro-batch
+  PRM / value update  the same with their params (rePIRL's IRL update runs the batch and the
+                      demonstrations in micro-batches too: `rewards.irl.irl_coefficients`)
 
 peak = state + the largest phase. A plan fits when the peak is within USABLE_FRACTION of HBM: XLA
 needs scratch space and its allocator fragments, which this model does not see.
@@ -355,10 +355,9 @@ def memory_report(config: ml_collections.ConfigDict, *, devices: int | None = No
                                          policy_params)
   phases["policy_update"] = activations + gradients
   if recipe.prm in ("prime_ce", "irl") and kinds.get("prm_params") == "params":
-    # PRIME's CE update runs micro-batches of the batch; rePIRL's IRL update runs it whole,
-    # with one demonstration per prompt (train.loop.build_functions).
-    prm_rows = rows_micro if recipe.prm == "prime_ce" else _rows(
-        batch + r.prompts_per_step, ways, "batch plus demonstrations")
+    # Both PRM updates run micro-batches (rePIRL's over the batch plus one demonstration per
+    # prompt, its IRL normaliser folded into per-row coefficients beforehand).
+    prm_rows = rows_micro
     phases["prm_update"] = sum(_update_bytes(model_cfg, prm_rows, seq, chunk, tensor,
                                              parts["prm_params"]))
   if "value_params" in parts:

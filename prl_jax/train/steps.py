@@ -189,23 +189,21 @@ def prime_prm_loss_fn(model_cfg: ModelConfig, beta: float, chunk: int = 0) -> Lo
 
 
 def irl_prm_loss_fn(model_cfg: ModelConfig, beta: float, chunk: int = 0) -> LossFn:
-  """rePIRL's max-ent IRL objective for an implicit PRM R = beta sum_t log(pi_phi/pi_ref).
+  """rePIRL's max-ent IRL objective as a sum over trajectories, so micro-batches add up.
 
-  The batch holds expert sequences and policy samples (with their rollout log-probs for the
-  importance weights); the loss is a per-batch quantity, so it takes no micro-batching.
+      L(phi) = sum_b c_b R_phi(tau_b),   R_phi = beta sum_t log(pi_phi(y_t) / pi_ref(y_t))
+
+  with the coefficients c_b of `rewards.irl.irl_coefficients` (-1/E for experts, the importance
+  weights for samples, 0 for padding) computed before the update. The batch is
+  (seq, ref_logp, coef, share): `share` sums to 1 over the batch, so the accumulated gradient is
+  that of L itself.
   """
 
   def loss(params, batch):
-    expert_seq, expert_ref, sample_seq, sample_ref, sample_logp, sample_valid = batch
-
-    def returns(seq, ref):
-      logp = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask, seq.prompt_len,
-                               chunk)
-      return irl.sequence_reward(beta * (logp - ref), seq.response_mask)
-
-    value, stats = irl.irl_loss(returns(expert_seq, expert_ref), returns(sample_seq, sample_ref),
-                                sample_logp, sample_valid)
-    return value, (jnp.ones(()), {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()})
+    seq, ref, coef, share = batch
+    logp = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask, seq.prompt_len, chunk)
+    returns = irl.sequence_reward(beta * (logp - ref), seq.response_mask)
+    return jnp.sum(coef * returns), (jnp.sum(share), {})
 
   return loss
 
