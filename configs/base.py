@@ -17,6 +17,7 @@ def get_config():
   c.model.hf_dir = ""
   c.model.dtype = "float32"
   c.model.remat = "none"
+  c.model.attention_chunk = 0  # queries per attention block without a KV cache; 0 = all at once
   c.model.tokenizer = "char"  # "char" or a directory with tokenizer files
   c.model.max_seq_len = 0  # 0: max_prompt_len + max_new_tokens
   # Start from this checkpoint directory (e.g. an SFT run's workdir); "" = random init or hf_dir.

@@ -157,3 +157,32 @@ def test_published_param_counts():
     assert _count(jax.eval_shape(lambda: init_params(config, jax.random.key(0)))) == \
         config.num_params()
   assert _count(_init(CONFIG, jax.random.key(0))) == CONFIG.num_params()
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 8])
+def test_chunked_attention_equals_full_attention(chunk):
+  """attention_chunk changes memory, not results: logits and gradients match unchunked ones,
+  with left padding and a length (11) that is not a multiple of the chunk."""
+  full_cfg = preset("tiny", vocab_size=37, remat="full")
+  chunked_cfg = preset("tiny", vocab_size=37, remat="full", attention_chunk=chunk)
+  params = init_params(full_cfg, jax.random.key(3))
+  tokens = jax.random.randint(jax.random.key(4), (3, 11), 0, 37)
+  mask = jnp.ones((3, 11), bool).at[1, :4].set(False)
+
+  def loss(cfg, p):
+    logits, _ = Transformer(cfg).apply(p, tokens, token_mask=mask)
+    return jnp.sum(jnp.where(mask[..., None], jax.nn.log_softmax(logits), 0.0) ** 2), logits
+
+  (want, want_logits), want_grads = jax.value_and_grad(lambda p: loss(full_cfg, p),
+                                                       has_aux=True)(params)
+  (got, got_logits), got_grads = jax.value_and_grad(lambda p: loss(chunked_cfg, p),
+                                                    has_aux=True)(params)
+  np.testing.assert_allclose(got_logits, want_logits, atol=1e-5)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  for g, w in zip(jax.tree_util.tree_leaves(got_grads), jax.tree_util.tree_leaves(want_grads)):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=3e-5)
+
+
+def test_negative_attention_chunk_is_refused():
+  with pytest.raises(ValueError, match="attention_chunk"):
+    preset("tiny", attention_chunk=-1)

@@ -36,6 +36,8 @@ def paper_config(arg, *, preset: str, layout: str, extra_args: dict | None = Non
   # recomputed in the backward pass so only its input is kept per layer (prl-jax memory).
   c.model.dtype = "bfloat16"
   c.model.remat = "full"
+  # Attention 512 queries at a time: [512, T] scores per head instead of [T, T] at 4k tokens.
+  c.model.attention_chunk = 512
   # ZeRO-3 style: every weight and optimizer moment split over all devices along "embed";
   # batches split over the same axis.
   c.mesh.data = 1

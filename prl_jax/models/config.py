@@ -32,6 +32,9 @@ class ModelConfig:
     max_position_embeddings: longest sequence the model was trained for (informational + checks).
     dtype: compute dtype ("float32", "bfloat16"); parameters are always stored in float32.
     remat: rematerialisation policy of each block, one of REMAT_POLICIES.
+    attention_chunk: without a KV cache (training, log-probs), attend `attention_chunk` queries
+      at a time so only [chunk, T] scores are alive instead of [T, T] (0: all at once). The
+      result is the same; the chunks are recomputed for the backward pass.
   """
 
   vocab_size: int
@@ -49,6 +52,7 @@ class ModelConfig:
   max_position_embeddings: int = 4096
   dtype: str = "float32"
   remat: str = "none"
+  attention_chunk: int = 0
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
@@ -68,6 +72,9 @@ class ModelConfig:
                        "embeddings.")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"ModelConfig.remat={self.remat!r}; choose one of {REMAT_POLICIES}.")
+    if self.attention_chunk < 0:
+      raise ValueError(f"ModelConfig.attention_chunk must be >= 0 (0: no chunking), got "
+                       f"{self.attention_chunk}.")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"ModelConfig.dtype={self.dtype!r}; choose float32, bfloat16 or float16.")
     if self.rope_scaling is not None:

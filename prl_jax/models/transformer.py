@@ -120,6 +120,28 @@ def _dense(features, axis, names, use_bias, dtype, name, bias_names=None):
       name=name)
 
 
+def _attend(qg: Array, keys: Array, values: Array, allowed: Array) -> Array:
+  """softmax(q k^T / sqrt(d) masked by `allowed`) v for grouped queries [B, T, K, G, D]."""
+  scores = jnp.einsum("btkgd,bskd->bkgts", qg, keys,
+                      preferred_element_type=jnp.float32) / math.sqrt(qg.shape[-1])
+  scores = jnp.where(allowed[:, None, None], scores, _MASK_VALUE)
+  probs = jax.nn.softmax(scores, axis=-1).astype(qg.dtype)
+  return jnp.einsum("bkgts,bskd->btkgd", probs, values)
+
+
+def _attend_in_chunks(attend, qg: Array, allowed: Array, chunk: int) -> Array:
+  """`attend` over `chunk` queries at a time: the [B, K, G, chunk, S] scores of one chunk are
+  alive instead of all T rows', and each chunk is recomputed in the backward pass. Queries are
+  padded to a whole number of chunks (padded rows attend nowhere and are dropped)."""
+  b, t = qg.shape[:2]
+  pad = (-t) % chunk
+  qg = jnp.pad(qg, ((0, 0), (0, pad)) + ((0, 0),) * 3)
+  allowed = jnp.pad(allowed, ((0, 0), (0, pad), (0, 0)))
+  split = lambda x: x.reshape(b, -1, chunk, *x.shape[2:]).swapaxes(0, 1)
+  out = jax.lax.map(jax.checkpoint(lambda xs: attend(*xs)), (split(qg), split(allowed)))
+  return out.swapaxes(0, 1).reshape(b, t + pad, *qg.shape[2:])[:, :t]
+
+
 class Attention(nn.Module):
   """Grouped-query causal self-attention with RoPE and an optional KV cache."""
 
@@ -155,13 +177,12 @@ class Attention(nn.Module):
 
     # Causal in slot order, and only over real tokens; kv_valid already covers the new tokens.
     allowed = (key_slots[None, :] <= query_slots[:, None])[None] & kv_valid[:, None, :]  # [B,T,S]
-    groups = nh // nkv
-    qg = q.reshape(q.shape[0], t, nkv, groups, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, keys.astype(dtype),
-                        preferred_element_type=jnp.float32) / math.sqrt(hd)
-    scores = jnp.where(allowed[:, None, None], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, values.astype(dtype))
+    qg = q.reshape(q.shape[0], t, nkv, nh // nkv, hd)
+    attend = lambda qg, allowed: _attend(qg, keys.astype(dtype), values.astype(dtype), allowed)
+    if layer_cache is None and 0 < cfg.attention_chunk < t:
+      out = _attend_in_chunks(attend, qg, allowed, cfg.attention_chunk)
+    else:
+      out = attend(qg, allowed)
     out = out.reshape(out.shape[0], t, nh, hd)
     out = _dense(cfg.hidden_size, (-2, -1), ("heads", "head_dim", "embed"), False, dtype, "o")(out)
     return out, layer_cache

@@ -11,11 +11,12 @@ L, H, K, h_d, V the model's width, MLP width, layers, query heads, KV heads, hea
 vocabulary (H, K, f, V divided by S where S divides them), c the compute dtype's bytes, C the
 log-prob chunk (train.logprob_chunk, or N).
 
-  one block, forward  W(t) = t c (2d + (2H + 2K) h_d + 3f) + H t^2 (8 + c)
+  one block, forward  W(t) = t c (2d + (2H + 2K) h_d + 3f) + H q t (8 + c)
                       (normed input and attention output, q/k/v and the attention context, gate/up
                       and their product; two float32 buffers of attention scores (raw, masked /
-                      exponentiated) and the probabilities: attention here is not memory-efficient,
-                      so the t^2 term dominates at 4k tokens)
+                      exponentiated) and the probabilities for q query rows at a time:
+                      q = model.attention_chunk, or t without chunking, when the q t term
+                      dominates at 4k tokens)
   kept per row for the backward pass, by model.remat:
                       full: L T d c (each block's input); none: L W(T);
                       dots: L T c ((2H + 2K) h_d + 2d + 2f) + L H T^2 4; dots_no_batch: the same
@@ -94,7 +95,8 @@ TARGETS: dict[str, Target] = {
 def model_config(config: ml_collections.ConfigDict, source: str | None = None) -> ModelConfig:
   """Shapes the run will have: `source`'s (default init_from or model.hf_dir) config.json when it
   exists, else the preset's own shapes (vocabulary included), with the run's dtype and remat."""
-  overrides = dict(dtype=config.model.dtype, remat=config.model.remat)
+  overrides = dict(dtype=config.model.dtype, remat=config.model.remat,
+                   attention_chunk=config.model.attention_chunk)
   source = (config.init_from or config.model.hf_dir) if source is None else source
   path = os.path.join(source, "config.json") if source else ""
   if path and os.path.isfile(path):
@@ -206,6 +208,7 @@ class _Shapes:
   head_dim: int
   vocab: int
   c: int  # compute dtype bytes
+  attention_chunk: int = 0  # queries attended at a time (0: all)
 
   @classmethod
   def of(cls, cfg: ModelConfig, tensor: int) -> "_Shapes":
@@ -213,13 +216,17 @@ class _Shapes:
     return cls(d=cfg.hidden_size, f=split(cfg.intermediate_size), layers=cfg.num_layers,
                heads=split(cfg.num_heads), kv_heads=split(cfg.num_kv_heads),
                head_dim=cfg.resolved_head_dim, vocab=split(cfg.vocab_size),
-               c=jnp.dtype(cfg.dtype).itemsize)
+               c=jnp.dtype(cfg.dtype).itemsize, attention_chunk=cfg.attention_chunk)
+
+  def queries(self, t: int) -> int:
+    """Query rows whose attention scores are alive at once (model.attention_chunk)."""
+    return min(self.attention_chunk, t) if self.attention_chunk > 0 else t
 
   def block_forward(self, t: int) -> int:
     """W(t): one decoder block's live activations for one row of t tokens."""
     per_token = self.c * (2 * self.d + (2 * self.heads + 2 * self.kv_heads) * self.head_dim
                           + 3 * self.f)
-    return t * per_token + self.heads * t * t * (8 + self.c)
+    return t * per_token + self.heads * self.queries(t) * t * (8 + self.c)
 
   def kept(self, t: int, remat: str) -> int:
     """Activations kept for the backward pass, all layers, one row."""
@@ -229,7 +236,8 @@ class _Shapes:
       return self.layers * self.block_forward(t)
     dots = t * self.c * ((2 * self.heads + 2 * self.kv_heads) * self.head_dim + 2 * self.d
                          + 2 * self.f)
-    attention = self.heads * t * t * 4 if remat == "dots" else 0
+    # Chunked attention is recomputed chunk by chunk: no probabilities are kept.
+    attention = self.heads * t * t * 4 if remat == "dots" and self.queries(t) == t else 0
     return self.layers * (dots + attention)
 
   def logits(self, rows: int, chunk: int, grads: bool) -> int:

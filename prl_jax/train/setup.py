@@ -18,6 +18,7 @@ import numpy as np
 from prl_jax import distributed, sharding
 from prl_jax.algorithms.recipes import get_recipe
 from prl_jax.config import ConfigError
+from prl_jax.data import templates
 from prl_jax.data.registry import get_task
 from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig, preset
@@ -56,6 +57,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"algo.prl.eta must be > 0 (the KL weight is 1/eta), got {config.algo.prl.eta}.")
   if r.temperature < 0:
     raise ConfigError("rollout.temperature must be >= 0 (0 means greedy).")
+  if config.task.template not in templates.TEMPLATES:
+    raise ConfigError(f"task.template={config.task.template!r}; choose one of "
+                      f"{sorted(templates.TEMPLATES)}.")
+  if config.task.train_file and config.task.template != "plain":
+    raise ConfigError("task.template applies to the synthetic tasks; data files carry the "
+                      "template of their layout (prl_jax.data.math_files), so leave it 'plain'.")
   if recipe.frozen_prm and not config.algo.erprm.prm_dir:
     raise ConfigError(f"method={config.method} scores rollouts with a trained PRM: set "
                       "algo.erprm.prm_dir to a PRM directory written by `prl-jax erprm`.")
@@ -144,7 +151,8 @@ def _model_source(config) -> str:
 
 
 def _load_model_config(config, tokenizer) -> ModelConfig:
-  overrides = dict(dtype=config.model.dtype, remat=config.model.remat)
+  overrides = dict(dtype=config.model.dtype, remat=config.model.remat,
+                   attention_chunk=config.model.attention_chunk)
   source = _model_source(config)
   if source:
     with open(os.path.join(source, "config.json")) as fh:
@@ -164,7 +172,25 @@ def _tokenizer(config):
   return load_tokenizer(source)
 
 
-def _examples(config) -> tuple[list[dict], list[dict]]:
+def task_options(config) -> dict[str, Any]:
+  """Keyword arguments of the synthetic task's generators: prompt template, operand range."""
+  options = dict(template=config.task.template)
+  if config.task.name == "arithmetic":
+    options.update(low=1, high=config.task.max_operand)
+  return options
+
+
+def render_prompts(examples: list[dict], tokenizer) -> list[dict]:
+  """The examples with chat-message prompts rendered to text by the tokenizer's chat template.
+
+  Done once here so that everything downstream (sampling, SFT, evaluation, the prompt-length
+  check) sees a prompt as the one string the policy is fed; text prompts are kept as they are.
+  """
+  return [ex if isinstance(ex["prompt"], str)
+          else {**ex, "prompt": templates.prompt_text(tokenizer, ex["prompt"])} for ex in examples]
+
+
+def _examples(config, tokenizer) -> tuple[list[dict], list[dict]]:
   task = config.task
   if task.train_file:
     from prl_jax.data import math_files
@@ -176,12 +202,12 @@ def _examples(config) -> tuple[list[dict], list[dict]]:
       read = math_files.load_task
     train = read(task.train_file)
     evals = read(task.eval_file) if task.eval_file else train[:task.num_eval]
-    return train, evals
-  spec = get_task(task.name)
-  options = dict(low=1, high=task.max_operand) if task.name == "arithmetic" else {}
-  train = spec.generate(task.num_train, (task.min_ops, task.max_ops), task.seed, **options)
-  evals = spec.generate(task.num_eval, (task.min_ops, task.max_ops), task.seed + 1, **options)
-  return train, evals
+  else:
+    spec = get_task(task.name)
+    options = task_options(config)
+    train = spec.generate(task.num_train, (task.min_ops, task.max_ops), task.seed, **options)
+    evals = spec.generate(task.num_eval, (task.min_ops, task.max_ops), task.seed + 1, **options)
+  return render_prompts(train, tokenizer), render_prompts(evals, tokenizer)
 
 
 def make_verifier(config) -> Callable[[list[dict], list[str]], list[float]]:
@@ -199,7 +225,7 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext
   devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
   mesh = sharding.make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp,
                             tensor=config.mesh.tensor, devices=devices)
-  train, evals = _examples(config)
+  train, evals = _examples(config, tokenizer)
   longest = max(len(tokenizer.encode(ex["prompt"])) for ex in train + evals)
   prompt_len = max(config.task.max_prompt_len, 1)
   if longest > prompt_len:
