@@ -52,6 +52,7 @@ def get_config():
   c.rollout.temperature = 1.0
   c.rollout.top_p = 1.0
   c.rollout.top_k = 0
+  c.rollout.max_rows = 0  # responses per sampler call (bounds the KV cache); 0 = the whole batch
 
   # Accuracy band and truncation filters on groups, refilled from further prompts (PRIME section 3).
   c.filter = ml_collections.ConfigDict()

@@ -147,3 +147,27 @@ def test_periodic_eval_is_logged_and_reproducible(tmp_path):
     assert 0.0 <= e["eval/mean_at_n"] <= e["eval/pass_at_n"] <= 1.0
   resumed = read_metrics(os.path.join(second, "metrics.jsonl"))
   assert [{k: v for k, v in r.items() if k.startswith("eval/")} for r in resumed] == evals
+
+
+def test_rollouts_in_sampler_calls_of_at_most_max_rows(tmp_path):
+  from prl_jax.sampling import sample
+  from prl_jax.train.loop import sample_rows
+  from prl_jax.train.setup import initial_policy_params
+
+  config = tiny_config("rloo", **{"rollout.max_rows": 8})  # 4 prompts x 4: two calls of 2 prompts
+  ctx = build_context(config, str(tmp_path))
+  params = initial_policy_params(ctx)
+  prompts = [ctx.tokenizer.encode(ex["prompt"]) for ex in ctx.train_examples[:4]]
+  key = jax.random.key(5)
+  tokens, mask, truncated = sample_rows(ctx, params, prompts, key)
+  assert tokens.shape[0] == mask.shape[0] == truncated.shape[0] == 16 and mask.dtype == bool
+  for i in range(2):  # call i: prompts 2i, 2i+1 with key fold_in(key, i), rows 8i..8i+7
+    want = sample(params, ctx.model_cfg, prompts[2 * i:2 * i + 2], jax.random.fold_in(key, i),
+                  ctx.sampling)
+    np.testing.assert_array_equal(tokens[8 * i:8 * i + 8], np.asarray(want.tokens))
+  ctx.config.rollout.max_rows = 0  # one call with the key itself
+  np.testing.assert_array_equal(sample_rows(ctx, params, prompts, key)[0],
+                                np.asarray(sample(params, ctx.model_cfg, prompts, key,
+                                                  ctx.sampling).tokens))
+  with pytest.raises(ConfigError, match="rollout.max_rows"):
+    validate(tiny_config("rloo", **{"rollout.max_rows": 6}))

@@ -223,6 +223,24 @@ class Rollouts:
   metrics: dict
 
 
+def sample_rows(ctx: RunContext, params, prompts: list[list[int]], key):
+  """(tokens, bool mask, truncated) on the host: rollout.n responses per prompt, contiguous.
+
+  At most `rollout.max_rows` rows go through one sampler call (0: all at once), so the KV cache
+  holds one call's rows; call i draws with fold_in(key, i) (unchunked: `key` itself).
+  """
+  n, max_rows = ctx.config.rollout.n, ctx.config.rollout.max_rows
+  per_call = max(1, max_rows // n) if max_rows else len(prompts)
+  parts = []
+  for i, start in enumerate(range(0, len(prompts), per_call)):
+    call_key = key if per_call >= len(prompts) else jax.random.fold_in(key, i)
+    out = sample(params, ctx.model_cfg, prompts[start:start + per_call], call_key, ctx.sampling,
+                 mesh=ctx.mesh if ctx.mesh.size > 1 else None)
+    parts.append([distributed.to_host(x) for x in (out.tokens, out.mask, out.truncated)])
+  tokens, mask, truncated = (np.concatenate(column) for column in zip(*parts))
+  return tokens, mask.astype(bool), truncated
+
+
 def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Rollouts:
   """Sample n responses per prompt, verify, filter by accuracy band / truncation, refill.
 
@@ -238,11 +256,7 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
   while len(accepted) < want and rounds < max_rounds:
     examples = stream.take(want)
     prompts = [ctx.tokenizer.encode(ex["prompt"]) for ex in examples]
-    rollout = sample(params, ctx.model_cfg, prompts, jax.random.fold_in(key, rounds),
-                     ctx.sampling, mesh=ctx.mesh if ctx.mesh.size > 1 else None)
-    tokens = distributed.to_host(rollout.tokens)
-    mask = distributed.to_host(rollout.mask).astype(bool)
-    truncated = distributed.to_host(rollout.truncated)
+    tokens, mask, truncated = sample_rows(ctx, params, prompts, jax.random.fold_in(key, rounds))
     responses = [row[m].tolist() for row, m in zip(tokens, mask)]
     sampled_tokens += int(mask.sum())
     texts = [ctx.tokenizer.decode(r) for r in responses]

@@ -24,9 +24,10 @@ log-prob chunk (train.logprob_chunk, or N).
   logits              rows x C x V x 4 bytes x (2 forward, 3 with gradients)
   gathered weights    FSDP all-gathers one block's weights (and the output projection) in the
                       compute dtype while it runs: (params of a block + V d) c, twice with gradients
-  rollout             the KV cache of all B = prompts_per_step x n rows: L (B/R) T K h_d 2 c, the
+  rollout             the KV cache of one sampler call's rows, B' = rollout.max_rows (default all
+                      B = prompts_per_step x n): L (B'/R) T K h_d 2 c, the
                       sampler's compute-dtype copy of the policy (policy params x c/4) plus its
-                      replicated embedding table V d c, and the prompt prefill (B/R) W(P)
+                      replicated embedding table V d c, and the prompt prefill (B'/R) W(P)
   log-probs           the loop scores the batch m rows at a time (m = train.logprob_micro_batch_size,
                       default the micro-batch), one block at a time: (m/R) (T d c + W(T)) + logits(m/R)
   policy update       gradients (accumulator + one micro-batch's: 2 x policy params) + for
@@ -349,10 +350,11 @@ def memory_report(config: ml_collections.ConfigDict, *, devices: int | None = No
   chunk = t.logprob_chunk if 0 < t.logprob_chunk < new else new
   policy_params = parts["policy_params"]
 
-  kv_cache = model_cfg.num_layers * rows_batch * seq * s.kv_heads * s.head_dim * 2 * s.c
+  rows_sample = _rows(min(batch, r.max_rows or batch), ways, "rollout.max_rows")
+  kv_cache = model_cfg.num_layers * rows_sample * seq * s.kv_heads * s.head_dim * 2 * s.c
   phases = {
       "rollout": (kv_cache + policy_params * s.c // 4 + model_cfg.vocab_size * model_cfg.hidden_size
-                  * s.c + rows_batch * s.block_forward(prompt)),
+                  * s.c + rows_sample * s.block_forward(prompt)),
       "logprobs": (forward_bytes(model_cfg, rows_logprob, seq, chunk, tensor)
                    + s.gathered(model_cfg, False)),
   }

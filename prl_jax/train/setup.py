@@ -36,6 +36,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if r.n < recipe.min_group_size:
     raise ConfigError(f"method={config.method} needs rollout.n >= {recipe.min_group_size} "
                       f"responses per prompt (a leave-one-out baseline), got {r.n}.")
+  if r.max_rows and (r.max_rows < r.n or r.max_rows % r.n):
+    raise ConfigError(f"rollout.max_rows={r.max_rows} must be a multiple of rollout.n={r.n} "
+                      "(whole groups per sampler call), or 0 for the whole batch at once.")
   if r.prompts_per_step < 1 or r.max_new_tokens < 1:
     raise ConfigError("rollout.prompts_per_step and rollout.max_new_tokens must be >= 1.")
   batch = r.prompts_per_step * r.n
