@@ -26,11 +26,10 @@ $(VENV)/.installed-smollm2: $(VENV)/.installed-test
 
 install: $(VENV)/.installed
 
-# Until `prl-jax reproduce` lands: SFT a tiny policy on arithmetic chains, then a short PRIME run.
+# SFT a tiny policy on arithmetic chains, every RL method for a few steps, the ER-PRM best-of-N
+# experiment, then $(DEMO_WORKDIR)/report.md. Re-running skips finished stages.
 demo: $(VENV)/.installed
-	$(VENV)/bin/prl-jax sft --config configs/mini/sft.py --workdir $(DEMO_WORKDIR)/sft
-	$(VENV)/bin/prl-jax train --config configs/mini/prime.py --workdir $(DEMO_WORKDIR)/prime \
-	  --config.init_from=$(DEMO_WORKDIR)/sft/final_hf --config.train.steps=20
+	$(VENV)/bin/prl-jax reproduce --preset demo --workdir $(DEMO_WORKDIR)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

@@ -9,6 +9,8 @@
   prl-jax best-of-n --config FILE --workdir DIR --config.init_from=SFT_DIR --prm DIR [--prm DIR]
   prl-jax import-gguf --gguf FILE.gguf --out DIR   (or --smollm2: the packaged SmolLM2-135M)
   prl-jax memory --config configs/paper/prime_eurus2_7b.py [--devices 64 --hbm-gib 88]
+  prl-jax reproduce --preset demo|mini --workdir runs/demo [--jobs N]
+  prl-jax report runs/demo   (report.md + plots again from the saved JSON)
 """
 
 from __future__ import annotations
@@ -190,9 +192,49 @@ def cmd_memory(argv):
   print(memory.format_table(reports))
 
 
+def cmd_reproduce(argv):
+  from prl_jax.eval import report
+  from prl_jax.reproduce import PRESETS, get_preset, reproduce
+  parser = argparse.ArgumentParser(
+      prog="prl-jax reproduce",
+      description="SFT once, every RL method and seed on the configs/mini budget, evaluations, "
+                  "the ER-PRM best-of-N experiment, then results.json and report.md. Finished "
+                  "stages are skipped on a re-run; interrupted RL runs resume.")
+  parser.add_argument("--preset", choices=sorted(PRESETS), required=True,
+                      help="demo: one seed, 20 steps (~6 min on 2 CPU cores); mini: 4 seeds x "
+                           "150 steps (under 3 h)")
+  parser.add_argument("--workdir", required=True, help="where every stage and the report go")
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="RL runs in parallel worker processes (default 1: in this process)")
+  parser.add_argument("--configs", default=None,
+                      help="the configs/mini folder (default: the source checkout's)")
+  parser.add_argument("--verbose", action="store_true", help="a progress line per RL step")
+  args = parser.parse_args(argv)
+  results = reproduce(get_preset(args.preset), args.workdir, jobs=args.jobs,
+                      configs_dir=args.configs, verbose=args.verbose)
+  print(report.main_table(results["aggregates"], results))
+  print(f"wall time of this call: {results['wall_seconds_this_call']:.0f}s")
+  print(f"report: {os.path.join(args.workdir, report.REPORT_FILE)}")
+
+
+def cmd_report(argv):
+  from prl_jax.eval import report
+  parser = argparse.ArgumentParser(
+      prog="prl-jax report",
+      description="Writes WORKDIR/report.md and WORKDIR/plots/*.png again from the JSON files "
+                  "of a `prl-jax reproduce` workdir (nothing is run).")
+  parser.add_argument("workdir", help="a `prl-jax reproduce` workdir (holding results.json)")
+  args = parser.parse_args(argv)
+  path = report.write_report(args.workdir)
+  manifest = report.load_results(args.workdir)
+  print(report.main_table(report.collect(args.workdir, manifest), manifest))
+  print(f"report: {path}")
+
+
 COMMANDS = {"generate": cmd_generate, "sft": cmd_sft, "train": cmd_train, "eval": cmd_eval,
             "erprm": cmd_erprm,
-            "best-of-n": cmd_best_of_n, "import-gguf": cmd_import_gguf, "memory": cmd_memory}
+            "best-of-n": cmd_best_of_n, "import-gguf": cmd_import_gguf, "memory": cmd_memory,
+            "reproduce": cmd_reproduce, "report": cmd_report}
 
 
 def main(argv=None) -> int:
