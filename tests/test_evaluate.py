@@ -226,6 +226,13 @@ def test_write_results_files(tiny, tmp_path):
   assert table.count("| difficulty ") == 2  # chains of 1 and 2 operations
 
 
+def test_log_axis_ticks_are_plain_numbers():
+  fig = plots.line_figure({"pass@k": ([1, 2, 4, 8, 16], [0.1, 0.2, 0.3, 0.4, 0.5])}, logx=2)
+  fig.canvas.draw()
+  labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if 1 <= t.get_position()[0] <= 16]
+  assert labels == ["1", "2", "4", "8", "16"]
+
+
 def test_line_plot_checks_its_input(tmp_path):
   path = plots.line_plot({"reward": ([1, 2, 3], [0.1, 0.4, 0.5])}, str(tmp_path / "r.png"),
                          xlabel="step", ylabel="reward")

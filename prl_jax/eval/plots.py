@@ -26,16 +26,24 @@ def _check_series(label: str, x: np.ndarray, y: np.ndarray) -> None:
                      f"got shapes {x.shape} and {y.shape}")
 
 
-def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str, *,
-              xlabel: str = "", ylabel: str = "", title: str = "", logx: int | None = None,
-              ylim: tuple[float, float] | None = None, markers: bool = True) -> str:
-  """One line per labelled (x, y) series, saved to `path` (PNG); returns `path`.
+def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str,
+              **options) -> str:
+  """`line_figure(series, **options)` saved to `path` (PNG; its folder is created); returns it."""
+  fig = line_figure(series, **options)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, format="png")
+  return path
+
+
+def line_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
+                xlabel: str = "", ylabel: str = "", title: str = "", logx: int | None = None,
+                ylim: tuple[float, float] | None = None, markers: bool = True) -> Figure:
+  """One line per labelled (x, y) series.
 
   Reused for pass@k vs k, accuracy vs N (best-of-N) and training curves (reward vs step).
 
   Args:
     series: label -> (x, y), two equal-length 1-D sequences. Order is the legend order.
-    path: output file; its folder is created.
     xlabel, ylabel, title: axis labels and title.
     logx: a log base for the x axis (2 for k = 1, 2, 4, ...), or None for a linear axis.
     ylim: fixed y limits, e.g. (0, 1) for accuracies.
@@ -52,7 +60,10 @@ def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], pat
     ax.plot(x, y, marker="o" if markers else None, markersize=3, label=str(label))
   if logx:
     ax.set_xscale("log", base=logx)
-    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())  # 1 2 4 8, not 2^0 2^1 ...
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=logx))
+    # Plain numbers (1 2 4 8), not 2^0 2^1 ... or 1.0 2.0 ...
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   if ylim is not None:
     ax.set_ylim(*ylim)
   ax.set_xlabel(xlabel)
@@ -63,9 +74,7 @@ def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], pat
   if len(series) > 1:
     ax.legend(fontsize="small")
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, format="png")
-  return path
+  return fig
 
 
 def pass_at_k_plot(curves: Mapping[str, Sequence[float]], path: str, *,
