@@ -63,7 +63,6 @@ def get_config():
   c.filter.max_rounds = 4
 
   c.algo = ml_collections.ConfigDict()
-  c.algo.advantage = "rloo"  # registry key of prl_jax.algorithms.advantages
   c.algo.gamma = 1.0
   c.algo.lam = 1.0  # GAE lambda (ppo)
   c.algo.steps = ml_collections.ConfigDict()

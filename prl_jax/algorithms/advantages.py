@@ -1,15 +1,12 @@
-"""Advantage estimators and their registry (ALGORITHMS.md sections 1.6, 2, 3, 4).
+"""Advantage estimators (ALGORITHMS.md sections 1.6, 2, 3, 4).
 
 Batch layout: B = P * n responses with the n responses of a prompt contiguous
 ([p0r0, ..., p0r(n-1), p1r0, ...]), so every group operation is a reshape to [P, n]. Sequence
 scores are [B]; token arrays are [B, T] with a response mask of 1/True on valid tokens.
 
-The estimators are plain functions with their own signatures. The registry wraps each in an
-adapter of one common form,
-
-    get_advantage(name)(inputs: AdvantageInputs, **options) -> [B, T] token advantages,
-
-so a training loop can pick any of them by a config string.
+The estimators are plain functions with their own signatures; a method's recipe
+(`prl_jax.algorithms.recipes`, chosen by the `method` config string) says which one it calls
+and with which options.
 
 Interpretations of the specification, in one place:
 - PRIME's GRPO and REINFORCE variants (paper Eq. 7, 8; no official code): see `prime_returns`.
@@ -23,12 +20,8 @@ Interpretations of the specification, in one place:
 from __future__ import annotations
 
 import functools
-import inspect
-from collections.abc import Callable
-from typing import Any
 
 import chex
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -408,133 +401,3 @@ def frpo(outcome: chex.Array, logp_old: chex.Array, logp_ref: chex.Array, mask: 
   """
   return prl(outcome, logp_old, logp_ref, mask, None, group_size, eta, mode="orm",
              skip_zeros=skip_zeros)
-
-
-# ---------------------------------------------------------------------------------------------
-# Registry: one adapter signature for every estimator.
-
-
-@flax.struct.dataclass
-class AdvantageInputs:
-  """Everything an advantage estimator may read, as one pytree.
-
-  Fields an estimator does not use may be None. `group_size` is static (part of the jit key).
-
-  Attributes:
-    outcome: [B] outcome rewards.
-    mask: [B, T] response mask.
-    logp_old: [B, T] rollout-policy log-probs (PRL, FRPO).
-    logp_ref: [B, T] reference log-probs (PRL, FRPO).
-    process_scores: [B, T] process rewards at step ends (PRIME).
-    values: [B, T] value estimates (GAE).
-    step_end: [B, T] step-end mask (PRL; None: every token).
-    group_size: responses per prompt n.
-  """
-  outcome: chex.Array
-  mask: chex.Array
-  logp_old: chex.Array | None = None
-  logp_ref: chex.Array | None = None
-  process_scores: chex.Array | None = None
-  values: chex.Array | None = None
-  step_end: chex.Array | None = None
-  group_size: int = flax.struct.field(pytree_node=False, default=1)
-
-
-AdvantageFn = Callable[..., chex.Array]
-_REGISTRY: dict[str, AdvantageFn] = {}
-
-
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-  """Decorator: registers `fn(inputs: AdvantageInputs, **options) -> [B, T]` under `name`."""
-
-  def decorator(fn: AdvantageFn) -> AdvantageFn:
-    if name in _REGISTRY and _REGISTRY[name] is not fn:
-      raise ValueError(f"advantage estimator {name!r} is already registered")
-    _REGISTRY[name] = fn
-    return fn
-
-  return decorator
-
-
-def get_advantage(name: str) -> AdvantageFn:
-  """The registered adapter for `name`; ValueError listing the known names otherwise."""
-  if name not in _REGISTRY:
-    raise ValueError(f"unknown advantage estimator {name!r}; known: {list_advantages()}")
-  return _REGISTRY[name]
-
-
-def list_advantages() -> tuple[str, ...]:
-  """Names of all registered advantage estimators, sorted."""
-  return tuple(sorted(_REGISTRY))
-
-
-def _need(inputs: AdvantageInputs, name: str, *fields: str) -> None:
-  missing = [f for f in fields if getattr(inputs, f) is None]
-  if missing:
-    raise ValueError(f"advantage estimator {name!r} needs AdvantageInputs fields {missing}")
-
-
-def _broadcast(seq: chex.Array, mask: chex.Array) -> chex.Array:
-  """A sequence-level advantage copied to every valid token."""
-  return jnp.where(jnp.asarray(mask) != 0, seq[:, None], 0.0)
-
-
-@register_advantage("grpo")
-def _grpo_adapter(inputs: AdvantageInputs, scale_by_std: bool = True,
-                  epsilon: float = GRPO_EPS) -> chex.Array:
-  return _broadcast(grpo(inputs.outcome, inputs.group_size, scale_by_std, epsilon), inputs.mask)
-
-
-@register_advantage("rloo")
-def _rloo_adapter(inputs: AdvantageInputs) -> chex.Array:
-  return _broadcast(rloo(inputs.outcome, inputs.group_size), inputs.mask)
-
-
-@register_advantage("reinforce")
-def _reinforce_adapter(inputs: AdvantageInputs, baseline: str = "none") -> chex.Array:
-  return _broadcast(reinforce(inputs.outcome, inputs.group_size, baseline), inputs.mask)
-
-
-@register_advantage("gae")
-def _gae_adapter(inputs: AdvantageInputs, gamma: float = 1.0, lam: float = 1.0,
-                 whiten: bool = True) -> chex.Array:
-  _need(inputs, "gae", "values")
-  rewards = jnp.where(last_token_mask(inputs.mask), jnp.asarray(inputs.outcome,
-                                                                jnp.float32)[:, None], 0.0)
-  adv, _ = gae(rewards, inputs.values, inputs.mask, gamma, lam)
-  return masked_whiten(adv, inputs.mask) if whiten else adv
-
-
-@register_advantage("prime")
-def _prime_adapter(inputs: AdvantageInputs, mode: str = "code", gamma: float = 1.0,
-                   base: str = "rloo", outcome_gamma: float = 1.0,
-                   whiten: bool = True) -> chex.Array:
-  _need(inputs, "prime", "process_scores")
-  return prime(inputs.process_scores, inputs.outcome, inputs.mask, inputs.group_size, mode=mode,
-               gamma=gamma, base=base, outcome_gamma=outcome_gamma, whiten=whiten)
-
-
-@register_advantage("prl")
-def _prl_adapter(inputs: AdvantageInputs, eta: float | None = None, mode: str = "orm",
-                 skip_zeros: bool = True, scale_by_std: bool = True) -> chex.Array:
-  _need(inputs, "prl", "logp_old", "logp_ref")
-  if eta is None:
-    raise ValueError("advantage estimator 'prl' needs the option eta (> 0)")
-  return prl(inputs.outcome, inputs.logp_old, inputs.logp_ref, inputs.mask, inputs.step_end,
-             inputs.group_size, eta, mode=mode, skip_zeros=skip_zeros, scale_by_std=scale_by_std)
-
-
-@register_advantage("frpo")
-def _frpo_adapter(inputs: AdvantageInputs, eta: float | None = None,
-                  skip_zeros: bool = True) -> chex.Array:
-  _need(inputs, "frpo", "logp_old", "logp_ref")
-  if eta is None:
-    raise ValueError("advantage estimator 'frpo' needs the option eta (> 0)")
-  return frpo(inputs.outcome, inputs.logp_old, inputs.logp_ref, inputs.mask, inputs.group_size,
-              eta, skip_zeros=skip_zeros)
-
-
-def options_of(name: str) -> dict[str, Any]:
-  """Keyword options of a registered estimator and their defaults (for config validation)."""
-  sig = inspect.signature(get_advantage(name))
-  return {k: p.default for k, p in list(sig.parameters.items())[1:]}
