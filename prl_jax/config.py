@@ -9,6 +9,7 @@ stops with the closest known keys, and `validate` checks the values that can be 
 from __future__ import annotations
 
 import ast
+import codecs
 import difflib
 import importlib.util
 import os
@@ -121,6 +122,9 @@ def apply_overrides(config: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
     node = config
     for parent in parents:
       node = node[parent]
+    if leaf.endswith("delimiter"):
+      # A shell passes `\n` as backslash + n; a step delimiter means the newline.
+      text = codecs.decode(text, "unicode_escape")
     node[leaf] = _parse_like(text, node[leaf], key)
   return config
 

@@ -114,6 +114,13 @@ def test_unknown_key_is_named_with_suggestion():
     apply_overrides(config, ["rollout.nn=3"])
 
 
+def test_delimiter_override_understands_escapes():
+  config = tiny_config("prl", **{"algo.steps.delimiter": "\\n"})  # as typed in a shell: \n
+  assert config.algo.steps.delimiter == "\n"
+  apply_overrides(config, ["algo.steps.delimiter=;"])
+  assert config.algo.steps.delimiter == ";"
+
+
 def test_group_size_one_is_refused_for_leave_one_out_methods():
   with pytest.raises(ConfigError, match="rollout.n >= 2"):
     validate(tiny_config("rloo", **{"rollout.n": 1}))
