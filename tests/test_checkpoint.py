@@ -136,6 +136,24 @@ def test_missing_workdir_is_created(tmp_path):
   assert (directory / "0").is_dir()
 
 
+def test_read_only_reader_leaves_a_save_in_progress_alone(tmp_path):
+  """An evaluator opening a live run's checkpoints must not delete the run's half-written step."""
+  with Checkpointer(tmp_path) as ckpt:
+    assert ckpt.save(1, {"x": jnp.ones(3)})
+  in_progress = tmp_path / "2.orbax-checkpoint-tmp-1234"
+  (in_progress / "state").mkdir(parents=True)
+  with Checkpointer(tmp_path, read_only=True) as reader:
+    assert reader.latest_step() == 1
+    target = abstract_like({"x": jnp.ones(3)}, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    np.testing.assert_array_equal(reader.restore(target)[0]["x"], np.ones(3))
+  assert in_progress.is_dir()
+  with Checkpointer(tmp_path):  # the run itself, restarting: its leftovers go (in the background)
+    deadline = time.time() + 10
+    while in_progress.exists() and time.time() < deadline:
+      time.sleep(0.05)
+  assert not in_progress.exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # Saving policy and retention.
 

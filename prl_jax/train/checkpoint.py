@@ -159,6 +159,8 @@ class Checkpointer:
       default policies).
     async_save: write in a background thread; `save` returns once arrays are copied off the
       devices. Call `wait()` (or `close()`) before relying on the files.
+    read_only: only restore (e.g. evaluating a run that may still be training): nothing is
+      created, saved or deleted, including the temporary directory of a save in progress.
 
   All processes of a multi-host job must call `save`/`restore` with the same step; each writes
   and reads its own shards and process 0 finalises.
@@ -173,6 +175,7 @@ class Checkpointer:
       save_interval_steps: int = 1,
       async_save: bool = False,
       keep_best: int = 1,
+      read_only: bool = False,
   ):
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}.")
@@ -205,8 +208,10 @@ class Checkpointer:
         best_mode=best_mode,
         enable_async_checkpointing=async_save,
         # Only `<step>.orbax-checkpoint-tmp` leftovers of killed saves; never a finished step.
-        cleanup_tmp_directories=True,
-        create=True,
+        # A reader must not: the leftover may be a live run's save in progress.
+        cleanup_tmp_directories=not read_only,
+        create=not read_only,
+        read_only=read_only,
     )
     try:
       self._manager = ocp.CheckpointManager(
