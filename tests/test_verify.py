@@ -237,9 +237,21 @@ def _crashes(response, example):
   os._exit(1)
 
 
-# Slow and load-sensitive: under a busy machine the crash-retry path once scored a correct
-# in-flight answer 0.0 (a real robustness gap, recorded in the issue notes); kept out of the
-# default suite until the retry path is fixed.
+def _fine_but_slow(response, example):
+  """A correct answer that takes a second: still in flight when a neighbour's worker dies."""
+  time.sleep(1.0)
+  return 1.0
+
+
+def _crashes_soon(response, example):
+  """A worker that dies while the job beside it is still running."""
+  import os
+
+  time.sleep(0.2)
+  os._exit(1)
+
+
+# Slow: two deadlines run out and the pool is started four times (each worker imports SymPy).
 @pytest.mark.slow
 def test_verifier_pool_matches_inline_and_survives_hangs():
   responses, examples, expected = _examples()
@@ -258,6 +270,19 @@ def test_verifier_pool_matches_inline_and_survives_hangs():
     # The pool keeps working afterwards.
     assert verifier(responses[-3:], examples[-3:]) == expected[-3:]
   assert verifier._pool is None
+
+
+@pytest.mark.slow
+def test_crash_is_charged_to_the_answer_that_caused_it():
+  """A worker's death fails every answer in flight. With two workers the crashing answer and a
+  slow correct one are in flight together, and both fail; retried side by side they would fail
+  again, so the innocent one would score 0. Retried alone, each gets its own verdict."""
+  scorers = {"slow": _fine_but_slow, "crash": _crashes_soon}
+  examples = [{"task": "crash", "answer": "1"}, {"task": "slow", "answer": "1"},
+              {"task": "slow", "answer": "1"}]
+  with Verifier(workers=2, timeout=10.0, scorers=scorers) as verifier:
+    assert verifier(["x", "y", "z"], examples) == [0.0, 1.0, 1.0]
+    assert verifier.restarts == 2  # the first crash, beside the slow answer; the second, alone
 
 
 def test_verifier_pool_refuses_bombs_within_timeout():

@@ -197,7 +197,9 @@ def check(response: str, example: Mapping[str, Any] | str | int) -> float:
   """1.0 iff the last "The answer is N" line states the reference answer, else 0.0.
 
   The format is strict on purpose: a synthetic task teaches its own answer line, and a bare
-  trailing number would reward truncated or rambling outputs.
+  trailing number would reward truncated or rambling outputs. The phrase may close a sentence of
+  free text ("So, the answer is 80."), which is how chat models asked for it (the
+  `arithmetic_chat` template) write it; "The final answer is 80" or a bare "= 80" score 0.
   """
   try:
     predicted = final_answer(response)

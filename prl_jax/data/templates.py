@@ -15,6 +15,10 @@ One template per convention, named by the paper whose setting it belongs to:
 - `er_prm_gsm8k` ER-PRM (arXiv 2412.11006), GSM8K/MATH instruction-response style for the
                  MetaMath-like policies the paper samples from; answers end with "The answer is: N".
                  The wording here is ours.
+- `arithmetic_chat` the synthetic arithmetic chains for instruct (chat) models, which need an
+                 instruction rather than the bare "Q: ... A:" the small policies are trained on:
+                 it asks for one operation at a time and a closing "The answer is N", the line
+                 `arithmetic.check` reads (anywhere in free text). The wording here is ours.
 
 Chat templates return a list of {"role", "content"} messages for the tokenizer's chat template;
 text templates return a string to which the completion is appended directly.
@@ -23,6 +27,7 @@ text templates return a string to which the completion is appended directly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 Messages = list[dict[str, str]]
 
@@ -86,7 +91,19 @@ ER_PRM_GSM8K = Template(
   ),
 )
 
-TEMPLATES: dict[str, Template] = {t.name: t for t in (PLAIN, QWEN_MATH, PRIME_EURUS2, ER_PRM_GSM8K)}
+ARITHMETIC_CHAT = Template(
+  name="arithmetic_chat",
+  paper="prl_jax synthetic arithmetic, instruction for chat models",
+  user=(
+    "Calculate {question}. Work it out one operation at a time, then finish with a line of "
+    "the form 'The answer is N'."
+  ),
+  chat=True,
+)
+
+TEMPLATES: dict[str, Template] = {
+  t.name: t for t in (PLAIN, QWEN_MATH, PRIME_EURUS2, ER_PRM_GSM8K, ARITHMETIC_CHAT)
+}
 
 
 def get_template(name: str) -> Template:
@@ -100,3 +117,17 @@ def get_template(name: str) -> Template:
 def render(name: str, question: str) -> str | Messages:
   """Shorthand for `get_template(name).render(question)`."""
   return get_template(name).render(question)
+
+
+def prompt_text(tokenizer: Any, prompt: str | Messages) -> str:
+  """The text a policy is fed for `prompt`: a string as is, chat messages through the tokenizer's
+  chat template (with the assistant turn opened, so the response follows directly)."""
+  if isinstance(prompt, str):
+    return prompt
+  if not getattr(tokenizer, "has_chat_template", False):
+    raise ValueError(
+      "The prompt is a list of chat messages (a chat template such as 'arithmetic_chat' or "
+      "'qwen_math'), but the tokenizer has no chat template; use a tokenizer directory whose "
+      "tokenizer_config.json has one, or a text template such as 'plain'."
+    )
+  return tokenizer.apply_chat_template(list(prompt))

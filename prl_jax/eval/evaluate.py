@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 
 from prl_jax.config import ConfigError
-from prl_jax.data import arithmetic, countdown
+from prl_jax.data import arithmetic, countdown, templates
 from prl_jax.data.registry import get_task
 from prl_jax.distributed import to_host
 from prl_jax.eval import metrics, plots
@@ -108,12 +108,7 @@ def answer_extractor(task: str) -> Extractor:
 
 def prompt_ids(tokenizer: Any, prompt: str | Sequence[Mapping[str, str]]) -> list[int]:
   """Token ids of a prompt: a plain string, or chat messages rendered by the tokenizer's template."""
-  if isinstance(prompt, str):
-    return tokenizer.encode(prompt)
-  if not hasattr(tokenizer, "apply_chat_template"):
-    raise ValueError("This example's prompt is a list of chat messages, but the tokenizer has no "
-                     "chat template; load the data with a plain template (e.g. template='plain').")
-  return tokenizer.encode(tokenizer.apply_chat_template(list(prompt)))
+  return tokenizer.encode(templates.prompt_text(tokenizer, prompt))
 
 
 def _sample_responses(params: Any, model_cfg: ModelConfig, tokenizer: Any,
@@ -429,7 +424,7 @@ def _policy_from_checkpoint(ctx, directory: str) -> Policy:
   # Shapes only: a random init traced by eval_shape allocates and loads nothing.
   shell = dataclasses.replace(ctx, hf_dir="")
   abstract = jax.eval_shape(lambda: init_state(shell, get_recipe(ctx.config.method)))
-  with Checkpointer(directory) as ckpt:
+  with Checkpointer(directory, read_only=True) as ckpt:  # the run may still be saving
     step = ckpt.latest_step()
     state, _ = ckpt.restore(ctx.abstract(abstract))
   params = state.policy.params
@@ -458,11 +453,12 @@ def load_policy(ctx, model_dir: str | None = None) -> Policy:
 
 
 def split_examples(config: ml_collections.ConfigDict, split: str, train: list[dict],
-                   evals: list[dict]) -> list[dict]:
+                   evals: list[dict], tokenizer: Any = None) -> list[dict]:
   """The first eval.num_problems problems (all when <= 0) of `split`.
 
   "eval" and "train" are the run's own problems; "heldout" draws the synthetic task's harder
-  problems (longer arithmetic chains, more countdown numbers) from their separate random stream.
+  problems (longer arithmetic chains, more countdown numbers) from their separate random stream,
+  with the run's prompt template (a chat template is rendered by `tokenizer`).
   """
   if split not in SPLITS:
     raise ConfigError(f"Unknown split {split!r}; choose one of {SPLITS}.")
@@ -473,10 +469,12 @@ def split_examples(config: ml_collections.ConfigDict, split: str, train: list[di
                         "set task.eval_file to the held-out file and use --split eval.")
     if num <= 0:
       raise ConfigError("--split heldout generates eval.num_problems problems; set it >= 1.")
+    from prl_jax.train.setup import render_prompts, task_options
     spec = get_task(config.task.name)
-    # The training operand range (as in prl_jax.train.setup): only the chain length changes.
-    options = dict(low=1, high=config.task.max_operand) if spec.name == "arithmetic" else {}
-    return spec.generate_heldout(num, config.task.seed, **options)
+    # The training operand range and template (as the run's own problems): only the chain
+    # length changes.
+    heldout = spec.generate_heldout(num, config.task.seed, **task_options(config))
+    return render_prompts(heldout, tokenizer)
   examples = evals if split == "eval" else train
   return examples[:num] if num > 0 else list(examples)
 
@@ -505,7 +503,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, *, model_dir: str 
     _check_model_dir(model_dir)  # before building the data, so a typo fails at once
   ctx = build_context(config, workdir)
   policy = load_policy(ctx, model_dir)
-  examples = split_examples(config, split, ctx.train_examples, ctx.eval_examples)
+  examples = split_examples(config, split, ctx.train_examples, ctx.eval_examples, ctx.tokenizer)
   rows = config.rollout.prompts_per_step * config.rollout.n
   results = evaluate(policy.params, policy.model_cfg, policy.tokenizer, examples, ctx.verifier,
                      n=config.eval.n, temperature=config.eval.temperature,

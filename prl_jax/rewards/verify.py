@@ -404,7 +404,9 @@ class Verifier:
   process pool ("forkserver" by default: forking a process that runs JAX is unsafe) in which
   each answer has `timeout` seconds; an answer that overruns scores 0.0 and the pool is killed
   and replaced (the other in-flight answers are re-run). A pool whose worker dies (e.g. killed
-  by the OS for memory) is replaced too, and its in-flight answers are retried once.
+  by the OS for memory) is replaced too, and every answer that was in flight is retried once,
+  alone: only an answer whose worker dies while it runs by itself scores 0.0, so an answer never
+  pays for a crash that another one caused, whatever the timing.
 
   Use as a context manager, or call `close()`, to stop the workers.
   """
@@ -566,15 +568,24 @@ class Verifier:
 
   def _schedule(self, jobs: Sequence[tuple]) -> list[float]:
     """Score jobs with at most `workers` in flight, so a job starts when it is submitted and
-    its deadline can be measured from then."""
+    its deadline can be measured from then.
+
+    A dead worker breaks the whole pool, failing every job in flight, and which job killed it
+    cannot be told apart from the ones that merely shared the pool (nor, under load, from one
+    that had finished but whose result was not yet collected). So every job in flight at a crash
+    is run again by itself before anything else; a crash of a job running alone is its own.
+    """
     results = [0.0] * len(jobs)
-    attempts = [0] * len(jobs)
     queue = deque(range(len(jobs)))
+    suspects: deque[int] = deque()  # in flight when the pool broke: rerun one at a time
     running: dict[Future, tuple[int, float]] = {}
-    while queue or running:
-      while queue and len(running) < self.workers:
-        i = queue.popleft()
-        attempts[i] += 1
+    alone = False  # whether the job in flight runs by itself (its crash is then its own)
+    while queue or suspects or running:
+      if not running:
+        alone = bool(suspects)
+      source, limit = (suspects, 1) if alone else (queue, self.workers)
+      while source and len(running) < limit:
+        i = source.popleft()
         future = self._submit(jobs[i])  # may (re)start the pool: take the time after it
         running[future] = (i, time.monotonic())
       oldest = min(start for _, start in running.values())
@@ -587,19 +598,19 @@ class Verifier:
           results[i] = fut.result()
         except BrokenProcessPool:
           broken = True
-          if attempts[i] < 2:
-            queue.appendleft(i)
+          if not alone:
+            suspects.append(i)  # alone, it broke the pool itself: its result stays 0.0
       now = time.monotonic()
       expired = [f for f, (_, start) in running.items() if now - start >= self.timeout]
       for f in expired:
         running.pop(f)  # its result stays 0.0
       if expired or broken:
-        # Killing the pool kills the other in-flight jobs too: run them again, and do not
-        # count this attempt against them unless the pool crashed under them.
+        # Killing the pool kills the other in-flight jobs too: after a crash they are suspects
+        # like the failed ones; after a timeout they simply run again.
         for i, _ in running.values():
-          if not broken:
-            attempts[i] -= 1
-          if attempts[i] < 2:
+          if broken:
+            suspects.append(i)
+          else:
             queue.appendleft(i)
         running.clear()
         self._restart_pool()
