@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import sys
 import time
 
@@ -30,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from benchmarks.docs_section import machine, write_section  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
 from prl_jax.models.transformer import Transformer, init_params  # noqa: E402
 from prl_jax.sampling import SamplingConfig, choose_tokens, sample  # noqa: E402
@@ -38,19 +37,6 @@ BATCH, PROMPT_LEN, NEW_TOKENS = 64, 16, 128
 # Tunix 0.1.7 on the same machine kind and shapes, from PERFORMANCE.md (not measured here).
 ANCHOR = {4: 3409.0, 2: 4777.0}
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md")
-
-
-def machine() -> dict:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = re.findall(r"model name\s*:\s*(.*)", f.read())
-    cpu = names[0].strip() if names else cpu
-  except OSError:
-    pass
-  return {"platform": jax.default_backend(), "devices": jax.device_count(),
-          "cpus": os.cpu_count(), "cpu": cpu, "jax": jax.__version__,
-          "python": platform.python_version()}
 
 
 def naive_rollout_fn(cfg, scfg: SamplingConfig):
@@ -142,9 +128,7 @@ def table(rows: list[dict]) -> str:
 
 
 def write_docs(rows: list[dict], info: dict, args, command: str) -> None:
-  section = "\n".join([
-      "## Sampler",
-      "",
+  paragraph = (
       f"Rollout throughput of `prl_jax.sampling.sample` against naive full recomputation (no KV "
       f"cache, the whole sequence re-run per token, jitted with a fixed shape). {BATCH} prompts x "
       f"{PROMPT_LEN} tokens, {NEW_TOKENS} new tokens, KV cache {PROMPT_LEN + NEW_TOKENS} slots "
@@ -152,27 +136,8 @@ def write_docs(rows: list[dict], info: dict, args, command: str) -> None:
       f"{BATCH} x {NEW_TOKENS} / wall time of one rollout (prefill + decode, tokens on host); "
       f"median of {args.repeats} runs after {args.warmup} warm-up runs (naive: median of "
       f"{args.naive_repeats} after 1). The anchor column is Tunix 0.1.7 as measured in "
-      "PERFORMANCE.md, not re-measured here.",
-      "",
-      table(rows),
-      "",
-      f"Machine: {info['cpu']}, {info['cpus']} CPUs; JAX {info['jax']} on {info['platform']} "
-      f"({info['devices']} device{'s' if info['devices'] != 1 else ''}); Python "
-      f"{info['python']}. Shared machine: expect about 10% run-to-run noise.",
-      "",
-      f"Command: `{command}`",
-      "",
-  ])
-  text = open(DOCS).read() if os.path.exists(DOCS) else "# Benchmarks\n\n"
-  pattern = re.compile(r"^## Sampler\n.*?(?=^## |\Z)", re.S | re.M)
-  if pattern.search(text):
-    text = pattern.sub(lambda _: section, text, count=1)
-  else:
-    text = text.rstrip("\n") + "\n\n" + section
-  os.makedirs(os.path.dirname(DOCS), exist_ok=True)
-  with open(DOCS, "w") as f:
-    f.write(text)
-  print(f"wrote the Sampler section of {os.path.normpath(DOCS)}")
+      "PERFORMANCE.md, not re-measured here.")
+  write_section("Sampler", [paragraph, table(rows)], info, command)
 
 
 def main(argv=None):
