@@ -132,8 +132,10 @@ def test_prime_training_two_processes_match_one_process(tmp_path):
   weights = [safetensors.numpy.load_file(str(tmp_path / run / "final_hf" / "model.safetensors"))
              for run in ("multi", "single")]
   assert weights[0].keys() == weights[1].keys()
+  # Cross-process all-reduces sum in another order, and Adam divides tiny gradients by their own
+  # size, so a weight may differ by a small part of one step (lr 1e-4), never by a whole one.
   for name in weights[1]:
-    np.testing.assert_allclose(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-6,
+    np.testing.assert_allclose(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-5,
                                err_msg=name)
 
 
