@@ -95,3 +95,44 @@ def prl_setting(c, *, method: str, steps_mode: str, step_length: int, eval_n: in
   c.eval.temperature = 1.0
   c.checkpoint.every = 50
   return c
+
+
+def prime_setting(c):
+  """PRIME's sampling and update settings (ALGORITHMS.md section 3; the PRIME and rePIRL configs):
+  256 prompts x 4 responses of up to 3072 tokens at temperature 1, PPO-clip 0.2 without KL,
+  AdamW lr 5e-7 (PRM 1e-6) constant, mini-batch 256, greedy eval every 16 steps. Each config then
+  sets what differs (method, filter, steps, entropy bonus)."""
+  c.task.max_prompt_len = 1024
+  c.rollout.prompts_per_step = 256
+  c.rollout.n = 4
+  c.rollout.max_new_tokens = 3072
+  c.rollout.temperature = 1.0
+  c.rollout.top_p = 1.0
+  c.rollout.top_k = 0
+
+  c.algo.gamma = 1.0
+  c.algo.loss.clip_low = 0.2
+  c.algo.loss.clip_high = 0.2
+  c.algo.loss.dual_clip = 0.0
+  c.algo.loss.agg = "token-mean"
+  c.algo.loss.kl_coef = 0.0
+  c.algo.loss.entropy_coef = 0.0
+
+  c.optim.lr = 5e-7
+  c.optim.prm_lr = 1e-6
+  c.optim.schedule = "constant"
+  c.optim.warmup_steps = 0
+  c.optim.weight_decay = 0.0
+  c.optim.grad_clip = 1.0
+  c.optim.prm_grad_clip = 10.0
+
+  c.train.ppo_epochs = 1
+  c.train.mini_batch_size = 256
+  c.train.micro_batch_size = 64
+
+  c.eval.every = 16
+  c.eval.num_problems = 500
+  c.eval.n = 1
+  c.eval.temperature = 0.0
+  c.checkpoint.every = 16
+  return c

@@ -30,7 +30,7 @@ Deliberate differences:
     the evaluation command on the final checkpoint.
 """
 
-from configs.paper.common import paper_config
+from configs.paper.common import paper_config, prime_setting
 
 BENCHMARKS = ("aime24", "amc", "math500", "minerva", "olympiadbench")
 
@@ -38,14 +38,7 @@ BENCHMARKS = ("aime24", "amc", "math500", "minerva", "olympiadbench")
 def get_config(arg=None):
   c, _ = paper_config(arg, preset="qwen2.5-math-7b", layout="eurus2")
   c.method = "prime"
-
-  c.task.max_prompt_len = 1024
-  c.rollout.prompts_per_step = 256
-  c.rollout.n = 4
-  c.rollout.max_new_tokens = 3072
-  c.rollout.temperature = 1.0
-  c.rollout.top_p = 1.0
-  c.rollout.top_k = 0
+  prime_setting(c)
 
   c.filter.enable = True
   c.filter.acc_lo = 0.2
@@ -53,35 +46,10 @@ def get_config(arg=None):
   c.filter.drop_truncated = False
   c.filter.max_rounds = 4
 
-  c.algo.gamma = 1.0
   c.algo.prime.beta = 0.05
   c.algo.prime.mode = "code"
   c.algo.prime.granularity = "token"
   c.algo.prime.base = "rloo"
   c.algo.prime.double_forward = False
-  c.algo.loss.clip_low = 0.2
-  c.algo.loss.clip_high = 0.2
-  c.algo.loss.dual_clip = 0.0
-  c.algo.loss.agg = "token-mean"
-  c.algo.loss.kl_coef = 0.0
-  c.algo.loss.entropy_coef = 0.0
-
-  c.optim.lr = 5e-7
-  c.optim.prm_lr = 1e-6
-  c.optim.schedule = "constant"
-  c.optim.warmup_steps = 0
-  c.optim.weight_decay = 0.0
-  c.optim.grad_clip = 1.0
-  c.optim.prm_grad_clip = 10.0
-
   c.train.steps = 592
-  c.train.ppo_epochs = 1
-  c.train.mini_batch_size = 256
-  c.train.micro_batch_size = 64
-
-  c.eval.every = 16
-  c.eval.num_problems = 500
-  c.eval.n = 1
-  c.eval.temperature = 0.0
-  c.checkpoint.every = 16
   return c

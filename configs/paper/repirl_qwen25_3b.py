@@ -29,7 +29,7 @@ Deliberate differences:
     decay 0, micro-batch 64, log-prob chunk 512: ours.
 """
 
-from configs.paper.common import paper_config
+from configs.paper.common import paper_config, prime_setting
 
 BENCHMARKS = ("aime24", "amc", "math500", "minerva", "olympiadbench")
 
@@ -37,43 +37,12 @@ BENCHMARKS = ("aime24", "amc", "math500", "minerva", "olympiadbench")
 def get_config(arg=None):
   c, _ = paper_config(arg, preset="qwen2.5-3b", layout="numina")
   c.method = "repirl"
-
-  c.task.max_prompt_len = 1024
-  c.rollout.prompts_per_step = 256
-  c.rollout.n = 4
-  c.rollout.max_new_tokens = 3072
-  c.rollout.temperature = 1.0
-  c.rollout.top_p = 1.0
-  c.rollout.top_k = 0
+  prime_setting(c)
   c.filter.enable = False
 
-  c.algo.gamma = 1.0
   c.algo.repirl.lam = 0.1
   c.algo.repirl.beta = 0.05
   c.algo.repirl.prm = "implicit"
-  c.algo.loss.clip_low = 0.2
-  c.algo.loss.clip_high = 0.2
-  c.algo.loss.dual_clip = 0.0
-  c.algo.loss.agg = "token-mean"
-  c.algo.loss.kl_coef = 0.0
   c.algo.loss.entropy_coef = 0.001
-
-  c.optim.lr = 5e-7
-  c.optim.prm_lr = 1e-6
-  c.optim.schedule = "constant"
-  c.optim.warmup_steps = 0
-  c.optim.weight_decay = 0.0
-  c.optim.grad_clip = 1.0
-  c.optim.prm_grad_clip = 10.0
-
   c.train.steps = 240
-  c.train.ppo_epochs = 1
-  c.train.mini_batch_size = 256
-  c.train.micro_batch_size = 64
-
-  c.eval.every = 16
-  c.eval.num_problems = 500
-  c.eval.n = 1
-  c.eval.temperature = 0.0
-  c.checkpoint.every = 16
   return c

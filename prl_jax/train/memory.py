@@ -367,8 +367,7 @@ def memory_report(config: ml_collections.ConfigDict, *, devices: int | None = No
   if recipe.prm in ("prime_ce", "irl") and kinds.get("prm_params") == "params":
     # Both PRM updates run micro-batches (rePIRL's over the batch plus one demonstration per
     # prompt, its IRL normaliser folded into per-row coefficients beforehand).
-    prm_rows = rows_micro
-    phases["prm_update"] = sum(_update_bytes(model_cfg, prm_rows, seq, chunk, tensor,
+    phases["prm_update"] = sum(_update_bytes(model_cfg, rows_micro, seq, chunk, tensor,
                                              parts["prm_params"]))
   if "value_params" in parts:
     phases["value_update"] = sum(_update_bytes(model_cfg, rows_micro, seq, chunk, tensor,
