@@ -34,6 +34,9 @@ def get_config():
   c.task.max_operand = 9
   c.task.seed = 1234
   c.task.max_prompt_len = 16
+  # A bad data row (field missing or empty, not UTF-8, prompt over max_prompt_len) stops the run
+  # naming file, row and field; true: skip such rows, warn and count them (data/skipped_rows).
+  c.task.skip_bad_rows = False
   # Prompt template of the synthetic tasks (prl_jax.data.templates): "plain" for the small
   # policies trained here, "arithmetic_chat" for instruct models (their chat template).
   c.task.template = "plain"

@@ -23,11 +23,6 @@ def _parquet(path, rows):
   return path
 
 
-@pytest.fixture
-def cache(tmp_path):
-  return str(tmp_path / "hf_cache")
-
-
 GSM8K_ROWS = [
   {
     "question": "Natalia sold 48 clips in April and half as many in May. How many in total?",
@@ -37,8 +32,8 @@ GSM8K_ROWS = [
 ]
 
 
-def test_gsm8k_jsonl(tmp_path, cache):
-  rows = math_files.load_gsm8k(_jsonl(tmp_path / "test.jsonl", GSM8K_ROWS), cache_dir=cache)
+def test_gsm8k_jsonl(tmp_path):
+  rows = math_files.load_gsm8k(_jsonl(tmp_path / "test.jsonl", GSM8K_ROWS))
   first, second = rows
   assert tuple(first) == SCHEMA
   assert first["answer"] == "72" and second["answer"] == "1234"
@@ -49,23 +44,23 @@ def test_gsm8k_jsonl(tmp_path, cache):
   assert all(score_math(r["solution"], r) == 1.0 for r in rows)
 
 
-def test_gsm8k_parquet_directory_with_splits(tmp_path, cache):
+def test_gsm8k_parquet_directory_with_splits(tmp_path):
   _parquet(tmp_path / "gsm8k" / "main" / "train-00000-of-00001.parquet", GSM8K_ROWS[:1])
   _parquet(tmp_path / "gsm8k" / "main" / "test-00000-of-00001.parquet", GSM8K_ROWS)
-  test = math_files.load_gsm8k(tmp_path / "gsm8k", "test", cache_dir=cache)
-  train = math_files.load("gsm8k", tmp_path / "gsm8k", "train", cache_dir=cache)
+  test = math_files.load_gsm8k(tmp_path / "gsm8k", "test")
+  train = math_files.load("gsm8k", tmp_path / "gsm8k", "train")
   assert len(test) == 2 and len(train) == 1 and test[0]["id"] == "gsm8k-test-0"
   with pytest.raises(FileNotFoundError, match="split 'validation'"):
-    math_files.load_gsm8k(tmp_path / "gsm8k", "validation", cache_dir=cache)
+    math_files.load_gsm8k(tmp_path / "gsm8k", "validation")
 
 
-def test_gsm8k_without_final_line_is_an_error(tmp_path, cache):
+def test_gsm8k_without_final_line_is_an_error(tmp_path):
   path = _jsonl(tmp_path / "bad.jsonl", [{"question": "q", "answer": "no marker"}])
   with pytest.raises(ValueError, match="####"):
-    math_files.load_gsm8k(path, cache_dir=cache)
+    math_files.load_gsm8k(path)
 
 
-def test_math_original_layout_one_json_per_problem(tmp_path, cache):
+def test_math_original_layout_one_json_per_problem(tmp_path):
   root = tmp_path / "MATH"
   problems = {
     "train/algebra/1.json": {"problem": "Solve x+1=3.", "level": "Level 2", "type": "Algebra", "solution": "So $x=\\boxed{2}$."},
@@ -76,7 +71,7 @@ def test_math_original_layout_one_json_per_problem(tmp_path, cache):
   for rel, row in problems.items():
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
     (root / rel).write_text(json.dumps(row, indent=2))  # pretty-printed, as in the release
-  rows = math_files.load_math(root, "test", cache_dir=cache)
+  rows = math_files.load_math(root, "test")
   assert len(rows) == 2  # the unanswerable one is skipped
   by_answer = {r["answer"]: r for r in rows}
   assert set(by_answer) == {"\\frac{1}{2}", "\\{1, 2\\}"}
@@ -86,7 +81,7 @@ def test_math_original_layout_one_json_per_problem(tmp_path, cache):
   assert all(r["task"] == "math" for r in rows)
 
 
-def test_math500_jsonl(tmp_path, cache):
+def test_math500_jsonl(tmp_path):
   row = {
     "problem": "Convert $(0,3)$ to polar coordinates.",
     "solution": "... so the answer is $\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}.$",
@@ -95,13 +90,13 @@ def test_math500_jsonl(tmp_path, cache):
     "level": 2,
     "unique_id": "test/precalculus/807.json",
   }
-  (r,) = math_files.load_math(_jsonl(tmp_path / "math500" / "test.jsonl", [row]), template="plain", cache_dir=cache)
+  (r,) = math_files.load_math(_jsonl(tmp_path / "math500" / "test.jsonl", [row]), template="plain")
   assert r["id"] == "test/precalculus/807.json" and r["difficulty"] == 2
   assert r["prompt"] == f"Q: {row['problem']}\nA: "
   assert score_math("The answer is $\\boxed{(3, \\pi/2)}$", r) == 1.0
 
 
-def test_numina_columns_and_messages(tmp_path, cache):
+def test_numina_columns_and_messages(tmp_path):
   rows = [
     {"source": "amc_aime", "problem": "What is 2+3?", "solution": "Add: $\\boxed{5}$.", "messages": []},
     {
@@ -113,13 +108,13 @@ def test_numina_columns_and_messages(tmp_path, cache):
     },
     {"source": "olympiads", "problem": "Prove that 1 < 2.", "solution": "Obvious."},
   ]
-  out = math_files.load_numina(_jsonl(tmp_path / "numina.jsonl", rows), cache_dir=cache)
+  out = math_files.load_numina(_jsonl(tmp_path / "numina.jsonl", rows))
   assert [r["answer"] for r in out] == ["5", "\\dfrac{5}{2}"]
   assert out[1]["question"] == "What is 10/4?" and out[1]["id"] == "numina-olympiads-1"
   assert score_math("so 2.5", out[1]) == 1.0
 
 
-def test_eurus2_parquet(tmp_path, cache):
+def test_eurus2_parquet(tmp_path):
   system = {"role": "system", "content": "Think with actions."}
 
   def row(i, ability, truth, question):
@@ -133,12 +128,12 @@ def test_eurus2_parquet(tmp_path, cache):
 
   rows = [row(0, "math", "\\frac{3}{4}", "What is 3/4?"), row(1, "code", "{\"inputs\": []}", "Write code."), row(2, "math", "7", "3+4?")]
   path = _parquet(tmp_path / "eurus" / "train.parquet", rows)
-  out = math_files.load_eurus2(path, cache_dir=cache)
+  out = math_files.load_eurus2(path)
   assert [r["answer"] for r in out] == ["\\frac{3}{4}", "7"]
   assert out[0]["prompt"] == [system, {"role": "user", "content": "What is 3/4?"}]  # stored chat kept
   assert out[0]["id"] == "eurus2-numina_olympiads-0" and out[0]["task"] == "eurus2"
-  assert len(math_files.load_eurus2(path, ability=None, cache_dir=cache)) == 3
-  templated = math_files.load_eurus2(tmp_path / "eurus", "train", template="qwen_math", cache_dir=cache)
+  assert len(math_files.load_eurus2(path, ability=None)) == 3
+  templated = math_files.load_eurus2(tmp_path / "eurus", "train", template="qwen_math")
   assert templated[1]["prompt"][-1]["content"] == "3+4?"
   assert Verifier()(["\\boxed{0.75}", "\\boxed{8}"], out) == [1.0, 0.0]
 
@@ -156,18 +151,18 @@ def test_missing_files_name_path_and_layout(tmp_path):
     math_files.load("mmlu", missing)
 
 
-def test_missing_column_is_a_clear_error(tmp_path, cache):
+def test_missing_column_is_a_clear_error(tmp_path):
   path = _jsonl(tmp_path / "q.jsonl", [{"question": "only a question"}])
-  with pytest.raises(ValueError, match=r"gsm8k row 0 lacks \['answer'\]"):
-    math_files.load_gsm8k(path, cache_dir=cache)
+  with pytest.raises(ValueError, match=r"q.jsonl line 1: field 'answer' is missing; expected .*'question'"):
+    math_files.load_gsm8k(path)
 
 
-def test_synthetic_tasks_round_trip_through_jsonl(tmp_path, cache):
+def test_synthetic_tasks_round_trip_through_jsonl(tmp_path):
   examples = arithmetic.generate(5, 3, seed=0) + countdown.generate(5, 3, seed=0)
   path = math_files.write_jsonl(examples, tmp_path / "tasks" / "mix.jsonl")
-  loaded = math_files.load_task(path, cache_dir=cache)
+  loaded = math_files.load_task(path)
   assert loaded == examples
   assert Verifier()([e["solution"] for e in loaded], loaded) == [1.0] * 10
   _jsonl(tmp_path / "partial.jsonl", [{"id": "x", "question": "1+1"}])
   with pytest.raises(ValueError, match="lacks"):
-    math_files.load_task(tmp_path / "partial.jsonl", cache_dir=cache)
+    math_files.load_task(tmp_path / "partial.jsonl")

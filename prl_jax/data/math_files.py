@@ -1,4 +1,4 @@
-"""Real math data from local files, read through `datasets` and normalised to the task schema.
+"""Real math data from local files, read row by row and normalised to the task schema.
 
 Nothing is downloaded: every loader takes a path to files already on disk (a file, or a directory
 searched recursively for .jsonl/.json/.parquet files, optionally narrowed to one split) and returns
@@ -21,21 +21,27 @@ Supported layouts:
   data_source, ability, [extra_info: {index}]}; the stored chat prompt is kept by default.
 
 `write_jsonl` / `load_task` store and reload generated synthetic tasks in the same schema.
+
+Bad rows (a required field missing or empty, bytes that are not UTF-8, a line that is not JSON)
+stop the load with the file, the line or row and the field, unless the loader is given
+`screen=RowScreen(skip=True)`, which skips and counts them (`prl_jax.data.rows`). Rows with no
+answer to verify (a MATH or Numina solution without \\boxed{}) are left out and counted either way.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from prl_jax.data import templates
+from prl_jax.data import rows, templates
+from prl_jax.data.rows import BadRow, RowScreen, Unanswerable
 from prl_jax.rewards.verify import last_boxed
 
 SCHEMA = ("id", "prompt", "question", "solution", "answer", "difficulty", "task")
-_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_SUFFIXES = (".jsonl", ".json", ".parquet")
 _CALCULATOR_RE = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations, e.g. <<48/2=24>>
 
 LAYOUTS = {
@@ -62,13 +68,15 @@ def _matches_split(file: Path, root: Path, split: str) -> bool:
   return split in parts[:-1] or re.match(rf"{re.escape(split)}([.\-_]|$)", file.name) is not None
 
 
-def resolve_files(path: str | Path, kind: str, split: str | None = None) -> tuple[str, list[str]]:
-  """(datasets builder name, data files) for `path`; FileNotFoundError says what was expected."""
+def resolve_files(path: str | Path, kind: str, split: str | None = None) -> list[str]:
+  """The data files at `path`, sorted; FileNotFoundError says what was expected."""
   root = Path(path).expanduser()
   expected = f"Expected {LAYOUTS[kind]}."
   if not root.exists():
     raise FileNotFoundError(f"no {kind} data at {root}. {expected}")
   if root.is_file():
+    if root.suffix not in _SUFFIXES:
+      raise ValueError(f"{root}: not a .jsonl, .json or .parquet file. {expected}")
     files = [root]
   else:
     files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix in _SUFFIXES)
@@ -77,28 +85,38 @@ def resolve_files(path: str | Path, kind: str, split: str | None = None) -> tupl
   if not files:
     where = f" for split {split!r}" if split else ""
     raise FileNotFoundError(f"no .jsonl/.json/.parquet files{where} under {root}. {expected}")
-  builders = {_SUFFIXES.get(f.suffix) for f in files}
-  if None in builders or len(builders) > 1:
-    names = sorted(f.name for f in files)[:5]
-    raise ValueError(f"{root}: expected only .jsonl/.json or only .parquet files, got {names}. {expected}")
-  return builders.pop(), [str(f) for f in files]
+  return [str(f) for f in files]
 
 
-def read_rows(
-  path: str | Path, kind: str, split: str | None = None, cache_dir: str | None = None
-) -> Iterable[dict]:
-  """The raw rows of local files through `datasets.load_dataset` (never touches the network)."""
-  import datasets  # imported here: `datasets` is slow to import and only needed for real data
-
-  builder, files = resolve_files(path, kind, split)
-  return datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir)
+def read_rows(path: str | Path, kind: str, split: str | None = None) -> Iterator[rows.Row]:
+  """The raw rows of local files, each with its place (file and line or row)."""
+  return rows.read(resolve_files(path, kind, split))
 
 
-def _require(row: Mapping[str, Any], keys: Iterable[str], kind: str, i: int) -> None:
-  """Fail with the row number and the expected layout when a column is missing."""
-  missing = [k for k in keys if row.get(k) is None]
-  if missing:
-    raise ValueError(f"{kind} row {i} lacks {missing}; expected {LAYOUTS[kind]}")
+def _keep(path: str | Path, kind: str, split: str | None, make: Callable[..., dict | None],
+          screen: RowScreen | None) -> list[dict[str, Any]]:
+  """The examples `make(index, row)` builds from the rows at `path`; bad rows go to `screen`."""
+  return (screen or RowScreen()).keep(read_rows(path, kind, split), make, LAYOUTS[kind])
+
+
+def _require(row: Mapping[str, Any], keys: Iterable[str]) -> None:
+  """BadRow for the first field that is missing or empty (blank text, no items)."""
+  for key in keys:
+    value = row.get(key)
+    if value is None:
+      raise BadRow(key, "missing")
+    if isinstance(value, str):
+      value = value.strip()
+    if isinstance(value, (str, list, dict)) and not value:
+      raise BadRow(key, "empty")
+
+
+def _text(row: Mapping[str, Any], key: str) -> str:
+  """The text of a required field; BadRow when it is missing, empty or not text."""
+  _require(row, (key,))
+  if not isinstance(row[key], str):
+    raise BadRow(key, "malformed", f"a {type(row[key]).__name__}, not text")
+  return row[key]
 
 
 def _prompt(template: str | None, question: str, stored: Any = None) -> str | list[dict[str, str]]:
@@ -121,26 +139,28 @@ def _record(
 
 
 def load_gsm8k(
-  path: str | Path, split: str | None = None, *, template: str = "er_prm_gsm8k", cache_dir: str | None = None
+  path: str | Path, split: str | None = None, *, template: str = "er_prm_gsm8k",
+  screen: RowScreen | None = None,
 ) -> list[dict[str, Any]]:
   """GSM8K rows {question, answer="... #### N"}.
 
   solution: the worked answer without calculator annotations, ending "The answer is N";
   answer: N without thousands separators; difficulty: the number of reasoning lines.
   """
-  out = []
-  for i, row in enumerate(read_rows(path, "gsm8k", split, cache_dir)):
-    _require(row, ("question", "answer"), "gsm8k", i)
-    rationale, sep, final = row["answer"].rpartition("####")
-    if not sep:
-      raise ValueError(f"gsm8k row {i}: answer has no '#### N' line; expected {LAYOUTS['gsm8k']}")
+
+  def example(i: int, row: Mapping[str, Any]) -> dict:
+    question = _text(row, "question")
+    rationale, sep, final = _text(row, "answer").rpartition("####")
     answer = final.strip().replace(",", "")
+    if not sep or not answer:
+      raise BadRow("answer", "malformed", "no final '#### N' line")
     lines = [ln.strip() for ln in _CALCULATOR_RE.sub("", rationale).strip().splitlines() if ln.strip()]
     solution = "\n".join(lines + [f"The answer is {answer}"])
     rid = f"gsm8k-{split or 'data'}-{i}"
-    prompt = _prompt(template, row["question"])
-    out.append(_record(rid, prompt, row["question"], solution, answer, len(lines), "gsm8k"))
-  return out
+    prompt = _prompt(template, question)
+    return _record(rid, prompt, question, solution, answer, len(lines), "gsm8k")
+
+  return _keep(path, "gsm8k", split, example, screen)
 
 
 # ----------------------------------------------------------------------------- MATH
@@ -155,22 +175,24 @@ def _level(value: Any) -> int | None:
 
 
 def load_math(
-  path: str | Path, split: str | None = None, *, template: str = "qwen_math", cache_dir: str | None = None
+  path: str | Path, split: str | None = None, *, template: str = "qwen_math",
+  screen: RowScreen | None = None,
 ) -> list[dict[str, Any]]:
-  """MATH or MATH-500 rows; rows without an answer field or a \\boxed{} in the solution are skipped."""
-  out = []
-  for i, row in enumerate(read_rows(path, "math", split, cache_dir)):
-    _require(row, ("problem", "solution"), "math", i)
-    answer = row.get("answer") or last_boxed(row["solution"])
+  """MATH or MATH-500 rows; rows without an answer field or a \\boxed{} in the solution are left
+  out (and counted)."""
+
+  def example(i: int, row: Mapping[str, Any]) -> dict:
+    problem, solution = _text(row, "problem"), _text(row, "solution")
+    answer = str(row.get("answer") or last_boxed(solution) or "").strip()
     if not answer:
-      continue
+      raise Unanswerable("answer", "not_boxed", "no answer field and no \\boxed{} in the solution")
     subject = str(row.get("type") or row.get("subject") or "").lower()
     subject = subject.replace("&", "and").replace(" ", "_")
     rid = row.get("unique_id") or "-".join(x for x in ("math", split, subject, str(i)) if x)
-    prompt = _prompt(template, row["problem"])
     level = _level(row.get("level"))
-    out.append(_record(rid, prompt, row["problem"], row["solution"], answer.strip(), level, "math"))
-  return out
+    return _record(rid, _prompt(template, problem), problem, solution, answer, level, "math")
+
+  return _keep(path, "math", split, example, screen)
 
 
 # ----------------------------------------------------------------------------- NuminaMath-CoT
@@ -188,23 +210,23 @@ def _numina_pair(row: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 
 def load_numina(
-  path: str | Path, split: str | None = None, *, template: str = "qwen_math", cache_dir: str | None = None
+  path: str | Path, split: str | None = None, *, template: str = "qwen_math",
+  screen: RowScreen | None = None,
 ) -> list[dict[str, Any]]:
-  """NuminaMath-CoT rows; rows with no \\boxed{} answer (proofs, mostly) are skipped."""
-  out = []
-  for i, row in enumerate(read_rows(path, "numina", split, cache_dir)):
+  """NuminaMath-CoT rows; rows with no \\boxed{} answer (proofs, mostly) are left out, and counted."""
+
+  def example(i: int, row: Mapping[str, Any]) -> dict:
     problem, solution = _numina_pair(row)
-    if not problem or not solution:
-      raise ValueError(
-        f"numina row {i} has neither problem/solution nor user/assistant messages; "
-        f"expected {LAYOUTS['numina']}"
-      )
+    for field, text, role in (("problem", problem, "user"), ("solution", solution, "assistant")):
+      if not isinstance(text, str) or not text.strip():
+        raise BadRow(field, "missing", f"no {field} text and no {role} message in 'messages'")
     answer = last_boxed(solution)
     if not answer:
-      continue
+      raise Unanswerable("answer", "not_boxed", "no \\boxed{} in the solution")
     rid = "-".join(x for x in ("numina", row.get("source"), str(i)) if x)
-    out.append(_record(rid, _prompt(template, problem), problem, solution, answer.strip(), None, "numina"))
-  return out
+    return _record(rid, _prompt(template, problem), problem, solution, answer.strip(), None, "numina")
+
+  return _keep(path, "numina", split, example, screen)
 
 
 # ----------------------------------------------------------------------------- Eurus-2-RL-Data
@@ -216,32 +238,45 @@ def load_eurus2(
   *,
   template: str | None = None,
   ability: str | None = "math",
-  cache_dir: str | None = None,
+  screen: RowScreen | None = None,
 ) -> list[dict[str, Any]]:
   """Eurus-2-RL-Data rows (PRIME's RL prompts); only `ability` rows (None: all).
 
   Code rows are skipped by default because their ground truth is test cases, which the math
   verifier cannot run. The question is the last user message; the stored chat prompt is kept
-  unless a template is named.
+  unless a template is named. Rows of other abilities are a choice, not bad rows: not counted.
   """
-  out = []
-  for i, row in enumerate(read_rows(path, "eurus2", split, cache_dir)):
-    _require(row, ("prompt", "reward_model"), "eurus2", i)
+
+  def example(i: int, row: Mapping[str, Any]) -> dict | None:
     if ability is not None and row.get("ability") != ability:
-      continue
-    messages = [{"role": m["role"], "content": m["content"]} for m in row["prompt"]]
+      return None
+    _require(row, ("prompt", "reward_model"))
+    messages = _messages(row["prompt"])
     question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
-    truth = (row["reward_model"] or {}).get("ground_truth")
-    if question is None or truth is None:
-      raise ValueError(
-        f"eurus2 row {i} lacks a user message or reward_model.ground_truth; expected {LAYOUTS['eurus2']}"
-      )
+    if question is None:
+      raise BadRow("prompt", "malformed", "no user message")
+    if not question.strip():
+      raise BadRow("prompt", "empty", "the last user message has no text")
+    truth = row["reward_model"].get("ground_truth") if isinstance(row["reward_model"], dict) else None
+    if truth is None or not str(truth).strip():
+      raise BadRow("reward_model.ground_truth", "missing" if truth is None else "empty")
     index = (row.get("extra_info") or {}).get("index")
     parts = ("eurus2", row.get("data_source"), i if index is None else index)
     rid = "-".join(str(x) for x in parts if x is not None)
     prompt = _prompt(template, question, messages)
-    out.append(_record(rid, prompt, question, "", str(truth).strip(), None, "eurus2"))
-  return out
+    return _record(rid, prompt, question, "", str(truth).strip(), None, "eurus2")
+
+  return _keep(path, "eurus2", split, example, screen)
+
+
+def _messages(prompt: Any) -> list[dict[str, str]]:
+  """The {role, content} chat messages of a stored prompt; BadRow when it is not such a list."""
+  if not isinstance(prompt, list) or not all(
+    isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+    for m in prompt
+  ):
+    raise BadRow("prompt", "malformed", "not a list of {role, content} messages")
+  return [{"role": m["role"], "content": m["content"]} for m in prompt]
 
 
 LOADERS: dict[str, Callable[..., list[dict[str, Any]]]] = {
@@ -272,11 +307,14 @@ def write_jsonl(examples: Iterable[Mapping[str, Any]], path: str | Path) -> Path
   return path
 
 
-def load_task(path: str | Path, cache_dir: str | None = None) -> list[dict[str, Any]]:
-  """Examples written by `write_jsonl`, read back through `datasets`; checks the schema."""
-  rows = [dict(row) for row in read_rows(path, "task", None, cache_dir)]
-  for i, row in enumerate(rows):
+def load_task(path: str | Path, *, screen: RowScreen | None = None) -> list[dict[str, Any]]:
+  """Examples written by `write_jsonl`, read back; checks the schema, the prompt and the answer."""
+
+  def example(i: int, row: Mapping[str, Any]) -> dict:
     missing = [k for k in SCHEMA if k not in row]
     if missing:
-      raise ValueError(f"{path} line {i + 1} lacks {missing}; expected {LAYOUTS['task']}")
-  return rows
+      raise BadRow(missing[0], "missing", f"the row lacks {missing}")
+    _require(row, ("prompt", "answer"))
+    return dict(row)
+
+  return _keep(path, "task", None, example, screen)

@@ -437,6 +437,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
       state, metrics = rl_step(ctx, recipe, fns, state, stream)
       done += 1
       step = int(state.step)
+      if step == 1:  # rows the data screen left out (task.skip_bad_rows), once per run
+        metrics.update(ctx.data_metrics)
       is_last = step == config.train.steps
       if config.eval.every and (step % config.eval.every == 0 or is_last):
         metrics.update(periodic_eval(ctx, state.policy.params, step))

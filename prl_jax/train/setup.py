@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Any, Callable
 
@@ -20,6 +21,7 @@ from prl_jax.algorithms.recipes import get_recipe
 from prl_jax.config import ConfigError
 from prl_jax.data import templates
 from prl_jax.data.registry import get_task
+from prl_jax.data.rows import BadRow, DataFileError, Row, RowScreen
 from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig, preset
 from prl_jax.models.tokenizer import CharTokenizer, load_tokenizer
@@ -27,6 +29,7 @@ from prl_jax.models.transformer import init_params
 from prl_jax.sampling import SamplingConfig
 
 AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+logger = logging.getLogger(__name__)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -104,6 +107,9 @@ class RunContext:
   sampling: SamplingConfig
   prompt_len: int
   hf_dir: str = ""
+  # data/skipped_rows (and one count per reason): rows left out by task.skip_bad_rows or by
+  # design, for the run's first metrics.
+  data_metrics: dict[str, int] = dataclasses.field(default_factory=dict)
 
   def place_batch(self, tree):
     """Rows of every batch array are split over the mesh's (data, fsdp) axes.
@@ -193,24 +199,53 @@ def render_prompts(examples: list[dict], tokenizer) -> list[dict]:
           else {**ex, "prompt": templates.prompt_text(tokenizer, ex["prompt"])} for ex in examples]
 
 
-def _examples(config, tokenizer) -> tuple[list[dict], list[dict]]:
+def _fit_prompt(example: dict, tokenizer, limit: int) -> dict:
+  """The example with its prompt rendered to text; BadRow when that text has no tokens or more
+  than `limit` (task.max_prompt_len), which the sampler could not take."""
+  (example,) = render_prompts([example], tokenizer)
+  n = len(tokenizer.encode(example["prompt"]))
+  if n == 0:
+    raise BadRow("prompt", "empty", "no tokens after rendering")
+  if n > limit:
+    raise BadRow("prompt", "too_long", f"{n} tokens after rendering, task.max_prompt_len={limit}",
+                 f"raise task.max_prompt_len (this prompt needs {n}) or shorten the prompt")
+  return example
+
+
+def _generated(examples: list[dict], where: str, screen: RowScreen) -> list[dict]:
+  """Generated examples through the same screen as file rows (the prompt check included)."""
+  return screen.keep((Row(f"{where} example {i}", ex) for i, ex in enumerate(examples)),
+                     lambda i, ex: ex)
+
+
+def _examples(config, tokenizer) -> tuple[list[dict], list[dict], RowScreen]:
+  """Train and eval examples, prompts rendered and checked, and the screen that kept them.
+
+  A bad row (data files) or a prompt over task.max_prompt_len stops here with its place, or is
+  skipped and counted in the screen with task.skip_bad_rows.
+  """
   task = config.task
+  limit = max(task.max_prompt_len, 1)
+  screen = RowScreen(skip=task.skip_bad_rows, prepare=lambda ex: _fit_prompt(ex, tokenizer, limit))
   if task.train_file:
     from prl_jax.data import math_files
     # A data-set layout name (gsm8k, math, numina, eurus2) reads that layout; any other name
     # reads the loop's own jsonl schema (e.g. synthetic tasks written by math_files.write_jsonl).
     if task.name in math_files.LOADERS:
-      read = lambda path: math_files.load(task.name, path)
+      read = lambda path: math_files.load(task.name, path, screen=screen)
     else:
-      read = math_files.load_task
+      read = lambda path: math_files.load_task(path, screen=screen)
     train = read(task.train_file)
     evals = read(task.eval_file) if task.eval_file else train[:task.num_eval]
   else:
     spec = get_task(task.name)
     options = task_options(config)
-    train = spec.generate(task.num_train, (task.min_ops, task.max_ops), task.seed, **options)
-    evals = spec.generate(task.num_eval, (task.min_ops, task.max_ops), task.seed + 1, **options)
-  return render_prompts(train, tokenizer), render_prompts(evals, tokenizer)
+    difficulty = (task.min_ops, task.max_ops)
+    train = _generated(spec.generate(task.num_train, difficulty, task.seed, **options),
+                       f"{task.name} (generated) train", screen)
+    evals = _generated(spec.generate(task.num_eval, difficulty, task.seed + 1, **options),
+                       f"{task.name} (generated) eval", screen)
+  return train, evals, screen
 
 
 def make_verifier(config) -> Callable[[list[dict], list[str]], list[float]]:
@@ -228,12 +263,15 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext
   devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
   mesh = sharding.make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp,
                             tensor=config.mesh.tensor, devices=devices)
-  train, evals = _examples(config, tokenizer)
-  longest = max(len(tokenizer.encode(ex["prompt"])) for ex in train + evals)
+  try:
+    train, evals, screen = _examples(config, tokenizer)
+  except DataFileError as err:  # a config error to the CLI: task.* names the data and the policy
+    raise ConfigError(str(err)) from err
+  if screen.total and distributed.is_main_process():
+    logger.warning(screen.warning())
+  if not train:
+    raise ConfigError(f"No training examples are left: {screen.warning() or 'the data is empty'}.")
   prompt_len = max(config.task.max_prompt_len, 1)
-  if longest > prompt_len:
-    raise ConfigError(f"The longest prompt has {longest} tokens but task.max_prompt_len="
-                      f"{prompt_len}; raise task.max_prompt_len to at least {longest}.")
   r = config.rollout
   sampling_cfg = SamplingConfig(
       max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
@@ -242,7 +280,7 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext
   return RunContext(config=config, workdir=workdir, model_cfg=model_cfg, tokenizer=tokenizer,
                     mesh=mesh, train_examples=train, eval_examples=evals,
                     verifier=make_verifier(config), sampling=sampling_cfg, prompt_len=prompt_len,
-                    hf_dir=_model_source(config))
+                    hf_dir=_model_source(config), data_metrics=screen.metrics())
 
 
 def initial_policy_params(ctx: RunContext):
