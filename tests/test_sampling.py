@@ -96,8 +96,12 @@ def test_segmented_decode_equals_single_loop(params, greedy):
   one_loop = sample(params, CFG, PROMPTS, jax.random.key(0),
                     GREEDY.replace(attention_segments=1))
   np.testing.assert_array_equal(np.asarray(one_loop.tokens), np.asarray(greedy.tokens))
+  # Segments sum attention in another order, and the rounding difference grows through the
+  # layers (weights scaled x5): 1.2e-6 on an Intel Xeon, 2.6e-6 on an AMD EPYC for log-probs of
+  # size ~3.6, i.e. a few tens of float32 ulps. The teacher-forced tolerance (1e-5) covers that
+  # with room; a wrong segment boundary or cache slot moves log-probs by 1e-2 or more.
   np.testing.assert_allclose(np.asarray(one_loop.logprobs), np.asarray(greedy.logprobs),
-                             atol=1e-6)
+                             atol=1e-5)
 
 
 def test_eos_stops_a_row(params, greedy):
