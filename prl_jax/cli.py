@@ -208,7 +208,8 @@ def cmd_reproduce(argv):
                       help="RL runs in parallel worker processes (default 1: in this process)")
   parser.add_argument("--configs", default=None,
                       help="the configs/mini folder (default: the source checkout's)")
-  parser.add_argument("--verbose", action="store_true", help="a progress line per RL step")
+  parser.add_argument("--verbose", action="store_true",
+                      help="progress bars inside every run too (steps, problems)")
   args = parser.parse_args(argv)
   results = reproduce(get_preset(args.preset), args.workdir, jobs=args.jobs,
                       configs_dir=args.configs, verbose=args.verbose)

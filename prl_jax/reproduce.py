@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
 from prl_jax.eval.best_of_n import ErprmOptions
 from prl_jax.eval.report import write_json_atomic
+from prl_jax.progress import progress_bar, say
 
 METHODS = ("rloo", "grpo", "reinforce", "ppo", "raft", "prime", "prl", "frpo", "repirl")
 SPLITS = ("eval", "heldout")
@@ -145,15 +146,15 @@ def run_stage(workdir: str, stage: str, inputs: dict, command: str, fn: Callable
   record = read_marker(workdir, stage)
   if (record is not None and record.get("inputs") == inputs
       and all(os.path.exists(os.path.join(workdir, p)) for p in outputs)):
-    print(f"[reproduce] {stage}: finished earlier ({record['seconds']:.0f}s), skipped", flush=True)
+    say(f"[reproduce] {stage}: finished earlier ({record['seconds']:.0f}s), skipped")
     return {**record, "cached": True}
-  print(f"[reproduce] {stage}: running", flush=True)
+  say(f"[reproduce] {stage}: running")
   start = time.perf_counter()
   fn()
   record = {"stage": stage, "inputs": inputs, "command": command,
             "seconds": round(time.perf_counter() - start, 3)}
   write_json_atomic(stage_marker(workdir, stage), record)
-  print(f"[reproduce] {stage}: done in {record['seconds']:.0f}s", flush=True)
+  say(f"[reproduce] {stage}: done in {record['seconds']:.0f}s")
   return {**record, "cached": False}
 
 
@@ -189,7 +190,7 @@ def stage_inputs(overrides: Sequence[str], **more) -> dict:
 
 
 def logging_overrides(verbose: bool) -> list[str]:
-  """No TensorBoard files; a progress line per step only when asked (runs are many and short)."""
+  """No TensorBoard files; per-run progress bars only when asked (runs are many and short)."""
   return [f"log.progress={str(verbose).lower()}", "log.tensorboard=false"]
 
 
@@ -369,7 +370,8 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
     workdir: where everything goes; reusing it skips finished stages.
     jobs: RL runs (and the ER-PRM experiment) in parallel worker processes; 1 runs them here.
     configs_dir: the configs/mini folder (default: the source checkout's).
-    verbose: a progress line per training step.
+    verbose: the progress bars of every run too (steps, problems); the bar over the stages is
+      always drawn.
     command: the command line to record (default: the equivalent `prl-jax reproduce`).
 
   Returns:
@@ -387,12 +389,18 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
   start = time.perf_counter()
   manifest = {"preset": dataclasses.asdict(preset), "command": command, "workdir": workdir,
               "configs_dir": configs_dir, "runs": [], "erprm": None}
+  # One stage per training run and per evaluation of its policy, plus the ER-PRM experiment.
+  per_run = 1 + len(SPLITS)
+  bar = progress_bar(per_run * (1 + len(preset.methods) * len(preset.seeds)) + 1, "reproduce",
+                     unit="stage")
   manifest["sft"] = sft_stage(workdir, preset, configs_dir, verbose)
+  bar.update(per_run)
   sft_hf = os.path.join(workdir, manifest["sft"]["hf"])
   save = lambda: report.save_results(workdir, manifest)
   save()
 
   def on_done(job: Job, result: dict) -> None:
+    bar.update(per_run if job.kind == "rl" else 1)
     if job.kind == "rl":
       manifest["runs"].append(result)
       manifest["runs"].sort(key=lambda r: (preset.methods.index(r["method"]), r["seed"]))
@@ -404,6 +412,7 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
           for m in preset.methods for s in preset.seeds]
   todo.append(Job("erprm", workdir, preset, configs_dir, sft_hf, verbose))
   failures = run_jobs(todo, jobs, on_done)
+  bar.close()
   manifest["wall_seconds_this_call"] = round(time.perf_counter() - start, 1)
   results = save()
   report.write_report(workdir)

@@ -471,7 +471,7 @@ def test_report_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_erprm_and_best_of_n_commands(tmp_path):
+def test_erprm_and_best_of_n_commands(tmp_path, capsys):
   from prl_jax import cli
   from prl_jax.models import hf
   policy = str(tmp_path / "policy")
@@ -480,7 +480,7 @@ def test_erprm_and_best_of_n_commands(tmp_path):
   config = os.path.join(os.path.dirname(__file__), "..", "configs", "mini", "sft.py")
   common = ["--config", config, f"--config.init_from={policy}", "--config.mesh.num_devices=1",
             "--config.rollout.max_new_tokens=16", "--config.task.num_train=64",
-            "--config.log.tensorboard=false", "--config.log.progress=false",
+            "--config.log.tensorboard=false", "--config.log.progress=true",
             "--config.algo.erprm.num_completions=2"]
   work = str(tmp_path / "run")
   assert cli.main(["erprm", *common, "--workdir", work, "--label-problems", "4",
@@ -490,6 +490,12 @@ def test_erprm_and_best_of_n_commands(tmp_path):
   for name in ("labels.jsonl", "best_of_n.json", "best_of_n.md", "best_of_n.png"):
     assert os.path.exists(os.path.join(out, name))
   assert len(labels.read_jsonl(os.path.join(out, "labels.jsonl"))) == 8
+  # The final line of each bar: labelling, PRM training, best-of-N (this random policy's
+  # solutions are single steps, so there are no step prefixes to complete).
+  bars = capsys.readouterr().err
+  for final in ("labels: solutions: 100%", "prm: ER-PRM (eta=2): 100%", "prm: ORM (outcome): 100%",
+                "best-of-N: candidates: 100%", "scoring: ER-PRM (eta=2): 100%"):
+    assert final in bars, bars
   res = json.load(open(os.path.join(out, "best_of_n.json")))
   assert res["budgets"] == [1, 2, 4] and "ER-PRM (eta=2) [min]" in res["methods"]
   again = str(tmp_path / "again")

@@ -44,6 +44,7 @@ from prl_jax.eval.metrics import (AGGREGATIONS, best_of_n, best_of_n_select, maj
                                   pass_at_k)
 from prl_jax.eval.plots import line_plot
 from prl_jax.models.config import ModelConfig
+from prl_jax.progress import progress_bar, say
 from prl_jax.rewards import erprm_labels
 from prl_jax.rewards.verify import extract_answer
 from prl_jax.sampling import SamplingConfig
@@ -78,11 +79,12 @@ class Candidates:
 
 def sample_candidates(params: Any, model_cfg: ModelConfig, tokenizer: Any, scfg: SamplingConfig,
                       problems: Sequence[dict], n: int, key: jax.Array, check, *,
-                      max_rows: int = 512, mesh=None) -> Candidates:
-  """Samples `n` candidates per problem from the policy and checks them."""
+                      max_rows: int = 512, mesh=None, progress: bool = False) -> Candidates:
+  """Samples `n` candidates per problem from the policy and checks them (`progress`: a bar)."""
   prompts = [tokenizer.encode(ex["prompt"]) for ex in problems]
   responses = erprm_labels.sample_responses(params, model_cfg, prompts, n, key, scfg,
-                                            max_rows=max_rows, mesh=mesh)
+                                            max_rows=max_rows, mesh=mesh, progress=progress,
+                                            desc="best-of-N: candidates")
   texts = [[tokenizer.decode(ids) for ids, _ in group] for group in responses]
   finished = np.array([[done for _, done in group] for group in responses], bool)
   flat = check([ex for ex in problems for _ in range(n)], [t for group in texts for t in group])
@@ -97,7 +99,8 @@ _scores_jit = jax.jit(prm_lib.prm_step_scores, static_argnums=(0,))
 def prm_step_score_lists(model_cfg: ModelConfig, params: Any, spec: prm_lib.PrmSpec,
                          tokenizer: Any, problems: Sequence[dict], texts: Sequence[Sequence[str]],
                          finished: np.ndarray, prompt_len: int, response_len: int,
-                         *, rows: int = 256, place=None) -> list[list[float]]:
+                         *, rows: int = 256, place=None, progress: bool = False,
+                         desc: str = "scoring") -> list[list[float]]:
   """Step scores of every candidate, [P*N][K_j], problem-major.
 
   `problems`, `texts` and `finished` are those of `Candidates`: [P] examples, [P][N] solution
@@ -105,7 +108,8 @@ def prm_step_score_lists(model_cfg: ModelConfig, params: Any, spec: prm_lib.PrmS
 
   Candidates are split into steps as the PRM's labels were (`spec`), packed like its training
   data (`prm_lib.pack_solution`) and scored in fixed-size chunks of `rows` (the last one padded) so
-  one program serves the whole set. An ORM has one "step", the last token.
+  one program serves the whole set. An ORM has one "step", the last token. `progress` draws a bar
+  labelled `desc` on stderr over the candidates.
   """
   plus_id = prm_lib.token_id(tokenizer, spec.plus_token, "plus_token")
   minus_id = prm_lib.token_id(tokenizer, spec.minus_token, "minus_token")
@@ -123,6 +127,7 @@ def prm_step_score_lists(model_cfg: ModelConfig, params: Any, spec: prm_lib.PrmS
   width = -(-width // 8) * 8
   place = place or (lambda tree: tree)
   out: list[list[float]] = []
+  bar = progress_bar(len(packed), desc, enabled=progress, unit="candidate")
   for start in range(0, len(packed), rows):
     chunk = list(range(start, min(start + rows, len(packed))))
     padded = chunk + [chunk[-1]] * (rows - len(chunk))
@@ -135,6 +140,8 @@ def prm_step_score_lists(model_cfg: ModelConfig, params: Any, spec: prm_lib.PrmS
                                  minus_id))
     for r, i in enumerate(chunk):
       out.append(scores[r, packed[i][1]].tolist())
+    bar.update(len(chunk))
+  bar.close()
   return out
 
 
@@ -452,7 +459,7 @@ def heldout_problems(ctx: Any, count: int, exclude: set[str]) -> list[dict]:
     raise ConfigError("No held-out problems are left after excluding the training questions; "
                       "use a larger task (task.max_operand, task.max_ops) or an eval file.")
   if len(out) < count:
-    print(f"best-of-N: only {len(out)} unseen problems exist; using them all.", flush=True)
+    say(f"best-of-N: only {len(out)} unseen problems exist; using them all.")
   return out
 
 
@@ -487,10 +494,9 @@ def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
   t0 = time.perf_counter()
   cands = sample_candidates(policy_params, ctx.model_cfg, ctx.tokenizer, scfg, problems,
                             options.n_max, key, ctx.verifier, max_rows=options.max_rows,
-                            mesh=_mesh(ctx))
-  print(f"best-of-N: {len(problems)} problems x {options.n_max} candidates sampled "
-        f"({time.perf_counter() - t0:.0f}s), mean accuracy {cands.correct.mean():.3f}",
-        flush=True)
+                            mesh=_mesh(ctx), progress=config.log.progress)
+  say(f"best-of-N: {len(problems)} problems x {options.n_max} candidates sampled "
+      f"({time.perf_counter() - t0:.0f}s), mean accuracy {cands.correct.mean():.3f}")
   shape = cands.correct.shape
   scores, main, auc, step_auc, info = {}, [], {}, {}, {}
   for directory, summary in prms:
@@ -499,7 +505,8 @@ def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
       spec = dataclasses.replace(spec, name=f"{spec.name} {os.path.basename(directory)}")
     steps = prm_step_score_lists(model_cfg, ctx.place_state(params), spec, ctx.tokenizer,
                                  cands.problems, cands.texts, cands.finished, ctx.prompt_len,
-                                 config.rollout.max_new_tokens, place=ctx.place_batch)
+                                 config.rollout.max_new_tokens, place=ctx.place_batch,
+                                 progress=config.log.progress, desc=f"scoring: {spec.name}")
     step_auc[spec.name] = reference_step_auc(cands, steps, spec)
     aggs = ("last",) if spec.kind == "orm" else AGGREGATIONS
     for a in aggs:
@@ -580,7 +587,7 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
       solutions_per_problem=options.solutions_per_problem, num_completions=e.num_completions,
       etas=etas, key=jax.random.fold_in(jax.random.key(config.seed), 1),
       min_chars=options.min_step_chars, delimiter=delimiter, max_rows=options.max_rows,
-      mesh=_mesh(ctx), keep_completions=options.keep_completions)
+      mesh=_mesh(ctx), keep_completions=options.keep_completions, progress=config.log.progress)
   erprm_labels.write_jsonl(records, os.path.join(out, "labels.jsonl"))
   label_stats = {"solutions": len(records),
                  "solution_accuracy": float(np.mean([r["outcome"] for r in records])),
@@ -592,7 +599,7 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
     label_stats[f"mean_label_eta={key}"] = float(np.mean(
         [v for r in records for v in r["labels"][key][:-1]] or [float("nan")]))
     label_stats[f"step_auc_eta={key}"] = reference_label_auc(records, problems, key)
-  print(f"labels: {label_stats}", flush=True)
+  say(f"labels: {label_stats}")
 
   # 2. PRMs at the ER-PRM eta, the hard and the soft limit, and an outcome RM.
   base = dict(plus_token=e.plus_token, minus_token=e.minus_token,
@@ -611,7 +618,7 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
                                 lr=config.optim.prm_lr, grad_clip=config.optim.prm_grad_clip,
                                 seed=config.seed + i)
     summary["seconds"] = time.perf_counter() - t0
-    print(f"{spec.name}: {summary}", flush=True)
+    say(f"{spec.name}: {summary}")
     trained.append((os.path.join(out, dirname), summary))
 
   # 3. Best-of-N on held-out problems (unseen by SFT and by the labels).

@@ -42,6 +42,7 @@ from prl_jax.data.registry import get_task
 from prl_jax.distributed import to_host
 from prl_jax.eval import metrics, plots
 from prl_jax.models.config import ModelConfig
+from prl_jax.progress import progress_bar
 from prl_jax.rewards import verify
 from prl_jax.sampling import SamplingConfig, sample
 
@@ -113,12 +114,12 @@ def prompt_ids(tokenizer: Any, prompt: str | Sequence[Mapping[str, str]]) -> lis
 
 def _sample_responses(params: Any, model_cfg: ModelConfig, tokenizer: Any,
                       prompts: list[list[int]], key: jax.Array, scfg: SamplingConfig, chunk: int,
-                      mesh: Any) -> tuple[list[str], list[int], list[bool]]:
+                      mesh: Any, bar: Any) -> tuple[list[str], list[int], list[bool]]:
   """(texts, token lengths, truncated flags) of scfg.n responses per prompt, contiguous per prompt.
 
   Prompts go through the sampler `chunk` at a time with key fold_in(key, chunk index); the last
   chunk is padded with copies of its last prompt (dropped afterwards) so every call has the same
-  number of rows and reuses one compiled program.
+  number of rows and reuses one compiled program. `bar` advances by the prompts of each chunk.
   """
   texts, lengths, truncated = [], [], []
   for index, start in enumerate(range(0, len(prompts), chunk)):
@@ -131,6 +132,7 @@ def _sample_responses(params: Any, model_cfg: ModelConfig, tokenizer: Any,
     texts += [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask.astype(bool))]
     lengths += [int(x) for x in length]
     truncated += [bool(x) for x in cut]
+    bar.update(rows // scfg.n)  # the real prompts, not the padding
   return texts, lengths, truncated
 
 
@@ -146,7 +148,8 @@ def _plain_difficulty(value: Any) -> int | str | None:
 def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequence[Mapping],
              verifier: Callable[[list, list[str]], Sequence[float]], *, n: int,
              temperature: float, max_new_tokens: int, seed: int, mesh: Any = None,
-             batch_prompts: int = 32, top_p: float = 1.0, top_k: int = 0) -> dict:
+             batch_prompts: int = 32, top_p: float = 1.0, top_k: int = 0,
+             progress: bool = False) -> dict:
   """Samples n responses and one greedy decode per problem, verifies them and summarises.
 
   Deterministic in `seed` for fixed examples and `batch_prompts`: sampled chunk i draws its
@@ -166,6 +169,8 @@ def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequ
     mesh: optional device mesh; rows are split over its batch axes.
     batch_prompts: prompts per sampler call (n rows each).
     top_p, top_k: nucleus / top-k truncation of the n samples.
+    progress: a bar on stderr over the problems, one for the samples and one for greedy
+      (`prl_jax.progress`; off for the training loop's periodic evaluation).
 
   Returns:
     {"settings": ..., "summary": summarize(records, n), "records": [...]}, JSON-serialisable.
@@ -185,11 +190,16 @@ def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequ
   scfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                         top_k=top_k, eos_id=tokenizer.eos_id, pad_id=pad_id, n=n)
   key = jax.random.key(seed)
-  texts, lengths, truncated = _sample_responses(
-      params, model_cfg, tokenizer, prompts, jax.random.fold_in(key, 0), scfg, chunk, mesh)
+  bar = lambda desc: progress_bar(len(prompts), desc, enabled=progress, unit="problem")
+  with bar(f"eval: {n} samples") as sampled:
+    texts, lengths, truncated = _sample_responses(params, model_cfg, tokenizer, prompts,
+                                                  jax.random.fold_in(key, 0), scfg, chunk, mesh,
+                                                  sampled)
   greedy_cfg = scfg.replace(n=1, temperature=0.0, greedy=True, top_p=1.0, top_k=0)
-  greedy_texts, _, _ = _sample_responses(params, model_cfg, tokenizer, prompts,
-                                         jax.random.fold_in(key, 1), greedy_cfg, chunk, mesh)
+  with bar("eval: greedy") as greedy:
+    greedy_texts, _, _ = _sample_responses(params, model_cfg, tokenizer, prompts,
+                                           jax.random.fold_in(key, 1), greedy_cfg, chunk, mesh,
+                                           greedy)
   rewards = verifier([ex for ex in examples for _ in range(n)], texts)
   greedy_rewards = verifier(examples, greedy_texts)
 
@@ -508,7 +518,8 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, *, model_dir: str 
   results = evaluate(policy.params, policy.model_cfg, policy.tokenizer, examples, ctx.verifier,
                      n=config.eval.n, temperature=config.eval.temperature,
                      max_new_tokens=config.rollout.max_new_tokens, seed=config.seed,
-                     mesh=ctx.mesh, batch_prompts=max(1, rows // config.eval.n))
+                     mesh=ctx.mesh, batch_prompts=max(1, rows // config.eval.n),
+                     progress=config.log.progress)
   results["settings"].update(task=config.task.train_file or config.task.name, split=split,
                              model=policy.source)
   write_results(results, out_dir or default_out_dir(workdir, split))

@@ -41,6 +41,7 @@ import jax
 import numpy as np
 
 from prl_jax.models.config import ModelConfig
+from prl_jax.progress import progress_bar
 from prl_jax.rewards.entropy import er_prm_label
 from prl_jax.sampling import SamplingConfig, bucket_length, sample
 
@@ -114,7 +115,8 @@ def encode_steps(encode: Callable[[str], list[int]], steps: Sequence[str]) -> tu
 
 def sample_responses(params: Any, model_cfg: ModelConfig, prompts: Sequence[Sequence[int]], n: int,
                      key: jax.Array, scfg: SamplingConfig, *, max_rows: int = 512,
-                     mesh: jax.sharding.Mesh | None = None) -> list[list[tuple[list[int], bool]]]:
+                     mesh: jax.sharding.Mesh | None = None, progress: bool = False,
+                     desc: str = "sampling") -> list[list[tuple[list[int], bool]]]:
   """`n` sampled responses for each prompt: (token ids without EOS or padding, finished).
 
   Prompts of very different lengths (a question plus a solution prefix of any length) would each
@@ -132,6 +134,7 @@ def sample_responses(params: Any, model_cfg: ModelConfig, prompts: Sequence[Sequ
     scfg: sampling options; its `n` is replaced by `n`.
     max_rows: rows (prompts x n) per sampler call.
     mesh: passed on to `prl_jax.sampling.sample`.
+    progress: a bar labelled `desc` on stderr over the prompts (`prl_jax.progress`).
 
   Returns:
     One list per prompt of n (ids, finished) pairs, in the order of `prompts`.
@@ -145,6 +148,7 @@ def sample_responses(params: Any, model_cfg: ModelConfig, prompts: Sequence[Sequ
     groups.setdefault(bucket_length(len(p), scfg.min_prompt_bucket), []).append(i)
   out: list[list[tuple[list[int], bool]]] = [[] for _ in prompts]
   call = 0
+  bar = progress_bar(len(prompts), desc, enabled=progress, unit="prompt")
   for width in sorted(groups):
     members = groups[width]
     for start in range(0, len(members), per_call):
@@ -161,17 +165,19 @@ def sample_responses(params: Any, model_cfg: ModelConfig, prompts: Sequence[Sequ
           ids = tokens[r][mask[r]].tolist()
           finished = not bool(truncated[r])
           out[i].append((ids[:-1] if finished else ids, finished))
+      bar.update(len(chunk))
+  bar.close()
   return out
 
 
 def policy_completer(params: Any, model_cfg: ModelConfig, decode: Callable[[list[int]], str],
                      scfg: SamplingConfig, *, max_rows: int = 512,
-                     mesh: jax.sharding.Mesh | None = None) -> Completer:
+                     mesh: jax.sharding.Mesh | None = None, progress: bool = False) -> Completer:
   """A `Completer` that samples from the policy `params` and decodes the continuations."""
 
   def complete(prompts, n, key):
     responses = sample_responses(params, model_cfg, prompts, n, key, scfg, max_rows=max_rows,
-                                 mesh=mesh)
+                                 mesh=mesh, progress=progress, desc="labels: completions")
     return [[decode(ids) for ids, _ in group] for group in responses]
 
   return complete
@@ -289,13 +295,14 @@ def label_policy_solutions(params: Any, model_cfg: ModelConfig, tokenizer: Any,
                            etas: Sequence[float], key: jax.Array, min_chars: int = 0,
                            delimiter: str = "\n", max_rows: int = 512,
                            mesh: jax.sharding.Mesh | None = None,
-                           keep_completions: bool = False) -> list[dict]:
+                           keep_completions: bool = False, progress: bool = False) -> list[dict]:
   """The whole labelling recipe with pi_0 = `params`: solutions, completions, counts, labels.
 
   Samples `solutions_per_problem` solutions per problem (key fold_in(key, 0)), then
   `num_completions` completions of every non-final step prefix (key fold_in(key, 1)), both with
   `scfg` (temperature 1 in ER-PRM). Completions get the full `scfg.max_new_tokens` budget and
-  prompts of any length up to the model's context.
+  prompts of any length up to the model's context. `progress` draws a bar on stderr over the
+  problems, then one over the step prefixes.
 
   Returns:
     One labelled record per solution, problem-major (the solutions of problem 0 first).
@@ -303,11 +310,13 @@ def label_policy_solutions(params: Any, model_cfg: ModelConfig, tokenizer: Any,
   encode = lambda text: tokenizer.encode(text)
   prompts = [encode(ex["prompt"]) for ex in problems]
   responses = sample_responses(params, model_cfg, prompts, solutions_per_problem,
-                               jax.random.fold_in(key, 0), scfg, max_rows=max_rows, mesh=mesh)
+                               jax.random.fold_in(key, 0), scfg, max_rows=max_rows, mesh=mesh,
+                               progress=progress, desc="labels: solutions")
   flat = [(ex, tokenizer.decode(ids), done)
           for ex, group in zip(problems, responses) for ids, done in group]
   complete = policy_completer(params, model_cfg, tokenizer.decode,
-                              scfg.replace(max_prompt_len=None), max_rows=max_rows, mesh=mesh)
+                              scfg.replace(max_prompt_len=None), max_rows=max_rows, mesh=mesh,
+                              progress=progress)
   records = monte_carlo_counts([f[0] for f in flat], [f[1] for f in flat], [f[2] for f in flat],
                                encode=encode, complete=complete, check=check,
                                num_completions=num_completions, key=jax.random.fold_in(key, 1),

@@ -1,4 +1,4 @@
-"""Metrics out of a run: one JSON line per step, TensorBoard event files, and a progress line.
+"""Metrics out of a run: one JSON line per step, TensorBoard event files, and a progress bar.
 
 Only the main process writes (every process computes the same replicated metrics). The JSONL file
 is appended to, so a resumed run continues its history; lines of steps past the resume point
@@ -9,23 +9,32 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
+
+from prl_jax.progress import progress_bar
 
 
 class MetricsWriter:
-  """Writes `workdir/metrics.jsonl`, `workdir/tb/` events and a one-line progress display."""
+  """Writes `workdir/metrics.jsonl`, `workdir/tb/` events and a progress bar on stderr.
+
+  The bar (`prl_jax.progress`) counts steps out of `total` with rate and ETA, and shows the
+  PROGRESS_KEYS found in the last written metrics; it starts at `resume_step`, so a resumed
+  run's ETA covers the steps left. `desc` labels it (default: from `filename`).
+  """
 
   PROGRESS_KEYS = (("train/reward", "reward"), ("rollout/reward", "sampled"),
-                   ("policy/loss", "loss"), ("time/tokens_per_s", "tok/s"))
+                   ("policy/loss", "loss"), ("sft/loss", "loss"), ("prm/loss", "loss"),
+                   ("prm/step_acc", "acc"), ("time/tokens_per_s", "tok/s"))
 
   def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True,
                progress: bool = True, total: int | None = None, resume_step: int = 0,
-               filename: str = "metrics.jsonl"):
+               filename: str = "metrics.jsonl", desc: str | None = None):
     self.enabled, self.progress, self.total = enabled, progress, total
     self.path = os.path.join(workdir, filename)
     self._tb = None
-    self._start = time.perf_counter()
+    # By default the file names the job: "metrics.jsonl" -> "train", "sft_metrics.jsonl" -> "sft".
+    desc = desc or filename.replace("metrics.jsonl", "").rstrip("_") or "train"
+    self._bar = progress_bar(total, desc, enabled=enabled and progress, unit="step",
+                             initial=resume_step)
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
@@ -45,14 +54,12 @@ class MetricsWriter:
     if self._tb is not None:
       for key, value in metrics.items():
         self._tb.add_scalar(key, value, step)
-    if self.progress:
-      shown = "  ".join(f"{label} {metrics[k]:.3g}" for k, label in self.PROGRESS_KEYS
-                        if k in metrics)
-      total = f"/{self.total}" if self.total else ""
-      elapsed = time.perf_counter() - self._start
-      print(f"step {step}{total}  {shown}  [{elapsed:.0f}s]", file=sys.stderr, flush=True)
+    self._bar.set_postfix({label: metrics[k] for k, label in self.PROGRESS_KEYS if k in metrics},
+                          refresh=False)
+    self._bar.update(step - self._bar.n)  # steps between writes (log.every > 1) count too
 
   def close(self) -> None:
+    self._bar.close()
     if self._tb is not None:
       self._tb.close()
 

@@ -284,8 +284,8 @@ def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec
   state = ctx.place_state(ModelState(params, tx.init(params)))
   update = make_prm_update(ctx.model_cfg, tx, plus_id, minus_id)
   rng = np.random.default_rng(seed)
-  writer = MetricsWriter(out_dir, tensorboard=False, progress=False, total=steps,
-                         filename="prm_metrics.jsonl")
+  writer = MetricsWriter(out_dir, tensorboard=False, progress=ctx.config.log.progress, total=steps,
+                         filename="prm_metrics.jsonl", desc=f"prm: {spec.name}")
   size = min(batch_size, len(records))
   history = []
   for step in range(1, steps + 1):
