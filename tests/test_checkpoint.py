@@ -1,4 +1,5 @@
-"""Checkpoints: round trips, resharding, retention, atomicity under SIGKILL, corrupt directories.
+"""Checkpoints: round trips, resharding, retention, atomicity under SIGKILL, corrupt directories,
+falling back past a corrupt latest step, and failed writes.
 
 Run as a script (`python tests/test_checkpoint.py kill-child DIR MODE`), this file is the child
 process that the SIGKILL test kills in the middle of a save.
@@ -327,6 +328,161 @@ def test_corrupt_latest_step_fails_fast_with_advice_and_deletes_nothing(tmp_path
   (tmp_path / "2").rename(tmp_path / "2.broken")
   assert Checkpointer(tmp_path).latest_step() == 1
   assert (tmp_path / "2.broken").is_dir()
+
+
+def _three_steps(directory):
+  """Steps 1, 2, 3 of `small_state`; returns the state of each."""
+  states = {step: small_state(step) for step in (1, 2, 3)}
+  with Checkpointer(directory) as ckpt:
+    for step, state in states.items():
+      ckpt.save(step, state)
+  return states
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_resume_falls_back_past_a_corrupt_latest_step_and_saves_it_again(
+    tmp_path, corruption, caplog):
+  states = _three_steps(tmp_path)
+  CORRUPTIONS[corruption](tmp_path / "3")
+  broken_files = listing(tmp_path / "3")
+
+  ckpt = Checkpointer(tmp_path)
+  with caplog.at_level("WARNING", logger="prl_jax.train.checkpoint"):
+    restored, _ = ckpt.restore_latest_good(abstract_like(states[1]))
+  gc.collect()
+  assert_trees_equal(restored, states[2])
+  warning = caplog.text
+  assert "step 3" in warning and "Resuming from step 2" in warning
+  assert str(tmp_path / "3.broken") in warning
+  # The broken step is kept, byte for byte, under a name Orbax ignores.
+  assert listing(tmp_path / "3.broken") == broken_files
+  assert ckpt.all_steps() == [1, 2]
+
+  # The resumed run reaches step 3 again: its save must not be skipped as "already saved".
+  assert ckpt.save(3, small_state(30))
+  ckpt.close()
+  with Checkpointer(tmp_path) as reopened:
+    assert reopened.all_steps() == [1, 2, 3]
+    assert_trees_equal(reopened.restore(abstract_like(states[1]))[0], small_state(30))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_fallback_skips_every_broken_step_and_never_overwrites_an_earlier_broken_one(
+    tmp_path, caplog):
+  states = _three_steps(tmp_path)
+  (tmp_path / "3.broken").mkdir()  # Set aside by an earlier fallback.
+  CORRUPTIONS["state_dir_deleted"](tmp_path / "3")
+  CORRUPTIONS["array_files_truncated"](tmp_path / "2")
+  with Checkpointer(tmp_path) as ckpt, caplog.at_level("WARNING"):
+    restored, _ = ckpt.restore_latest_good(abstract_like(states[1]))
+    assert ckpt.all_steps() == [1]
+  gc.collect()
+  assert_trees_equal(restored, states[1])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2.broken", "3.broken",
+                                                        "3.broken.1"]
+  assert "Resuming from step 1" in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_fallback_moves_nothing_when_no_step_reads_back(tmp_path):
+  states = _three_steps(tmp_path)
+  for step in (1, 2, 3):
+    CORRUPTIONS["array_files_deleted"](tmp_path / str(step))
+  before = listing(tmp_path)
+  with Checkpointer(tmp_path) as ckpt:
+    with pytest.raises(CheckpointError, match="No finished step .* can be read") as info:
+      ckpt.restore_latest_good(abstract_like(states[1]))
+  assert all(f"step {step}:" in str(info.value) for step in (1, 2, 3))
+  del info
+  gc.collect()
+  assert listing(tmp_path) == before
+
+
+def test_fallback_does_not_hide_a_changed_config(tmp_path):
+  """A target that does not match is a user error, not corruption: no step is set aside."""
+  _three_steps(tmp_path)
+  before = listing(tmp_path)
+  with Checkpointer(tmp_path) as ckpt:
+    with pytest.raises(CheckpointError, match="does not match"):
+      ckpt.restore_latest_good(abstract_like({"w": jnp.ones((4, 8))}))
+  assert listing(tmp_path) == before
+
+
+def test_fallback_of_an_empty_directory_says_so(tmp_path):
+  with Checkpointer(tmp_path) as ckpt:
+    with pytest.raises(CheckpointError, match="No finished checkpoint"):
+      ckpt.restore_latest_good({"x": jax.ShapeDtypeStruct((1,), jnp.float32)})
+
+
+# ----------------------------------------------------------------------------------------------
+# Failed writes: disk full, permission denied.
+
+
+class _FailingCommit:
+  """A commit future of a background write that fails after `save` has returned."""
+
+  def __init__(self, writes, error):
+    self.writes, self.error = writes, error
+
+  def result(self, timeout=None):
+    for write in self.writes:  # Let the real writes end first: no thread outlives the test.
+      write.result(timeout)
+    raise self.error
+
+
+def _fail_writes(monkeypatch, error, when):
+  """Makes Orbax's array writes raise `error`: at once ("blocking") or in the background
+  commit ("background"), as a full disk or a read-only directory does."""
+  import orbax.checkpoint as ocp
+
+  real = ocp.StandardCheckpointHandler.async_save
+
+  async def failing(self, directory, *args, **kwargs):
+    if when == "blocking":
+      raise error
+    return [_FailingCommit(await real(self, directory, *args, **kwargs), error)]
+
+  monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", failing)
+
+
+WRITE_FAILURES = {
+    "disk_full": OSError(28, "No space left on device"),
+    "permission_denied": PermissionError(13, "Permission denied"),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(WRITE_FAILURES))
+@pytest.mark.parametrize("mode,when", [("sync", "blocking"), ("async", "blocking"),
+                                       ("async", "background")])
+def test_failed_save_says_where_and_why_and_keeps_the_previous_step(
+    tmp_path, monkeypatch, failure, mode, when):
+  error = WRITE_FAILURES[failure]
+  # keep=1: retention would delete step 1 once step 2 is finished; it must not when 2 fails.
+  ckpt = Checkpointer(tmp_path, keep=1, async_save=(mode == "async"))
+  ckpt.save(1, small_state(1))
+  ckpt.wait()
+  before = listing(tmp_path / "1")
+
+  _fail_writes(monkeypatch, error, when)
+  with pytest.raises(CheckpointError) as info:
+    ckpt.save(2, small_state(2))
+    ckpt.wait()  # A background failure surfaces here.
+  message = str(info.value)
+  assert str(tmp_path) in message and error.strerror in message  # Where and why.
+  assert "[1]" in message and "resumes from step 1" in message
+  if when == "blocking":
+    assert "step 2" in message
+  # One short error, not Orbax's and TensorStore's frames under it.
+  assert info.value.__cause__ is None and info.value.__suppress_context__
+  del info
+  monkeypatch.undo()
+  ckpt.close()  # Does not raise the reported failure again.
+
+  assert listing(tmp_path / "1") == before
+  with Checkpointer(tmp_path) as reopened:  # What a rerun sees.
+    assert reopened.all_steps() == [1]
+    assert_trees_equal(reopened.restore(abstract_like(small_state(1)))[0], small_state(1))
 
 
 def test_structure_mismatch_says_config_changed(tmp_path):

@@ -5,9 +5,12 @@ complete checkpoint and finishes with exactly what an uninterrupted run ends wit
 watches the checkpoint directory and kills the child as soon as Orbax's temporary directory of a
 step >= 2 appears, i.e. while that step is being written. The same command is then started again.
 tests/test_checkpoint.py proves the same for the `Checkpointer` alone; this is the whole loop:
-restore, data position, metrics history and the remaining steps.
+restore, data position, metrics history and the remaining steps. The metrics file's own part
+(whole lines only, a torn last line dropped at resume) is tested here too, without a child process;
+tests/test_train_chaos.py kills a run at many random moments.
 """
 
+import json
 import os
 import re
 import signal
@@ -23,7 +26,7 @@ from prl_jax.algorithms.recipes import get_recipe
 from prl_jax.config import apply_overrides, load_config_file
 from prl_jax.train.checkpoint import Checkpointer
 from prl_jax.train.loop import init_state
-from prl_jax.train.metrics import read_metrics
+from prl_jax.train.metrics import MetricsWriter, read_metrics
 from prl_jax.train.setup import build_context
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -38,8 +41,8 @@ OVERRIDES = {
 TMP_STEP = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 
 
-def _command(workdir):
-  flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+def _command(workdir, overrides=OVERRIDES):
+  flags = [f"--config.{k}={v}" for k, v in overrides.items()]
   return [sys.executable, "-m", "prl_jax.cli", "train", "--config", CONFIG, "--workdir", workdir,
           *flags]
 
@@ -51,11 +54,11 @@ def _env():
   return env
 
 
-def _start(workdir, log):
+def _start(workdir, log, overrides=OVERRIDES, env=None):
   """`prl-jax train` in a child process, its stderr to the file `log`."""
   with open(log, "w") as err:
-    return subprocess.Popen(_command(workdir), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=err)
+    return subprocess.Popen(_command(workdir, overrides), env=env or _env(), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=err)
 
 
 def _finish(child, log):
@@ -107,8 +110,8 @@ def _kill_mid_save(workdir, log, attempts=3):
   pytest.fail(f"{attempts} kills all landed after the save had finished")
 
 
-def _final_state(workdir):
-  config = apply_overrides(load_config_file(CONFIG), [f"{k}={v}" for k, v in OVERRIDES.items()])
+def _final_state(workdir, overrides=OVERRIDES):
+  config = apply_overrides(load_config_file(CONFIG), [f"{k}={v}" for k, v in overrides.items()])
   ctx = build_context(config, workdir)
   target = ctx.abstract(init_state(ctx, get_recipe(config.method)))
   with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
@@ -161,3 +164,76 @@ def test_sigkill_mid_save_resumes_and_matches_uninterrupted_run(tmp_path):
   # Everything else too: optimizer moments, old policy, reference, step counter.
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics.jsonl: whole lines for every reader, a torn last line dropped at resume.
+
+
+def _rows(count, start=1):
+  return [json.dumps({"step": s, "loss": 0.5 * s}, sort_keys=True) + "\n"
+          for s in range(start, start + count)]
+
+
+def test_each_metrics_line_is_one_write_then_fsync(tmp_path, monkeypatch):
+  """A killed writer leaves a whole row or none: the row (and its newline) goes to the file in
+  one write, fsynced before `write` returns. A buffered file splits a long row over writes."""
+  events = []
+  real_write, real_fsync = os.write, os.fsync
+  monkeypatch.setattr(os, "write", lambda fd, data: events.append(("write", fd, bytes(data)))
+                      or real_write(fd, data))
+  monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", fd)) or real_fsync(fd))
+  writer = MetricsWriter(str(tmp_path), tensorboard=False, progress=False)
+  metrics = {f"metric/{i:05d}": 0.1 * i for i in range(4000)}  # ~100 KB: many buffers long
+  writer.write(1, metrics)
+  writer.write(2, metrics)
+  writer.close()
+  monkeypatch.undo()
+  ours = [e for e in events if e[0] == "fsync" or b'"step": ' in e[2]]
+  assert [e[0] for e in ours] == ["write", "fsync"] * 2
+  assert ours[0][2] == (json.dumps({"step": 1, **metrics}, sort_keys=True) + "\n").encode()
+  assert ours[1][1] == ours[0][1]  # The file just written is the one fsynced.
+  assert [r["step"] for r in read_metrics(writer.path)] == [1, 2]
+
+
+def test_resume_drops_a_torn_last_line_and_later_steps(tmp_path, caplog):
+  path = tmp_path / "metrics.jsonl"
+  torn = _rows(1, start=5)[0][:15]  # A kill in the middle of the row of step 5.
+  path.write_text("".join(_rows(4)) + torn)
+  with caplog.at_level("WARNING", logger="prl_jax.train.metrics"):
+    writer = MetricsWriter(str(tmp_path), tensorboard=False, progress=False, resume_step=3)
+  assert "line(s) [5]" in caplog.text
+  writer.write(4, {"loss": 2.0})
+  writer.close()
+  lines = path.read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]  # Every line parses.
+  assert json.loads(lines[-1])["loss"] == 2.0
+
+
+def test_a_complete_last_row_without_its_newline_is_kept_and_ended(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(_rows(3)).rstrip("\n"))
+  MetricsWriter(str(tmp_path), tensorboard=False, progress=False, resume_step=3).write(4, {})
+  assert [r["step"] for r in read_metrics(str(path))] == [1, 2, 3, 4]
+
+
+class _Killed(BaseException):
+  """Stands for SIGKILL: nothing after the point where it is raised runs."""
+
+
+def test_truncation_is_atomic(tmp_path, monkeypatch):
+  """Killed while truncating, the file holds the old rows, not a prefix of the new ones."""
+  path = tmp_path / "metrics.jsonl"
+  original = "".join(_rows(6))
+  path.write_text(original)
+
+  def killed(*args):
+    raise _Killed
+
+  monkeypatch.setattr(os, "replace", killed)
+  with pytest.raises(_Killed):
+    MetricsWriter(str(tmp_path), tensorboard=False, progress=False, resume_step=2)
+  assert path.read_text() == original
+  monkeypatch.undo()
+  MetricsWriter(str(tmp_path), tensorboard=False, progress=False, resume_step=2)
+  assert path.read_text() == "".join(_rows(2))

@@ -24,7 +24,11 @@ files are plain arrays readable by any tool; `restore` re-wraps them when the ta
 dtype. Targets built by `abstract_like` from a state holding typed keys get this for free.
 
 A checkpoint that cannot be read raises `CheckpointError` naming the step directory and what to
-do; nothing is ever deleted on the restore path.
+do; nothing is ever deleted on the restore path. `restore_latest_good`, the resume path, falls
+back instead: a newest step whose files are truncated or missing is renamed to `<step>.broken`
+(kept for inspection, ignored by Orbax) with a warning, and the previous finished step is restored.
+A save that fails (disk full, permission denied) raises `CheckpointError` naming the step, the
+directory and the OS error; the step stays a temporary directory, so earlier steps are untouched.
 """
 
 from __future__ import annotations
@@ -50,6 +54,19 @@ META = "meta"
 
 class CheckpointError(RuntimeError):
   """A checkpoint directory or step cannot be used; the message says what to fix."""
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A finished step whose files cannot be read (truncated, deleted); an earlier step may be fine.
+
+  Attributes:
+    step: the unreadable step.
+    reason: the file-level error, one line.
+  """
+
+  def __init__(self, message: str, step: int, reason: str):
+    super().__init__(message)
+    self.step, self.reason = step, reason
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,6 +205,8 @@ class Checkpointer:
     if "://" not in str(directory):
       directory = os.path.abspath(directory)
     self.directory = epath.Path(directory)
+    self.read_only = read_only
+    self._write_failed = False
     self.best_metric = best_metric
     self.best_mode = best_mode
     best_fn = self._metric_fn() if best_metric else None
@@ -294,15 +313,58 @@ class Checkpointer:
     # With a best metric configured, a step saved without metrics ranks worst ({}), which
     # spares Orbax's per-save warning about missing metrics.
     track = (metrics_json or {}) if self.best_metric else None
-    return bool(self._manager.save(step, args=args, metrics=track, force=force))
+    self.wait()  # A failed background save is reported as that save, not as this one.
+    try:
+      return bool(self._manager.save(step, args=args, metrics=track, force=force))
+    except Exception as e:  # noqa: BLE001 - OSError, or TensorStore's wrapping of one.
+      raise self._write_error(f"Writing checkpoint step {step}", e) from None
 
   def wait(self) -> None:
-    """Blocks until a background save (async_save=True) is finished on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until a background save (async_save=True) is finished on disk.
+
+    Raises:
+      CheckpointError: the background save failed (the message names the directory and why).
+    """
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 - see save().
+      raise self._write_error("A background checkpoint save", e) from None
 
   def close(self) -> None:
     """Waits for pending saves and releases Orbax's threads."""
+    if self._write_failed:
+      # Orbax re-raises a failed background save on every wait; it was reported once already.
+      try:
+        self._manager.close()
+      except Exception:  # noqa: BLE001
+        logger.debug("Closing %s after a failed save", self.directory, exc_info=True)
+      return
+    self.wait()
     self._manager.close()
+
+  def _write_error(self, what: str, e: Exception) -> CheckpointError:
+    """The error of a failed save: where, why, and that the earlier steps are intact.
+
+    Raised `from None`: the OS error is the whole story, and Orbax's and TensorStore's frames
+    beneath it would bury it (it stays available as `__context__`).
+    """
+    self._write_failed = True
+    try:
+      # From disk: a failed background save has already dropped from Orbax's list the older
+      # steps its retention would have deleted, though they are still there.
+      self._manager.reload()
+    except Exception:  # noqa: BLE001 - the listing is only for the message.
+      pass
+    steps = self.all_steps()
+    if steps:
+      after = (f"The finished steps {steps} are untouched: a rerun resumes from step "
+               f"{steps[-1]}.")
+    else:
+      after = "No earlier step was finished: a rerun starts afresh."
+    return CheckpointError(
+        f"{what} to {self.directory} failed: {_first_line(e)}. {after} Free disk space or fix "
+        "the directory's permissions first."
+    )
 
   def __enter__(self) -> "Checkpointer":
     return self
@@ -338,7 +400,8 @@ class Checkpointer:
     step_dir = self.directory / str(step)
     missing = [name for name in (STATE, META) if not (step_dir / name).exists()]
     if missing:
-      raise CheckpointError(self._corrupt_message(step, steps, f"missing {missing}"))
+      reason = f"missing {missing}"
+      raise CorruptCheckpointError(self._corrupt_message(step, steps, reason), step, reason)
     args = ocp.args.Composite(
         **{
             STATE: ocp.args.StandardRestore(_storage_target(target)),
@@ -354,9 +417,58 @@ class Checkpointer:
             f"({_first_line(e)}). The model, optimizer or config probably changed since "
             "it was written: restore with the original config, or use a new workdir."
         ) from e
-      raise CheckpointError(self._corrupt_message(step, steps, _first_line(e))) from e
+      reason = _first_line(e)
+      raise CorruptCheckpointError(self._corrupt_message(step, steps, reason), step,
+                                   reason) from e
     state = _data_to_keys(restored[STATE], target)
     return state, dict(restored[META])
+
+  def restore_latest_good(self, target: Any) -> tuple[Any, dict]:
+    """Restores the newest step that reads back; the resume path of a training run.
+
+    A newer step that is corrupt (files truncated or deleted: a disk fault, an interrupted
+    copy) is renamed to `<step>.broken` with a warning naming it and the step used instead.
+    The rename keeps its files for inspection and frees the step number, which the resumed
+    run saves again (Orbax never saves over an existing step directory). Nothing is renamed
+    unless some step restores, and anything but corruption (no checkpoint, a target that does
+    not match: a changed config) raises as in `restore`. A `read_only` checkpointer falls
+    back the same way but leaves the broken steps in place.
+    """
+    steps = self.all_steps()
+    broken: list[CorruptCheckpointError] = []
+    for step in reversed(steps):
+      try:
+        restored = self.restore(target, step)
+      except CorruptCheckpointError as e:
+        broken.append(e)
+        continue
+      for e in broken:
+        where = self._set_aside(e.step)
+        logger.warning("Checkpoint step %d in %s is unreadable (%s); %s. Resuming from step %d.",
+                       e.step, self.directory, e.reason, where, step)
+      return restored
+    if not broken:
+      return self.restore(target)  # Raises: no finished checkpoint.
+    reasons = "; ".join(f"step {e.step}: {e.reason}" for e in broken)
+    raise CheckpointError(
+        f"No finished step in {self.directory} can be read ({reasons}). Nothing was moved or "
+        "deleted; move the step directories elsewhere to start afresh."
+    )
+
+  def _set_aside(self, step: int) -> str:
+    """Renames a broken step to `<step>.broken` (a name Orbax ignores); says what was done."""
+    step_dir = self.directory / str(step)
+    if self.read_only:
+      return f"left in place (read-only), so step {step} cannot be saved again here"
+    # Not `<step>.broken_<n>`: Orbax reads a name ending in `_<digits>` as a step.
+    dest, n = self.directory / f"{step}.broken", 1
+    while dest.exists():
+      dest, n = self.directory / f"{step}.broken.{n}", n + 1
+    if jax.process_index() == 0:
+      step_dir.rename(dest)
+    ocp.multihost.sync_global_processes(f"prl_jax_set_aside_{step}")
+    self._manager.reload()  # Forget the renamed step, so that it can be saved again.
+    return f"moved it to {dest}"
 
   def _corrupt_message(self, step: int, steps: list[int], reason: str) -> str:
     step_dir = self.directory / str(step)

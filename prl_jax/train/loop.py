@@ -421,7 +421,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
   state = init_state(ctx, recipe)
   position = 0
   if config.checkpoint.resume and ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(ctx.abstract(state))
+    state, meta = ckpt.restore_latest_good(ctx.abstract(state))
     position = meta["data_position"]
   state = ctx.place_state(state)
   stream = PromptStream(ctx.train_examples, config.seed, position)
