@@ -125,6 +125,10 @@ def get_config():
   c.train.micro_batch_size = 0  # responses per forward/backward; 0 = the mini-batch
   c.train.logprob_micro_batch_size = 0  # responses per log-prob forward; 0 = micro_batch_size
   c.train.logprob_chunk = 0  # sequence chunk of the log-prob projection; 0 = whole sequence
+  # A NaN/inf loss or gradient norm stops the run (RL and SFT) before that step is saved; true:
+  # drop such an update instead (state kept, data position advances), counted as
+  # train/skipped_updates. RL then keeps a device copy of the state during each step.
+  c.train.skip_nonfinite = False
 
   c.sft = ml_collections.ConfigDict()
   c.sft.steps = 300
@@ -144,6 +148,9 @@ def get_config():
   c.checkpoint.best_metric = ""
   c.checkpoint.resume = True
   c.checkpoint.save_hf = False
+  # Keys (comma-separated, shell patterns allowed) that may differ from WORKDIR/config.json when
+  # resuming; other changes are refused (prl_jax.train.run_config lists the always-allowed ones).
+  c.checkpoint.allow_changes = ""
 
   c.log = ml_collections.ConfigDict()
   c.log.every = 1

@@ -36,6 +36,8 @@ from prl_jax.train.batch import PolicyBatch, SequenceBatch, make_sequences
 from prl_jax.train.checkpoint import Checkpointer
 from prl_jax.train.frozen_prm import FrozenPrm, load_frozen_prm, score_rollouts
 from prl_jax.train.metrics import MetricsWriter
+from prl_jax.train.nonfinite import NonFiniteError, error_message, nonfinite
+from prl_jax.train.run_config import record_config
 from prl_jax.train.setup import RunContext, build_context, initial_policy_params
 from prl_jax.train.state import ModelState, TrainState, adamw, key_data, value_head_init, wrap_key
 
@@ -411,18 +413,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
   """Runs (or resumes) the RL job described by `config` in `workdir`; returns the last metrics.
 
   `max_steps` stops early after that many steps in this call (used to test exact resume).
+  The config is recorded in `workdir/config.json` first, and resuming with a changed one is
+  refused (prl_jax.train.run_config); a NaN or inf loss or gradient norm stops the run before
+  its step is saved, or skips the update (prl_jax.train.nonfinite).
   """
   distributed.initialize()
+  record_config(config, workdir)  # a changed config is refused before the model is built
   ctx = ctx or build_context(config, workdir)
   recipe = get_recipe(config.method)
   fns = build_functions(ctx, recipe)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                       best_metric=config.checkpoint.best_metric or None)
   state = init_state(ctx, recipe)
-  position = 0
+  position = skipped = 0
   if config.checkpoint.resume and ckpt.latest_step() is not None:
     state, meta = ckpt.restore_latest_good(ctx.abstract(state))
     position = meta["data_position"]
+    skipped = int(meta.get("metrics", {}).get("train/skipped_updates", 0))
   state = ctx.place_state(state)
   stream = PromptStream(ctx.train_examples, config.seed, position)
   writer = MetricsWriter(workdir, enabled=distributed.is_main_process(), resume_step=int(state.step),
@@ -434,11 +441,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
     while int(state.step) < config.train.steps:
       if max_steps is not None and done >= max_steps:
         break
+      before = None
+      if config.train.skip_nonfinite:  # the updates donate the state: keep a copy to go back to
+        before = jax.tree_util.tree_map(jnp.copy, (state.policy, state.prm, state.value))
       state, metrics = rl_step(ctx, recipe, fns, state, stream)
       done += 1
       step = int(state.step)
       if step == 1:  # rows the data screen left out (task.skip_bad_rows), once per run
         metrics.update(ctx.data_metrics)
+      bad = nonfinite(metrics)
+      if bad and before is None:  # raised before this step is saved: the last checkpoint is good
+        writer.write(step, metrics)
+        raise NonFiniteError(error_message(step, bad, workdir))
+      if before is not None:
+        if bad:
+          state = state.replace(policy=before[0], prm=before[1], value=before[2])
+        skipped += bool(bad)
+        metrics["train/skipped_updates"] = skipped
       is_last = step == config.train.steps
       if config.eval.every and (step % config.eval.every == 0 or is_last):
         metrics.update(periodic_eval(ctx, state.policy.params, step))

@@ -3,6 +3,12 @@
 The loss is the token-mean negative log-likelihood of the solution (and its EOS) given the
 prompt. The result is exported in HF layout to `workdir/final_hf`, which RL configs name in
 `init_from`.
+
+Exact resume, as in the RL loop: the model state is saved to `workdir/checkpoints` every
+checkpoint.every steps and at the end, with the data position (the state of the generator that
+draws each step's rows), so an interrupted run continues from its last checkpoint and "N steps"
+equals "N/2 steps, restore, N/2 steps" bit for bit. Rows still come from the one sequential
+generator seeded with `seed`, so a run draws the batches it drew before checkpoints existed.
 """
 
 from __future__ import annotations
@@ -14,9 +20,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from prl_jax import distributed
+from prl_jax.train import nonfinite
 from prl_jax.train import steps as train_steps
 from prl_jax.train.batch import make_sequences
+from prl_jax.train.checkpoint import Checkpointer
 from prl_jax.train.metrics import MetricsWriter
+from prl_jax.train.run_config import record_config
 from prl_jax.train.setup import RunContext, build_context, initial_policy_params
 from prl_jax.train.state import ModelState, adamw
 
@@ -33,29 +43,78 @@ def demonstration_batch(ctx: RunContext, examples: list[dict], response_len: int
   return make_sequences(prompts, answers, ctx.prompt_len, response_len, tok.pad_id)
 
 
-def sft(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config.sft.steps` steps of SFT from the configured initial policy and exports it."""
+def _update_fn(tx, loss_fn, skip_nonfinite: bool):
+  """The jitted SFT step `(state, batch) -> (state, metrics)`, state donated.
+
+  With `skip_nonfinite` a step whose loss or gradient norm is not finite returns the state it
+  was given. That is decided on the device because the donated input is gone once the host
+  sees the metrics; the select costs one elementwise pass over the state.
+  """
+
+  def update(state, batch):
+    new, metrics = train_steps.minibatch_updates(state, tx, loss_fn, batch, 1, 1)
+    if skip_nonfinite:
+      keep = nonfinite.all_finite(metrics)
+      new = jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, state)
+    return new, metrics
+
+  return jax.jit(update, donate_argnums=0)
+
+
+def sft(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | None = None) -> dict:
+  """Trains (or resumes) `config.sft.steps` steps of SFT from the configured initial policy.
+
+  The policy is exported to `workdir/final_hf` once every step is done. `max_steps` stops after
+  that many steps in this call (used to test exact resume). Returns the last step's metrics.
+  """
+  distributed.initialize()
+  record_config(config, workdir)  # a changed config is refused before the model is built
   ctx = build_context(config, workdir)
   s = config.sft
+  skip = config.train.skip_nonfinite
   tx = adamw(s.lr, grad_clip=config.optim.grad_clip, schedule="cosine",
              warmup_steps=s.warmup_steps, total_steps=s.steps)
   params = initial_policy_params(ctx)
-  state = ctx.place_state(ModelState(params, tx.init(params)))
-  loss_fn = train_steps.sft_loss_fn(ctx.model_cfg, config.train.logprob_chunk)
-  update = jax.jit(lambda st, b: train_steps.minibatch_updates(st, tx, loss_fn, b, 1, 1),
-                   donate_argnums=0)
+  state = ModelState(params, tx.init(params))
+  update = _update_fn(tx, train_steps.sft_loss_fn(ctx.model_cfg, config.train.logprob_chunk),
+                     skip)
   rng = np.random.default_rng(config.seed)
-  writer = MetricsWriter(workdir, tensorboard=config.log.tensorboard,
-                         progress=config.log.progress, total=s.steps, filename="sft_metrics.jsonl")
-  metrics = {}
-  for step in range(1, s.steps + 1):
-    rows = rng.choice(len(ctx.train_examples), size=s.batch_size, replace=False)
-    batch = ctx.place_batch(demonstration_batch(
-        ctx, [ctx.train_examples[i] for i in rows], config.rollout.max_new_tokens))
-    state, metrics = update(state, batch)
-    if step % config.log.every == 0 or step == s.steps:
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
+  step = skipped = 0
+  if config.checkpoint.resume and ckpt.latest_step() is not None:
+    state, meta = ckpt.restore_latest_good(ctx.abstract(state))  # past a corrupt newest step
+    step, skipped = meta["step"], meta["skipped_updates"]
+    rng.bit_generator.state = meta["data_rng"]
+  state = ctx.place_state(state)
+  writer = MetricsWriter(workdir, enabled=distributed.is_main_process(), resume_step=step,
+                         tensorboard=config.log.tensorboard, progress=config.log.progress,
+                         total=s.steps, filename="sft_metrics.jsonl")
+  metrics, done = {}, 0
+  try:
+    while step < s.steps and (max_steps is None or done < max_steps):
+      rows = rng.choice(len(ctx.train_examples), size=s.batch_size, replace=False)
+      batch = ctx.place_batch(demonstration_batch(
+          ctx, [ctx.train_examples[i] for i in rows], config.rollout.max_new_tokens))
+      state, metrics = update(state, batch)
+      step, done = step + 1, done + 1
       metrics = {f"sft/{k}": float(v) for k, v in jax.device_get(metrics).items()}
-      writer.write(step, metrics)
-  writer.close()
-  ctx.export_policy(state.params, os.path.join(workdir, "final_hf"))
+      bad = nonfinite.nonfinite(metrics)
+      if bad and not skip:
+        writer.write(step, metrics)
+        raise nonfinite.NonFiniteError(nonfinite.error_message(step, bad, workdir))
+      if skip:
+        skipped += bool(bad)
+        metrics["sft/skipped_updates"] = skipped
+      if step % config.log.every == 0 or step == s.steps:
+        writer.write(step, metrics)
+      if step % config.checkpoint.every == 0 or step == s.steps:
+        meta = {"step": step, "data_rng": rng.bit_generator.state, "skipped_updates": skipped,
+                "config": config.to_dict()}
+        ckpt.save(step, state, meta, metrics=metrics, force=True)
+    ckpt.wait()
+  finally:
+    ckpt.close()
+    writer.close()
+  if step >= s.steps:
+    ctx.export_policy(state.params, os.path.join(workdir, "final_hf"))
   return metrics
