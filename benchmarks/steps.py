@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks.docs_section import machine, write_section  # noqa: E402
-from prl_jax.algorithms.recipes import get_recipe  # noqa: E402
+from prl_jax.algorithms.registry import get_recipe  # noqa: E402
 from prl_jax.config import apply_overrides, load_config_file  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
 from prl_jax.models.tokenizer import CharTokenizer  # noqa: E402

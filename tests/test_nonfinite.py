@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prl_jax.algorithms.recipes import get_recipe
+from prl_jax.algorithms.registry import get_recipe
 from prl_jax.config import apply_overrides, load_config_file
 from prl_jax.models import hf
 from prl_jax.train.checkpoint import Checkpointer

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prl_jax.algorithms.recipes import RLInputs, get_recipe
+from prl_jax.algorithms.recipes import RLInputs
+from prl_jax.algorithms.registry import get_recipe
 
 
 def _inputs(outcome, prm_score, group_size, length=3):

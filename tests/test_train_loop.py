@@ -11,7 +11,7 @@ from prl_jax.train.checkpoint import Checkpointer
 from prl_jax.train.loop import init_state, train
 from prl_jax.train.metrics import read_metrics
 from prl_jax.train.setup import build_context, validate
-from prl_jax.algorithms.recipes import get_recipe
+from prl_jax.algorithms.registry import get_recipe
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "mini")
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from prl_jax.algorithms import advantages as adv
 from prl_jax.algorithms.recipes import Recipe, RLInputs, register
+from prl_jax.ops.returns import masked_whiten
 from prl_jax.ops.steps import last_token_mask
 
 
@@ -43,7 +44,6 @@ def ppo_advantages(options, x: RLInputs):
   """PPO: reward r_o on the last valid token, GAE(gamma, lambda) against the critic, whitened."""
   rewards = x.outcome[:, None] * last_token_mask(x.mask)
   advantages, returns = adv.gae(rewards, x.values, x.mask, gamma=options.gamma, lam=options.lam)
-  from prl_jax.ops.returns import masked_whiten
   return masked_whiten(advantages, x.mask) * x.mask, {"returns": returns}
 
 

@@ -2,7 +2,8 @@
 
 The training loop never branches on a method's name; it asks the recipe. A recipe's
 `advantages(options, inputs)` is a pure function of arrays (jitted once by the loop), so adding a
-method means adding one small file that registers a `Recipe`.
+method means adding one small file that registers a `Recipe` (`prl_jax.algorithms.registry` finds
+it). This module imports nothing of its own package: method files import it, never the reverse.
 """
 
 from __future__ import annotations
@@ -70,14 +71,7 @@ def register(recipe: Recipe) -> Recipe:
   return recipe
 
 
-def get_recipe(name: str) -> Recipe:
-  """The recipe of a `method` config string (importing the method modules on first use)."""
-  from prl_jax.algorithms import baselines, erprm, prime, prl, repirl  # noqa: F401
-  if name not in _RECIPES:
-    raise ValueError(f"Unknown method {name!r}; known methods: {sorted(_RECIPES)}.")
-  return _RECIPES[name]
-
-
-def list_recipes() -> list[str]:
-  get_recipe("rloo")
-  return sorted(_RECIPES)
+def registered() -> dict[str, Recipe]:
+  """Name -> recipe of every method registered so far (`prl_jax.algorithms.registry` imports them
+  all; look methods up with its `get_recipe`)."""
+  return dict(_RECIPES)

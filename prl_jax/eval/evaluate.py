@@ -428,7 +428,7 @@ def _policy_from_checkpoint(ctx, directory: str) -> Policy:
   The whole train state is restored (Orbax restores the pytree it was given), then all but the
   policy params are dropped: it needs the memory of the full state for a moment.
   """
-  from prl_jax.algorithms.recipes import get_recipe
+  from prl_jax.algorithms.registry import get_recipe
   from prl_jax.train.checkpoint import Checkpointer
   from prl_jax.train.loop import init_state
   # Shapes only: a random init traced by eval_shape allocates and loads nothing.

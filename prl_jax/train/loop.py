@@ -24,7 +24,8 @@ import ml_collections
 import numpy as np
 
 from prl_jax import distributed, sharding
-from prl_jax.algorithms.recipes import RLInputs, Recipe, get_recipe
+from prl_jax.algorithms.recipes import RLInputs, Recipe
+from prl_jax.algorithms.registry import get_recipe
 from prl_jax.algorithms.filters import accuracy_filter, truncation_filter
 from prl_jax.models.config import ModelConfig
 from prl_jax.models.logprobs import response_logprobs

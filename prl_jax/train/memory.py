@@ -59,7 +59,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from prl_jax import sharding
-from prl_jax.algorithms.recipes import Recipe, get_recipe
+from prl_jax.algorithms.recipes import Recipe
+from prl_jax.algorithms.registry import get_recipe
 from prl_jax.config import ConfigError
 from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig, preset

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from prl_jax import distributed, sharding
-from prl_jax.algorithms.recipes import get_recipe
+from prl_jax.algorithms.registry import get_recipe
 from prl_jax.config import ConfigError
 from prl_jax.data import templates
 from prl_jax.data.registry import get_task
