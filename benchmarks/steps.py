@@ -7,7 +7,7 @@ Shapes (PERFORMANCE.md): the "mini" preset (Llama architecture, vocab 512, d 256
 4 heads, 4 KV heads, head dim 64, MLP 1024, 4.46M parameters), float32, one device.
 
 - train step: a batch of 32 random sequences of 128 tokens, next-token loss on every token after
-  the first, one AdamW update (`train.steps.sft_loss_fn` + `minibatch_updates`, jitted, donated).
+  the first, one AdamW update (`train.objectives.sft_loss_fn` + `run.updates.minibatch_updates`, jitted, donated).
 - RL step: `train.loop.rl_step` end to end: 16 arithmetic prompts x 4 samples x at most 64 new
   tokens at temperature 1 (a random policy: rows end only at a sampled EOS), outcome check,
   old-policy and reference log-probs, advantages, one AdamW update over the whole batch. GRPO
@@ -38,11 +38,13 @@ from prl_jax.config import apply_overrides, load_config_file  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
 from prl_jax.models.tokenizer import CharTokenizer  # noqa: E402
 from prl_jax.models.transformer import init_params  # noqa: E402
-from prl_jax.train import steps as train_steps  # noqa: E402
-from prl_jax.train.batch import SequenceBatch  # noqa: E402
-from prl_jax.train.loop import PromptStream, build_functions, init_state, rl_step  # noqa: E402
-from prl_jax.train.setup import build_context  # noqa: E402
-from prl_jax.train.state import ModelState, adamw  # noqa: E402
+from prl_jax.run import updates  # noqa: E402
+from prl_jax.train import objectives  # noqa: E402
+from prl_jax.run.batch import SequenceBatch  # noqa: E402
+from prl_jax.run.state import init_state  # noqa: E402
+from prl_jax.train.loop import PromptStream, build_functions, rl_step  # noqa: E402
+from prl_jax.run.context import build_context  # noqa: E402
+from prl_jax.run.state import ModelState, adamw  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
@@ -73,8 +75,8 @@ def bench_train_step(warmup: int, repeats: int) -> dict:
   batch = SequenceBatch(tokens=tokens, token_mask=jnp.ones(tokens.shape, bool),
                         response_mask=jnp.ones((TRAIN_BATCH, TRAIN_LEN - 1), jnp.float32),
                         prompt_len=1)
-  loss_fn = train_steps.sft_loss_fn(cfg)
-  update = jax.jit(lambda s, b: train_steps.minibatch_updates(s, tx, loss_fn, b, 1, 1),
+  loss_fn = objectives.sft_loss_fn(cfg)
+  update = jax.jit(lambda s, b: updates.minibatch_updates(s, tx, loss_fn, b, 1, 1),
                    donate_argnums=0)
   holder = {"state": state}
 

@@ -149,7 +149,7 @@ def get_config():
   c.checkpoint.resume = True
   c.checkpoint.save_hf = False
   # Keys (comma-separated, shell patterns allowed) that may differ from WORKDIR/config.json when
-  # resuming; other changes are refused (prl_jax.train.run_config lists the always-allowed ones).
+  # resuming; other changes are refused (prl_jax.run.config_record lists the always-allowed ones).
   c.checkpoint.allow_changes = ""
 
   c.log = ml_collections.ConfigDict()

@@ -13,7 +13,7 @@ import pytest
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
 from prl_jax.data import arithmetic, math_files
 from prl_jax.data.rows import DataFileError, RowScreen
-from prl_jax.train.setup import build_context, validate
+from prl_jax.run.context import build_context, validate
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "..", "configs", "mini", "rloo.py")
 GOOD = {"question": "Tom has 2 apples and buys 3. How many?", "answer": "2+3 = 5\n#### 5"}
@@ -186,7 +186,7 @@ def test_generated_prompts_go_through_the_same_check(tmp_path):
 @pytest.mark.slow  # compiles one RL step (about a minute on 2 CPU cores)
 def test_the_first_metrics_of_a_run_carry_the_skip_counts(tmp_path):
   from prl_jax.train.loop import train
-  from prl_jax.train.metrics import read_metrics
+  from prl_jax.run.metrics_file import read_metrics
 
   path = _task_file(tmp_path / "train.jsonl", long_at=2)
   config = _config(**{"task.name": "task", "task.train_file": str(path), "task.max_prompt_len": 24,

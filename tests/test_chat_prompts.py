@@ -16,7 +16,7 @@ from prl_jax.eval import evaluate as ev
 from prl_jax.models.tokenizer import load_tokenizer
 from prl_jax.models.transformer import init_params
 from prl_jax.rewards.verify import Verifier
-from prl_jax.train.setup import build_context, validate
+from prl_jax.run.context import build_context, validate
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "..", "configs", "mini", "rloo.py")
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from prl_jax.train.checkpoint import CheckpointError, Checkpointer, abstract_like
+from prl_jax.run.checkpoint import CheckpointError, Checkpointer, abstract_like
 
 # ----------------------------------------------------------------------------------------------
 # Helpers.
@@ -348,7 +348,7 @@ def test_resume_falls_back_past_a_corrupt_latest_step_and_saves_it_again(
   broken_files = listing(tmp_path / "3")
 
   ckpt = Checkpointer(tmp_path)
-  with caplog.at_level("WARNING", logger="prl_jax.train.checkpoint"):
+  with caplog.at_level("WARNING", logger="prl_jax.run.checkpoint"):
     restored, _ = ckpt.restore_latest_good(abstract_like(states[1]))
   gc.collect()
   assert_trees_equal(restored, states[2])

@@ -113,7 +113,7 @@ def test_prime_training_two_processes_match_one_process(tmp_path):
   """`prl-jax train` as 2 processes x 2 devices logs what 1 process x 4 devices logs."""
   import safetensors.numpy
 
-  from prl_jax.train.metrics import read_metrics
+  from prl_jax.run.metrics_file import read_metrics
 
   run_multihost(TRAIN + ["--workdir", str(tmp_path / "multi")], num_processes=2,
                 devices_per_process=2)
@@ -231,7 +231,7 @@ def _check_checkpoint_round_trip(directory, params):
   """Every process saves its shards of `params`, then restores them into the same layout."""
   import jax
 
-  from prl_jax.train.checkpoint import Checkpointer, abstract_like
+  from prl_jax.run.checkpoint import Checkpointer, abstract_like
 
   with Checkpointer(directory) as ckpt:
     assert ckpt.save(STEPS, params, {"data_position": STEPS})

@@ -27,7 +27,7 @@ from prl_jax.ops.steps import step_end_mask
 from prl_jax.rewards import erprm_labels as labels
 from prl_jax.sampling import SamplingConfig
 from prl_jax.train import prm
-from prl_jax.train.state import ModelState, adamw
+from prl_jax.run.state import ModelState, adamw
 
 TOK = CharTokenizer()
 CFG = preset("tiny", vocab_size=TOK.vocab_size)

@@ -272,9 +272,9 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 def test_cli_final_hf_and_checkpoint_agree(tmp_path, capsys):
   """WORKDIR/final_hf and the checkpointed policy of the same params give the same results."""
   from prl_jax.algorithms.registry import get_recipe
-  from prl_jax.train.checkpoint import Checkpointer
-  from prl_jax.train.loop import init_state
-  from prl_jax.train.setup import build_context
+  from prl_jax.run.checkpoint import Checkpointer
+  from prl_jax.run.state import init_state
+  from prl_jax.run.context import build_context
 
   config = _config()
   exported, checkpointed = tmp_path / "exported", tmp_path / "checkpointed"

@@ -18,7 +18,7 @@ import pytest
 
 from prl_jax.config import apply_overrides, load_config_file
 from prl_jax.train.loop import train
-from prl_jax.train.metrics import read_metrics
+from prl_jax.run.metrics_file import read_metrics
 from prl_jax.train.sft import sft
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "mini")

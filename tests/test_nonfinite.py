@@ -18,11 +18,12 @@ import pytest
 from prl_jax.algorithms.registry import get_recipe
 from prl_jax.config import apply_overrides, load_config_file
 from prl_jax.models import hf
-from prl_jax.train.checkpoint import Checkpointer
+from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.train import loop
-from prl_jax.train.metrics import read_metrics
-from prl_jax.train.nonfinite import NonFiniteError, nonfinite
-from prl_jax.train.setup import build_context
+from prl_jax.run.metrics_file import read_metrics
+from prl_jax.run.nonfinite import NonFiniteError, nonfinite
+from prl_jax.run.context import build_context
+from prl_jax.run.state import init_state
 from prl_jax.train.sft import sft
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "mini")
@@ -54,7 +55,7 @@ def _tiny(name, **overrides):
 def _checkpoints(config, workdir):
   """{step: (policy params, meta)} of every checkpoint of an RL run."""
   ctx = build_context(config, workdir)
-  target = ctx.abstract(loop.init_state(ctx, get_recipe(config.method)))
+  target = ctx.abstract(init_state(ctx, get_recipe(config.method)))
   with Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True) as ckpt:
     return {s: (lambda r: (r[0].policy.params, r[1]))(ckpt.restore(target, s))
             for s in ckpt.all_steps()}

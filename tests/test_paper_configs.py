@@ -17,7 +17,7 @@ from prl_jax.models.config import preset
 from prl_jax.models.logprobs import response_logprobs
 from prl_jax.models.transformer import init_params
 from prl_jax.train import memory
-from prl_jax.train.setup import validate
+from prl_jax.run.context import validate
 
 PAPER = os.path.join(os.path.dirname(__file__), "..", "configs", "paper")
 NAMES = ("prime_eurus2_7b", "prl_llama32_3b", "prl_qwen25math_7b", "frpo_qwen3_1p7b",

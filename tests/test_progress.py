@@ -14,7 +14,7 @@ from prl_jax.eval import evaluate as ev
 from prl_jax.models.config import preset
 from prl_jax.models.tokenizer import CharTokenizer
 from prl_jax.rewards.verify import Verifier
-from prl_jax.train.metrics import MetricsWriter
+from prl_jax.run.metrics_file import MetricsWriter
 
 # tqdm's "[elapsed<remaining, rate" block, e.g. "[00:01<00:02,  1.50step/s" or "2.10s/step".
 RATE_ETA = r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+(step/s|s/step)"

@@ -7,8 +7,9 @@ import os
 import pytest
 
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
-from prl_jax.train import loop, run_config, sft
-from prl_jax.train.run_config import ABSENT, config_changes, record_config
+from prl_jax.run import config_record as run_config
+from prl_jax.train import loop, sft
+from prl_jax.run.config_record import ABSENT, config_changes, record_config
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "mini")
 

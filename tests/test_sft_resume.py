@@ -8,7 +8,7 @@ import numpy as np
 
 from prl_jax.config import apply_overrides, load_config_file
 from prl_jax.models import hf
-from prl_jax.train.metrics import read_metrics
+from prl_jax.run.metrics_file import read_metrics
 from prl_jax.train.sft import sft
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "mini")

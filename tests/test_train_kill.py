@@ -24,10 +24,10 @@ import pytest
 
 from prl_jax.algorithms.registry import get_recipe
 from prl_jax.config import apply_overrides, load_config_file
-from prl_jax.train.checkpoint import Checkpointer
-from prl_jax.train.loop import init_state
-from prl_jax.train.metrics import MetricsWriter, read_metrics
-from prl_jax.train.setup import build_context
+from prl_jax.run.checkpoint import Checkpointer
+from prl_jax.run.state import init_state
+from prl_jax.run.metrics_file import MetricsWriter, read_metrics
+from prl_jax.run.context import build_context
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CONFIG = os.path.join(ROOT, "configs", "mini", "prime.py")
@@ -200,7 +200,7 @@ def test_resume_drops_a_torn_last_line_and_later_steps(tmp_path, caplog):
   path = tmp_path / "metrics.jsonl"
   torn = _rows(1, start=5)[0][:15]  # A kill in the middle of the row of step 5.
   path.write_text("".join(_rows(4)) + torn)
-  with caplog.at_level("WARNING", logger="prl_jax.train.metrics"):
+  with caplog.at_level("WARNING", logger="prl_jax.run.metrics_file"):
     writer = MetricsWriter(str(tmp_path), tensorboard=False, progress=False, resume_step=3)
   assert "line(s) [5]" in caplog.text
   writer.write(4, {"loss": 2.0})

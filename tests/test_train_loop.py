@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
-from prl_jax.train.checkpoint import Checkpointer
-from prl_jax.train.loop import init_state, train
-from prl_jax.train.metrics import read_metrics
-from prl_jax.train.setup import build_context, validate
+from prl_jax.run.checkpoint import Checkpointer
+from prl_jax.run.state import init_state
+from prl_jax.train.loop import train
+from prl_jax.run.metrics_file import read_metrics
+from prl_jax.run.context import build_context, validate
 from prl_jax.algorithms.registry import get_recipe
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "mini")
@@ -159,7 +160,7 @@ def test_periodic_eval_is_logged_and_reproducible(tmp_path):
 def test_rollouts_in_sampler_calls_of_at_most_max_rows(tmp_path):
   from prl_jax.sampling import sample
   from prl_jax.train.loop import sample_rows
-  from prl_jax.train.setup import initial_policy_params
+  from prl_jax.run.context import initial_policy_params
 
   config = tiny_config("rloo", **{"rollout.max_rows": 8})  # 4 prompts x 4: two calls of 2 prompts
   ctx = build_context(config, str(tmp_path))

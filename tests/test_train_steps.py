@@ -9,7 +9,7 @@ from prl_jax import sharding
 from prl_jax.models.config import preset
 from prl_jax.models.logprobs import response_logprobs
 from prl_jax.models.transformer import init_params
-from prl_jax.train import steps
+from prl_jax.run import updates as steps
 
 
 def test_split_rows_is_strided_and_merge_rows_inverts_it():

@@ -49,7 +49,8 @@ from prl_jax.rewards import erprm_labels
 from prl_jax.rewards.verify import extract_answer
 from prl_jax.sampling import SamplingConfig
 from prl_jax.train import prm as prm_lib
-from prl_jax.train.batch import make_sequences
+from prl_jax.run.batch import make_sequences
+from prl_jax.run.context import build_context, initial_policy_params
 
 ORACLE, MAJORITY = "oracle (pass@N)", "majority vote"
 
@@ -464,7 +465,6 @@ def heldout_problems(ctx: Any, count: int, exclude: set[str]) -> list[dict]:
 
 
 def _policy(ctx: Any):
-  from prl_jax.train.setup import initial_policy_params
   if not ctx.hf_dir:
     raise ConfigError("The ER-PRM experiment samples from an SFT policy: pass "
                       "--config.init_from=DIR (an `prl-jax sft` export, e.g. runs/sft/final_hf).")
@@ -535,7 +535,6 @@ def run_best_of_n(config, workdir: str, prm_dirs: Sequence[str],
 
   Writes WORKDIR/best_of_n.{json,md,png}.
   """
-  from prl_jax.train.setup import build_context
   if not prm_dirs:
     raise ConfigError("Pass at least one --prm DIR (a PRM written by `prl-jax erprm`).")
   for d in prm_dirs:
@@ -554,7 +553,6 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
   Everything goes to WORKDIR/erprm: labels.jsonl, one directory per PRM (HF layout + prm.json +
   prm_metrics.jsonl) and best_of_n.{json,md,png}.
   """
-  from prl_jax.train.setup import build_context
   e = config.algo.erprm
   if e.agg not in AGGREGATIONS:
     raise ConfigError(f"algo.erprm.agg={e.agg!r}; choose one of {AGGREGATIONS}.")

@@ -36,14 +36,20 @@ import jax
 import ml_collections
 import numpy as np
 
+from prl_jax.algorithms.registry import get_recipe
 from prl_jax.config import ConfigError
 from prl_jax.data import arithmetic, countdown, templates
 from prl_jax.data.registry import get_task
 from prl_jax.distributed import to_host
 from prl_jax.eval import metrics, plots
+from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig
+from prl_jax.models.tokenizer import load_tokenizer
 from prl_jax.progress import progress_bar
 from prl_jax.rewards import verify
+from prl_jax.run.checkpoint import Checkpointer
+from prl_jax.run.context import build_context, render_prompts, task_options
+from prl_jax.run.state import init_state
 from prl_jax.sampling import SamplingConfig, sample
 
 SPLITS = ("eval", "heldout", "train")
@@ -161,7 +167,7 @@ def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequ
     tokenizer: encodes prompts, decodes responses; its eos_id stops generation.
     examples: task examples with "prompt", "answer" and optionally "id", "difficulty", "task".
     verifier: verifier(examples, texts) -> rewards, one example per text (the RunContext
-      convention, see `prl_jax.train.setup.make_verifier`).
+      convention, see `prl_jax.run.context.make_verifier`).
     n: samples per problem.
     temperature: sampling temperature of the n samples (0 makes them greedy).
     max_new_tokens: response length limit.
@@ -406,8 +412,6 @@ def _check_model_dir(model_dir: str) -> None:
 
 
 def _policy_from_hf(ctx, directory: str) -> Policy:
-  from prl_jax.models import hf
-  from prl_jax.models.tokenizer import load_tokenizer
   config_file = os.path.join(directory, "config.json")
   if not os.path.isfile(config_file):
     raise FileNotFoundError(
@@ -428,9 +432,6 @@ def _policy_from_checkpoint(ctx, directory: str) -> Policy:
   The whole train state is restored (Orbax restores the pytree it was given), then all but the
   policy params are dropped: it needs the memory of the full state for a moment.
   """
-  from prl_jax.algorithms.registry import get_recipe
-  from prl_jax.train.checkpoint import Checkpointer
-  from prl_jax.train.loop import init_state
   # Shapes only: a random init traced by eval_shape allocates and loads nothing.
   shell = dataclasses.replace(ctx, hf_dir="")
   abstract = jax.eval_shape(lambda: init_state(shell, get_recipe(ctx.config.method)))
@@ -479,7 +480,6 @@ def split_examples(config: ml_collections.ConfigDict, split: str, train: list[di
                         "set task.eval_file to the held-out file and use --split eval.")
     if num <= 0:
       raise ConfigError("--split heldout generates eval.num_problems problems; set it >= 1.")
-    from prl_jax.train.setup import render_prompts, task_options
     spec = get_task(config.task.name)
     # The training operand range and template (as the run's own problems): only the chain
     # length changes.
@@ -501,7 +501,6 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, *, model_dir: str 
   eval.n samples at eval.temperature with rollout.max_new_tokens, seed `config.seed`; prompts
   per sampler call are chosen so a call has about as many rows as a training rollout batch.
   """
-  from prl_jax.train.setup import build_context
   if split not in SPLITS:
     raise ConfigError(f"Unknown split {split!r}; choose one of {SPLITS}.")
   if config.eval.n < 1:

@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from prl_jax.eval import plots
-from prl_jax.train.metrics import read_metrics
+from prl_jax.run.metrics_file import read_metrics
 
 RESULTS_FILE, REPORT_FILE, PLOTS_DIR = "results.json", "report.md", "plots"
 Z_THRESHOLD = 2.0

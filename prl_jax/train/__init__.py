@@ -1,1 +1,1 @@
-"""Train state, jitted update steps, the training loop and checkpoints."""
+"""The RL loop, SFT, the models' losses, the frozen/trained PRM glue and the memory report."""

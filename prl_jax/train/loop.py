@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -23,24 +22,25 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from prl_jax import distributed, sharding
+from prl_jax import distributed
+from prl_jax.algorithms.filters import accuracy_filter, truncation_filter
 from prl_jax.algorithms.recipes import RLInputs, Recipe
 from prl_jax.algorithms.registry import get_recipe
-from prl_jax.algorithms.filters import accuracy_filter, truncation_filter
-from prl_jax.models.config import ModelConfig
+from prl_jax.eval.evaluate import evaluate
 from prl_jax.models.logprobs import response_logprobs
 from prl_jax.ops.steps import step_end_mask
 from prl_jax.rewards import irl
-from prl_jax.sampling import SamplingConfig, sample
-from prl_jax.train import steps as train_steps
-from prl_jax.train.batch import PolicyBatch, SequenceBatch, make_sequences
-from prl_jax.train.checkpoint import Checkpointer
+from prl_jax.run import updates
+from prl_jax.run.batch import PolicyBatch, SequenceBatch, make_sequences
+from prl_jax.run.checkpoint import Checkpointer
+from prl_jax.run.config_record import record_config
+from prl_jax.run.context import RunContext, build_context
+from prl_jax.run.metrics_file import MetricsWriter
+from prl_jax.run.nonfinite import NonFiniteError, error_message, nonfinite
+from prl_jax.run.state import TrainState, init_state, optimizers, wrap_key
+from prl_jax.sampling import sample
+from prl_jax.train import objectives
 from prl_jax.train.frozen_prm import FrozenPrm, load_frozen_prm, score_rollouts
-from prl_jax.train.metrics import MetricsWriter
-from prl_jax.train.nonfinite import NonFiniteError, error_message, nonfinite
-from prl_jax.train.run_config import record_config
-from prl_jax.train.setup import RunContext, build_context, initial_policy_params
-from prl_jax.train.state import ModelState, TrainState, adamw, key_data, value_head_init, wrap_key
 
 
 @dataclasses.dataclass
@@ -57,18 +57,9 @@ class RunFunctions:
   irl_batch: Any | None = None  # method repirl: the PRM batch with its IRL coefficients
 
 
-def _optimizers(config: ml_collections.ConfigDict):
-  o = config.optim
-  common = dict(weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, schedule=o.schedule,
-                warmup_steps=o.warmup_steps, total_steps=config.train.steps)
-  return (adamw(o.lr, grad_clip=o.grad_clip, **common),
-          adamw(o.prm_lr, grad_clip=o.prm_grad_clip, **common),
-          adamw(o.value_lr, grad_clip=o.grad_clip, **common))
-
-
-def _loss_config(config) -> train_steps.PolicyLossConfig:
+def _loss_config(config) -> objectives.PolicyLossConfig:
   loss = config.algo.loss
-  return train_steps.PolicyLossConfig(
+  return objectives.PolicyLossConfig(
       kind="ppo", clip_low=loss.clip_low, clip_high=loss.clip_high,
       dual_clip=loss.dual_clip if loss.dual_clip > 0 else None, agg=loss.agg,
       entropy_coef=loss.entropy_coef, kl_coef=loss.kl_coef, kl_kind=loss.kl_kind,
@@ -121,38 +112,38 @@ def irl_batch(experts: SequenceBatch, expert_ref, expert_prm, seq: SequenceBatch
 
 def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
   config, model_cfg = ctx.config, ctx.model_cfg
-  tx_policy, tx_prm, tx_value = _optimizers(config)
+  tx_policy, tx_prm, tx_value = optimizers(config)
   num_mini, num_micro, num_logprob_chunks = _batch_split(config)
   batch_rows = config.rollout.prompts_per_step * config.rollout.n
   loss_cfg = dataclasses.replace(_loss_config(config), kind=recipe.policy_loss)
-  policy_loss = train_steps.policy_loss_fn(model_cfg, loss_cfg)
+  policy_loss = objectives.policy_loss_fn(model_cfg, loss_cfg)
   options = ml_collections.FrozenConfigDict(config.algo)
   chunk = config.train.logprob_chunk
 
   epochs = config.train.ppo_epochs
 
   def policy_update(state, batch, key):
-    return train_steps.epoch_updates(state, tx_policy, policy_loss, batch, key, epochs, num_mini,
+    return updates.epoch_updates(state, tx_policy, policy_loss, batch, key, epochs, num_mini,
                                      num_micro)
 
   prm_update = None
   if recipe.prm == "prime_ce":
-    prm_loss = train_steps.prime_prm_loss_fn(model_cfg, config.algo.prime.beta, chunk)
-    prm_update = jax.jit(lambda s, b: train_steps.minibatch_updates(s, tx_prm, prm_loss, b, 1,
+    prm_loss = objectives.prime_prm_loss_fn(model_cfg, config.algo.prime.beta, chunk)
+    prm_update = jax.jit(lambda s, b: updates.minibatch_updates(s, tx_prm, prm_loss, b, 1,
                                                                     num_micro * num_mini),
                          donate_argnums=0)
   elif recipe.prm == "irl":
-    prm_loss = train_steps.irl_prm_loss_fn(model_cfg, config.algo.repirl.beta, chunk)
+    prm_loss = objectives.irl_prm_loss_fn(model_cfg, config.algo.repirl.beta, chunk)
     rows, micro = _irl_rows(config)
-    prm_update = jax.jit(lambda s, b: train_steps.minibatch_updates(s, tx_prm, prm_loss, b, 1,
+    prm_update = jax.jit(lambda s, b: updates.minibatch_updates(s, tx_prm, prm_loss, b, 1,
                                                                     rows // micro),
                          donate_argnums=0)
 
   value_forward = value_update = None
   if recipe.value:
-    value_loss = train_steps.value_loss_fn(model_cfg)
-    value_forward = jax.jit(lambda p, seq: train_steps.value_forward(model_cfg, p, seq))
-    value_update = jax.jit(lambda s, b, k: train_steps.epoch_updates(s, tx_value, value_loss, b, k,
+    value_loss = objectives.value_loss_fn(model_cfg)
+    value_forward = jax.jit(lambda p, seq: objectives.value_forward(model_cfg, p, seq))
+    value_update = jax.jit(lambda s, b, k: updates.epoch_updates(s, tx_value, value_loss, b, k,
                                                                      epochs, num_mini, num_micro),
                            donate_argnums=0)
 
@@ -162,7 +153,7 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
     rows = seq.tokens.shape[0]
     # The fewest chunks of at most logprob_rows rows that divide this batch (e.g. demonstrations).
     chunks = next(k for k in range(-(-rows // logprob_rows), rows + 1) if rows % k == 0)
-    return train_steps.chunked_rows(
+    return updates.chunked_rows(
         lambda s: response_logprobs(model_cfg, params, s.tokens, s.token_mask, s.prompt_len,
                                     chunk), seq, chunks)
 
@@ -175,26 +166,6 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
       irl_batch=jax.jit(functools.partial(
           irl_batch, beta=config.algo.repirl.beta, pseudo_experts=config.algo.repirl.pseudo_experts,
           rows=_irl_rows(config)[0])) if recipe.prm == "irl" else None)
-
-
-def init_state(ctx: RunContext, recipe: Recipe) -> TrainState:
-  """Policy from `init_from` / HF / random; reference and PRM start as copies of it."""
-  config = ctx.config
-  tx_policy, tx_prm, tx_value = _optimizers(config)
-  params = initial_policy_params(ctx)
-  copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # distinct buffers: donation-safe
-  prm = value = None
-  if recipe.prm is not None:
-    prm_params = copy(params)
-    prm = ModelState(prm_params, tx_prm.init(prm_params))
-  if recipe.value:
-    value_params = {"backbone": copy(params), "head": value_head_init(ctx.model_cfg.hidden_size)}
-    value = ModelState(value_params, tx_value.init(value_params))
-  needs_ref = recipe.needs_ref or config.algo.loss.kl_coef != 0.0
-  return TrainState(step=jnp.zeros((), jnp.int32),
-                    policy=ModelState(params, tx_policy.init(params)),
-                    ref_params=copy(params) if needs_ref else None, prm=prm, value=value,
-                    rng=key_data(jax.random.key(config.seed)))
 
 
 class PromptStream:
@@ -387,7 +358,6 @@ def periodic_eval(ctx: RunContext, params, step: int) -> dict:
 
   The seed is fold(run seed, step), so an eval is reproducible and resume cannot change it.
   """
-  from prl_jax.eval.evaluate import evaluate
   config = ctx.config
   examples = ctx.eval_examples[:config.eval.num_problems]
   rows = config.rollout.prompts_per_step * config.rollout.n
@@ -415,8 +385,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
 
   `max_steps` stops early after that many steps in this call (used to test exact resume).
   The config is recorded in `workdir/config.json` first, and resuming with a changed one is
-  refused (prl_jax.train.run_config); a NaN or inf loss or gradient norm stops the run before
-  its step is saved, or skips the update (prl_jax.train.nonfinite).
+  refused (prl_jax.run.config_record); a NaN or inf loss or gradient norm stops the run before
+  its step is saved, or skips the update (prl_jax.run.nonfinite).
   """
   distributed.initialize()
   record_config(config, workdir)  # a changed config is refused before the model is built

@@ -65,7 +65,7 @@ from prl_jax.config import ConfigError
 from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig, preset
 from prl_jax.models.transformer import init_params, logical_partition_specs
-from prl_jax.train.loop import init_state
+from prl_jax.run.state import init_state
 
 GIB = 1024 ** 3
 USABLE_FRACTION = 0.9

@@ -43,10 +43,10 @@ from prl_jax.models.transformer import Transformer
 from prl_jax.ops.checks import shape_errors
 from prl_jax.rewards.entropy import er_prm_loss, step_scores
 from prl_jax.rewards.erprm_labels import encode_steps
-from prl_jax.train import steps as train_steps
-from prl_jax.train.batch import SequenceBatch, make_sequences
-from prl_jax.train.metrics import MetricsWriter
-from prl_jax.train.state import ModelState, adamw
+from prl_jax.run import updates
+from prl_jax.run.batch import SequenceBatch, make_sequences
+from prl_jax.run.metrics_file import MetricsWriter
+from prl_jax.run.state import ModelState, adamw
 
 PRM_KINDS = ("prm", "orm")
 SPEC_FILE = "prm.json"
@@ -168,7 +168,7 @@ def prm_step_scores(model_cfg: ModelConfig, params: Any, seq: SequenceBatch, ste
   return jnp.where(at, step_scores(zp, zm), 0.0)
 
 
-def prm_loss_fn(model_cfg: ModelConfig, plus_id: int, minus_id: int) -> train_steps.LossFn:
+def prm_loss_fn(model_cfg: ModelConfig, plus_id: int, minus_id: int) -> updates.LossFn:
   """ER-PRM soft cross-entropy at step ends, as (sum, (count, metric sums))."""
 
   def loss(params, batch: PrmBatch):
@@ -187,7 +187,7 @@ def make_prm_update(model_cfg: ModelConfig, tx: optax.GradientTransformation, pl
   """One optimizer step on a PrmBatch: jitted, the state donated."""
   loss_fn = prm_loss_fn(model_cfg, plus_id, minus_id)
   def update(state, batch):
-    return train_steps.minibatch_updates(state, tx, loss_fn, batch, 1, 1)
+    return updates.minibatch_updates(state, tx, loss_fn, batch, 1, 1)
 
   return jax.jit(update, donate_argnums=0)
 
@@ -259,7 +259,7 @@ def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec
   `out_dir/prm_metrics.jsonl`.
 
   Args:
-    ctx: the run context (`prl_jax.train.setup.RunContext`): model config, tokenizer, mesh,
+    ctx: the run context (`prl_jax.run.context.RunContext`): model config, tokenizer, mesh,
       prompt length and response length (`config.rollout.max_new_tokens`).
     init_params: starting parameters (not modified: the update donates a copy).
     records: labelled records (`prl_jax.rewards.erprm_labels`).

@@ -21,14 +21,14 @@ import ml_collections
 import numpy as np
 
 from prl_jax import distributed
-from prl_jax.train import nonfinite
-from prl_jax.train import steps as train_steps
-from prl_jax.train.batch import make_sequences
-from prl_jax.train.checkpoint import Checkpointer
-from prl_jax.train.metrics import MetricsWriter
-from prl_jax.train.run_config import record_config
-from prl_jax.train.setup import RunContext, build_context, initial_policy_params
-from prl_jax.train.state import ModelState, adamw
+from prl_jax.run import nonfinite, updates
+from prl_jax.run.batch import make_sequences
+from prl_jax.run.checkpoint import Checkpointer
+from prl_jax.run.metrics_file import MetricsWriter
+from prl_jax.run.config_record import record_config
+from prl_jax.run.context import RunContext, build_context, initial_policy_params
+from prl_jax.run.state import ModelState, adamw
+from prl_jax.train import objectives
 
 
 def demonstration_batch(ctx: RunContext, examples: list[dict], response_len: int):
@@ -52,7 +52,7 @@ def _update_fn(tx, loss_fn, skip_nonfinite: bool):
   """
 
   def update(state, batch):
-    new, metrics = train_steps.minibatch_updates(state, tx, loss_fn, batch, 1, 1)
+    new, metrics = updates.minibatch_updates(state, tx, loss_fn, batch, 1, 1)
     if skip_nonfinite:
       keep = nonfinite.all_finite(metrics)
       new = jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, state)
@@ -76,7 +76,7 @@ def sft(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | Non
              warmup_steps=s.warmup_steps, total_steps=s.steps)
   params = initial_policy_params(ctx)
   state = ModelState(params, tx.init(params))
-  update = _update_fn(tx, train_steps.sft_loss_fn(ctx.model_cfg, config.train.logprob_chunk),
+  update = _update_fn(tx, objectives.sft_loss_fn(ctx.model_cfg, config.train.logprob_chunk),
                      skip)
   rng = np.random.default_rng(config.seed)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)

@@ -13,7 +13,7 @@ device copy of the state during each step to go back to (twice the state memory)
 single update selects old or new state inside its jitted step (`all_finite`).
 
 Guarded metrics are those named `loss` or `grad_norm` (after the last "/"): every optimizer
-update reports both (prl_jax.train.steps.minibatch_updates).
+update reports both (prl_jax.run.updates.minibatch_updates).
 """
 
 from __future__ import annotations

@@ -12,7 +12,11 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
+
+from prl_jax.algorithms.recipes import Recipe
+from prl_jax.run.context import RunContext, initial_policy_params
 
 
 @flax.struct.dataclass
@@ -83,3 +87,33 @@ def wrap_key(data: jax.Array) -> jax.Array:
 def value_head_init(hidden_size: int) -> dict:
   """Scalar value head V(h) = h w + b, zero-initialised so PPO starts from a neutral critic."""
   return {"kernel": jnp.zeros((hidden_size,), jnp.float32), "bias": jnp.zeros((), jnp.float32)}
+
+
+def optimizers(config: ml_collections.ConfigDict):
+  """(policy, PRM, value) optimizers of a run: AdamW with the optim.* schedule and clipping."""
+  o = config.optim
+  common = dict(weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, schedule=o.schedule,
+                warmup_steps=o.warmup_steps, total_steps=config.train.steps)
+  return (adamw(o.lr, grad_clip=o.grad_clip, **common),
+          adamw(o.prm_lr, grad_clip=o.prm_grad_clip, **common),
+          adamw(o.value_lr, grad_clip=o.grad_clip, **common))
+
+
+def init_state(ctx: RunContext, recipe: Recipe) -> TrainState:
+  """Policy from `init_from` / HF / random; reference and PRM start as copies of it."""
+  config = ctx.config
+  tx_policy, tx_prm, tx_value = optimizers(config)
+  params = initial_policy_params(ctx)
+  copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # distinct buffers: donation-safe
+  prm = value = None
+  if recipe.prm is not None:
+    prm_params = copy(params)
+    prm = ModelState(prm_params, tx_prm.init(prm_params))
+  if recipe.value:
+    value_params = {"backbone": copy(params), "head": value_head_init(ctx.model_cfg.hidden_size)}
+    value = ModelState(value_params, tx_value.init(value_params))
+  needs_ref = recipe.needs_ref or config.algo.loss.kl_coef != 0.0
+  return TrainState(step=jnp.zeros((), jnp.int32),
+                    policy=ModelState(params, tx_policy.init(params)),
+                    ref_params=copy(params) if needs_ref else None, prm=prm, value=value,
+                    rng=key_data(jax.random.key(config.seed)))

@@ -20,7 +20,7 @@ training step.
   `checkpoint.resume`, `checkpoint.allow_changes`: what is saved and when, not what is trained.
 - `train.skip_nonfinite`: decides only what happens at a step with a NaN/inf loss, which a run
   without it would not survive; a run stopped by one resumes with it turned on
-  (prl_jax.train.nonfinite).
+  (prl_jax.run.nonfinite).
 
 Everything else is refused, memory knobs included (mesh.*, micro-batch sizes, model.remat,
 rollout.max_rows): they change reduction orders or, for rollout.max_rows, the sampling keys, so a

@@ -1,0 +1,108 @@
+"""Generic update machinery every job shares: strided row splits, micro-batch gradient accumulation,
+mini-batch and epoch updates.
+
+Every loss returns (numerator, (denominator, metric sums)); a mini-batch's gradient is
+sum_micro grad(numerator) / sum_micro denominator. Splitting a batch into micro-batches therefore
+changes nothing but memory: the same rule as verl's `agg_loss` and Tunix's GRPO loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from prl_jax.run.state import ModelState
+
+LossFn = Callable[[Any, Any], tuple[jax.Array, tuple[jax.Array, dict]]]
+
+
+def split_rows(tree, num_chunks: int):
+  """[B, ...] leaves -> [num_chunks, B/num_chunks, ...], chunk j holding rows j, j+k, j+2k, ...
+
+  Strided, not contiguous, because batches are sharded over devices by contiguous row blocks:
+  a strided chunk takes B/(k R) rows from each of the R blocks, so every chunk stays spread
+  over all devices and a scan over chunks needs no communication. (A contiguous chunk would sit
+  on R/k devices; XLA then gathers it and every device computes the whole chunk.)
+  """
+  def split(x):
+    if x.shape[0] % num_chunks:
+      raise ValueError(f"Batch of {x.shape[0]} rows does not split into {num_chunks} chunks; "
+                       "make train.mini_batch_size / micro_batch_size divide the batch.")
+    return x.reshape(x.shape[0] // num_chunks, num_chunks, *x.shape[1:]).swapaxes(0, 1)
+  return jax.tree_util.tree_map(split, tree)
+
+
+def merge_rows(tree):
+  """The inverse of `split_rows`: [k, B/k, ...] -> [B, ...] in the original row order."""
+  return jax.tree_util.tree_map(
+      lambda x: x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:]), tree)
+
+
+def chunked_rows(fn: Callable[[Any], Any], batch, num_chunks: int):
+  """fn(batch) computed `num_chunks` row chunks at a time (memory of one chunk), same result."""
+  if num_chunks == 1:
+    return fn(batch)
+  return merge_rows(jax.lax.map(fn, split_rows(batch, num_chunks)))
+
+
+def accumulate_gradients(loss_fn: LossFn, params, batch, num_micro: int):
+  """Sum of numerator gradients, numerators, denominators and metric sums over micro-batches."""
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def micro(carry, micro_batch):
+    (num, (den, metrics)), grads = grad_fn(params, micro_batch)
+    return jax.tree_util.tree_map(jnp.add, carry, (grads, num, den, metrics)), None
+
+  zero_metrics = jax.eval_shape(lambda: loss_fn(params, jax.tree_util.tree_map(
+      lambda x: x[0], split_rows(batch, num_micro)))[1][1])
+  init = (jax.tree_util.tree_map(jnp.zeros_like, params), jnp.zeros(()), jnp.zeros(()),
+          jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zero_metrics))
+  if num_micro == 1:
+    (num, (den, metrics)), grads = grad_fn(params, batch)
+    return grads, num, den, metrics
+  (grads, num, den, metrics), _ = jax.lax.scan(micro, init, split_rows(batch, num_micro))
+  return grads, num, den, metrics
+
+
+def minibatch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn, batch,
+                      num_minibatches: int, num_micro: int):
+  """One optimizer step per mini-batch, in order; returns the new state and mean metrics."""
+
+  def update(state, minibatch):
+    grads, num, den, metric_sums = accumulate_gradients(loss_fn, state.params, minibatch,
+                                                        num_micro)
+    den = jnp.maximum(den, 1e-8)
+    grads = jax.tree_util.tree_map(lambda g: g / den, grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {k: v / den for k, v in metric_sums.items()}
+    metrics.update(loss=num / den, grad_norm=optax.global_norm(grads))
+    return ModelState(params=params, opt_state=opt_state), metrics
+
+  state, metrics = jax.lax.scan(update, state, split_rows(batch, num_minibatches))
+  return state, jax.tree_util.tree_map(jnp.mean, metrics)
+
+
+def epoch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn, batch, key,
+                  num_epochs: int, num_minibatches: int, num_micro: int):
+  """PPO's update phase: `num_epochs` passes over the batch, each in `num_minibatches` steps.
+
+  Rows are shuffled before every pass (a fresh permutation from `key` per epoch) so mini-batches
+  differ between epochs; with one pass over one mini-batch the order cannot matter and the batch
+  is used as is. Metrics are means over all optimizer steps.
+  """
+  if num_epochs < 1:
+    raise ValueError(f"train.ppo_epochs must be >= 1, got {num_epochs}.")
+  if num_epochs == 1 and num_minibatches == 1:
+    return minibatch_updates(state, tx, loss_fn, batch, 1, num_micro)
+  rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
+  all_metrics = []
+  for epoch in range(num_epochs):
+    order = jax.random.permutation(jax.random.fold_in(key, epoch), rows)
+    shuffled = jax.tree_util.tree_map(lambda x: x[order], batch)
+    state, metrics = minibatch_updates(state, tx, loss_fn, shuffled, num_minibatches, num_micro)
+    all_metrics.append(metrics)
+  return state, jax.tree_util.tree_map(lambda *m: jnp.mean(jnp.stack(m)), *all_metrics)

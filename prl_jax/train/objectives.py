@@ -1,0 +1,134 @@
+"""The losses of the trained models, wired to the model: policy (PPO / RAFT), SFT, PRIME's and
+rePIRL's PRMs, and the PPO critic.
+
+Each returns (numerator, (denominator, metric sums)) for `prl_jax.run.updates`, so micro-batching
+cannot change the math.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from prl_jax.algorithms import losses
+from prl_jax.models.config import ModelConfig
+from prl_jax.models.logprobs import response_logprobs
+from prl_jax.models.transformer import Transformer
+from prl_jax.rewards import implicit, irl
+from prl_jax.run.batch import PolicyBatch, SequenceBatch
+from prl_jax.run.updates import LossFn
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyLossConfig:
+  """Static options of the policy loss (a hashable copy of config.algo.loss)."""
+
+  kind: str = "ppo"  # ppo: clipped surrogate; nll: advantage-weighted likelihood (RAFT)
+  clip_low: float = 0.2
+  clip_high: float = 0.2
+  dual_clip: float | None = None
+  agg: str = "token-mean"
+  entropy_coef: float = 0.0
+  kl_coef: float = 0.0
+  kl_kind: str = "k3"
+  chunk: int = 0
+
+
+def policy_loss_fn(model_cfg: ModelConfig, loss_cfg: PolicyLossConfig) -> LossFn:
+  """PPO clipped surrogate (+ entropy bonus, + KL to the reference) or RAFT's weighted NLL."""
+
+  def loss(params, batch: PolicyBatch):
+    seq = batch.seq
+    need_entropy = loss_cfg.entropy_coef != 0.0
+    logp, entropy = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask,
+                                      seq.prompt_len, loss_cfg.chunk, with_entropy=True)
+    mask = seq.response_mask
+    if loss_cfg.kind == "nll":
+      num = -jnp.sum(batch.advantages * logp * mask)
+      den = jnp.sum((batch.advantages != 0) * mask)
+      return num, (den, {"nll": num})
+    clip = dict(clip_low=loss_cfg.clip_low, clip_high=loss_cfg.clip_high,
+                dual_clip=loss_cfg.dual_clip)
+    num, den = losses.ppo_clip(logp, batch.old_logp, batch.advantages, mask, agg=loss_cfg.agg,
+                               **clip)
+    # Diagnostics are token means; rescale them so the shared division by `den` recovers them.
+    stats = losses.ppo_clip_stats(logp, batch.old_logp, batch.advantages, mask, **clip)
+    metrics = {"pg_loss": num, **{k: n / jnp.maximum(d, 1.0) * den for k, (n, d) in stats.items()}}
+    if need_entropy:
+      ent_num, _ = losses.agg_loss(entropy, mask, loss_cfg.agg)
+      num = num - loss_cfg.entropy_coef * ent_num
+      metrics["entropy"] = ent_num
+    if loss_cfg.kl_coef != 0.0:
+      kl_num, _ = losses.agg_loss(losses.kl(logp, batch.ref_logp, loss_cfg.kl_kind), mask,
+                                   loss_cfg.agg)
+      num = num + loss_cfg.kl_coef * kl_num
+      metrics["kl"] = kl_num
+    return num, (den, metrics)
+
+  return loss
+
+
+def sft_loss_fn(model_cfg: ModelConfig, chunk: int = 0) -> LossFn:
+  """Token-mean negative log-likelihood of the response tokens: -sum m log p / sum m."""
+
+  def loss(params, seq: SequenceBatch):
+    logp = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask, seq.prompt_len,
+                             chunk)
+    num = -jnp.sum(logp * seq.response_mask)
+    return num, (jnp.sum(seq.response_mask), {})
+
+  return loss
+
+
+def prime_prm_loss_fn(model_cfg: ModelConfig, beta: float, chunk: int = 0) -> LossFn:
+  """PRIME's implicit-PRM cross-entropy on outcome labels, mean over responses (section 3)."""
+
+  def loss(params, batch):
+    seq, ref_logp, outcome = batch
+    logp = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask, seq.prompt_len,
+                             chunk)
+    total, count = implicit.prime_ce_loss(logp, ref_logp, seq.response_mask, outcome, beta)
+    return total, (count, {})
+
+  return loss
+
+
+def irl_prm_loss_fn(model_cfg: ModelConfig, beta: float, chunk: int = 0) -> LossFn:
+  """rePIRL's max-ent IRL objective as a sum over trajectories, so micro-batches add up.
+
+      L(phi) = sum_b c_b R_phi(tau_b),   R_phi = beta sum_t log(pi_phi(y_t) / pi_ref(y_t))
+
+  with the coefficients c_b of `rewards.irl.irl_coefficients` (-1/E for experts, the importance
+  weights for samples, 0 for padding) computed before the update. The batch is
+  (seq, ref_logp, coef, share): `share` sums to 1 over the batch, so the accumulated gradient is
+  that of L itself.
+  """
+
+  def loss(params, batch):
+    seq, ref, coef, share = batch
+    logp = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask, seq.prompt_len, chunk)
+    returns = irl.sequence_reward(beta * (logp - ref), seq.response_mask)
+    return jnp.sum(coef * returns), (jnp.sum(share), {})
+
+  return loss
+
+
+def value_forward(model_cfg: ModelConfig, params, seq: SequenceBatch):
+  """Critic values V_t [B, N] at the positions that predict each response token."""
+  hidden, _ = Transformer(model_cfg).apply(params["backbone"], seq.tokens,
+                                           token_mask=seq.token_mask, return_hidden=True)
+  hidden = hidden[:, seq.prompt_len - 1:-1].astype(jnp.float32)
+  return hidden @ params["head"]["kernel"] + params["head"]["bias"]
+
+
+def value_loss_fn(model_cfg: ModelConfig) -> LossFn:
+  """Squared error to the GAE returns, token mean: 0.5 sum m (V - R)^2 / sum m."""
+
+  def loss(params, batch):
+    seq, returns = batch
+    values = value_forward(model_cfg, params, seq)
+    num = 0.5 * jnp.sum(jnp.square(values - returns) * seq.response_mask)
+    return num, (jnp.sum(seq.response_mask), {})
+
+  return loss
