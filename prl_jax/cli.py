@@ -112,7 +112,7 @@ def cmd_eval(argv):
 
 def _erprm_args(rest, command, with_prm):
   """--workdir, the experiment sizes (ErprmOptions) and, for best-of-n, the PRM directories."""
-  from prl_jax.eval.best_of_n import ErprmOptions
+  from prl_jax.eval.prm_experiment import ErprmOptions
   defaults = ErprmOptions()
   parser = argparse.ArgumentParser(prog=f"prl-jax {command}")
   parser.add_argument("--workdir", required=True, help="where labels, PRMs and reports go")
@@ -135,7 +135,7 @@ def _erprm_args(rest, command, with_prm):
 
 
 def cmd_erprm(argv):
-  from prl_jax.eval.best_of_n import run_erprm
+  from prl_jax.eval.prm_experiment import run_erprm
   config, rest = _load(argv)
   workdir, _, options = _erprm_args(rest, "erprm", with_prm=False)
   run_erprm(config, workdir, options)
@@ -143,7 +143,7 @@ def cmd_erprm(argv):
 
 
 def cmd_best_of_n(argv):
-  from prl_jax.eval.best_of_n import run_best_of_n
+  from prl_jax.eval.prm_experiment import run_best_of_n
   config, rest = _load(argv)
   workdir, prms, options = _erprm_args(rest, "best-of-n", with_prm=True)
   run_best_of_n(config, workdir, prms, options)
@@ -245,11 +245,16 @@ def main(argv=None) -> int:
     print(f"\ncommands: {', '.join(COMMANDS)}")
     return 0 if not argv or argv[0] in ("-h", "--help") else 2
   from prl_jax.config import ConfigError
+  from prl_jax.run.checkpoint import CheckpointError
+  from prl_jax.run.nonfinite import NonFiniteError
   try:
     COMMANDS[argv[0]](argv[1:])
-  except (ConfigError, FileNotFoundError) as err:
+  except (ConfigError, FileNotFoundError) as err:  # what the user asked for cannot run
     print(f"prl-jax {argv[0]}: error: {err}", file=sys.stderr)
     return 2
+  except (CheckpointError, NonFiniteError) as err:  # the run failed; the message says what to do
+    print(f"prl-jax {argv[0]}: error: {err}", file=sys.stderr)
+    return 1
   return 0
 
 

@@ -133,3 +133,21 @@ def test_skip_nonfinite_in_sft(tmp_path):
   assert [r["sft/skipped_updates"] for r in rows] == [0, 1, 2, 3]
   _, params = hf.load_hf(os.path.join(str(tmp_path), "final_hf"))
   assert _finite(params)  # the NaN gradients of steps 2-4 never reached the parameters
+
+
+@pytest.mark.parametrize("error", ["nonfinite", "checkpoint"])
+def test_cli_prints_a_run_failure_as_one_line(monkeypatch, capsys, error):
+  """A run that stops on a NaN or an unwritable checkpoint ends with its message, not a traceback."""
+  from prl_jax import cli
+  from prl_jax.run.checkpoint import CheckpointError
+
+  message = {"nonfinite": NonFiniteError("step 3: policy/loss is nan."),
+             "checkpoint": CheckpointError("Cannot save step 4 in /x: OSError: disk full.")}[error]
+
+  def fail(argv):
+    raise message
+
+  monkeypatch.setitem(cli.COMMANDS, "train", fail)
+  assert cli.main(["train"]) == 1
+  err = capsys.readouterr().err
+  assert err == f"prl-jax train: error: {message}\n"
