@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
-from prl_jax.eval.best_of_n import ErprmOptions
+from prl_jax.eval.prm_experiment import ErprmOptions
 from prl_jax.eval.report import write_json_atomic
 from prl_jax.progress import progress_bar, say
 
@@ -309,7 +309,7 @@ def rl_job(job: Job) -> dict:
 
 def erprm_job(job: Job) -> dict:
   """Monte Carlo labels, ER-PRM / hard / soft / outcome PRMs and best-of-N from the SFT policy."""
-  from prl_jax.eval.best_of_n import run_erprm
+  from prl_jax.eval.prm_experiment import run_erprm
   path = config_file(job.configs_dir, "sft")
   overrides = [*job.preset.overrides, *job.preset.erprm_overrides, f"init_from={job.sft_hf}",
                *logging_overrides(job.verbose)]

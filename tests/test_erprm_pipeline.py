@@ -19,14 +19,15 @@ from hypothesis import given, settings
 
 from prl_jax.data import arithmetic
 from prl_jax.eval import best_of_n as bon
+from prl_jax.eval import prm_experiment
 from prl_jax.eval.metrics import pass_at_k
 from prl_jax.models.config import preset
 from prl_jax.models.tokenizer import CharTokenizer
 from prl_jax.models.transformer import Transformer, init_params
 from prl_jax.ops.steps import step_end_mask
-from prl_jax.rewards import erprm_labels as labels
+from prl_jax.prm import labels
+from prl_jax.prm import model as prm
 from prl_jax.sampling import SamplingConfig
-from prl_jax.train import prm
 from prl_jax.run.state import ModelState, adamw
 
 TOK = CharTokenizer()
@@ -440,19 +441,19 @@ def test_within_problem_and_reference_step_auc():
   good = ex["solution"]
   a, op, b, c = arithmetic.solve_steps(*arithmetic.parse_question(ex["question"]))[0]
   bad = good.replace(f"={c}\n", f"={c + 1}\n", 1)
-  cands = bon.Candidates([ex], [[good, bad]], np.ones((1, 2), bool), np.array([[1.0, 0.0]]),
+  cands = prm_experiment.Candidates([ex], [[good, bad]], np.ones((1, 2), bool), np.array([[1.0, 0.0]]),
                          [[None, None]])
   spec = prm.PrmSpec("p", "prm", "2.0")
   # Steps of good: on track, on track; of bad: off, off (the last step is never scored here).
-  assert bon.reference_step_auc(cands, [[0.9, 0.8, 0.0], [0.2, 0.1, 1.0]], spec) == 1.0
-  assert bon.reference_step_auc(cands, [[0.1, 0.2, 0.0], [0.9, 0.8, 1.0]], spec) == 0.0
-  assert bon.reference_step_auc(cands, [[0.5], [0.5]], prm.PrmSpec("o", "orm", "")) is None
+  assert prm_experiment.reference_step_auc(cands, [[0.9, 0.8, 0.0], [0.2, 0.1, 1.0]], spec) == 1.0
+  assert prm_experiment.reference_step_auc(cands, [[0.1, 0.2, 0.0], [0.9, 0.8, 1.0]], spec) == 0.0
+  assert prm_experiment.reference_step_auc(cands, [[0.5], [0.5]], prm.PrmSpec("o", "orm", "")) is None
   # The labels of records get the same treatment.
   records = [{"task": "arithmetic", "question": ex["question"], "steps": labels.split_steps(t),
               "labels": {"0.0": v}} for t, v in ((good, [0.7, 0.6, 1.0]), (bad, [0.1, 0.0, 0.0]))]
-  assert bon.reference_label_auc(records, [ex], "0.0") == 1.0
+  assert prm_experiment.reference_label_auc(records, [ex], "0.0") == 1.0
   records[0]["labels"]["0.0"] = [0.0, 0.0, 1.0]
-  assert bon.reference_label_auc(records, [ex], "0.0") == 0.25
+  assert prm_experiment.reference_label_auc(records, [ex], "0.0") == 0.25
 
 
 def test_report_files(tmp_path):

@@ -17,7 +17,8 @@ import pytest
 from prl_jax import cli
 from prl_jax.config import ConfigError
 from prl_jax.eval import report
-from prl_jax.eval.best_of_n import MAJORITY, ORACLE, ErprmOptions
+from prl_jax.eval.best_of_n import MAJORITY, ORACLE
+from prl_jax.eval.prm_experiment import ErprmOptions
 from prl_jax.reproduce import PRESETS, Preset, get_preset, reproduce, run_stage, stage_marker
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from absl.testing import absltest
 
-from prl_jax.rewards import entropy
+from prl_jax.rewards import er_prm
 
 SETTINGS = hypothesis.settings(max_examples=25, deadline=None, derandomize=True)
 
@@ -47,7 +47,7 @@ class LabelTest(chex.TestCase):
   def test_matches_reference(self, seed, num_rollouts, eta):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, size=(3, 5, num_rollouts)).astype(np.float32)
-    got = self.variant(entropy.er_prm_label, static_argnums=1)(labels, eta)
+    got = self.variant(er_prm.er_prm_label, static_argnums=1)(labels, eta)
     self.assertEqual(got.shape, (3, 5))
     expected = np.array([[ref_label(list(labels[p, s]), eta) for s in range(5)] for p in range(3)])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -59,34 +59,34 @@ class LabelTest(chex.TestCase):
   def test_counts_identity(self, n, data, eta):
     c = data.draw(st.integers(0, n))
     labels = np.array([1.0] * c + [0.0] * (n - c), np.float32)
-    from_labels = self.variant(entropy.er_prm_label, static_argnums=1)(labels, eta)
-    from_counts = self.variant(entropy.er_prm_label_from_counts)(c, n, eta)
+    from_labels = self.variant(er_prm.er_prm_label, static_argnums=1)(labels, eta)
+    from_counts = self.variant(er_prm.er_prm_label_from_counts)(c, n, eta)
     np.testing.assert_allclose(from_counts, ref_label_counts(c, n, eta), rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(from_labels, from_counts, rtol=2e-5, atol=1e-6)
 
   def test_limits(self):
     n = 16
     c = np.arange(n + 1)
-    soft = entropy.er_prm_label_from_counts(c, n, 1e-7)
+    soft = er_prm.er_prm_label_from_counts(c, n, 1e-7)
     np.testing.assert_allclose(soft, c / n, atol=1e-6)
-    np.testing.assert_allclose(entropy.er_prm_label_from_counts(c, n, 1e-30), c / n, atol=1e-7)
+    np.testing.assert_allclose(er_prm.er_prm_label_from_counts(c, n, 1e-30), c / n, atol=1e-7)
     hard = (c > 0).astype(np.float32)
     for eta in (1e3, 1e5, float("inf")):
-      got = entropy.er_prm_label_from_counts(c, n, eta)
+      got = er_prm.er_prm_label_from_counts(c, n, eta)
       self.assertTrue(np.all(np.isfinite(got)))
       np.testing.assert_allclose(got, hard, atol=1e-2 if eta == 1e3 else 1e-4)
     # Per-outcome form: eta -> 0 is the mean, eta = inf is the max.
     labels = np.array([[0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 0, 1]], np.float32)
-    np.testing.assert_allclose(entropy.er_prm_label(labels, 1e-8), labels.mean(-1), atol=1e-6)
-    np.testing.assert_array_equal(entropy.er_prm_label(labels, float("inf")), [1, 0, 1])
-    np.testing.assert_allclose(entropy.er_prm_label(labels, 1e3), [1 - math.log(4) / 1e3, 0, 1 -
+    np.testing.assert_allclose(er_prm.er_prm_label(labels, 1e-8), labels.mean(-1), atol=1e-6)
+    np.testing.assert_array_equal(er_prm.er_prm_label(labels, float("inf")), [1, 0, 1])
+    np.testing.assert_allclose(er_prm.er_prm_label(labels, 1e3), [1 - math.log(4) / 1e3, 0, 1 -
                                                                     math.log(4 / 3) / 1e3],
                                atol=1e-5)
 
   def test_bounds_and_monotone(self):
     c = np.arange(9)
     for eta in (0.01, 1.0, 3.0, 100.0):
-      got = np.asarray(entropy.er_prm_label_from_counts(c, 8, eta))
+      got = np.asarray(er_prm.er_prm_label_from_counts(c, 8, eta))
       self.assertTrue(np.all((got >= 0) & (got <= 1)))
       self.assertTrue(np.all(np.diff(got) > 0))
       self.assertEqual(got[0], 0.0)
@@ -96,19 +96,19 @@ class LabelTest(chex.TestCase):
 
   def test_vmap(self):
     labels = np.random.default_rng(0).integers(0, 2, size=(4, 6, 8)).astype(np.float32)
-    got = jax.jit(jax.vmap(lambda x: entropy.er_prm_label(x, 2.0)))(labels)
-    np.testing.assert_allclose(got, entropy.er_prm_label(labels, 2.0), rtol=1e-6)
+    got = jax.jit(jax.vmap(lambda x: er_prm.er_prm_label(x, 2.0)))(labels)
+    np.testing.assert_allclose(got, er_prm.er_prm_label(labels, 2.0), rtol=1e-6)
 
   def test_bad_eta(self):
     for eta in (0.0, -1.0, float("nan")):
       with pytest.raises(ValueError, match="eta"):
-        entropy.er_prm_label(np.ones((2, 4)), eta)
+        er_prm.er_prm_label(np.ones((2, 4)), eta)
       with pytest.raises(ValueError, match="eta"):
-        entropy.er_prm_label_from_counts(1, 4, eta)
+        er_prm.er_prm_label_from_counts(1, 4, eta)
     with pytest.raises(ValueError, match="c <= n"):
-      entropy.er_prm_label_from_counts(5, 4, 1.0)
+      er_prm.er_prm_label_from_counts(5, 4, 1.0)
     with pytest.raises(ValueError, match="n must be"):
-      entropy.er_prm_label_from_counts(0, 0, 1.0)
+      er_prm.er_prm_label_from_counts(0, 0, 1.0)
 
 
 class LossTest(chex.TestCase):
@@ -124,7 +124,7 @@ class LossTest(chex.TestCase):
     r = rng.uniform(size=(batch, length)).astype(np.float32)
     mask = rng.uniform(size=(batch, length)) < 0.6 if use_mask else np.ones((batch, length), bool)
     zp_garbage = np.where(mask, zp, np.nan).astype(np.float32)  # padding must not leak
-    total, count = self.variant(entropy.er_prm_loss)(zp_garbage, zm, r,
+    total, count = self.variant(er_prm.er_prm_loss)(zp_garbage, zm, r,
                                                      mask if use_mask else None)
     ref_total, ref_count = ref_soft_ce(zp, zm, r, mask)
     np.testing.assert_allclose(total, ref_total, rtol=1e-5, atol=1e-6)
@@ -134,7 +134,7 @@ class LossTest(chex.TestCase):
   def test_step_scores_is_softmax(self):
     zp = np.array([[0.0, 2.0, -30.0], [5.0, 1.0, 40.0]], np.float32)
     zm = np.array([[0.0, 1.0, 30.0], [5.0, -1.0, -40.0]], np.float32)
-    got = self.variant(entropy.step_scores)(zp, zm)
+    got = self.variant(er_prm.step_scores)(zp, zm)
     expected = np.exp(zp) / (np.exp(zp.astype(np.float64)) + np.exp(zm.astype(np.float64)))
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-30)
 
@@ -143,16 +143,16 @@ class LossTest(chex.TestCase):
     r = np.array([0.2, 0.5, 0.9], np.float32)
     zp = np.log(r / (1 - r)).astype(np.float32)
     zm = np.zeros(3, np.float32)
-    grad = jax.grad(lambda x: entropy.er_prm_loss(x, zm, r)[0])(zp)
+    grad = jax.grad(lambda x: er_prm.er_prm_loss(x, zm, r)[0])(zp)
     np.testing.assert_allclose(grad, 0.0, atol=1e-6)
-    np.testing.assert_allclose(entropy.step_scores(zp, zm), r, rtol=1e-6)
+    np.testing.assert_allclose(er_prm.step_scores(zp, zm), r, rtol=1e-6)
 
   def test_bad_inputs(self):
     z = np.zeros((2, 3), np.float32)
     with pytest.raises(ValueError, match="er_prm_loss"):
-      entropy.er_prm_loss(z, z[:, :2], z)
+      er_prm.er_prm_loss(z, z[:, :2], z)
     with pytest.raises(ValueError, match="targets"):
-      entropy.er_prm_loss(z, z, z + 1.5)
+      er_prm.er_prm_loss(z, z, z + 1.5)
 
 
 if __name__ == "__main__":

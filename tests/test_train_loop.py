@@ -53,7 +53,7 @@ def prm_dir(tmp_path_factory):
   from prl_jax.models.config import preset
   from prl_jax.models.tokenizer import CharTokenizer
   from prl_jax.models.transformer import init_params
-  from prl_jax.train.prm import PrmSpec
+  from prl_jax.prm.model import PrmSpec
 
   directory = str(tmp_path_factory.mktemp("prm"))
   tokenizer = CharTokenizer()
@@ -102,7 +102,7 @@ def test_erprm_needs_a_matching_prm(prm_dir, tmp_path):
     validate(tiny_config("erprm"))
   with pytest.raises(ConfigError, match="algo.erprm.prm_dir"):
     validate(tiny_config("erprm", **{"algo.erprm.prm_dir": str(tmp_path / "absent")}))
-  from prl_jax.train.frozen_prm import load_frozen_prm
+  from prl_jax.prm.frozen import load_frozen_prm
   ctx = build_context(tiny_config("erprm", **{"algo.erprm.prm_dir": str(tmp_path)}),
                       str(tmp_path / "run"))
   with pytest.raises(ConfigError, match="prm.json"):

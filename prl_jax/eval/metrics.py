@@ -14,7 +14,8 @@ import chex
 import jax.numpy as jnp
 import numpy as np
 
-AGGREGATIONS = ("min", "product", "last", "mean")
+# The solution score is ER-PRM math (rewards/er_prm.py); re-exported as part of the evaluation API.
+from prl_jax.rewards.er_prm import AGGREGATIONS, best_of_n  # noqa: F401
 
 
 def _pass_at_k_one(n: int, c: int, k: int) -> float:
@@ -168,48 +169,6 @@ def maj_at_k(answers: Sequence[Sequence[Any]], *, reference: Sequence[Any] | Non
     else:
       hits += int(bool(correct[p, idx]))
   return hits / len(answers)
-
-
-def best_of_n(step_scores: chex.Array, agg: str, step_mask: chex.Array | None = None) -> chex.Array:
-  """Solution score of each candidate from its PRM step scores (ER-PRM section 6).
-
-      min:     min_k s_k          (the paper's default)
-      product: prod_k s_k
-      last:    s_K, the last valid step
-      mean:    (1/K) sum_k s_k
-
-  over the valid steps k of the candidate. A candidate with no valid step scores -inf, so it is
-  never selected over one that has steps.
-
-  Args:
-    step_scores: [..., S] step scores (e.g. `prl_jax.rewards.entropy.step_scores`), rank 1-3.
-    agg: one of AGGREGATIONS.
-    step_mask: optional [..., S], 1 on valid steps (ragged candidates); None means all valid.
-
-  Returns:
-    [...] float32 solution scores.
-  """
-  if agg not in AGGREGATIONS:
-    raise ValueError(f"best_of_n: unknown agg {agg!r}; expected one of {AGGREGATIONS}")
-  s = jnp.asarray(step_scores, jnp.float32)
-  m = jnp.ones(s.shape, bool) if step_mask is None else jnp.asarray(step_mask).astype(bool)
-  try:
-    chex.assert_rank(s, {1, 2, 3})
-    chex.assert_equal_shape([s, m])
-  except AssertionError as err:
-    raise ValueError(f"best_of_n: bad input shapes: {err}") from None
-  count = jnp.sum(m, axis=-1)
-  if agg == "min":
-    out = jnp.min(jnp.where(m, s, jnp.inf), axis=-1)
-  elif agg == "product":
-    out = jnp.prod(jnp.where(m, s, 1.0), axis=-1)
-  elif agg == "mean":
-    out = jnp.sum(jnp.where(m, s, 0.0), axis=-1) / jnp.maximum(count, 1)
-  else:  # last
-    idx = jnp.arange(s.shape[-1])
-    last = jnp.max(jnp.where(m, idx, -1), axis=-1, keepdims=True)
-    out = jnp.take_along_axis(s, jnp.maximum(last, 0), axis=-1)[..., 0]
-  return jnp.where(count > 0, out, -jnp.inf)
 
 
 def best_of_n_select(solution_scores: chex.Array, n: int | None = None) -> chex.Array:

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from prl_jax.eval import plots
+from prl_jax.eval.best_of_n import MAJORITY, ORACLE
 from prl_jax.run.metrics_file import read_metrics
 
 RESULTS_FILE, REPORT_FILE, PLOTS_DIR = "results.json", "report.md", "plots"
@@ -268,7 +269,6 @@ def collect(workdir: str, manifest: Mapping) -> dict:
 
 def _erprm_columns(results: Mapping, agg: str) -> dict[str, str]:
   """Role (ER-PRM, hard, soft, ORM, majority, oracle) -> method name in best_of_n.json."""
-  from prl_jax.eval.best_of_n import MAJORITY, ORACLE
   roles = {}
   for name, info in sorted(results.get("prms", {}).items()):
     if info["kind"] == "orm":

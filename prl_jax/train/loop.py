@@ -40,7 +40,7 @@ from prl_jax.run.nonfinite import NonFiniteError, error_message, nonfinite
 from prl_jax.run.state import TrainState, init_state, optimizers, wrap_key
 from prl_jax.sampling import sample
 from prl_jax.train import objectives
-from prl_jax.train.frozen_prm import FrozenPrm, load_frozen_prm, score_rollouts
+from prl_jax.prm.frozen import FrozenPrm, load_frozen_prm, score_rollouts
 
 
 @dataclasses.dataclass

@@ -15,11 +15,10 @@ with the hard correctness of the full solution by the caller.
 
 The PRM is a causal LM read at step-tag positions: with the logits z+ and z- of the "+" and "-"
 tokens, the step score is softmax([z+, z-])[0] and training minimises the soft cross-entropy
-against (r_k, 1 - r_k).
+against (r_k, 1 - r_k). A solution's score aggregates its step scores (`best_of_n`, section 6).
 """
 
 from __future__ import annotations
-
 
 import chex
 import jax
@@ -28,6 +27,51 @@ import numpy as np
 
 from prl_jax.ops.returns import log_mean_exp
 from prl_jax.ops.checks import shape_errors as _shape_errors, is_concrete as _is_concrete
+
+AGGREGATIONS = ("min", "product", "last", "mean")
+
+
+def best_of_n(step_scores: chex.Array, agg: str, step_mask: chex.Array | None = None) -> chex.Array:
+  """Solution score of each candidate from its PRM step scores (ER-PRM section 6).
+
+      min:     min_k s_k          (the paper's default)
+      product: prod_k s_k
+      last:    s_K, the last valid step
+      mean:    (1/K) sum_k s_k
+
+  over the valid steps k of the candidate. A candidate with no valid step scores -inf, so it is
+  never selected over one that has steps.
+
+  Args:
+    step_scores: [..., S] step scores (e.g. `prl_jax.rewards.er_prm.step_scores`), rank 1-3.
+    agg: one of AGGREGATIONS.
+    step_mask: optional [..., S], 1 on valid steps (ragged candidates); None means all valid.
+
+  Returns:
+    [...] float32 solution scores.
+  """
+  if agg not in AGGREGATIONS:
+    raise ValueError(f"best_of_n: unknown agg {agg!r}; expected one of {AGGREGATIONS}")
+  s = jnp.asarray(step_scores, jnp.float32)
+  m = jnp.ones(s.shape, bool) if step_mask is None else jnp.asarray(step_mask).astype(bool)
+  try:
+    chex.assert_rank(s, {1, 2, 3})
+    chex.assert_equal_shape([s, m])
+  except AssertionError as err:
+    raise ValueError(f"best_of_n: bad input shapes: {err}") from None
+  count = jnp.sum(m, axis=-1)
+  if agg == "min":
+    out = jnp.min(jnp.where(m, s, jnp.inf), axis=-1)
+  elif agg == "product":
+    out = jnp.prod(jnp.where(m, s, 1.0), axis=-1)
+  elif agg == "mean":
+    out = jnp.sum(jnp.where(m, s, 0.0), axis=-1) / jnp.maximum(count, 1)
+  else:  # last
+    idx = jnp.arange(s.shape[-1])
+    last = jnp.max(jnp.where(m, idx, -1), axis=-1, keepdims=True)
+    out = jnp.take_along_axis(s, jnp.maximum(last, 0), axis=-1)[..., 0]
+  return jnp.where(count > 0, out, -jnp.inf)
+
 
 # Below this eta the count form returns c/N, its eta -> 0 limit (log1p would give ~0 / ~0).
 _TINY_ETA = 1e-20

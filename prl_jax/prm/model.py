@@ -16,7 +16,7 @@ z+ and z- of `plus_token` and `minus_token` there,
     score_k = softmax([z+, z-])[0] = sigmoid(z+ - z-)
     loss    = sum_k -[ r_k log score_k + (1 - r_k) log(1 - score_k) ]  /  number of step ends
 
-against the ER-PRM label r_k of `prl_jax.rewards.erprm_labels` (`er_prm_loss`). The outcome-RM
+against the ER-PRM label r_k of `prl_jax.prm.labels` (`er_prm_loss`). The outcome-RM
 variant is the same model with a single "step", the last token, labelled with the outcome.
 
 A trained PRM is exported in HF layout (loadable as the policy is) with `prm.json` beside it: the
@@ -41,8 +41,8 @@ from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig
 from prl_jax.models.transformer import Transformer
 from prl_jax.ops.checks import shape_errors
-from prl_jax.rewards.entropy import er_prm_loss, step_scores
-from prl_jax.rewards.erprm_labels import encode_steps
+from prl_jax.prm.labels import encode_steps
+from prl_jax.rewards.er_prm import er_prm_loss, step_scores
 from prl_jax.run import updates
 from prl_jax.run.batch import SequenceBatch, make_sequences
 from prl_jax.run.metrics_file import MetricsWriter
@@ -262,7 +262,7 @@ def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec
     ctx: the run context (`prl_jax.run.context.RunContext`): model config, tokenizer, mesh,
       prompt length and response length (`config.rollout.max_new_tokens`).
     init_params: starting parameters (not modified: the update donates a copy).
-    records: labelled records (`prl_jax.rewards.erprm_labels`).
+    records: labelled records (`prl_jax.prm.labels`).
     spec: what to train (kind, labels) and how to read it (tokens, step splitting).
     out_dir: the export directory.
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from prl_jax.models.config import ModelConfig
 from prl_jax.progress import progress_bar
-from prl_jax.rewards.entropy import er_prm_label
+from prl_jax.rewards.er_prm import er_prm_label
 from prl_jax.sampling import SamplingConfig, bucket_length, sample
 
 # (prompt token lists, completions per prompt, key) -> per prompt, that many completion texts.

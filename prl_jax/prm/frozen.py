@@ -2,7 +2,7 @@
 
 The PRM is an HF directory written by `prl-jax erprm` (weights, config.json and prm.json). Each
 response is split into steps as the PRM's labels were, its step scores softmax([z+, z-])[0] are
-read at the step ends (`prl_jax.train.prm.prm_step_scores`) and aggregated into one solution
+read at the step ends (`prl_jax.prm.model.prm_step_scores`) and aggregated into one solution
 score with `algo.erprm.agg` (min, product, last or mean; ER-PRM uses min).
 """
 
@@ -17,10 +17,10 @@ import numpy as np
 
 from prl_jax import sharding
 from prl_jax.config import ConfigError
-from prl_jax.eval import best_of_n
-from prl_jax.eval.metrics import AGGREGATIONS
 from prl_jax.models.config import ModelConfig
-from prl_jax.train import prm as prm_lib
+from prl_jax.prm import model as prm_lib
+from prl_jax.prm.scoring import prm_step_score_lists, solution_scores
+from prl_jax.rewards.er_prm import AGGREGATIONS
 
 
 @dataclasses.dataclass
@@ -59,8 +59,8 @@ def score_rollouts(prm: FrozenPrm, ctx: Any, examples: Sequence[dict], texts: Se
   """[B] solution scores of B = P * group_size responses (groups contiguous)."""
   rows = len(texts)
   grouped = [list(texts[i:i + group_size]) for i in range(0, rows, group_size)]
-  steps = best_of_n.prm_step_score_lists(
+  steps = prm_step_score_lists(
       prm.model_cfg, prm.params, prm.spec, ctx.tokenizer, list(examples[::group_size]), grouped,
       np.asarray(finished).reshape(-1, group_size), ctx.prompt_len,
       ctx.config.rollout.max_new_tokens, rows=rows, place=ctx.place_batch)
-  return best_of_n.solution_scores(steps, prm.agg, (rows // group_size, group_size)).reshape(-1)
+  return solution_scores(steps, prm.agg, (rows // group_size, group_size)).reshape(-1)

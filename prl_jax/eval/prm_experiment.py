@@ -1,0 +1,343 @@
+"""The ER-PRM experiment end to end (`prl-jax erprm`) and best-of-N with ready PRMs (`prl-jax best-of-n`).
+
+ER-PRM (Zhang et al. 2024, arXiv 2412.11006, sections 5 and 6; ALGORITHMS.md sections 5 and 7).
+`run_erprm`: Monte Carlo labels from pi_0, PRMs at the configured eta and at the hard and soft
+limits plus an outcome RM, then best-of-N on held-out problems. `run_best_of_n` scores ready PRMs.
+For each held-out problem the policy samples N_max candidates once; every PRM scores them and
+`prl_jax.eval.best_of_n` estimates accuracy against N.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from prl_jax.config import ConfigError
+from prl_jax.data.registry import get_task
+from prl_jax.eval.best_of_n import (MAJORITY, ORACLE, accuracy_curves, roc_auc,
+                                    within_problem_auc, write_report)
+from prl_jax.eval.metrics import AGGREGATIONS
+from prl_jax.models.config import ModelConfig
+from prl_jax.prm import labels
+from prl_jax.prm import model as prm_model
+from prl_jax.prm.scoring import prm_step_score_lists, solution_scores
+from prl_jax.progress import say
+from prl_jax.rewards.verify import extract_answer
+from prl_jax.run.context import build_context, initial_policy_params
+from prl_jax.sampling import SamplingConfig
+
+
+@dataclasses.dataclass
+class Candidates:
+  """N_max sampled solutions for each of P problems.
+
+  Attributes:
+    problems: [P] example dicts.
+    texts: [P][N] solution texts (EOS removed).
+    finished: [P, N] bool, the solution ended with EOS.
+    correct: [P, N] float 0/1 from the task checker.
+    answers: [P][N] extracted final answers (None when there is none), for majority vote.
+  """
+
+  problems: list[dict]
+  texts: list[list[str]]
+  finished: np.ndarray
+  correct: np.ndarray
+  answers: list[list[str | None]]
+
+
+def sample_candidates(params: Any, model_cfg: ModelConfig, tokenizer: Any, scfg: SamplingConfig,
+                      problems: Sequence[dict], n: int, key: jax.Array, check, *,
+                      max_rows: int = 512, mesh=None, progress: bool = False) -> Candidates:
+  """Samples `n` candidates per problem from the policy and checks them (`progress`: a bar)."""
+  prompts = [tokenizer.encode(ex["prompt"]) for ex in problems]
+  responses = labels.sample_responses(params, model_cfg, prompts, n, key, scfg,
+                                            max_rows=max_rows, mesh=mesh, progress=progress,
+                                            desc="best-of-N: candidates")
+  texts = [[tokenizer.decode(ids) for ids, _ in group] for group in responses]
+  finished = np.array([[done for _, done in group] for group in responses], bool)
+  flat = check([ex for ex in problems for _ in range(n)], [t for group in texts for t in group])
+  correct = (np.asarray(flat, np.float64).reshape(len(problems), n) > 0.5).astype(np.float64)
+  answers = [[extract_answer(t) for t in group] for group in texts]
+  return Candidates(list(problems), texts, finished, correct, answers)
+
+
+def _on_track_auc(items) -> float | None:
+  """ROC AUC of step values against "the reference solution starts with this prefix".
+
+  items: (reference solution, steps, values per step); the last step of each is skipped (it is
+  judged by the outcome, not by a prefix).
+  """
+  values, on_track = [], []
+  for reference, steps, step_values in items:
+    for k in range(len(steps) - 1):
+      values.append(step_values[k])
+      on_track.append(float(reference.startswith("".join(steps[:k + 1]))))
+  return roc_auc(np.array(values), np.array(on_track)) if values else None
+
+
+def reference_step_auc(cands: Candidates, step_lists: Sequence[Sequence[float]],
+                       spec: prm_model.PrmSpec) -> float | None:
+  """Step-level ranking quality of a PRM against exact process labels (arithmetic chains only).
+
+  An arithmetic chain has one correct solution, the solver's one operation per line, so a
+  candidate's prefix s_1..s_k (k < K) is on track iff the reference solution starts with it. This
+  is the ROC AUC of the PRM's non-final step scores against that; None for other tasks (whose
+  correct solutions are not unique) and for an ORM.
+  """
+  if spec.kind != "prm" or any(ex.get("task") != "arithmetic" for ex in cands.problems):
+    return None
+  texts = [(ex, t) for ex, group in zip(cands.problems, cands.texts) for t in group]
+  return _on_track_auc(
+      (ex["solution"], labels.split_steps(t, spec.min_step_chars, spec.delimiter), values)
+      for (ex, t), values in zip(texts, step_lists))
+
+
+def reference_label_auc(records: Sequence[dict], problems: Sequence[dict],
+                        label: str) -> float | None:
+  """The same AUC for the Monte Carlo labels themselves (arithmetic chains only).
+
+  How well the labels at one eta separate on-track from off-track prefixes: an upper reference
+  for what a PRM trained on them can learn. `problems` supply the reference solutions by question.
+  """
+  if any(r.get("task") != "arithmetic" for r in records):
+    return None
+  reference = {ex["question"]: ex["solution"] for ex in problems}
+  return _on_track_auc((reference[r["question"]], r["steps"], r["labels"][label])
+                       for r in records)
+
+
+@dataclasses.dataclass(frozen=True)
+class ErprmOptions:
+  """Sizes of the ER-PRM experiment (command-line flags of `prl-jax erprm` / `best-of-n`).
+
+  Attributes:
+    label_problems: distinct training questions whose pi_0 solutions are labelled (at most all
+      of them).
+    solutions_per_problem: pi_0 solutions labelled per problem.
+    min_step_chars: steps shorter than this merge with the next (ER-PRM: 30 for prose).
+    prm_steps, prm_batch_size: PRM training (learning rate: config.optim.prm_lr, clipping
+      config.optim.prm_grad_clip).
+    eval_problems: held-out problems for best-of-N.
+    n_max: candidates sampled per held-out problem.
+    draws: random subsets per problem and budget.
+    max_rows: rows per sampler call.
+    keep_completions: store the completion texts in labels.jsonl.
+  """
+
+  label_problems: int = 256
+  solutions_per_problem: int = 4
+  min_step_chars: int = 0
+  prm_steps: int = 300
+  prm_batch_size: int = 32
+  eval_problems: int = 128
+  n_max: int = 16
+  draws: int = 200
+  max_rows: int = 512
+  keep_completions: bool = False
+
+  def __post_init__(self):
+    for name in ("label_problems", "solutions_per_problem", "prm_steps", "prm_batch_size",
+                 "eval_problems", "n_max", "draws", "max_rows"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
+    if self.min_step_chars < 0:
+      raise ConfigError(f"--min-step-chars must be >= 0, got {self.min_step_chars}.")
+
+
+def heldout_problems(ctx: Any, count: int, exclude: set[str]) -> list[dict]:
+  """`count` evaluation problems whose questions are not in `exclude` (e.g. the SFT train set).
+
+  Synthetic tasks draw them from their own random stream (split "bestofn", same difficulty as
+  training); a task from files uses its eval examples.
+  """
+  task = ctx.config.task
+  if task.train_file:
+    pool = ctx.eval_examples
+  else:
+    options = dict(low=1, high=task.max_operand) if task.name == "arithmetic" else {}
+    pool = get_task(task.name).generate(max(20 * count, 1000), (task.min_ops, task.max_ops),
+                                        task.seed, split="bestofn", **options)
+  out, seen = [], set(exclude)
+  for ex in pool:
+    key = ex.get("question") or ex["prompt"]
+    if key not in seen:
+      seen.add(key)
+      out.append(ex)
+    if len(out) == count:
+      break
+  if not out:
+    raise ConfigError("No held-out problems are left after excluding the training questions; "
+                      "use a larger task (task.max_operand, task.max_ops) or an eval file.")
+  if len(out) < count:
+    say(f"best-of-N: only {len(out)} unseen problems exist; using them all.")
+  return out
+
+
+def _policy(ctx: Any):
+  if not ctx.hf_dir:
+    raise ConfigError("The ER-PRM experiment samples from an SFT policy: pass "
+                      "--config.init_from=DIR (an `prl-jax sft` export, e.g. runs/sft/final_hf).")
+  return ctx.place_state(initial_policy_params(ctx))
+
+
+def _mesh(ctx):
+  return ctx.mesh if ctx.mesh.size > 1 else None
+
+
+def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
+                  options: ErprmOptions, exclude: set[str], *, agg: str) -> tuple[dict, list[str]]:
+  """Samples candidates for held-out problems and runs best-of-N for each PRM.
+
+  Args:
+    prms: (directory, training summary or None) per PRM.
+    agg: the aggregation of the main table (every aggregation is computed).
+
+  Returns:
+    (results, the method names of the main table).
+  """
+  config = ctx.config
+  problems = heldout_problems(ctx, options.eval_problems, exclude)
+  scfg = ctx.sampling.replace(temperature=config.eval.temperature,
+                              greedy=config.eval.temperature == 0)
+  key = jax.random.fold_in(jax.random.key(config.seed), 2)
+  t0 = time.perf_counter()
+  cands = sample_candidates(policy_params, ctx.model_cfg, ctx.tokenizer, scfg, problems,
+                            options.n_max, key, ctx.verifier, max_rows=options.max_rows,
+                            mesh=_mesh(ctx), progress=config.log.progress)
+  say(f"best-of-N: {len(problems)} problems x {options.n_max} candidates sampled "
+      f"({time.perf_counter() - t0:.0f}s), mean accuracy {cands.correct.mean():.3f}")
+  shape = cands.correct.shape
+  scores, main, auc, step_auc, info = {}, [], {}, {}, {}
+  for directory, summary in prms:
+    spec, model_cfg, params = prm_model.load_prm(directory, dtype=config.model.dtype)
+    if spec.name in info:  # two PRMs of the same name: tell them apart by directory
+      spec = dataclasses.replace(spec, name=f"{spec.name} {os.path.basename(directory)}")
+    steps = prm_step_score_lists(model_cfg, ctx.place_state(params), spec, ctx.tokenizer,
+                                 cands.problems, cands.texts, cands.finished, ctx.prompt_len,
+                                 config.rollout.max_new_tokens, place=ctx.place_batch,
+                                 progress=config.log.progress, desc=f"scoring: {spec.name}")
+    step_auc[spec.name] = reference_step_auc(cands, steps, spec)
+    aggs = ("last",) if spec.kind == "orm" else AGGREGATIONS
+    for a in aggs:
+      name = spec.name if spec.kind == "orm" else f"{spec.name} [{a}]"
+      scores[name] = solution_scores(steps, a, shape)
+      auc[name] = within_problem_auc(scores[name], cands.correct)
+      if spec.kind == "orm" or a == agg:
+        main.append(name)
+    info[spec.name] = {"dir": directory, **dataclasses.asdict(spec), **(summary or {})}
+  results = accuracy_curves(scores, cands.correct, cands.answers, draws=options.draws,
+                            seed=config.seed)
+  results.update(auc=auc, step_auc=step_auc, prms=info, options=dataclasses.asdict(options),
+                 examples=[{"question": ex.get("question", ex["prompt"]),
+                            "answer": ex.get("answer"), "texts": t[:2]}
+                           for ex, t in zip(cands.problems[:3], cands.texts[:3])])
+  return results, main + [MAJORITY, ORACLE]
+
+
+def _train_questions(ctx) -> set[str]:
+  return {ex.get("question") or ex["prompt"] for ex in ctx.train_examples}
+
+
+def run_best_of_n(config, workdir: str, prm_dirs: Sequence[str],
+                  options: ErprmOptions = ErprmOptions()) -> dict:
+  """`prl-jax best-of-n`: best-of-N of the policy in `init_from` with ready PRMs.
+
+  Writes WORKDIR/best_of_n.{json,md,png}.
+  """
+  if not prm_dirs:
+    raise ConfigError("Pass at least one --prm DIR (a PRM written by `prl-jax erprm`).")
+  for d in prm_dirs:
+    prm_model.PrmSpec.load(d)  # fail before any sampling when a directory is not a PRM
+  ctx = build_context(config, workdir)
+  policy = _policy(ctx)
+  results, main = evaluate_prms(ctx, policy, [(d, None) for d in prm_dirs], options,
+                                _train_questions(ctx), agg=config.algo.erprm.agg)
+  write_report(results, workdir, main, title=f"Best-of-N, aggregation {config.algo.erprm.agg}")
+  return results
+
+
+def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> dict:
+  """`prl-jax erprm`: labels -> PRMs (ER-PRM eta, hard, soft, outcome RM) -> best-of-N.
+
+  Everything goes to WORKDIR/erprm: labels.jsonl, one directory per PRM (HF layout + prm.json +
+  prm_metrics.jsonl) and best_of_n.{json,md,png}.
+  """
+  e = config.algo.erprm
+  if e.agg not in AGGREGATIONS:
+    raise ConfigError(f"algo.erprm.agg={e.agg!r}; choose one of {AGGREGATIONS}.")
+  if not e.eta > 0:
+    raise ConfigError(f"algo.erprm.eta must be > 0 (the hard and soft limits are trained too), "
+                      f"got {e.eta}.")
+  if e.num_completions < 1:
+    raise ConfigError(f"algo.erprm.num_completions must be >= 1, got {e.num_completions}.")
+  out = os.path.join(workdir, "erprm")
+  ctx = build_context(config, out)
+  for key in ("plus_token", "minus_token"):
+    prm_model.token_id(ctx.tokenizer, e[key], f"algo.erprm.{key}")
+  policy = _policy(ctx)
+  delimiter = config.algo.steps.delimiter
+
+  # 1. Monte Carlo labels on training problems (distinct questions, in a seeded random order).
+  rng = np.random.default_rng(config.seed)
+  problems, seen = [], set()
+  for i in rng.permutation(len(ctx.train_examples)):
+    ex = ctx.train_examples[i]
+    key = ex.get("question") or ex["prompt"]
+    if key not in seen and len(problems) < options.label_problems:
+      seen.add(key)
+      problems.append(ex)
+  etas = [float(e.eta), math.inf, 0.0]
+  t0 = time.perf_counter()
+  scfg = ctx.sampling
+  records = labels.label_policy_solutions(
+      policy, ctx.model_cfg, ctx.tokenizer, scfg, problems, ctx.verifier,
+      solutions_per_problem=options.solutions_per_problem, num_completions=e.num_completions,
+      etas=etas, key=jax.random.fold_in(jax.random.key(config.seed), 1),
+      min_chars=options.min_step_chars, delimiter=delimiter, max_rows=options.max_rows,
+      mesh=_mesh(ctx), keep_completions=options.keep_completions, progress=config.log.progress)
+  labels.write_jsonl(records, os.path.join(out, "labels.jsonl"))
+  label_stats = {"solutions": len(records),
+                 "solution_accuracy": float(np.mean([r["outcome"] for r in records])),
+                 "steps": int(sum(len(r["steps"]) for r in records)),
+                 "completions": int(sum(sum(r["total"][:-1]) for r in records)),
+                 "seconds": time.perf_counter() - t0}
+  for eta in etas:
+    key = labels.eta_key(eta)
+    label_stats[f"mean_label_eta={key}"] = float(np.mean(
+        [v for r in records for v in r["labels"][key][:-1]] or [float("nan")]))
+    label_stats[f"step_auc_eta={key}"] = reference_label_auc(records, problems, key)
+  say(f"labels: {label_stats}")
+
+  # 2. PRMs at the ER-PRM eta, the hard and the soft limit, and an outcome RM.
+  base = dict(plus_token=e.plus_token, minus_token=e.minus_token,
+              min_step_chars=options.min_step_chars, delimiter=delimiter)
+  eta_text = f"{float(e.eta):g}"
+  specs = [(f"prm_eta{eta_text}", prm_model.PrmSpec(f"ER-PRM (eta={eta_text})", "prm",
+                                                  labels.eta_key(e.eta), **base)),
+           ("prm_hard", prm_model.PrmSpec("hard PRM (eta=inf)", "prm", "inf", **base)),
+           ("prm_soft", prm_model.PrmSpec("soft PRM (eta->0)", "prm", "0.0", **base)),
+           ("orm", prm_model.PrmSpec("ORM (outcome)", "orm", "", **base))]
+  trained = []
+  for i, (dirname, spec) in enumerate(specs):
+    t0 = time.perf_counter()
+    summary = prm_model.train_prm(ctx, policy, records, spec, os.path.join(out, dirname),
+                                steps=options.prm_steps, batch_size=options.prm_batch_size,
+                                lr=config.optim.prm_lr, grad_clip=config.optim.prm_grad_clip,
+                                seed=config.seed + i)
+    summary["seconds"] = time.perf_counter() - t0
+    say(f"{spec.name}: {summary}")
+    trained.append((os.path.join(out, dirname), summary))
+
+  # 3. Best-of-N on held-out problems (unseen by SFT and by the labels).
+  results, main = evaluate_prms(ctx, policy, trained, options, _train_questions(ctx), agg=e.agg)
+  results["labels"] = label_stats
+  write_report(results, out, main, title=f"Best-of-N on held-out problems, aggregation {e.agg}")
+  return results
