@@ -46,7 +46,8 @@ groups = st.integers(1, 4).flatmap(lambda p: st.integers(2, 5).flatmap(lambda n:
 @given(groups)
 def test_erprm_keeps_the_best_by_prm_score_whatever_the_outcome(case):
   n, keep, outcome, score = case
-  adv, metrics = get_recipe("erprm").advantages(_options(keep), _inputs(outcome, score, n))
+  out = get_recipe("erprm").advantages(_options(keep), _inputs(outcome, score, n))
+  adv, metrics = out.token, out.metrics
   want = _reference_keep(score, n, keep)
   np.testing.assert_array_equal(np.asarray(adv)[:, 0] == 1.0, want)
   assert np.all(np.asarray(adv)[:, -1] == 0.0)
@@ -58,7 +59,7 @@ def test_erprm_keeps_the_best_by_prm_score_whatever_the_outcome(case):
 @given(groups)
 def test_raft_keeps_the_best_correct_by_outcome(case):
   n, keep, outcome, _ = case
-  adv, _ = get_recipe("raft").advantages(_options(keep), _inputs(outcome, None, n))
+  adv = get_recipe("raft").advantages(_options(keep), _inputs(outcome, None, n)).token
   want = _reference_keep(outcome, n, keep) & (np.asarray(outcome) > 0)
   np.testing.assert_array_equal(np.asarray(adv)[:, 0] == 1.0, want)
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from prl_jax.algorithms import advantages as adv
-from prl_jax.algorithms.recipes import Recipe, RLInputs, register
+from prl_jax.algorithms.recipes import Advantages, Recipe, RLInputs, register
 from prl_jax.ops.returns import masked_whiten
 from prl_jax.ops.steps import last_token_mask
 
@@ -20,31 +20,36 @@ def _broadcast(sequence_advantage, mask):
   return sequence_advantage[:, None] * mask
 
 
-def rloo_advantages(options, x: RLInputs):
+def rloo_advantages(options, x: RLInputs) -> Advantages:
   """RLOO: A_i = r_i - mean_{j != i} r_j, constant over the response."""
-  return _broadcast(adv.rloo(x.outcome, x.group_size), x.mask), {}
+  return Advantages(_broadcast(adv.rloo(x.outcome, x.group_size), x.mask), {})
 
 
-def grpo_advantages(options, x: RLInputs):
+def grpo_advantages(options, x: RLInputs) -> Advantages:
   """GRPO: (r - mean_g) / (std_g + 1e-6), std with ddof=1."""
-  return _broadcast(adv.grpo(x.outcome, x.group_size), x.mask), {}
+  return Advantages(_broadcast(adv.grpo(x.outcome, x.group_size), x.mask), {})
 
 
-def drgrpo_advantages(options, x: RLInputs):
+def drgrpo_advantages(options, x: RLInputs) -> Advantages:
   """Dr.GRPO: r - mean_g, no division by the group std."""
-  return _broadcast(adv.grpo(x.outcome, x.group_size, scale_by_std=False), x.mask), {}
+  return Advantages(_broadcast(adv.grpo(x.outcome, x.group_size, scale_by_std=False), x.mask),
+                    {})
 
 
-def reinforce_advantages(options, x: RLInputs):
+def reinforce_advantages(options, x: RLInputs) -> Advantages:
   """REINFORCE with a batch-mean baseline: A = r - mean_batch r."""
-  return _broadcast(adv.reinforce(x.outcome, x.group_size, baseline="batch"), x.mask), {}
+  baseline = adv.reinforce(x.outcome, x.group_size, baseline="batch")
+  return Advantages(_broadcast(baseline, x.mask), {})
 
 
-def ppo_advantages(options, x: RLInputs):
-  """PPO: reward r_o on the last valid token, GAE(gamma, lambda) against the critic, whitened."""
+def ppo_advantages(options, x: RLInputs) -> Advantages:
+  """PPO: reward r_o on the last valid token, GAE(gamma, lambda) against the critic, whitened.
+
+  The GAE returns are the critic's regression target (`Advantages.value_target`).
+  """
   rewards = x.outcome[:, None] * last_token_mask(x.mask)
   advantages, returns = adv.gae(rewards, x.values, x.mask, gamma=options.gamma, lam=options.lam)
-  return masked_whiten(advantages, x.mask) * x.mask, {"returns": returns}
+  return Advantages(masked_whiten(advantages, x.mask) * x.mask, {}, value_target=returns)
 
 
 def best_in_group(scores: jax.Array, group_size: int, keep: int) -> jax.Array:
@@ -55,13 +60,14 @@ def best_in_group(scores: jax.Array, group_size: int, keep: int) -> jax.Array:
   return (rank < keep).reshape(-1)
 
 
-def raft_advantages(options, x: RLInputs):
+def raft_advantages(options, x: RLInputs) -> Advantages:
   """RAFT: weight 1 on the best `keep` responses of each prompt by outcome (ties: first), else 0.
 
   Only correct responses are kept (rejection sampling); the policy loss is then plain SFT on them.
   """
   keep = best_in_group(x.outcome, x.group_size, options.raft.keep_per_prompt) & (x.outcome > 0)
-  return _broadcast(keep.astype(jnp.float32), x.mask), {"raft/kept_fraction": jnp.mean(keep)}
+  return Advantages(_broadcast(keep.astype(jnp.float32), x.mask),
+                    {"raft/kept_fraction": jnp.mean(keep)})
 
 
 register(Recipe("rloo", rloo_advantages, min_group_size=2))

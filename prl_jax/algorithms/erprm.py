@@ -13,10 +13,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from prl_jax.algorithms.baselines import best_in_group
-from prl_jax.algorithms.recipes import Recipe, RLInputs, register
+from prl_jax.algorithms.recipes import Advantages, Recipe, RLInputs, register
 
 
-def erprm_advantages(options, x: RLInputs):
+def erprm_advantages(options, x: RLInputs) -> Advantages:
   """A_t = 1 on every token of the `keep` responses of each group with the highest PRM score.
 
       keep_i = rank_g(prm_score_i) < keep_per_prompt   (ties: the earlier sample)
@@ -25,11 +25,11 @@ def erprm_advantages(options, x: RLInputs):
     raise ValueError("method=erprm needs RLInputs.prm_score (the frozen PRM's solution scores).")
   keep = best_in_group(x.prm_score, x.group_size, options.raft.keep_per_prompt)
   kept = keep.astype(jnp.float32)
-  return kept[:, None] * x.mask, {
+  return Advantages(kept[:, None] * x.mask, {
       "raft/kept_fraction": jnp.mean(kept),
       "erprm/kept_accuracy": jnp.sum(kept * x.outcome) / jnp.maximum(jnp.sum(kept), 1.0),
       "erprm/mean_accuracy": jnp.mean(x.outcome),
-      "erprm/score_mean": jnp.mean(x.prm_score)}
+      "erprm/score_mean": jnp.mean(x.prm_score)})
 
 
 register(Recipe("erprm", erprm_advantages, frozen_prm=True, policy_loss="nll"))

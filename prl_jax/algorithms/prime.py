@@ -4,16 +4,19 @@ Token process reward r_t = beta log(pi_phi/pi_ref)(y_t), summed per step; in cod
 are divided by the batch's largest |return-to-go| (`normalize_scores`). The outcome and process
 sources each get an RLOO baseline, their returns are added 1:1 and whitened over the batch
 (section 3 of ALGORITHMS.md; `algo.prime.*` selects mode, granularity and base estimator).
+The PRM pi_phi is updated every step on the rollouts' outcomes before the advantages are read.
 """
 
 from __future__ import annotations
 
 from prl_jax.algorithms import advantages as adv
-from prl_jax.algorithms.recipes import Recipe, RLInputs, register
+from prl_jax.algorithms.recipes import (Advantages, PrmInputs, PrmTraining, Recipe, RLInputs,
+                                       register)
+from prl_jax.models.logprobs import response_logprobs
 from prl_jax.rewards import implicit
 
 
-def prime_advantages(options, x: RLInputs):
+def prime_advantages(options, x: RLInputs) -> Advantages:
   """A = whiten(R_outcome + R_process) with per-source RLOO baselines (PRIME Eq. 5 / code)."""
   scores = implicit.implicit_scores(x.prm_logp, x.ref_logp, x.mask, x.step_end)
   if options.prime.mode == "code":
@@ -23,7 +26,39 @@ def prime_advantages(options, x: RLInputs):
   token_adv = adv.prime(scores, x.outcome, x.mask, x.group_size, mode=options.prime.mode,
                         gamma=options.gamma, base=options.prime.base)
   accuracy, pairs = implicit.pairwise_accuracy(scores, x.outcome, x.mask, x.group_size)
-  return token_adv, {"prm/pairwise_accuracy": accuracy, "prm/pairs": pairs}
+  return Advantages(token_adv, {"prm/pairwise_accuracy": accuracy, "prm/pairs": pairs})
 
 
-register(Recipe("prime", prime_advantages, needs_ref=True, prm="prime_ce", min_group_size=2))
+def prm_loss_fn(model_cfg, options, chunk: int = 0):
+  """PRIME's implicit-PRM cross-entropy on outcome labels, mean over responses (section 3).
+
+      L(phi) = -(1/B) sum_b [ r_b log sigma(R_phi(y_b)) + (1 - r_b) log(1 - sigma(R_phi(y_b))) ],
+      R_phi = beta sum_t log(pi_phi(y_t) / pi_ref(y_t))
+  """
+  beta = options.prime.beta
+
+  def loss(params, batch):
+    seq, ref_logp, outcome = batch
+    logp = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask, seq.prompt_len,
+                             chunk)
+    total, count = implicit.prime_ce_loss(logp, ref_logp, seq.response_mask, outcome, beta)
+    return total, (count, {})
+
+  return loss
+
+
+def prm_batch(options, x: PrmInputs):
+  """The rollouts with their reference log-probs and outcome labels."""
+  return (x.seq, x.ref_logp, x.outcome), {}
+
+
+def step_mode(options) -> str:
+  """prime.granularity "token" or "whole" fixes the steps; "step" uses algo.steps."""
+  granularity = options.prime.granularity
+  return options.steps.mode if granularity == "step" else granularity
+
+
+register(Recipe("prime", prime_advantages, needs_ref=True, min_group_size=2,
+                prm=PrmTraining(prm_loss_fn, prm_batch,
+                                refresh=lambda options: options.prime.double_forward),
+                step_mode=step_mode))

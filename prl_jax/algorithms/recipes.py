@@ -1,6 +1,7 @@
-"""A method is a recipe: which models it trains and how its token advantages are computed.
+"""A method is a recipe: its token advantages, the models it needs, how a PRM it trains is updated
+and in which steps it reads a response.
 
-The training loop never branches on a method's name; it asks the recipe. A recipe's
+The training loop never branches on a method's name; it calls the recipe's hooks. A recipe's
 `advantages(options, inputs)` is a pure function of arrays (jitted once by the loop), so adding a
 method means adding one small file that registers a `Recipe` (`prl_jax.algorithms.registry` finds
 it). This module imports nothing of its own package: method files import it, never the reverse.
@@ -34,31 +35,97 @@ class RLInputs:
   prm_score: jax.Array | None = None  # [B]
 
 
+@flax.struct.dataclass
+class Advantages:
+  """What a recipe's advantage function returns.
+
+  Attributes:
+    token: [B, N] token advantages for the policy update.
+    metrics: scalar diagnostics, logged under `adv/` unless already namespaced.
+    value_target: [B, N] regression target of a critic (PPO's GAE returns), None without one.
+  """
+
+  token: jax.Array
+  metrics: dict
+  value_target: jax.Array | None = None
+
+
+@dataclasses.dataclass
+class PrmInputs:
+  """What a PRM trained during the run may read to build its batch, for B = P*n rollouts.
+
+  Arrays are placed on the mesh; `pack` turns host token lists into a placed sequence batch of
+  the run's shapes, and `ref_logprobs` / `prm_logprobs` score any such batch.
+  """
+
+  seq: Any  # the rollouts as a SequenceBatch
+  outcome: jax.Array  # [B]
+  old_logp: jax.Array  # [B, N]
+  ref_logp: jax.Array  # [B, N]
+  prm_logp: jax.Array  # [B, N], the PRM before this step's update
+  examples: list[dict]  # one per rollout (groups contiguous)
+  prompt_ids: list[list[int]]  # one per rollout
+  group_size: int
+  micro_rows: int  # rows per micro-batch of the update: the batch must be a multiple of it
+  tokenizer: Any
+  max_new_tokens: int
+  pack: Callable[[list[list[int]], list[list[int]]], Any]
+  ref_logprobs: Callable[[Any], jax.Array]
+  prm_logprobs: Callable[[Any], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class PrmTraining:
+  """A PRM trained during the run, one update per RL step before the advantages are computed.
+
+  Attributes:
+    loss: (model_cfg, options, chunk) -> loss_fn(params, batch) -> (sum, (count, metric sums)),
+      so micro-batches add up (`prl_jax.run.updates`).
+    batch: (options, PrmInputs) -> (the update's batch, scalar metrics); its rows are a multiple
+      of `PrmInputs.micro_rows`, and the update accumulates over them.
+    refresh: (options) -> whether the advantages read the PRM after its update (PRIME's double
+      forward) rather than before.
+  """
+
+  loss: Callable[[Any, Any, int], Callable]
+  batch: Callable[[Any, PrmInputs], tuple[Any, dict]]
+  refresh: Callable[[Any], bool] = lambda options: False
+
+
+def configured_steps(options) -> str:
+  """The step mode of `algo.steps.mode` (every method that does not fix its own)."""
+  return options.steps.mode
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
   """What a method composes.
 
   Attributes:
     name: the `method` config string.
-    advantages: (options, RLInputs) -> ([B, N] token advantages, dict of scalar metrics).
+    advantages: (options, RLInputs) -> Advantages.
     needs_ref: computes reference log-probs (KL terms, implicit rewards, PRL's KL-to-go).
-    prm: None, "prime_ce" (PRIME's implicit PRM on outcome labels) or "irl" (rePIRL): a PRM
-      trained during the run.
+    prm: a PRM trained during the run (PRIME's implicit PRM on outcome labels, rePIRL's IRL
+      reward), its loss and batch; None for methods without one.
     frozen_prm: a PRM trained beforehand (algo.erprm.prm_dir) scores every response into
       `RLInputs.prm_score`; it is never updated (ER-PRM's RAFT).
-    value: trains a PPO critic and passes its values to `advantages`.
+    value: trains a PPO critic on `Advantages.value_target` and passes its values to `advantages`.
     policy_loss: "ppo" (clipped surrogate) or "nll" (RAFT: likelihood of the selected samples).
     min_group_size: smallest rollout.n the advantage is defined for.
+    step_mode: (options) -> the `prl_jax.ops.steps.step_end_mask` mode of `RLInputs.step_end`.
+    check: (options) -> a message when the method's options are invalid, else None.
   """
 
   name: str
-  advantages: Callable[[Any, RLInputs], tuple[jax.Array, dict]]
+  advantages: Callable[[Any, RLInputs], Advantages]
   needs_ref: bool = False
-  prm: str | None = None
+  prm: PrmTraining | None = None
   frozen_prm: bool = False
   value: bool = False
   policy_loss: str = "ppo"
   min_group_size: int = 1
+  step_mode: Callable[[Any], str] = configured_steps
+  check: Callable[[Any], str | None] = lambda options: None
 
 
 _RECIPES: dict[str, Recipe] = {}

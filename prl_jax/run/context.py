@@ -59,8 +59,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"algo.loss.agg={config.algo.loss.agg!r}; choose one of {AGGS}.")
   if config.filter.enable and not 0 <= config.filter.acc_lo <= config.filter.acc_hi <= 1:
     raise ConfigError("filter.acc_lo <= filter.acc_hi must both lie in [0, 1].")
-  if config.method in ("prl", "frpo") and config.algo.prl.eta <= 0:
-    raise ConfigError(f"algo.prl.eta must be > 0 (the KL weight is 1/eta), got {config.algo.prl.eta}.")
+  problem = recipe.check(config.algo)
+  if problem:
+    raise ConfigError(f"method={config.method}: {problem}")
   if r.temperature < 0:
     raise ConfigError("rollout.temperature must be >= 0 (0 means greedy).")
   if config.task.template not in templates.TEMPLATES:

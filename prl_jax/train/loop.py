@@ -12,7 +12,6 @@ the checkpoint, so "2k steps" equals "k steps, restore, k steps" bit for bit on 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from typing import Any
@@ -24,12 +23,11 @@ import numpy as np
 
 from prl_jax import distributed
 from prl_jax.algorithms.filters import accuracy_filter, truncation_filter
-from prl_jax.algorithms.recipes import RLInputs, Recipe
+from prl_jax.algorithms.recipes import PrmInputs, Recipe, RLInputs
 from prl_jax.algorithms.registry import get_recipe
 from prl_jax.eval.evaluate import evaluate
 from prl_jax.models.logprobs import response_logprobs
 from prl_jax.ops.steps import step_end_mask
-from prl_jax.rewards import irl
 from prl_jax.run import updates
 from prl_jax.run.batch import PolicyBatch, SequenceBatch, make_sequences
 from prl_jax.run.checkpoint import Checkpointer
@@ -40,21 +38,20 @@ from prl_jax.run.nonfinite import NonFiniteError, error_message, nonfinite
 from prl_jax.run.state import TrainState, init_state, optimizers, wrap_key
 from prl_jax.sampling import sample
 from prl_jax.train import objectives
-from prl_jax.prm.frozen import FrozenPrm, load_frozen_prm, score_rollouts
+from prl_jax.prm.frozen import load_frozen_prm, score_rollouts
 
 
 @dataclasses.dataclass
 class RunFunctions:
-  """The jitted device functions of one run (compiled once, reused every step)."""
+  """The device functions of one run (jitted once, reused every step) and the recipe's scorer."""
 
   logprobs: Any
   advantages: Any
   policy_update: Any
-  prm_update: Any | None
+  prm_update: Any | None  # a PRM trained during the run (Recipe.prm)
   value_forward: Any | None
   value_update: Any | None
-  frozen_prm: FrozenPrm | None = None  # method erprm: a trained PRM that scores rollouts
-  irl_batch: Any | None = None  # method repirl: the PRM batch with its IRL coefficients
+  prm_scores: Any | None = None  # Rollouts -> [B] scores of a frozen PRM (Recipe.frozen_prm)
 
 
 def _loss_config(config) -> objectives.PolicyLossConfig:
@@ -75,39 +72,10 @@ def _batch_split(config) -> tuple[int, int, int]:
   return batch // mini, mini // micro, batch // logprob_rows
 
 
-def _irl_rows(config) -> tuple[int, int]:
-  """(rows of rePIRL's PRM batch, rows per micro-batch): one demonstration per prompt and the
-  B rollouts, padded to a whole number of micro-batches."""
+def _micro_rows(config) -> int:
+  """Rows of one micro-batch of an update (the strided split of `prl_jax.run.updates`)."""
   batch = config.rollout.prompts_per_step * config.rollout.n
-  micro = config.train.micro_batch_size or config.train.mini_batch_size or batch
-  rows = batch + config.rollout.prompts_per_step
-  return -(-rows // micro) * micro, micro
-
-
-def irl_batch(experts: SequenceBatch, expert_ref, expert_prm, seq: SequenceBatch, ref_logp,
-              prm_logp, old_logp, outcome, *, beta: float, pseudo_experts: bool, rows: int):
-  """rePIRL's PRM batch: demonstrations then rollouts, with the IRL coefficient of every row.
-
-  Demonstrations are experts; a correct rollout is a pseudo-expert when `pseudo_experts`, and
-  failed rollouts are the importance samples of log Z (ALGORITHMS.md section 6). Returns
-  ((seq, ref_logp, coef, share) padded to `rows` with zero-coefficient copies, metrics).
-  """
-  cat = lambda a, b: jnp.concatenate([a, b])
-  num_experts, num_samples = experts.tokens.shape[0], seq.tokens.shape[0]
-  both = jax.tree_util.tree_map(cat, experts, seq)
-  ref = cat(expert_ref, ref_logp)
-  returns = beta * jnp.sum((cat(expert_prm, prm_logp) - ref) * both.response_mask, axis=1)
-  correct = outcome > 0
-  is_expert = cat(jnp.ones(num_experts, bool), correct & pseudo_experts)
-  is_sample = cat(jnp.zeros(num_experts, bool), ~correct)
-  sample_logp = cat(jnp.zeros(num_experts), jnp.sum(old_logp * seq.response_mask, axis=1))
-  coef, metrics = irl.irl_coefficients(returns, sample_logp, is_expert, is_sample)
-  pad = rows - num_experts - num_samples
-  extend = lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)])
-  coef = jnp.concatenate([coef, jnp.zeros(pad)])
-  metrics["experts"] = jnp.sum(is_expert.astype(jnp.float32))
-  return ((jax.tree_util.tree_map(extend, both), extend(ref), coef, jnp.full(rows, 1.0 / rows)),
-          metrics)
+  return config.train.micro_batch_size or config.train.mini_batch_size or batch
 
 
 def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
@@ -124,27 +92,25 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
 
   def policy_update(state, batch, key):
     return updates.epoch_updates(state, tx_policy, policy_loss, batch, key, epochs, num_mini,
-                                     num_micro)
+                                 num_micro)
 
   prm_update = None
-  if recipe.prm == "prime_ce":
-    prm_loss = objectives.prime_prm_loss_fn(model_cfg, config.algo.prime.beta, chunk)
-    prm_update = jax.jit(lambda s, b: updates.minibatch_updates(s, tx_prm, prm_loss, b, 1,
-                                                                    num_micro * num_mini),
-                         donate_argnums=0)
-  elif recipe.prm == "irl":
-    prm_loss = objectives.irl_prm_loss_fn(model_cfg, config.algo.repirl.beta, chunk)
-    rows, micro = _irl_rows(config)
-    prm_update = jax.jit(lambda s, b: updates.minibatch_updates(s, tx_prm, prm_loss, b, 1,
-                                                                    rows // micro),
-                         donate_argnums=0)
+  if recipe.prm is not None:
+    prm_loss = recipe.prm.loss(model_cfg, options, chunk)
+    micro_rows = _micro_rows(config)
+
+    def prm_update(state, batch):  # one optimizer step over the whole PRM batch
+      rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
+      return updates.minibatch_updates(state, tx_prm, prm_loss, batch, 1, rows // micro_rows)
+
+    prm_update = jax.jit(prm_update, donate_argnums=0)
 
   value_forward = value_update = None
   if recipe.value:
     value_loss = objectives.value_loss_fn(model_cfg)
     value_forward = jax.jit(lambda p, seq: objectives.value_forward(model_cfg, p, seq))
     value_update = jax.jit(lambda s, b, k: updates.epoch_updates(s, tx_value, value_loss, b, k,
-                                                                     epochs, num_mini, num_micro),
+                                                                 epochs, num_mini, num_micro),
                            donate_argnums=0)
 
   logprob_rows = batch_rows // num_logprob_chunks
@@ -157,15 +123,18 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
         lambda s: response_logprobs(model_cfg, params, s.tokens, s.token_mask, s.prompt_len,
                                     chunk), seq, chunks)
 
+  prm_scores = None
+  if recipe.frozen_prm:
+    frozen = load_frozen_prm(ctx)
+    prm_scores = lambda r: score_rollouts(frozen, ctx, r.examples, r.texts, ~r.truncated,
+                                          config.rollout.n)
+
   return RunFunctions(
       logprobs=jax.jit(logprobs),
       advantages=jax.jit(lambda x: recipe.advantages(options, x)),
       policy_update=jax.jit(policy_update, donate_argnums=0),
       prm_update=prm_update, value_forward=value_forward, value_update=value_update,
-      frozen_prm=load_frozen_prm(ctx) if recipe.frozen_prm else None,
-      irl_batch=jax.jit(functools.partial(
-          irl_batch, beta=config.algo.repirl.beta, pseudo_experts=config.algo.repirl.pseudo_experts,
-          rows=_irl_rows(config)[0])) if recipe.prm == "irl" else None)
+      prm_scores=prm_scores)
 
 
 class PromptStream:
@@ -261,29 +230,32 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
                "filter/accepted": num_accepted / want, "rollout/tokens": sampled_tokens})
 
 
-def _step_ends(ctx: RunContext, seq: SequenceBatch):
-  config = ctx.config
-  s = config.algo.steps
-  mode = s.mode
-  if config.method == "frpo":
-    mode = "token"  # FRPO is PRL with every token a step
-  elif config.method == "prime" and config.algo.prime.granularity != "step":
-    mode = config.algo.prime.granularity  # "token" or "whole"; "step" uses algo.steps
+def _step_ends(ctx: RunContext, recipe: Recipe, seq: SequenceBatch):
+  """[B, N] step ends of the rollouts in the recipe's step mode (algo.steps unless it fixes one)."""
+  s = ctx.config.algo.steps
+  mode = recipe.step_mode(ctx.config.algo)
   delimiters = ctx.tokenizer.encode(s.delimiter) if mode == "delimiter" else None
   return step_end_mask(seq.response_mask, mode, length=s.length if mode == "fixed" else None,
                        delimiter_ids=delimiters,
                        token_ids=seq.tokens[:, seq.prompt_len:] if mode == "delimiter" else None)
 
 
-def _expert_sequences(ctx: RunContext, rollouts: Rollouts) -> SequenceBatch:
-  """One demonstration per prompt (the task's solution): rePIRL's expert trajectories."""
-  n = ctx.config.rollout.n
-  examples = rollouts.examples[::n]
-  prompts = rollouts.prompt_ids[::n]
-  demos = [ctx.tokenizer.encode(ex["solution"]) + [ctx.tokenizer.eos_id] for ex in examples]
-  demos = [d[:ctx.config.rollout.max_new_tokens] for d in demos]
-  return make_sequences(prompts, demos, ctx.prompt_len, ctx.config.rollout.max_new_tokens,
-                        ctx.tokenizer.pad_id)
+def _prm_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainState,
+              rollouts: Rollouts, seq: SequenceBatch, outcome, old_logp, ref_logp, prm_logp):
+  """The recipe's PRM update on this step's rollouts: (new PRM state, metrics)."""
+  config = ctx.config
+  pack = lambda prompts, responses: ctx.place_batch(make_sequences(
+      prompts, responses, ctx.prompt_len, config.rollout.max_new_tokens, ctx.tokenizer.pad_id))
+  inputs = PrmInputs(
+      seq=seq, outcome=outcome, old_logp=old_logp, ref_logp=ref_logp, prm_logp=prm_logp,
+      examples=rollouts.examples, prompt_ids=rollouts.prompt_ids, group_size=config.rollout.n,
+      micro_rows=_micro_rows(config), tokenizer=ctx.tokenizer,
+      max_new_tokens=config.rollout.max_new_tokens, pack=pack,
+      ref_logprobs=lambda s: fns.logprobs(state.ref_params, s),
+      prm_logprobs=lambda s: fns.logprobs(state.prm.params, s))
+  batch, batch_metrics = recipe.prm.batch(config.algo, inputs)
+  prm_state, update_metrics = fns.prm_update(state.prm, batch)
+  return prm_state, {f"prm/{k}": v for k, v in {**update_metrics, **batch_metrics}.items()}
 
 
 def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainState,
@@ -306,33 +278,25 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
   metrics = dict(rollouts.metrics)
 
   prm_state = state.prm
-  if recipe.prm == "prime_ce":
-    prm_state, prm_metrics = fns.prm_update(prm_state, (seq, ref_logp, outcome))
-    metrics.update({f"prm/{k}": v for k, v in prm_metrics.items()})
-    if config.algo.prime.double_forward:
+  if recipe.prm is not None:
+    prm_state, prm_metrics = _prm_step(ctx, recipe, fns, state, rollouts, seq, outcome, old_logp,
+                                       ref_logp, prm_logp)
+    metrics.update(prm_metrics)
+    if recipe.prm.refresh(config.algo):
       prm_logp = fns.logprobs(prm_state.params, seq)
-  elif recipe.prm == "irl":
-    experts = ctx.place_batch(_expert_sequences(ctx, rollouts))
-    batch, irl_metrics = fns.irl_batch(experts, fns.logprobs(state.ref_params, experts),
-                                       fns.logprobs(state.prm.params, experts), seq, ref_logp,
-                                       prm_logp, old_logp, outcome)
-    prm_state, prm_metrics = fns.prm_update(prm_state, batch)
-    metrics.update({f"prm/{k}": v for k, v in {**prm_metrics, **irl_metrics}.items()})
 
   prm_score = None
-  if fns.frozen_prm is not None:
-    prm_score = ctx.place_batch(score_rollouts(fns.frozen_prm, ctx, rollouts.examples,
-                                               rollouts.texts, ~rollouts.truncated,
-                                               config.rollout.n))
+  if fns.prm_scores is not None:
+    prm_score = ctx.place_batch(fns.prm_scores(rollouts))
   inputs = RLInputs(outcome=outcome, mask=seq.response_mask, old_logp=old_logp, ref_logp=ref_logp,
-                    prm_logp=prm_logp, values=values, step_end=_step_ends(ctx, seq),
+                    prm_logp=prm_logp, values=values, step_end=_step_ends(ctx, recipe, seq),
                     group_size=config.rollout.n, prm_score=prm_score)
-  advantages, adv_metrics = fns.advantages(inputs)
-  metrics.update({f"adv/{k}" if "/" not in k else k: v for k, v in adv_metrics.items()
-                  if jnp.ndim(v) == 0})
+  out = fns.advantages(inputs)
+  advantages = out.token
+  metrics.update({f"adv/{k}" if "/" not in k else k: v for k, v in out.metrics.items()})
   value_state = state.value
   if recipe.value:
-    value_state, value_metrics = fns.value_update(value_state, (seq, adv_metrics["returns"]),
+    value_state, value_metrics = fns.value_update(value_state, (seq, out.value_target),
                                                   jax.random.fold_in(update_key, 1))
     metrics.update({f"value/{k}": v for k, v in value_metrics.items()})
   policy, policy_metrics = fns.policy_update(

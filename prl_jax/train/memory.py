@@ -365,7 +365,7 @@ def memory_report(config: ml_collections.ConfigDict, *, devices: int | None = No
   activations, gradients = _update_bytes(model_cfg, rows_micro, seq, chunk, tensor,
                                          policy_params)
   phases["policy_update"] = activations + gradients
-  if recipe.prm in ("prime_ce", "irl") and kinds.get("prm_params") == "params":
+  if recipe.prm is not None and kinds.get("prm_params") == "params":
     # Both PRM updates run micro-batches (rePIRL's over the batch plus one demonstration per
     # prompt, its IRL normaliser folded into per-row coefficients beforehand).
     phases["prm_update"] = sum(_update_bytes(model_cfg, rows_micro, seq, chunk, tensor,

@@ -1,5 +1,5 @@
-"""The losses of the trained models, wired to the model: policy (PPO / RAFT), SFT, PRIME's and
-rePIRL's PRMs, and the PPO critic.
+"""The losses of the trained models, wired to the model: policy (PPO / RAFT), SFT and the PPO critic
+(a PRM trained during a run has its loss in its recipe, e.g. `prl_jax.algorithms.prime`).
 
 Each returns (numerator, (denominator, metric sums)) for `prl_jax.run.updates`, so micro-batching
 cannot change the math.
@@ -15,7 +15,6 @@ from prl_jax.algorithms import losses
 from prl_jax.models.config import ModelConfig
 from prl_jax.models.logprobs import response_logprobs
 from prl_jax.models.transformer import Transformer
-from prl_jax.rewards import implicit, irl
 from prl_jax.run.batch import PolicyBatch, SequenceBatch
 from prl_jax.run.updates import LossFn
 
@@ -77,39 +76,6 @@ def sft_loss_fn(model_cfg: ModelConfig, chunk: int = 0) -> LossFn:
                              chunk)
     num = -jnp.sum(logp * seq.response_mask)
     return num, (jnp.sum(seq.response_mask), {})
-
-  return loss
-
-
-def prime_prm_loss_fn(model_cfg: ModelConfig, beta: float, chunk: int = 0) -> LossFn:
-  """PRIME's implicit-PRM cross-entropy on outcome labels, mean over responses (section 3)."""
-
-  def loss(params, batch):
-    seq, ref_logp, outcome = batch
-    logp = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask, seq.prompt_len,
-                             chunk)
-    total, count = implicit.prime_ce_loss(logp, ref_logp, seq.response_mask, outcome, beta)
-    return total, (count, {})
-
-  return loss
-
-
-def irl_prm_loss_fn(model_cfg: ModelConfig, beta: float, chunk: int = 0) -> LossFn:
-  """rePIRL's max-ent IRL objective as a sum over trajectories, so micro-batches add up.
-
-      L(phi) = sum_b c_b R_phi(tau_b),   R_phi = beta sum_t log(pi_phi(y_t) / pi_ref(y_t))
-
-  with the coefficients c_b of `rewards.irl.irl_coefficients` (-1/E for experts, the importance
-  weights for samples, 0 for padding) computed before the update. The batch is
-  (seq, ref_logp, coef, share): `share` sums to 1 over the batch, so the accumulated gradient is
-  that of L itself.
-  """
-
-  def loss(params, batch):
-    seq, ref, coef, share = batch
-    logp = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask, seq.prompt_len, chunk)
-    returns = irl.sequence_reward(beta * (logp - ref), seq.response_mask)
-    return jnp.sum(coef * returns), (jnp.sum(share), {})
 
   return loss
 
