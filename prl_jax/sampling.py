@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prl_jax import sharding as sharding_lib
+from prl_jax.distributed import to_host
 from prl_jax.models.config import ModelConfig
 from prl_jax.models.transformer import Transformer, init_cache, rope_inverse_frequencies
 
@@ -690,3 +691,41 @@ def sample(params: Any, model_cfg: ModelConfig, prompts: Any, key: Array,
                  truncated=out["truncated"],
                  prompt_lengths=jnp.asarray(mask.sum(axis=1), jnp.int32),
                  lengths=out["lengths"], steps=out["steps"], group_size=sampling_cfg.n)
+
+
+@dataclasses.dataclass
+class HostRollout:
+  """One sampler call's responses on the host, padding rows dropped ([R, N] and [R])."""
+
+  tokens: np.ndarray
+  mask: np.ndarray  # bool
+  lengths: np.ndarray
+  truncated: np.ndarray
+
+
+def sample_in_calls(params: Any, model_cfg: ModelConfig, calls: Sequence[Sequence[Any]],
+                    key: Array, sampling_cfg: SamplingConfig, *,
+                    pad_to: Sequence[int] | None = None, mesh: jax.sharding.Mesh | None = None,
+                    fold_single: bool = True, on_call: Any = None) -> list[HostRollout]:
+  """`sampling_cfg.n` responses per prompt, one `sample` call per entry of `calls`.
+
+  The one chunked-call loop of training, evaluation and labelling: a call's KV cache holds only
+  its rows. Call i draws with fold_in(key, i) (with `fold_single=False` a lone call uses `key`
+  itself). Call i is padded to `pad_to[i]` prompts by repeating its last prompt, so calls share
+  compiled programs, and the padding's rows are dropped. `on_call(prompts)` runs after each call
+  with its number of real prompts (a progress bar).
+  """
+  out = []
+  for i, prompts in enumerate(calls):
+    prompts = [list(p) for p in prompts]
+    size = pad_to[i] if pad_to is not None else len(prompts)
+    padded = prompts + [prompts[-1]] * (size - len(prompts))
+    call_key = key if len(calls) == 1 and not fold_single else jax.random.fold_in(key, i)
+    rollout = sample(params, model_cfg, padded, call_key, sampling_cfg, mesh=mesh)
+    rows = len(prompts) * sampling_cfg.n
+    tokens, mask, lengths, truncated = (to_host(x)[:rows] for x in (
+        rollout.tokens, rollout.mask, rollout.lengths, rollout.truncated))
+    out.append(HostRollout(tokens, mask.astype(bool), lengths, truncated))
+    if on_call is not None:
+      on_call(len(prompts))
+  return out

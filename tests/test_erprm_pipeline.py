@@ -140,7 +140,7 @@ def _stub_setup(num_completions, seed=0):
       out.append(list(plan[text][1]))
     return out
 
-  def check(examples, texts):
+  def check(texts, examples):
     seen.extend(texts)
     return [arithmetic.check(t, ex) for ex, t in zip(examples, texts)]
 
@@ -217,7 +217,7 @@ def test_labels_from_tiny_model_equal_an_independent_count(params):
                         pad_id=TOK.pad_id, attention_segments=1)
   complete = labels.policy_completer(params, CFG, TOK.decode, scfg, max_rows=64)
 
-  def check(examples, texts):  # about half of random completions pass: the parity of a digit sum
+  def check(texts, examples):  # about half of random completions pass: the parity of a digit sum
     return [float(sum(map(ord, t)) % 2 == 0) for t in texts]
 
   def run():

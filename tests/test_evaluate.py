@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from prl_jax import cli
+from prl_jax import cli, sampling
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
 from prl_jax.data import arithmetic
 from prl_jax.eval import evaluate as ev
@@ -27,7 +27,7 @@ TOK = CharTokenizer()
 _VERIFIER = Verifier(workers=0)
 
 
-def verifier(examples, texts):
+def verifier(texts, examples):
   return _VERIFIER(texts, examples)
 
 
@@ -117,7 +117,7 @@ def test_metrics_of_a_scripted_policy_match_references(monkeypatch):
     picks = rng.choice(4, size=n, p=probs)
     plan.append([(options[i], bool(rng.random() < 0.2)) for i in picks])
   greedy = [gold[p] if rng.random() < 0.5 else gold[p] - 1 for p in range(problems)]
-  monkeypatch.setattr(ev, "sample", _scripted_sampler(examples, plan, greedy, TOK))
+  monkeypatch.setattr(sampling, "sample", _scripted_sampler(examples, plan, greedy, TOK))
 
   results = ev.evaluate(None, preset("tiny"), TOK, examples, verifier, n=n, temperature=1.0,
                         max_new_tokens=max_new, seed=0, batch_prompts=3)

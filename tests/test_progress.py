@@ -8,7 +8,7 @@ import types
 import jax
 import numpy as np
 
-from prl_jax import progress
+from prl_jax import progress, sampling
 from prl_jax.data import arithmetic
 from prl_jax.eval import evaluate as ev
 from prl_jax.models.config import preset
@@ -101,9 +101,9 @@ def test_evaluate_counts_problems_in_two_bars(monkeypatch, capsys):
     return types.SimpleNamespace(tokens=tokens, mask=mask, truncated=np.zeros(len(tokens), bool),
                                  lengths=mask.sum(axis=1))
 
-  monkeypatch.setattr(ev, "sample", fake_sample)
+  monkeypatch.setattr(sampling, "sample", fake_sample)  # under every chunked sampler call
   examples = arithmetic.generate(5, (1, 2), seed=0)
-  ev.evaluate(None, preset("tiny"), tok, examples, lambda exs, texts: verifier(texts, exs), n=2,
+  ev.evaluate(None, preset("tiny"), tok, examples, verifier, n=2,
               temperature=1.0, max_new_tokens=2, seed=0, batch_prompts=2, progress=True)
   lines = capsys.readouterr().err.splitlines()
   for desc in ("eval: 2 samples", "eval: greedy"):

@@ -40,7 +40,6 @@ from prl_jax.algorithms.registry import get_recipe
 from prl_jax.config import ConfigError
 from prl_jax.data import arithmetic, countdown, templates
 from prl_jax.data.registry import get_task
-from prl_jax.distributed import to_host
 from prl_jax.eval import metrics, plots
 from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig
@@ -50,7 +49,7 @@ from prl_jax.rewards import verify
 from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.context import build_context, render_prompts, task_options
 from prl_jax.run.state import init_state
-from prl_jax.sampling import SamplingConfig, sample
+from prl_jax.sampling import SamplingConfig, sample_in_calls
 
 SPLITS = ("eval", "heldout", "train")
 # Verifiers return 0 or 1; a sample counts as correct when its reward reaches this.
@@ -127,18 +126,14 @@ def _sample_responses(params: Any, model_cfg: ModelConfig, tokenizer: Any,
   chunk is padded with copies of its last prompt (dropped afterwards) so every call has the same
   number of rows and reuses one compiled program. `bar` advances by the prompts of each chunk.
   """
+  calls = [prompts[start:start + chunk] for start in range(0, len(prompts), chunk)]
+  parts = sample_in_calls(params, model_cfg, calls, key, scfg, pad_to=[chunk] * len(calls),
+                          mesh=mesh, on_call=bar.update)  # the bar counts real prompts
   texts, lengths, truncated = [], [], []
-  for index, start in enumerate(range(0, len(prompts), chunk)):
-    part = prompts[start:start + chunk]
-    rows = len(part) * scfg.n
-    part = part + [part[-1]] * (chunk - len(part))
-    out = sample(params, model_cfg, part, jax.random.fold_in(key, index), scfg, mesh=mesh)
-    tokens, mask, length, cut = (to_host(x)[:rows] for x in (out.tokens, out.mask, out.lengths,
-                                                             out.truncated))
-    texts += [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask.astype(bool))]
-    lengths += [int(x) for x in length]
-    truncated += [bool(x) for x in cut]
-    bar.update(rows // scfg.n)  # the real prompts, not the padding
+  for part in parts:
+    texts += [tokenizer.decode(row[m].tolist()) for row, m in zip(part.tokens, part.mask)]
+    lengths += [int(x) for x in part.lengths]
+    truncated += [bool(x) for x in part.truncated]
   return texts, lengths, truncated
 
 
@@ -166,8 +161,8 @@ def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequ
     model_cfg: the policy's config.
     tokenizer: encodes prompts, decodes responses; its eos_id stops generation.
     examples: task examples with "prompt", "answer" and optionally "id", "difficulty", "task".
-    verifier: verifier(examples, texts) -> rewards, one example per text (the RunContext
-      convention, see `prl_jax.run.context.make_verifier`).
+    verifier: verifier(texts, examples) -> rewards, one example per text (the order of
+      `prl_jax.rewards.verify.Verifier` and of every task's check(response, example)).
     n: samples per problem.
     temperature: sampling temperature of the n samples (0 makes them greedy).
     max_new_tokens: response length limit.
@@ -206,8 +201,8 @@ def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequ
     greedy_texts, _, _ = _sample_responses(params, model_cfg, tokenizer, prompts,
                                            jax.random.fold_in(key, 1), greedy_cfg, chunk, mesh,
                                            greedy)
-  rewards = verifier([ex for ex in examples for _ in range(n)], texts)
-  greedy_rewards = verifier(examples, greedy_texts)
+  rewards = verifier(texts, [ex for ex in examples for _ in range(n)])
+  greedy_rewards = verifier(greedy_texts, examples)
 
   records = []
   for p, (ex, extract) in enumerate(zip(examples, extractors)):

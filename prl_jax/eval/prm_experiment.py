@@ -63,7 +63,7 @@ def sample_candidates(params: Any, model_cfg: ModelConfig, tokenizer: Any, scfg:
                                             desc="best-of-N: candidates")
   texts = [[tokenizer.decode(ids) for ids, _ in group] for group in responses]
   finished = np.array([[done for _, done in group] for group in responses], bool)
-  flat = check([ex for ex in problems for _ in range(n)], [t for group in texts for t in group])
+  flat = check([t for group in texts for t in group], [ex for ex in problems for _ in range(n)])
   correct = (np.asarray(flat, np.float64).reshape(len(problems), n) > 0.5).astype(np.float64)
   answers = [[extract_answer(t) for t in group] for group in texts]
   return Candidates(list(problems), texts, finished, correct, answers)

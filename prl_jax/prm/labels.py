@@ -43,12 +43,12 @@ import numpy as np
 from prl_jax.models.config import ModelConfig
 from prl_jax.progress import progress_bar
 from prl_jax.rewards.er_prm import er_prm_label
-from prl_jax.sampling import SamplingConfig, bucket_length, sample
+from prl_jax.sampling import SamplingConfig, bucket_length, sample_in_calls
 
 # (prompt token lists, completions per prompt, key) -> per prompt, that many completion texts.
 Completer = Callable[[Sequence[Sequence[int]], int, jax.Array], list[list[str]]]
-# (examples, response texts) -> outcome of each response in [0, 1] (the verifier's signature).
-Checker = Callable[[Sequence[dict], Sequence[str]], Sequence[float]]
+# (response texts, examples) -> outcome of each response in [0, 1] (the verifier's signature).
+Checker = Callable[[Sequence[str], Sequence[dict]], Sequence[float]]
 
 # er_prm_label falls back to the plain mean below eta = 1e-6 (log_mean_exp); an eta of 0 in a label
 # list means that limit, the soft label, and is evaluated there.
@@ -146,27 +146,25 @@ def sample_responses(params: Any, model_cfg: ModelConfig, prompts: Sequence[Sequ
   groups: dict[int, list[int]] = {}
   for i, p in enumerate(prompts):
     groups.setdefault(bucket_length(len(p), scfg.min_prompt_bucket), []).append(i)
-  out: list[list[tuple[list[int], bool]]] = [[] for _ in prompts]
-  call = 0
-  bar = progress_bar(len(prompts), desc, enabled=progress, unit="prompt")
+  calls, owners, sizes = [], [], []
   for width in sorted(groups):
     members = groups[width]
     for start in range(0, len(members), per_call):
       chunk = members[start:start + per_call]
-      size = per_call if len(chunk) == per_call else min(per_call, bucket_length(len(chunk), 1))
-      batch = [list(prompts[i]) for i in chunk] + [list(prompts[chunk[-1]])] * (size - len(chunk))
-      rollout = sample(params, model_cfg, batch, jax.random.fold_in(key, call), scfg, mesh=mesh)
-      call += 1
-      tokens = np.asarray(rollout.tokens)
-      mask = np.asarray(rollout.mask).astype(bool)
-      truncated = np.asarray(rollout.truncated)
-      for j, i in enumerate(chunk):
-        for r in range(j * n, (j + 1) * n):
-          ids = tokens[r][mask[r]].tolist()
-          finished = not bool(truncated[r])
-          out[i].append((ids[:-1] if finished else ids, finished))
-      bar.update(len(chunk))
-  bar.close()
+      owners.append(chunk)
+      calls.append([prompts[i] for i in chunk])
+      sizes.append(per_call if len(chunk) == per_call
+                   else min(per_call, bucket_length(len(chunk), 1)))
+  out: list[list[tuple[list[int], bool]]] = [[] for _ in prompts]
+  with progress_bar(len(prompts), desc, enabled=progress, unit="prompt") as bar:
+    parts = sample_in_calls(params, model_cfg, calls, key, scfg, pad_to=sizes, mesh=mesh,
+                            on_call=bar.update)
+  for chunk, part in zip(owners, parts):
+    for j, i in enumerate(chunk):
+      for r in range(j * n, (j + 1) * n):
+        ids = part.tokens[r][part.mask[r]].tolist()
+        finished = not bool(part.truncated[r])
+        out[i].append((ids[:-1] if finished else ids, finished))
   return out
 
 
@@ -218,7 +216,7 @@ def monte_carlo_counts(problems: Sequence[dict], solutions: Sequence[str],
                      f"and {len(finished)} finished flags; pass one of each per solution")
   if num_completions < 1:
     raise ValueError(f"monte_carlo_counts: num_completions must be >= 1, got {num_completions}")
-  outcomes = [float(v) for v in check(list(problems), list(solutions))]
+  outcomes = [float(v) for v in check(list(solutions), list(problems))]
   records, prompts, owners = [], [], []
   for j, (ex, text, done) in enumerate(zip(problems, solutions, finished)):
     steps = split_steps(text, min_chars, delimiter) or [""]
@@ -243,7 +241,7 @@ def monte_carlo_counts(problems: Sequence[dict], solutions: Sequence[str],
       prefix = "".join(records[j]["steps"][:k + 1])
       flat_examples += [problems[j]] * num_completions
       flat_texts += [prefix + t for t in group]
-    verdicts = np.asarray(check(flat_examples, flat_texts), np.float64).reshape(len(prompts), -1)
+    verdicts = np.asarray(check(flat_texts, flat_examples), np.float64).reshape(len(prompts), -1)
     for (j, k), group, row in zip(owners, texts, verdicts):
       records[j]["correct"][k] = int(np.sum(row > 0.5))
       if keep_completions:

@@ -104,7 +104,7 @@ class RunContext:
   mesh: jax.sharding.Mesh
   train_examples: list[dict]
   eval_examples: list[dict]
-  verifier: Callable[[list[dict], list[str]], list[float]]
+  verifier: Callable[[list[str], list[dict]], list[float]]  # (texts, examples) -> rewards
   sampling: SamplingConfig
   prompt_len: int
   hf_dir: str = ""
@@ -249,11 +249,13 @@ def _examples(config, tokenizer) -> tuple[list[dict], list[dict], RowScreen]:
   return train, evals, screen
 
 
-def make_verifier(config) -> Callable[[list[dict], list[str]], list[float]]:
-  """Outcome reward of each (example, response text): the task checker or the math verifier."""
+def make_verifier(config) -> Callable[[list[str], list[dict]], list[float]]:
+  """Outcome reward of each (response text, example): the task checker or the math verifier.
+
+  One argument order everywhere, that of every task's check(response, example).
+  """
   from prl_jax.rewards import verify
-  verifier = verify.Verifier(workers=config.task.verify_workers)
-  return lambda examples, texts: verifier(texts, examples)
+  return verify.Verifier(workers=config.task.verify_workers)
 
 
 def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext:

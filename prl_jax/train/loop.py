@@ -36,7 +36,7 @@ from prl_jax.run.context import RunContext, build_context
 from prl_jax.run.metrics_file import MetricsWriter
 from prl_jax.run.nonfinite import NonFiniteError, error_message, nonfinite
 from prl_jax.run.state import TrainState, init_state, optimizers, wrap_key
-from prl_jax.sampling import sample
+from prl_jax.sampling import sample_in_calls
 from prl_jax.train import objectives
 from prl_jax.prm.frozen import load_frozen_prm, score_rollouts
 
@@ -154,6 +154,18 @@ class PromptStream:
 
 
 @dataclasses.dataclass
+class RolloutGroup:
+  """The n responses of one prompt, as sampled and verified."""
+
+  example: dict
+  prompt_ids: list[int]
+  response_ids: list[list[int]]  # [n]
+  outcome: np.ndarray  # [n]
+  truncated: np.ndarray  # [n]
+  texts: list[str]  # [n] the decoded responses the verifier checked
+
+
+@dataclasses.dataclass
 class Rollouts:
   """Host-side rollout groups that passed the filters (P prompts x n responses)."""
 
@@ -165,6 +177,16 @@ class Rollouts:
   truncated: np.ndarray  # [B]
   metrics: dict
 
+  @classmethod
+  def of(cls, groups: list[RolloutGroup], metrics: dict) -> "Rollouts":
+    """Groups flattened to rows, the n responses of a group contiguous."""
+    return cls(examples=[g.example for g in groups for _ in g.response_ids],
+               prompt_ids=[g.prompt_ids for g in groups for _ in g.response_ids],
+               response_ids=[r for g in groups for r in g.response_ids],
+               texts=[t for g in groups for t in g.texts],
+               outcome=np.concatenate([g.outcome for g in groups]),
+               truncated=np.concatenate([g.truncated for g in groups]), metrics=metrics)
+
 
 def sample_rows(ctx: RunContext, params, prompts: list[list[int]], key):
   """(tokens, bool mask, truncated) on the host: rollout.n responses per prompt, contiguous.
@@ -174,14 +196,11 @@ def sample_rows(ctx: RunContext, params, prompts: list[list[int]], key):
   """
   n, max_rows = ctx.config.rollout.n, ctx.config.rollout.max_rows
   per_call = max(1, max_rows // n) if max_rows else len(prompts)
-  parts = []
-  for i, start in enumerate(range(0, len(prompts), per_call)):
-    call_key = key if per_call >= len(prompts) else jax.random.fold_in(key, i)
-    out = sample(params, ctx.model_cfg, prompts[start:start + per_call], call_key, ctx.sampling,
-                 mesh=ctx.mesh if ctx.mesh.size > 1 else None)
-    parts.append([distributed.to_host(x) for x in (out.tokens, out.mask, out.truncated)])
-  tokens, mask, truncated = (np.concatenate(column) for column in zip(*parts))
-  return tokens, mask.astype(bool), truncated
+  calls = [prompts[start:start + per_call] for start in range(0, len(prompts), per_call)]
+  parts = sample_in_calls(params, ctx.model_cfg, calls, key, ctx.sampling,
+                          mesh=ctx.mesh if ctx.mesh.size > 1 else None, fold_single=False)
+  return (np.concatenate([p.tokens for p in parts]), np.concatenate([p.mask for p in parts]),
+          np.concatenate([p.truncated for p in parts]))
 
 
 def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Rollouts:
@@ -203,7 +222,7 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
     responses = [row[m].tolist() for row, m in zip(tokens, mask)]
     sampled_tokens += int(mask.sum())
     texts = [ctx.tokenizer.decode(r) for r in responses]
-    outcome = np.asarray(ctx.verifier([ex for ex in examples for _ in range(n)], texts),
+    outcome = np.asarray(ctx.verifier(texts, [ex for ex in examples for _ in range(n)]),
                          np.float32)
     all_outcomes.append(outcome)
     keep = np.ones(want, bool)
@@ -213,21 +232,16 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
         keep &= np.asarray(truncation_filter(truncated, n))
     for p, ex in enumerate(examples):
       rows = slice(p * n, (p + 1) * n)
-      group = (ex, prompts[p], responses[rows], outcome[rows], truncated[rows], texts[rows])
+      group = RolloutGroup(ex, prompts[p], responses[rows], outcome[rows], truncated[rows],
+                           texts[rows])
       (accepted if keep[p] else rejected).append(group)
     rounds += 1
   num_accepted = min(len(accepted), want)
   groups = (accepted + rejected)[:want]
   sampled = np.concatenate(all_outcomes)
-  return Rollouts(
-      examples=[g[0] for g in groups for _ in range(n)],
-      prompt_ids=[g[1] for g in groups for _ in range(n)],
-      response_ids=[r for g in groups for r in g[2]],
-      texts=[t for g in groups for t in g[5]],
-      outcome=np.concatenate([g[3] for g in groups]),
-      truncated=np.concatenate([g[4] for g in groups]),
-      metrics={"rollout/reward": float(sampled.mean()), "rollout/rounds": rounds,
-               "filter/accepted": num_accepted / want, "rollout/tokens": sampled_tokens})
+  return Rollouts.of(groups, {
+      "rollout/reward": float(sampled.mean()), "rollout/rounds": rounds,
+      "filter/accepted": num_accepted / want, "rollout/tokens": sampled_tokens})
 
 
 def _step_ends(ctx: RunContext, recipe: Recipe, seq: SequenceBatch):
