@@ -193,8 +193,9 @@ def cmd_memory(argv):
 
 
 def cmd_reproduce(argv):
-  from prl_jax.eval import report
-  from prl_jax.reproduce import PRESETS, get_preset, reproduce
+  from prl_jax.reproduce import report
+  from prl_jax.reproduce.pipeline import reproduce
+  from prl_jax.reproduce.presets import PRESETS, get_preset
   parser = argparse.ArgumentParser(
       prog="prl-jax reproduce",
       description="SFT once, every RL method and seed on the configs/mini budget, evaluations, "
@@ -219,7 +220,7 @@ def cmd_reproduce(argv):
 
 
 def cmd_report(argv):
-  from prl_jax.eval import report
+  from prl_jax.reproduce import collect, report
   parser = argparse.ArgumentParser(
       prog="prl-jax report",
       description="Writes WORKDIR/report.md and WORKDIR/plots/*.png again from the JSON files "
@@ -227,8 +228,8 @@ def cmd_report(argv):
   parser.add_argument("workdir", help="a `prl-jax reproduce` workdir (holding results.json)")
   args = parser.parse_args(argv)
   path = report.write_report(args.workdir)
-  manifest = report.load_results(args.workdir)
-  print(report.main_table(report.collect(args.workdir, manifest), manifest))
+  manifest = collect.load_results(args.workdir)
+  print(report.main_table(collect.collect(args.workdir, manifest), manifest))
   print(f"report: {path}")
 
 

@@ -16,10 +16,13 @@ import pytest
 
 from prl_jax import cli
 from prl_jax.config import ConfigError
-from prl_jax.eval import report
 from prl_jax.eval.best_of_n import MAJORITY, ORACLE
 from prl_jax.eval.prm_experiment import ErprmOptions
-from prl_jax.reproduce import PRESETS, Preset, get_preset, reproduce, run_stage, stage_marker
+from prl_jax.reproduce import claims as claims_lib
+from prl_jax.reproduce import collect, report
+from prl_jax.reproduce.pipeline import reproduce, run_stage, stage_marker
+from prl_jax.reproduce.presets import PRESETS, Preset, get_preset
+from prl_jax.run.metrics_file import read_metrics
 
 
 # ------------------------------------------------------------------------------------------------
@@ -28,54 +31,54 @@ from prl_jax.reproduce import PRESETS, Preset, get_preset, reproduce, run_stage,
 
 def test_mean_std_by_hand():
   # values 1, 2, 4: mean 7/3; squared deviations 16/9 + 1/9 + 25/9 = 42/9; / (n - 1) = 7/3.
-  s = report.mean_std([1.0, 2.0, 4.0])
+  s = claims_lib.mean_std([1.0, 2.0, 4.0])
   assert s.mean == pytest.approx(7 / 3)
   assert s.std == pytest.approx(math.sqrt(7 / 3))
   assert s.n == 3
-  one = report.mean_std([0.5])
+  one = claims_lib.mean_std([0.5])
   assert one == (0.5, None, 1)
   with pytest.raises(ValueError, match="no values"):
-    report.mean_std([])
+    claims_lib.mean_std([])
 
 
 def test_format_spread():
-  assert report.format_spread([0.25, 0.35]) == "30.0 ± 7.1"  # std = 0.1 / sqrt(2)
-  assert report.format_spread([0.5]) == "50.0"
-  assert report.format_spread([]) == "-"
-  assert report.format_spread([10, 20, 30], 1.0, 0) == "20 ± 10"
+  assert claims_lib.format_spread([0.25, 0.35]) == "30.0 ± 7.1"  # std = 0.1 / sqrt(2)
+  assert claims_lib.format_spread([0.5]) == "50.0"
+  assert claims_lib.format_spread([]) == "-"
+  assert claims_lib.format_spread([10, 20, 30], 1.0, 0) == "20 ± 10"
 
 
 def test_welch_difference_by_hand():
   # a: mean 2, var (1 + 0 + 1) / 2 = 1 (n 3); b: mean 1, var (1 + 1) / 1 = 2 (n 2):
   # se = sqrt(1/3 + 2/2) = sqrt(4/3).
-  diff, se = report.difference([1.0, 2.0, 3.0], [0.0, 2.0])
+  diff, se = claims_lib.difference([1.0, 2.0, 3.0], [0.0, 2.0])
   assert diff == pytest.approx(1.0)
   assert se == pytest.approx(math.sqrt(4 / 3))
-  assert report.difference([1.0], [0.0, 2.0]) == (0.0, None)
+  assert claims_lib.difference([1.0], [0.0, 2.0]) == (0.0, None)
 
 
 def test_moving_average_and_final_reward_by_hand():
   x = [0.0, 1.0, 2.0, 3.0, 4.0]
-  np.testing.assert_allclose(report.moving_average(x, 2), [0.5, 1.5, 2.5, 3.5])
-  np.testing.assert_allclose(report.moving_average(x, 5), [2.0])
-  np.testing.assert_allclose(report.moving_average(x, 1), x)
+  np.testing.assert_allclose(claims_lib.moving_average(x, 2), [0.5, 1.5, 2.5, 3.5])
+  np.testing.assert_allclose(claims_lib.moving_average(x, 5), [2.0])
+  np.testing.assert_allclose(claims_lib.moving_average(x, 1), x)
   with pytest.raises(ValueError, match="window"):
-    report.moving_average(x, 6)
-  assert report.final_reward(x, 2) == pytest.approx(3.5)
-  assert report.final_reward(x, 10) == pytest.approx(2.0)  # fewer values than the window
+    claims_lib.moving_average(x, 6)
+  assert claims_lib.final_reward(x, 2) == pytest.approx(3.5)
+  assert claims_lib.final_reward(x, 10) == pytest.approx(2.0)  # fewer values than the window
 
 
 def test_steps_to_reach_by_hand():
   steps = [1, 2, 3, 4, 5, 6]
   rewards = [0.1, 0.5, 0.2, 0.6, 0.7, 0.9]
   # 3-step trailing means, at steps 3..6: 0.2667, 0.4333, 0.5, 0.7333.
-  assert report.steps_to_reach(steps, rewards, 0.5, 3) == 5
-  assert report.steps_to_reach(steps, rewards, 0.25, 3) == 3
-  assert report.steps_to_reach(steps, rewards, 0.8, 3) is None
-  assert report.steps_to_reach(steps, rewards, 0.5, 1) == 2  # no smoothing: the first hit
-  assert report.steps_to_reach([1, 2], [1.0, 1.0], 0.0, 3) is None  # shorter than the window
+  assert claims_lib.steps_to_reach(steps, rewards, 0.5, 3) == 5
+  assert claims_lib.steps_to_reach(steps, rewards, 0.25, 3) == 3
+  assert claims_lib.steps_to_reach(steps, rewards, 0.8, 3) is None
+  assert claims_lib.steps_to_reach(steps, rewards, 0.5, 1) == 2  # no smoothing: the first hit
+  assert claims_lib.steps_to_reach([1, 2], [1.0, 1.0], 0.0, 3) is None  # shorter than the window
   # Steps are read from the rows, not counted: a run that starts at step 11.
-  assert report.steps_to_reach([11, 12, 13], [0.0, 1.0, 1.0], 1.0, 2) == 13
+  assert claims_lib.steps_to_reach([11, 12, 13], [0.0, 1.0, 1.0], 1.0, 2) == 13
 
 
 # ------------------------------------------------------------------------------------------------
@@ -83,23 +86,23 @@ def test_steps_to_reach_by_hand():
 
 
 def test_verdict_thresholds():
-  assert report.verdict(3.0, 1.0) == report.REPRODUCED
-  assert report.verdict(2.0, 1.0) == report.REPRODUCED  # z = 2 exactly
-  assert report.verdict(1.9, 1.0) == report.NOT_REPRODUCED
-  assert report.verdict(-1.9, 1.0) == report.NOT_REPRODUCED
-  assert report.verdict(-2.5, 1.0) == report.REVERSED
-  assert report.verdict(5.0, None) == report.UNDETERMINED
-  assert report.verdict(0.1, 0.0) == report.REPRODUCED  # no spread at all, a real difference
-  assert report.verdict(0.0, 0.0) == report.NOT_REPRODUCED
+  assert claims_lib.verdict(3.0, 1.0) == claims_lib.REPRODUCED
+  assert claims_lib.verdict(2.0, 1.0) == claims_lib.REPRODUCED  # z = 2 exactly
+  assert claims_lib.verdict(1.9, 1.0) == claims_lib.NOT_REPRODUCED
+  assert claims_lib.verdict(-1.9, 1.0) == claims_lib.NOT_REPRODUCED
+  assert claims_lib.verdict(-2.5, 1.0) == claims_lib.REVERSED
+  assert claims_lib.verdict(5.0, None) == claims_lib.UNDETERMINED
+  assert claims_lib.verdict(0.1, 0.0) == claims_lib.REPRODUCED  # no spread at all, a real difference
+  assert claims_lib.verdict(0.0, 0.0) == claims_lib.NOT_REPRODUCED
 
 
 def test_combine_verdicts():
-  r, n, u = report.REPRODUCED, report.NOT_REPRODUCED, report.UNDETERMINED
-  assert report.combine_verdicts([r, r]) == r
-  assert report.combine_verdicts([r, n]) == n
-  assert report.combine_verdicts([r, u]) == u
-  assert report.combine_verdicts([r, report.REVERSED, u]) == report.REVERSED
-  assert report.combine_verdicts([r, report.NOT_RUN]) == report.NOT_RUN
+  r, n, u = claims_lib.REPRODUCED, claims_lib.NOT_REPRODUCED, claims_lib.UNDETERMINED
+  assert claims_lib.combine_verdicts([r, r]) == r
+  assert claims_lib.combine_verdicts([r, n]) == n
+  assert claims_lib.combine_verdicts([r, u]) == u
+  assert claims_lib.combine_verdicts([r, claims_lib.REVERSED, u]) == claims_lib.REVERSED
+  assert claims_lib.combine_verdicts([r, claims_lib.NOT_RUN]) == claims_lib.NOT_RUN
 
 
 def _agg(policies, target=None, erprm=None, rl_steps=100):
@@ -122,30 +125,30 @@ def test_claims_clear_win_reproduces_and_overlap_does_not():
   base = {"pass@n": [0.70, 0.71, 0.72], "mean@n": [0.40, 0.41, 0.42]}
   noisy = {"pass@n": [0.60, 0.80, 0.95], "mean@n": [0.30, 0.50, 0.61]}
   worse = {"pass@n": [0.60, 0.61, 0.62], "mean@n": [0.30, 0.31, 0.32]}
-  claims = report.evaluate_claims(_agg({
+  claims = claims_lib.evaluate_claims(_agg({
       "grpo": {"eval": base}, "prl": {"eval": clear}, "frpo": {"eval": noisy},
       "rloo": {"eval": base, "steps": [80, 90, 100]}, "repirl": {"eval": worse},
       "prime": {"steps": [30, 35, 40]}}, target={"value": 0.5}))
-  assert _claim(claims, "prl")["verdict"] == report.REPRODUCED
+  assert _claim(claims, "prl")["verdict"] == claims_lib.REPRODUCED
   prl = _claim(claims, "prl")["comparisons"]
   assert [c["diff"] for c in prl] == pytest.approx([10.0, 10.0])  # percentage points
-  assert _claim(claims, "frpo")["verdict"] == report.NOT_REPRODUCED  # spreads overlap
-  assert _claim(claims, "repirl")["verdict"] == report.REVERSED
+  assert _claim(claims, "frpo")["verdict"] == claims_lib.NOT_REPRODUCED  # spreads overlap
+  assert _claim(claims, "repirl")["verdict"] == claims_lib.REVERSED
   prime = _claim(claims, "prime")
-  assert prime["verdict"] == report.REPRODUCED
+  assert prime["verdict"] == claims_lib.REPRODUCED
   assert prime["comparisons"][0]["diff"] == pytest.approx(55.0)  # 90 - 35 steps
-  assert _claim(claims, "erprm")["verdict"] == report.NOT_RUN
+  assert _claim(claims, "erprm")["verdict"] == claims_lib.NOT_RUN
 
 
 def test_claims_one_seed_is_undetermined_and_unreached_runs_count_as_censored():
-  claims = report.evaluate_claims(_agg({
+  claims = claims_lib.evaluate_claims(_agg({
       "grpo": {"eval": {"pass@n": [0.5], "mean@n": [0.3]}},
       "prl": {"eval": {"pass@n": [0.9], "mean@n": [0.6]}},
       "rloo": {"steps": [50, 60]}, "prime": {"steps": [None, None]}}, rl_steps=100))
-  assert _claim(claims, "prl")["verdict"] == report.UNDETERMINED
+  assert _claim(claims, "prl")["verdict"] == claims_lib.UNDETERMINED
   prime = _claim(claims, "prime")["comparisons"][0]
   assert prime["diff"] == pytest.approx(55.0 - 101.0)  # never reached: rl_steps + 1
-  assert _claim(claims, "repirl")["verdict"] == report.NOT_RUN
+  assert _claim(claims, "repirl")["verdict"] == claims_lib.NOT_RUN
 
 
 def test_erprm_claim_uses_the_largest_budget_and_problem_standard_errors():
@@ -154,12 +157,12 @@ def test_erprm_claim_uses_the_largest_budget_and_problem_standard_errors():
                         "soft": [0.2, 0.3, 0.39]},
            "stderr": {"ER-PRM": [0.01, 0.01, 0.03], "hard": [0.01, 0.01, 0.04],
                       "soft": [0.01, 0.01, 0.03]}}
-  claim = _claim(report.evaluate_claims(_agg({}, erprm=erprm)), "erprm")
+  claim = _claim(claims_lib.evaluate_claims(_agg({}, erprm=erprm)), "erprm")
   hard, soft = claim["comparisons"]
   assert hard["diff"] == pytest.approx(10.0) and hard["se"] == pytest.approx(5.0)  # 3-4-5
-  assert hard["verdict"] == report.REPRODUCED
-  assert soft["verdict"] == report.NOT_REPRODUCED
-  assert claim["verdict"] == report.NOT_REPRODUCED
+  assert hard["verdict"] == claims_lib.REPRODUCED
+  assert soft["verdict"] == claims_lib.NOT_REPRODUCED
+  assert claim["verdict"] == claims_lib.NOT_REPRODUCED
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,7 +231,7 @@ def _fake_workdir(root, methods=("rloo", "prime"), seeds=(0, 1), steps=6):
                       "evals": evals("sft", {"eval": 0, "heldout": 0})},
               "erprm": {"results": "erprm/best_of_n.json", "agg": "min", "eta": 2.0,
                         "stage": _stage("erprm", 7.0)}}
-  return report.save_results(root, manifest)
+  return collect.save_results(root, manifest)
 
 
 def test_report_from_json_alone(tmp_path):
@@ -245,7 +248,7 @@ def test_report_from_json_alone(tmp_path):
   assert agg["policies"]["prime"]["eval"]["eval"]["mean@n"] == pytest.approx([0.5, 0.51])
   assert agg["prm_accuracy"]["prime"]["last"] == pytest.approx([0.775, 0.775])
   assert agg["erprm"]["accuracy"]["ER-PRM"][-1] == 0.5
-  assert list(agg["erprm"]["columns"]) == list(report.ERPRM_ROLES)
+  assert list(agg["erprm"]["columns"]) == list(claims_lib.ERPRM_ROLES)
 
   path = report.write_report(root)
   text = open(path).read()
@@ -274,7 +277,7 @@ def test_report_of_a_partial_reproduction(tmp_path):
   results = _fake_workdir(root)
   manifest = {k: results[k] for k in ("preset", "command", "workdir", "sft")}
   manifest.update(runs=[], erprm=None)
-  report.save_results(root, manifest)
+  collect.save_results(root, manifest)
   text = open(report.write_report(root)).read()
   assert "| sft | 1 |" in text and "Not run yet." in text
   assert "**not run**" in text
@@ -348,7 +351,7 @@ def test_reproduce_end_to_end(tmp_path):
       ("rloo", 0), ("rloo", 1), ("prime", 0), ("prime", 1)]
   for run in results["runs"]:
     assert os.path.isdir(os.path.join(root, run["dir"], "final_hf"))
-    rows = report.read_metrics(os.path.join(root, run["metrics"]))
+    rows = read_metrics(os.path.join(root, run["metrics"]))
     assert [r["step"] for r in rows] == [1, 2, 3]
   text = open(os.path.join(root, "report.md")).read()
   for name in ("sft", "rloo", "prime"):

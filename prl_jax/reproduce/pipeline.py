@@ -11,7 +11,7 @@ The pipeline (a preset says how big each part is):
   3. every final policy (and the SFT one) on the eval split and on the held-out longer chains:
      mean@n, pass@n, greedy                                            -> <run>/eval{,_heldout}
   4. the ER-PRM best-of-N experiment from the same SFT policy          -> WORKDIR/erprm
-  5. WORKDIR/results.json and WORKDIR/report.md (`prl_jax.eval.report`).
+  5. WORKDIR/results.json and WORKDIR/report.md (`prl_jax.reproduce.collect`, `.report`).
 
 Every stage leaves a marker WORKDIR/stages/<stage>.json (its wall time, equivalent command and
 inputs) when it finishes, and is skipped when its marker holds the same inputs, so a killed
@@ -31,91 +31,14 @@ import time
 from collections.abc import Callable, Sequence
 
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
-from prl_jax.eval.prm_experiment import ErprmOptions
-from prl_jax.eval.report import write_json_atomic
+from prl_jax.eval.evaluate import RESULTS_JSON, default_out_dir, run_eval
+from prl_jax.eval.prm_experiment import ErprmOptions, run_erprm
 from prl_jax.progress import progress_bar, say
-
-METHODS = ("rloo", "grpo", "reinforce", "ppo", "raft", "prime", "prl", "frpo", "repirl")
-SPLITS = ("eval", "heldout")
-RESULTS_FILE = "results.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-  """The size of a reproduction; everything else comes from configs/mini.
-
-  Attributes:
-    name: preset name.
-    methods: RL methods (configs/mini/<method>.py each).
-    seeds: RL seeds; every method runs every seed.
-    rl_steps: RL steps of every run (train.steps).
-    window: smoothing window (steps) of the training reward in the sample-efficiency analysis.
-    eval_n: samples per problem of the final evaluation (mean@n, pass@n; plus one greedy decode).
-    eval_problems: problems of the in-distribution eval split.
-    heldout_problems: problems of the held-out split (longer arithmetic chains).
-    heldout_max_new_tokens: response limit on the held-out split (its solutions reach 80 tokens).
-    erprm: sizes of the ER-PRM experiment.
-    erprm_overrides: config overrides of the ER-PRM stage (its PRM learning rate).
-    overrides: config overrides applied to every stage alike (e.g. a smaller batch for a test);
-      empty for the real presets, so the configs/mini budget is what runs.
-    sft_overrides: config overrides of the SFT stage only.
-  """
-
-  name: str
-  methods: tuple[str, ...]
-  seeds: tuple[int, ...]
-  rl_steps: int
-  window: int
-  eval_n: int = 8
-  eval_problems: int = 64
-  heldout_problems: int = 64
-  heldout_max_new_tokens: int = 96
-  erprm: ErprmOptions = ErprmOptions()
-  erprm_overrides: tuple[str, ...] = ("optim.prm_lr=0.001",)
-  overrides: tuple[str, ...] = ()
-  sft_overrides: tuple[str, ...] = ()
-
-  def __post_init__(self):
-    unknown = sorted(set(self.methods) - set(METHODS))
-    if unknown:
-      raise ConfigError(f"Preset {self.name!r}: unknown methods {unknown}; choose from {METHODS}.")
-    if not self.methods or not self.seeds:
-      raise ConfigError(f"Preset {self.name!r} needs at least one method and one seed.")
-    if len(set(self.seeds)) != len(self.seeds):
-      raise ConfigError(f"Preset {self.name!r} repeats a seed: {self.seeds}.")
-    for field in ("rl_steps", "window", "eval_n", "eval_problems", "heldout_problems",
-                  "heldout_max_new_tokens"):
-      if getattr(self, field) < 1:
-        raise ConfigError(f"Preset {self.name!r}: {field} must be >= 1, got "
-                          f"{getattr(self, field)}.")
-
-
-# Sizes from `prl-jax reproduce --preset demo` on a shared 2-core CPU (its report's wall-time
-# table): 6 min 13 s in all with an empty compilation cache, of which SFT 18 s, ER-PRM 95 s, and
-# one RL step of all nine methods together about 8 s after the first (medians 0.4-0.8 s, PRIME
-# 1.3-2 s with its refill rounds, rePIRL 2.2 s); an eval takes about 1 s per policy and split.
-# mini: 4 seeds x 150 steps x 8.3 s = 83 min of RL, plus about 20 s of compile and 10 s of eval
-# per run (18 min for 36 runs) and 3 min of ER-PRM (docs/erprm.md): about 1h45 on an idle
-# machine, under 3 h with the CPU shared.
-PRESETS = {
-    "demo": Preset(
-        name="demo", methods=METHODS, seeds=(0,), rl_steps=20, window=5,
-        eval_problems=64, heldout_problems=64,
-        erprm=ErprmOptions(label_problems=128, solutions_per_problem=4, prm_steps=150,
-                           prm_batch_size=32, eval_problems=128, n_max=16, draws=100)),
-    "mini": Preset(
-        name="mini", methods=METHODS, seeds=(0, 1, 2, 3), rl_steps=150, window=15,
-        eval_problems=256, heldout_problems=128,
-        erprm=ErprmOptions(label_problems=800, solutions_per_problem=4, prm_steps=500,
-                           prm_batch_size=32, eval_problems=512, n_max=16, draws=200)),
-}
-
-
-def get_preset(name: str) -> Preset:
-  """The preset called `name`, or a ConfigError naming the known ones."""
-  if name not in PRESETS:
-    raise ConfigError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
-  return PRESETS[name]
+from prl_jax.reproduce.collect import save_results, write_json_atomic
+from prl_jax.reproduce.presets import SPLITS, Preset
+from prl_jax.reproduce.report import write_report
+from prl_jax.train.loop import train
+from prl_jax.train.sft import sft
 
 
 # ------------------------------------------------------------------------------------------------
@@ -261,7 +184,6 @@ class Job:
 def evaluate_stage(workdir: str, stage: str, config_path: str, base_overrides: Sequence[str],
                    run_dir: str, model_dir: str, preset: Preset, split: str) -> dict:
   """Evaluates `model_dir` on `split`, writing <run_dir>/eval{,_heldout}/results.json."""
-  from prl_jax.eval.evaluate import RESULTS_JSON, default_out_dir, run_eval
   overrides = [*base_overrides, *eval_overrides(preset, split)]
   out_dir = default_out_dir(run_dir, split)
   command = cli_command("eval", config_path, run_dir, overrides,
@@ -275,7 +197,6 @@ def evaluate_stage(workdir: str, stage: str, config_path: str, base_overrides: S
 
 def sft_stage(workdir: str, preset: Preset, configs_dir: str, verbose: bool) -> dict:
   """SFT once (skipped when WORKDIR/sft/final_hf is complete), then its evals."""
-  from prl_jax.train.sft import sft
   path = config_file(configs_dir, "sft")
   overrides = sft_overrides(preset, verbose)
   sft_dir = os.path.join(workdir, "sft")
@@ -291,7 +212,6 @@ def sft_stage(workdir: str, preset: Preset, configs_dir: str, verbose: bool) -> 
 
 def rl_job(job: Job) -> dict:
   """Trains one method and seed (resuming an interrupted run), then evaluates the final policy."""
-  from prl_jax.train.loop import train
   path = config_file(job.configs_dir, job.method)
   overrides = rl_overrides(job.preset, job.sft_hf, job.seed, job.verbose)
   rel = os.path.join("rl", job.method, f"seed{job.seed}")
@@ -309,7 +229,6 @@ def rl_job(job: Job) -> dict:
 
 def erprm_job(job: Job) -> dict:
   """Monte Carlo labels, ER-PRM / hard / soft / outcome PRMs and best-of-N from the SFT policy."""
-  from prl_jax.eval.prm_experiment import run_erprm
   path = config_file(job.configs_dir, "sft")
   overrides = [*job.preset.overrides, *job.preset.erprm_overrides, f"init_from={job.sft_hf}",
                *logging_overrides(job.verbose)]
@@ -377,7 +296,6 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
   Returns:
     The content of results.json.
   """
-  from prl_jax.eval import report
   if jobs < 1:
     raise ConfigError(f"--jobs must be >= 1, got {jobs}.")
   workdir = os.path.normpath(workdir)  # "runs/demo/" and "runs/demo" are one workdir
@@ -396,7 +314,7 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
   manifest["sft"] = sft_stage(workdir, preset, configs_dir, verbose)
   bar.update(per_run)
   sft_hf = os.path.join(workdir, manifest["sft"]["hf"])
-  save = lambda: report.save_results(workdir, manifest)
+  save = lambda: save_results(workdir, manifest)
   save()
 
   def on_done(job: Job, result: dict) -> None:
@@ -415,7 +333,7 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
   bar.close()
   manifest["wall_seconds_this_call"] = round(time.perf_counter() - start, 1)
   results = save()
-  report.write_report(workdir)
+  write_report(workdir)
   if failures:
     label = lambda j: f"{j.method} seed {j.seed}" if j.kind == "rl" else j.kind
     names = ", ".join(f"{label(j)}: {e!r}" for j, e in failures)
