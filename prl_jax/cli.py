@@ -91,7 +91,8 @@ def cmd_train(argv):
 
 
 def cmd_eval(argv):
-  from prl_jax.eval.evaluate import SPLITS, default_out_dir, format_markdown, run_eval
+  from prl_jax.eval.evaluate import SPLITS, default_out_dir, run_eval
+  from prl_jax.eval.summary import format_markdown
   config, rest = _load(argv)
   parser = argparse.ArgumentParser(
       prog="prl-jax eval", description="n samples and one greedy decode per problem: mean@n, "

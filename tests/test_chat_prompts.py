@@ -13,6 +13,7 @@ from prl_jax import cli
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
 from prl_jax.data import arithmetic, templates
 from prl_jax.eval import evaluate as ev
+from prl_jax.eval.summary import summarize
 from prl_jax.models.tokenizer import load_tokenizer
 from prl_jax.models.transformer import init_params
 from prl_jax.rewards.verify import Verifier
@@ -119,5 +120,5 @@ def test_prl_jax_eval_with_a_chat_template(chat_tokenizer_dir, tmp_path, capsys)
                    f"--config.model.tokenizer={chat_tokenizer_dir}"]) == 0
   assert "| all | 4 |" in capsys.readouterr().out
   results = json.load(open(workdir / "eval" / "results.json"))
-  assert results["summary"] == ev.summarize(results["records"], 2)
+  assert results["summary"] == summarize(results["records"], 2)
   assert all(r["n"] == 2 and r["reference"] is not None for r in results["records"])

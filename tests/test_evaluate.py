@@ -15,6 +15,7 @@ from prl_jax import cli, sampling
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
 from prl_jax.data import arithmetic
 from prl_jax.eval import evaluate as ev
+from prl_jax.eval.summary import bootstrap_se, maj_ks, summarize, write_results
 from prl_jax.eval import plots
 from prl_jax.models.config import preset
 from prl_jax.models.tokenizer import CharTokenizer
@@ -59,7 +60,7 @@ def ref_summary(plan, gold, greedy, n, max_new):
   out = {f"mean@{n}": float(np.mean(c / n))}
   for k in range(1, n + 1):
     out[f"pass@{k}"] = float(np.mean([ref_pass_at_k(n, ci, k) for ci in c]))
-  for k in ev.maj_ks(n):
+  for k in maj_ks(n):
     out[f"maj@{k}"] = float(np.mean([ref_majority(row[:k]) == g for row, g in zip(answers, gold)]))
   out["greedy"] = float(np.mean([a == g for a, g in zip(greedy, gold)]))
   lengths = [max_new if t else len(_text(a)) + 1 for row in plan for a, t in row]
@@ -155,19 +156,19 @@ def test_answer_extractors():
 
 
 def test_bootstrap_standard_error():
-  assert ev.bootstrap_se(np.full(50, 0.3)) == pytest.approx(0.0, abs=1e-15)
+  assert bootstrap_se(np.full(50, 0.3)) == pytest.approx(0.0, abs=1e-15)
   values = np.random.default_rng(0).random(400)
-  se = ev.bootstrap_se(values)
-  assert se == ev.bootstrap_se(values)  # fixed seed
+  se = bootstrap_se(values)
+  assert se == bootstrap_se(values)  # fixed seed
   assert se == pytest.approx(values.std() / math.sqrt(len(values)), rel=0.1)
-  both = ev.bootstrap_se(np.stack([values, 1 - values], axis=1))
+  both = bootstrap_se(np.stack([values, 1 - values], axis=1))
   np.testing.assert_allclose(both, [se, se], rtol=1e-12)  # the same resamples for every column
 
 
 def test_maj_ks():
-  assert ev.maj_ks(1) == [1]
-  assert ev.maj_ks(8) == [1, 2, 4, 8]
-  assert ev.maj_ks(6) == [1, 2, 4, 6]
+  assert maj_ks(1) == [1]
+  assert maj_ks(8) == [1, 2, 4, 8]
+  assert maj_ks(6) == [1, 2, 4, 6]
 
 
 def test_summarize_rejects_inconsistent_records():
@@ -175,7 +176,7 @@ def test_summarize_rejects_inconsistent_records():
             "answers": ["1", "2"], "lengths": [3, 3], "truncated": [False, False],
             "greedy_correct": True}
   with pytest.raises(ValueError, match="record 'x'.*c == sum"):
-    ev.summarize([record], 2)
+    summarize([record], 2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,13 +199,13 @@ def _run(tiny, seed):
 
 
 def test_same_seed_same_json_and_summary_from_records(tiny, tmp_path):
-  first = ev.write_results(_run(tiny, 0), str(tmp_path / "a"))
-  second = ev.write_results(_run(tiny, 0), str(tmp_path / "b"))
+  first = write_results(_run(tiny, 0), str(tmp_path / "a"))
+  second = write_results(_run(tiny, 0), str(tmp_path / "b"))
   with open(first["results.json"], "rb") as a, open(second["results.json"], "rb") as b:
     assert a.read() == b.read()
   with open(first["results.json"]) as fh:
     stored = json.load(fh)
-  assert ev.summarize(stored["records"], stored["settings"]["n"]) == stored["summary"]
+  assert summarize(stored["records"], stored["settings"]["n"]) == stored["summary"]
   assert len(stored["records"]) == 4 and all(len(r["correct"]) == 4 for r in stored["records"])
   # Greedy decoding uses no randomness: the same whatever the seed.
   other = _run(tiny, 1)
@@ -213,7 +214,7 @@ def test_same_seed_same_json_and_summary_from_records(tiny, tmp_path):
 
 
 def test_write_results_files(tiny, tmp_path):
-  paths = ev.write_results(_run(tiny, 0), str(tmp_path / "out"))
+  paths = write_results(_run(tiny, 0), str(tmp_path / "out"))
   assert sorted(os.listdir(tmp_path / "out")) == ["pass_at_k.png", "results.json", "results.md"]
   with open(paths["pass_at_k.png"], "rb") as fh:
     assert fh.read(8) == PNG_SIGNATURE

@@ -485,6 +485,7 @@ def test_smollm2_evaluates_on_arithmetic(smollm2, tmp_path):
   from prl_jax.config import load_config_file
   from prl_jax.data import arithmetic
   from prl_jax.eval import evaluate as ev
+  from prl_jax.eval.summary import summarize
 
   _, directory, _ = smollm2
   # Operands up to 9 (as the small policies' task) keep a 135M model's hit rate above zero.
@@ -505,7 +506,7 @@ def test_smollm2_evaluates_on_arithmetic(smollm2, tmp_path):
   # The numbers regenerate from results.json alone.
   saved = json.load(open(os.path.join(str(tmp_path), "eval", "results.json")))
   assert saved["records"] == records
-  assert ev.summarize(saved["records"], n) == saved["summary"] == summary
+  assert summarize(saved["records"], n) == saved["summary"] == summary
   # The model answers in free text: non-empty replies, the checker finds answer lines in them,
   # and each recorded verdict is the checker's own on the stored greedy reply.
   replies = [r["greedy_response"] for r in records]

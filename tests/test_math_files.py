@@ -8,7 +8,8 @@ import pytest
 
 from prl_jax.data import arithmetic, countdown, math_files
 from prl_jax.data.math_files import SCHEMA
-from prl_jax.rewards.verify import Verifier, score_math
+from prl_jax.rewards.math_answer import score_math
+from prl_jax.rewards.verify import Verifier
 
 
 def _jsonl(path, rows):

@@ -5,7 +5,8 @@ import time
 import pytest
 
 from prl_jax.data import arithmetic, countdown
-from prl_jax.rewards.verify import Verifier, extract_answer, math_equal, score_math, unsafe_for_sympy
+from prl_jax.rewards.math_answer import extract_answer, math_equal, score_math, unsafe_for_sympy
+from prl_jax.rewards.verify import Verifier
 
 # (prediction, reference, equal?)
 ANSWER_FORMATS = [

@@ -38,7 +38,7 @@ from typing import Any
 
 from prl_jax.data import rows, templates
 from prl_jax.data.rows import BadRow, RowScreen, Unanswerable
-from prl_jax.rewards.verify import last_boxed
+from prl_jax.rewards.math_answer import last_boxed
 
 SCHEMA = ("id", "prompt", "question", "solution", "answer", "difficulty", "task")
 _SUFFIXES = (".jsonl", ".json", ".parquet")

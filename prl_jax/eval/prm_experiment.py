@@ -29,7 +29,7 @@ from prl_jax.prm import labels
 from prl_jax.prm import model as prm_model
 from prl_jax.prm.scoring import prm_step_score_lists, solution_scores
 from prl_jax.progress import say
-from prl_jax.rewards.verify import extract_answer
+from prl_jax.rewards.math_answer import extract_answer
 from prl_jax.run.context import build_context, initial_policy_params
 from prl_jax.sampling import SamplingConfig
 

@@ -31,8 +31,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
-from prl_jax.eval.evaluate import RESULTS_JSON, default_out_dir, run_eval
+from prl_jax.eval.evaluate import default_out_dir, run_eval
 from prl_jax.eval.prm_experiment import ErprmOptions, run_erprm
+from prl_jax.eval.summary import RESULTS_JSON
 from prl_jax.progress import progress_bar, say
 from prl_jax.reproduce.collect import save_results, write_json_atomic
 from prl_jax.reproduce.presets import SPLITS, Preset
