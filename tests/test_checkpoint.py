@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from prl_jax.run.checkpoint import CheckpointError, Checkpointer, abstract_like
+from prl_jax.run.checkpoint import CheckpointError, Checkpointer
+from prl_jax.run.checkpoint_tree import abstract_like
 
 # ----------------------------------------------------------------------------------------------
 # Helpers.

@@ -231,7 +231,8 @@ def _check_checkpoint_round_trip(directory, params):
   """Every process saves its shards of `params`, then restores them into the same layout."""
   import jax
 
-  from prl_jax.run.checkpoint import Checkpointer, abstract_like
+  from prl_jax.run.checkpoint import Checkpointer
+  from prl_jax.run.checkpoint_tree import abstract_like
 
   with Checkpointer(directory) as ckpt:
     assert ckpt.save(STEPS, params, {"data_position": STEPS})
