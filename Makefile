@@ -31,8 +31,11 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/prl-jax reproduce --preset demo --workdir $(DEMO_WORKDIR)
 
+# Two pytest workers, one test file each at a time: the suite is mostly XLA compilation, which
+# is single-threaded, so two files compile side by side on a 2-core machine.
+PYTEST_WORKERS ?= 2
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test-slow: $(VENV)/.installed-smollm2
 	$(PY) -m pytest -q -m slow

@@ -8,3 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# With JAX_COMPILATION_CACHE_DIR set (the Makefile sets it), also keep programs that compile in
+# 0.1 s or more (the default keeps only those over 1 s): most of this suite's programs are small,
+# and many are compiled again by later tests and by the CLI runs of subprocess tests.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")

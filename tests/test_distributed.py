@@ -97,6 +97,7 @@ def test_two_processes_match_one_process(tmp_path):
   assert (tmp_path / "multi" / str(STEPS)).is_dir()
 
 
+LR = 1e-4  # The policy's learning rate: one Adam step moves a weight by about this much.
 # The real training loop: a few PRIME steps, FSDP within each host, data parallel across hosts.
 TRAIN = [sys.executable, "-c", "import sys; from prl_jax.cli import main; sys.exit(main())",
          "train", "--config", str(REPO / "configs" / "mini" / "prime.py"),
@@ -104,7 +105,7 @@ TRAIN = [sys.executable, "-c", "import sys; from prl_jax.cli import main; sys.ex
          "--config.train.mini_batch_size=16", "--config.mesh.data=2", "--config.mesh.fsdp=2",
          "--config.filter.enable=False", "--config.eval.every=3", "--config.eval.num_problems=8",
          "--config.eval.n=2", "--config.checkpoint.save_hf=True", "--config.log.progress=False",
-         "--config.log.tensorboard=False"]
+         "--config.log.tensorboard=False", f"--config.optim.lr={LR}"]
 COMPARED = ("prm/loss", "prm/grad_norm", "policy/loss", "policy/grad_norm", "policy/approx_kl",
             "rollout/tokens", "eval/mean_at_n", "eval/greedy")
 
@@ -132,11 +133,16 @@ def test_prime_training_two_processes_match_one_process(tmp_path):
   weights = [safetensors.numpy.load_file(str(tmp_path / run / "final_hf" / "model.safetensors"))
              for run in ("multi", "single")]
   assert weights[0].keys() == weights[1].keys()
-  # Cross-process all-reduces sum in another order, and Adam divides tiny gradients by their own
-  # size, so a weight may differ by a small part of one step (lr 1e-4), never by a whole one.
+  # Cross-process all-reduces sum in another order (float32 rounding, ~1e-7 relative), and Adam
+  # divides each gradient by its own running size: where a gradient entry is near zero that
+  # rounding decides a part of the step (1.03e-5 seen for one weight of 8192 on an AMD EPYC).
+  # So the bound is relative to one Adam step (LR), which no weight may move apart by, and the
+  # disagreement must stay confined to a few entries. A mis-gathered or misplaced shard moves
+  # whole tensors by the size of the weights themselves (~1e-2), far outside both bounds.
   for name in weights[1]:
-    np.testing.assert_allclose(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-5,
-                               err_msg=name)
+    diff = np.abs(weights[0][name] - weights[1][name])
+    assert diff.max() < 0.5 * LR, (name, float(diff.max()))
+    assert np.mean(diff > 1e-6) < 0.01, (name, float(np.mean(diff > 1e-6)))
 
 
 def test_host_slice_and_global_batch_on_one_process(monkeypatch):
