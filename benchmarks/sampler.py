@@ -31,7 +31,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from benchmarks.docs_section import machine, write_section  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
 from prl_jax.models.transformer import Transformer, init_params  # noqa: E402
-from prl_jax.sampling import SamplingConfig, choose_tokens, sample  # noqa: E402
+from prl_jax.sampling import SamplingConfig, sample  # noqa: E402
+from prl_jax.token_choice import choose_tokens  # noqa: E402
 
 BATCH, PROMPT_LEN, NEW_TOKENS = 64, 16, 128
 # Tunix 0.1.7 on the same machine kind and shapes, from PERFORMANCE.md (not measured here).

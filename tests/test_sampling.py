@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prl_jax import sampling, sharding
+from prl_jax import decode, sampling, sharding, token_choice
 from prl_jax.models.config import preset
 from prl_jax.models.transformer import Transformer, init_params
 from prl_jax.sampling import SamplingConfig, sample
@@ -173,14 +173,14 @@ def _reference_keep(logits, top_k, top_p):
 def test_top_k_top_p_match_sort_reference(top_k, top_p):
   logits = np.asarray(jax.random.normal(jax.random.key(top_k), (16, 64)) * 3.0)
   cfg = SamplingConfig(temperature=0.8, top_k=top_k, top_p=top_p)
-  z = np.asarray(sampling.process_logits(jnp.asarray(logits), cfg))
+  z = np.asarray(token_choice.process_logits(jnp.asarray(logits), cfg))
   np.testing.assert_array_equal(np.isfinite(z), _reference_keep(logits / 0.8, top_k, top_p))
 
 
 def test_draw_follows_the_distribution():
   logits = jnp.log(jnp.array([[0.5, 0.0, 0.2, 0.3]]))  # a zero-probability token included
   uniforms = jax.random.uniform(jax.random.key(0), (20000, 1))
-  draws = np.asarray(jax.vmap(lambda u: sampling._draw(logits, u)[0])(uniforms))
+  draws = np.asarray(jax.vmap(lambda u: token_choice._draw(logits, u)[0])(uniforms))
   freq = np.bincount(draws, minlength=4) / draws.size
   np.testing.assert_allclose(freq, [0.5, 0.0, 0.2, 0.3], atol=0.015)
   assert freq[1] == 0
@@ -189,13 +189,13 @@ def test_draw_follows_the_distribution():
 def test_prompt_buckets_reuse_compiled_programs(params):
   cfg = SamplingConfig(max_new_tokens=4, greedy=True, attention_segments=1)
   sample(params, CFG, [[1, 2, 3, 4, 5], [6, 7]], jax.random.key(0), cfg)
-  before = dict(sampling.TRACE_COUNTS)
+  before = dict(decode.TRACE_COUNTS)
   out = sample(params, CFG, [[1, 2, 3, 4, 5, 6, 7], [8]], jax.random.key(0), cfg)  # same bucket
   assert out.prompt_tokens.shape == (2, 8)
-  assert dict(sampling.TRACE_COUNTS) == before
+  assert dict(decode.TRACE_COUNTS) == before
   out = sample(params, CFG, [[1] * 9, [8]], jax.random.key(0), cfg)  # next bucket: 16
   assert out.prompt_tokens.shape == (2, 16)
-  assert sampling.TRACE_COUNTS["decode"] == before["decode"] + 1
+  assert decode.TRACE_COUNTS["decode"] == before["decode"] + 1
 
 
 def test_padded_array_input_equals_lists(params, greedy):

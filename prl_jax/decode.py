@@ -1,0 +1,299 @@
+"""The jitted prefill and `lax.while_loop` decode of `prl_jax.sampling.sample`, over a fixed KV cache.
+
+The cache is kept per layer in pieces, each [B, kv_heads, slots, head_dim]: the prompt's P slots,
+then `attention_segments` response blocks covering the N new tokens. Block j is filled by its own
+`lax.while_loop` that attends over the prompt, the finished blocks and block j only, so a step
+reads the cache slots in use; the blocks are allocated by the prefill, donated to the decode and
+updated in place (the why of each choice is in `prl_jax.sampling`'s docstring).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prl_jax import sharding as sharding_lib
+from prl_jax.models.config import ModelConfig
+from prl_jax.models.transformer import Transformer, init_cache, rope_inverse_frequencies
+from prl_jax.token_choice import SamplingConfig, choose_tokens
+
+Array = jax.Array
+
+# Same masked-logit value as the model's attention, so padded slots behave identically.
+_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
+
+# How many times each jitted program was traced (tests read this to check shape bucketing).
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
+# ------------------------------------------------------------------------------------------------
+# The decode step: the model's math for one token per row, with a per-layer, heads-major cache.
+
+
+def _rms_norm(x: Array, scale: Array, eps: float, dtype) -> Array:
+  """As the model's RMSNorm: normalise in float32, cast, scale."""
+  x32 = x.astype(jnp.float32)
+  normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return (scale * normed.astype(dtype)).astype(dtype)
+
+
+def rope_tables(cfg: ModelConfig, num_positions: int) -> tuple[Array, Array]:
+  """cos and sin [num_positions, head_dim] of the model's rotary angles (position * inv_freq,
+  duplicated as in `apply_rope`), computed once per call so no step evaluates a cosine."""
+  angles = jnp.arange(num_positions, dtype=jnp.int32)[:, None].astype(jnp.float32)
+  angles = angles * rope_inverse_frequencies(cfg)
+  angles = jnp.concatenate([angles, angles], axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def _rotate(x: Array, cos: Array, sin: Array) -> Array:
+  """`apply_rope` with looked-up cos/sin: x [B, heads, hd]; cos, sin [B, hd]."""
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  return (x * cos[:, None] + rotated * sin[:, None]).astype(x.dtype)
+
+
+def decode_weights(params: Any, cfg: ModelConfig, num_positions: int,
+                   rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES) -> dict:
+  """What the decode step reads, computed once per call (outside the loop): the model's params
+  split per layer with fused q|k|v and gate|up kernels in the compute dtype, the embedding
+  table, and rotary cos/sin tables for `num_positions` positions.
+
+  Mirrors the parameter names of `prl_jax.models.transformer`; tests/test_sampling.py checks the
+  decode against the model for untied and tied embeddings, with and without q/k/v biases.
+  """
+  p = params["params"]
+  dtype = jnp.dtype(cfg.dtype)
+  layers, attn, mlp = p["layers"], p["layers"]["attn"], p["layers"]["mlp"]
+  num_layers = cfg.num_layers
+
+  def heads_flat(kernel):  # [L, d, heads, hd] -> [L, d, heads*hd]
+    return kernel.reshape(kernel.shape[0], kernel.shape[1], -1)
+
+  stacked = {
+      "attn_norm": layers["attn_norm"]["scale"],
+      "mlp_norm": layers["mlp_norm"]["scale"],
+      "qkv": jnp.concatenate([heads_flat(attn[n]["kernel"]) for n in "qkv"], -1).astype(dtype),
+      "o": attn["o"]["kernel"].reshape(num_layers, -1, cfg.hidden_size).astype(dtype),
+      "gate_up": jnp.concatenate([mlp["gate"]["kernel"], mlp["up"]["kernel"]], -1).astype(dtype),
+      "down": mlp["down"]["kernel"].astype(dtype),
+  }
+  if cfg.qkv_bias:
+    stacked["qkv_bias"] = jnp.concatenate(
+        [attn[n]["bias"].reshape(num_layers, -1) for n in "qkv"], -1).astype(dtype)
+  embed = p["embed"]["embedding"].astype(dtype)
+  weights = {
+      # On a mesh, the table is gathered once here so each step's lookup is local (a lookup
+      # from a vocab/embed-sharded table inside the loop reshards on every step).
+      "lookup": sharding_lib.constrain(embed, (None, None), rules),
+      "embed": embed,
+      "final_norm": p["final_norm"]["scale"],
+      "layers": [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(num_layers)],
+  }
+  weights["rope_cos"], weights["rope_sin"] = rope_tables(cfg, num_positions)
+  if not cfg.tie_embeddings:
+    weights["lm_head"] = p["lm_head"]["kernel"].astype(dtype)
+  return weights
+
+
+def _attend(q: Array, blocks: list, dtype) -> Array:
+  """Softmax attention of q [B, kv, G, hd] over key/value blocks, as ONE softmax over their
+  concatenated slots (the model's attention, with the cache kept in pieces).
+
+  blocks: (k, v, valid) with k, v [B, kv, S_c, hd] and valid [B or 1, S_c] bool or None (all
+  valid). Only the small score rows are concatenated, never the cache.
+  """
+  hd = q.shape[-1]
+  scores = []
+  for k, _, valid in blocks:
+    s = jnp.einsum("bkgd,bksd->bkgs", q, k.astype(dtype),
+                   preferred_element_type=jnp.float32) / math.sqrt(hd)
+    scores.append(s if valid is None else jnp.where(valid[:, None, None, :], s, _MASK_VALUE))
+  probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(dtype)
+  out, start = None, 0
+  for _, v, _ in blocks:
+    size = v.shape[2]
+    part = jnp.einsum("bkgs,bksd->bkgd", probs[..., start:start + size], v.astype(dtype))
+    out, start = (part if out is None else out + part), start + size
+  return out
+
+
+def _decode_step(weights: dict, cfg: ModelConfig, tokens: Array, positions: Array,
+                 context: list, current: list, index: Array,
+                 rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES) -> tuple[Array, list]:
+  """Logits [B, V] float32 for one new token per row, and the current block with its keys/values.
+
+  Per layer: `context[l]` are read-only (k, v, valid) blocks (the prompt, then the full earlier
+  response blocks); `current[l]` is the (k, v) block [B, kv_heads, S_c, head_dim] being filled,
+  the new token going to its slot `index` (slots after it are not valid yet). Same math as
+  `Transformer.__call__` on one token.
+  """
+  dtype = jnp.dtype(cfg.dtype)
+  hd, nh, nkv = cfg.resolved_head_dim, cfg.num_heads, cfg.num_kv_heads
+  batch = tokens.shape[0]
+  cos = jnp.take(weights["rope_cos"], positions, axis=0)
+  sin = jnp.take(weights["rope_sin"], positions, axis=0)
+  x = jnp.take(weights["lookup"], tokens, axis=0)  # [B, d]
+  new_current = []
+  for layer, blocks, (cur_k, cur_v) in zip(weights["layers"], context, current):
+    h = _rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps, dtype)
+    qkv = h @ layer["qkv"]
+    if "qkv_bias" in layer:
+      qkv = qkv + layer["qkv_bias"]
+    q, k, v = jnp.split(qkv, [nh * hd, (nh + nkv) * hd], axis=-1)
+    q = _rotate(q.reshape(batch, nh, hd), cos, sin)
+    k = _rotate(k.reshape(batch, nkv, hd), cos, sin)
+    # The block is a loop carry: XLA updates it in place, no copy per step.
+    cur_k = jax.lax.dynamic_update_slice(
+        cur_k, k.reshape(batch, nkv, 1, hd).astype(cur_k.dtype), (0, 0, index, 0))
+    cur_v = jax.lax.dynamic_update_slice(
+        cur_v, v.reshape(batch, nkv, 1, hd).astype(cur_v.dtype), (0, 0, index, 0))
+    new_current.append((cur_k, cur_v))
+    filled = (jnp.arange(cur_k.shape[2]) <= index)[None]
+    out = _attend(q.reshape(batch, nkv, nh // nkv, hd), blocks + [(cur_k, cur_v, filled)], dtype)
+    x = x + out.reshape(batch, nh * hd) @ layer["o"]
+    h = _rms_norm(x, layer["mlp_norm"], cfg.rms_norm_eps, dtype)
+    gate, up = jnp.split(h @ layer["gate_up"], 2, axis=-1)
+    x = x + (nn.silu(gate) * up) @ layer["down"]
+    x = sharding_lib.constrain(x, ("activation_batch", "activation_embed"), rules)
+  h = _rms_norm(x, weights["final_norm"], cfg.rms_norm_eps, dtype)
+  if cfg.tie_embeddings:
+    logits = jnp.einsum("bd,vd->bv", h, weights["embed"], preferred_element_type=jnp.float32)
+  else:
+    logits = (h @ weights["lm_head"]).astype(jnp.float32)
+  return logits, new_current
+
+
+# ------------------------------------------------------------------------------------------------
+# Jitted programs.
+
+
+@flax.struct.dataclass
+class DecodeState:
+  """What the prefill hands the decode.
+
+  prompt_cache: per layer (k, v) [B, kv_heads, P, head_dim]. prompt_mask: [B, P] bool.
+  logits: [B, V] next-token logits after the prompt. prompt_lengths: [B] int32.
+  """
+
+  prompt_cache: Any
+  prompt_mask: Array
+  logits: Array
+  prompt_lengths: Array
+
+
+def response_blocks(max_new_tokens: int, segments: int) -> list[tuple[int, int]]:
+  """(offset, size) of the response cache blocks: `segments` blocks (multiples of 8) covering N.
+
+  Decode step i (1 <= i < N) feeds token i-1, whose keys/values go to response slot i-1; the
+  decode loop of block j runs the steps whose slot falls in it and attends over the prompt,
+  the earlier blocks and block j only: the slots in use, up to one block.
+  """
+  size = -(-max_new_tokens // segments)
+  size = -(-size // 8) * 8
+  return [(offset, min(size, max_new_tokens - offset))
+          for offset in range(0, max_new_tokens, size)]
+
+
+def _prefill(params: Any, tokens: Array, mask: Array, *, model_cfg: ModelConfig,
+             scfg: SamplingConfig, rules: sharding_lib.Rules) -> tuple[DecodeState, list]:
+  """Run the left-padded prompts [B, P] through the model in one batch.
+
+  Returns the decode state (prompt keys/values, next-token logits) and the zeroed response
+  cache blocks, per block a list over layers of (k, v) [B, kv_heads, size, head_dim]. The blocks
+  are donated to the decode, which fills them in place.
+  """
+  TRACE_COUNTS["prefill"] += 1
+  batch, width = tokens.shape
+  model = Transformer(model_cfg)
+  positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+  hidden, cache = model.apply(params, tokens, positions=positions, token_mask=mask,
+                              cache=init_cache(model_cfg, batch, width), return_hidden=True)
+  logits = model.apply(params, hidden[:, -1:], method=Transformer.logits)[:, 0]
+  names = ("activation_batch", "activation_kv_heads", None, None)
+
+  def heads_major(x):  # [B, P, kv, hd] -> [B, kv, P, hd]
+    return sharding_lib.constrain(x.transpose(0, 2, 1, 3), names, rules)
+
+  prompt_cache = [(heads_major(cache.k[i]), heads_major(cache.v[i]))
+                  for i in range(model_cfg.num_layers)]
+  state = DecodeState(prompt_cache=prompt_cache, prompt_mask=mask, logits=logits,
+                      prompt_lengths=jnp.sum(mask, axis=1).astype(jnp.int32))
+  kv = (batch, model_cfg.num_kv_heads, model_cfg.resolved_head_dim)
+  zeros = lambda size: sharding_lib.constrain(  # zero: never-written slots must not hold NaNs
+      jnp.zeros(kv[:2] + (size,) + kv[2:], cache.k.dtype), names, rules)
+  blocks = [[(zeros(size), zeros(size)) for _ in range(model_cfg.num_layers)]
+            for _, size in response_blocks(scfg.max_new_tokens, scfg.attention_segments)]
+  return state, blocks
+
+
+def _decode(params: Any, state: DecodeState, blocks: list, key: Array, *,
+            model_cfg: ModelConfig, scfg: SamplingConfig,
+            rules: sharding_lib.Rules) -> tuple[dict, list]:
+  """Sample N tokens per row from the prefilled state; exit early once every row hit EOS.
+
+  `blocks` (donated) are filled in place and returned, so no cache buffer is ever copied.
+  """
+  TRACE_COUNTS["decode"] += 1
+  batch, width = state.prompt_mask.shape
+  n_new = scfg.max_new_tokens
+  weights = decode_weights(params, model_cfg, width + n_new, rules)
+  eos = jnp.asarray(scfg.eos_ids if scfg.eos_ids else (-1,), jnp.int32)
+
+  # All random numbers at once: one uniform per row and step, so the loop runs no PRNG.
+  uniforms = jax.random.uniform(key, (n_new, batch), jnp.float32)
+  first, first_logp = choose_tokens(state.logits, uniforms[0], scfg)
+  tokens = jnp.full((batch, n_new), scfg.pad_id, jnp.int32).at[:, 0].set(first)
+  logprobs = jnp.zeros((batch, n_new), jnp.float32).at[:, 0].set(first_logp)
+  carry = (jnp.int32(1), first, jnp.isin(first, eos), tokens, logprobs)
+  context = [[(k, v, state.prompt_mask)] for k, v in state.prompt_cache]
+
+  filled = []
+  for (offset, size), current in zip(response_blocks(n_new, scfg.attention_segments), blocks):
+    stop = min(n_new, offset + size + 1)
+
+    def body(carry, context=context, offset=offset):
+      step, last, done, tokens, logprobs, current = carry
+      logits, current = _decode_step(weights, model_cfg, last, state.prompt_lengths + step - 1,
+                                     context, current, step - 1 - offset, rules)
+      new, logp = choose_tokens(logits, uniforms[step], scfg)
+      new = jnp.where(done, scfg.pad_id, new)
+      logp = jnp.where(done, 0.0, logp)
+      tokens = jax.lax.dynamic_update_slice(tokens, new[:, None], (0, step))
+      logprobs = jax.lax.dynamic_update_slice(logprobs, logp[:, None], (0, step))
+      return step + 1, new, done | jnp.isin(new, eos), tokens, logprobs, current
+
+    out = jax.lax.while_loop(lambda c, stop=stop: (c[0] < stop) & ~jnp.all(c[2]), body,
+                             carry + (current,))
+    carry = out[:5]
+    filled.append(out[5])
+    # Every slot of a finished block is written (or no later step runs: all rows are done).
+    context = [layer + [(k, v, None)] for layer, (k, v) in zip(context, out[5])]
+
+  steps, _, _, tokens, logprobs = carry
+  is_eos = jnp.isin(tokens, eos)
+  position = jax.lax.broadcasted_iota(jnp.int32, tokens.shape, 1)
+  first_eos = jnp.min(jnp.where(is_eos, position, n_new), axis=1, keepdims=True)
+  mask = position <= first_eos  # up to and including the first EOS
+  return {
+      "tokens": tokens,
+      "mask": mask,
+      "logprobs": jnp.where(mask, logprobs, 0.0),
+      "truncated": ~jnp.any(is_eos & mask, axis=1),
+      "lengths": jnp.sum(mask, axis=1).astype(jnp.int32),
+      "steps": steps,
+  }, filled
+
+
+prefill_jit = jax.jit(_prefill, static_argnames=("model_cfg", "scfg", "rules"))
+decode_jit = jax.jit(_decode, static_argnames=("model_cfg", "scfg", "rules"),
+                      donate_argnames=("blocks",))
+
+
