@@ -28,14 +28,12 @@ rule-resolved constraint where one is wanted (the sampler's decode) without that
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import Any, Iterable, Sequence
 
 import flax.linen as nn
 import jax
-import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from prl_jax.models.config import ModelConfig
@@ -69,21 +67,6 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 
 # ------------------------------------------------------------------------------------------------
 # Mesh.
-
-
-@dataclasses.dataclass(frozen=True)
-class MeshConfig:
-  """Sizes of the ("data", "fsdp", "tensor") mesh axes; at most one may be -1 (the rest)."""
-
-  data: int = -1
-  fsdp: int = 1
-  tensor: int = 1
-
-  def shape(self, num_devices: int) -> tuple[int, int, int]:
-    return resolve_mesh_shape(self.data, self.fsdp, self.tensor, num_devices)
-
-  def make(self, devices: Sequence[Any] | None = None) -> Mesh:
-    return make_mesh(data=self.data, fsdp=self.fsdp, tensor=self.tensor, devices=devices)
 
 
 def resolve_mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int, int, int]:
@@ -238,11 +221,6 @@ def constrain(x: jax.Array, names: Sequence[str | None], rules: Rules = DEFAULT_
 # Placing params.
 
 
-def shard_params(params: Any, shardings: Any) -> Any:
-  """`params` moved to `shardings` (a matching pytree of shardings)."""
-  return jax.device_put(params, shardings)
-
-
 def init_sharded_params(cfg: ModelConfig, key: jax.Array, mesh: Mesh,
                         rules: Rules = DEFAULT_RULES) -> Any:
   """Random params of `cfg` created directly in their shardings (no full copy on one device).
@@ -312,15 +290,6 @@ def tree_shardings_like(tree: Any, param_shardings_tree: Any, default: NamedShar
   return jax.tree_util.tree_map_with_path(choose, tree)
 
 
-def opt_state_shardings(opt_state: Any, param_shardings_tree: Any) -> Any:
-  """Shardings of an optax state (e.g. `jax.eval_shape(tx.init, params)`): param-shaped leaves
-  follow their param, everything else (counts, scalars) is replicated."""
-  flat = jax.tree.leaves(param_shardings_tree)
-  if not flat:
-    raise ValueError("param_shardings_tree has no shardings.")
-  return tree_shardings_like(opt_state, param_shardings_tree, replicated(flat[0].mesh))
-
-
 def describe(shardings: Any) -> dict[str, PartitionSpec]:
   """{"params/layers/attn/q/kernel": PartitionSpec(...), ...}: a flat, printable view."""
   flat, _ = jax.tree_util.tree_flatten_with_path(
@@ -329,8 +298,3 @@ def describe(shardings: Any) -> dict[str, PartitionSpec]:
           for p, s in flat}
 
 
-def mesh_summary(mesh: Mesh) -> str:
-  """"data=2 fsdp=2 tensor=2 (8 cpu devices)"."""
-  platform = np.asarray(mesh.devices).flat[0].platform
-  axes = " ".join(f"{k}={v}" for k, v in mesh.shape.items())
-  return f"{axes} ({mesh.size} {platform} devices)"

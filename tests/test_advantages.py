@@ -395,13 +395,13 @@ class PrlTest(chex.TestCase):
     np.testing.assert_allclose(got[:, 0], np.sum(np.where(mask > 0, old - ref, 0), -1),
                                rtol=1e-5, atol=1e-5)
 
-  def test_frpo_is_prl_with_step_length_one(self):
+  def test_frpo_is_prl_with_step_length_one(self):  # FRPO: PRL orm with every token a step
     rng = np.random.default_rng(6)
     mask = ragged_mask(rng, 10, 7)
     old = rng.normal(size=mask.shape).astype(np.float32)
     ref = rng.normal(size=mask.shape).astype(np.float32)
     r_o = rng.integers(0, 2, size=10).astype(np.float32)
-    frpo = adv.frpo(r_o, old, ref, mask, 5, eta=100.0)
+    frpo = adv.prl(r_o, old, ref, mask, None, 5, eta=100.0, mode="orm")
     for end in (steps.step_end_mask(mask, "fixed", length=1), steps.step_end_mask(mask, "token")):
       np.testing.assert_array_equal(frpo, adv.prl(r_o, old, ref, mask, end, 5, eta=100.0))
     np.testing.assert_allclose(frpo, ref_prl(r_o, old, ref, mask, mask, 5, 100.0, "orm", True),

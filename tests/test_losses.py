@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prl_jax.algorithms import losses
+from prl_jax.models.logprobs import logprob_and_entropy
 
 SETTINGS = settings(max_examples=12, deadline=None, derandomize=True)
 AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
@@ -202,11 +203,12 @@ class EntropyKlLogprobTest(chex.TestCase):
     mask = ragged_mask(rng, 3, 5)
     logits = (3 * rng.normal(size=(3, 5, 11))).astype(np.float32)
     logits[0, 0, 3] = -1e9  # a near-zero probability must not give NaN
-    fn = self.variant(losses.entropy_from_logits, static_argnames="agg")
+    targets = np.zeros((3, 5), np.int32)
+    entropy = self.variant(logprob_and_entropy)(logits, targets)[1]
     for agg in AGGS:
-      num, den = fn(logits, mask, agg=agg)
+      num, den = losses.agg_loss(entropy, mask, agg)
       np.testing.assert_allclose(num / den, ref_agg(ref_entropy(logits), mask, agg), rtol=1e-5)
-    uniform = losses.token_entropy(np.zeros((1, 2, 7), np.float32))
+    uniform = logprob_and_entropy(np.zeros((1, 2, 7), np.float32), np.zeros((1, 2), np.int32))[1]
     np.testing.assert_allclose(uniform, np.full((1, 2), np.log(7)), rtol=1e-6)
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -245,22 +247,14 @@ class EntropyKlLogprobTest(chex.TestCase):
     rng = np.random.default_rng(19)
     logits = (4 * rng.normal(size=(2, 5, 13))).astype(np.float32)
     targets = rng.integers(0, 13, size=(2, 5))
-    got = self.variant(losses.token_logprobs)(logits, targets)
+    got = self.variant(logprob_and_entropy)(logits, targets)[0]
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(got, ref_logprobs(logits, targets), rtol=1e-5, atol=1e-5)
-    half = losses.token_logprobs(jnp.asarray(logits, jnp.bfloat16), targets)
+    half = logprob_and_entropy(jnp.asarray(logits, jnp.bfloat16), targets)[0]
     assert half.dtype == jnp.float32
-    mask = ragged_mask(rng, 2, 5)
-    masked = losses.token_logprobs(logits, targets, mask)
-    np.testing.assert_allclose(masked, ref_logprobs(logits, targets) * mask, rtol=1e-5,
-                               atol=1e-5)
 
   def test_errors(self):
     with pytest.raises(ValueError, match="kind"):
       losses.kl(np.zeros(3), np.zeros(3), "k4")
     with pytest.raises(ValueError, match="shape"):
       losses.kl(np.zeros(3), np.zeros(4), "k1")
-    with pytest.raises(ValueError, match="shape"):
-      losses.entropy_from_logits(np.zeros((2, 3, 5)), np.ones((2, 4)))
-    with pytest.raises(ValueError, match="shape"):
-      losses.token_logprobs(np.zeros((2, 3, 5)), np.zeros((2, 4), np.int32))

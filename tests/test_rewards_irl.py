@@ -35,19 +35,6 @@ def ref_sequence_reward(r, mask):
                    for b in range(r.shape[0])])
 
 
-def ref_combined(outcome, r, mask, lam):
-  out = np.zeros(r.shape)
-  for b in range(r.shape[0]):
-    last = None
-    for t in range(r.shape[1]):
-      if mask[b, t]:
-        out[b, t] = lam * r[b, t]
-        last = t
-    if last is not None:
-      out[b, last] += outcome[b]
-  return out
-
-
 def make_problem(seed, num_expert, num_samples, length=5, dim=3):
   rng = np.random.default_rng(seed)
   b = num_expert + num_samples
@@ -159,31 +146,19 @@ class IRLLossTest(chex.TestCase):
       irl.irl_loss(np.zeros(0), np.zeros(3), np.zeros(3))
 
 
-class RewardShapingTest(chex.TestCase):
+class SequenceRewardTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   @SETTINGS
   @hypothesis.given(seed=st.integers(0, 2**31 - 1), batch=st.sampled_from([1, 4]),
-                    length=st.sampled_from([1, 6]), lam=st.sampled_from([0.0, 0.05, 1.0]))
-  def test_matches_reference(self, seed, batch, length, lam):
+                    length=st.sampled_from([1, 6]))
+  def test_matches_reference(self, seed, batch, length):
     rng = np.random.default_rng(seed)
     r = rng.normal(size=(batch, length)).astype(np.float32)
     lengths = rng.integers(0, length + 1, size=batch)  # empty rows allowed
     mask = np.arange(length)[None, :] < lengths[:, None]
-    outcome = rng.integers(0, 2, size=batch).astype(np.float32)
-    got = self.variant(irl.combined_reward)(outcome, r, mask, lam)
-    np.testing.assert_allclose(got, ref_combined(outcome, r, mask, lam), rtol=1e-6, atol=1e-6)
     seq = self.variant(irl.sequence_reward)(r, mask)
     np.testing.assert_allclose(seq, ref_sequence_reward(r, mask), rtol=1e-5, atol=1e-6)
-    # Summed over tokens: r_o + lam * R_phi for rows with a valid token.
-    np.testing.assert_allclose(np.asarray(got).sum(-1),
-                               (lengths > 0) * outcome + lam * ref_sequence_reward(r, mask),
-                               rtol=1e-5, atol=1e-5)
-
-  def test_bad_shapes(self):
-    with pytest.raises(ValueError, match="combined_reward"):
-      irl.combined_reward(np.zeros(3), np.zeros((2, 4)), np.ones((2, 4)), 0.1)
-
 
 
 @pytest.mark.parametrize("seed,num_expert,num_samples", [(0, 3, 5), (1, 1, 1), (2, 4, 9)])

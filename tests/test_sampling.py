@@ -227,7 +227,7 @@ def test_limits_raise_clear_errors(params):
 
 def test_sharded_sampling_equals_single_device(params, greedy):
   mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
-  sharded = sharding.shard_params(params, sharding.param_shardings(CFG, mesh))
+  sharded = jax.device_put(params, sharding.param_shardings(CFG, mesh))
   # 4 prompts x n=2 = 8 rows over 4 batch shards; a 6-row call checks the row padding too.
   cfg = GREEDY.replace(n=2)
   out = sample(sharded, CFG, PROMPTS, jax.random.key(0), cfg, mesh=mesh)

@@ -64,7 +64,7 @@ def test_indivisible_dimension_falls_back_to_replication():
 
 def test_mesh_fills_minus_one_and_rejects_bad_shapes():
   assert dict(sharding.make_mesh(data=-1, tensor=2).shape) == {"data": 4, "fsdp": 1, "tensor": 2}
-  assert sharding.MeshConfig(data=2, fsdp=-1, tensor=2).shape(8) == (2, 2, 2)
+  assert sharding.resolve_mesh_shape(2, -1, 2, 8) == (2, 2, 2)
   for bad in (dict(data=3), dict(data=-1, fsdp=3), dict(data=-1, fsdp=-1), dict(data=0),
               dict(data=2, fsdp=2, tensor=4)):
     with pytest.raises(ValueError, match="[Mm]esh"):
@@ -90,13 +90,13 @@ def test_init_sharded_params_are_placed_and_equal(mesh, params):
 def test_optimizer_state_follows_params(mesh, params):
   shardings = sharding.param_shardings(CFG, mesh)
   state = jax.eval_shape(optax.adamw(1e-3).init, params)
-  specs = sharding.describe(sharding.opt_state_shardings(state, shardings))
+  specs = sharding.describe(sharding.tree_shardings_like(state, shardings, sharding.replicated(mesh)))
   assert specs["0/count"] == P()
   for name, spec in EXPECTED_TINY.items():
     assert specs[f"0/mu/{name}"] == spec and specs[f"0/nu/{name}"] == spec
   # And the state can be created directly in those shardings.
   sharded_state = jax.jit(optax.adamw(1e-3).init,
-                          out_shardings=sharding.opt_state_shardings(state, shardings))(params)
+                          out_shardings=sharding.tree_shardings_like(state, shardings, sharding.replicated(mesh)))(params)
   assert sharded_state[0].mu["params"]["lm_head"]["kernel"].sharding.spec == P("fsdp", "tensor")
 
 
@@ -118,7 +118,7 @@ def _next_token_loss(params, tokens, mask):
 
 
 def _sharded(mesh, params, batch):
-  params = sharding.shard_params(params, sharding.param_shardings(CFG, mesh))
+  params = jax.device_put(params, sharding.param_shardings(CFG, mesh))
   batch = jax.device_put(batch, sharding.batch_sharding(mesh))
   return params, batch
 

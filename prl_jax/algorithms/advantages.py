@@ -390,14 +390,3 @@ def _prl(outcome, logp_old, logp_ref, mask, step_end, eta, *, group_size, mode, 
   return fill_from_step_end(values, ends, mask, skip_zeros=skip_zeros)
 
 
-def frpo(outcome: chex.Array, logp_old: chex.Array, logp_ref: chex.Array, mask: chex.Array,
-         group_size: int, eta: float, skip_zeros: bool = True) -> chex.Array:
-  """FRPO, PRL v2 (arXiv 2601.10201 v2; ALGORITHMS.md section 4): PRL `orm` with steps of one token.
-
-      A_t = GRPO(r_o)_b - G_t / eta   on every valid token   (paper: 1/eta = 0.01)
-
-  Returns:
-    [B, T] float32 advantages, zero on padding.
-  """
-  return prl(outcome, logp_old, logp_ref, mask, None, group_size, eta, mode="orm",
-             skip_zeros=skip_zeros)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 
 import chex
-import jax
 import jax.numpy as jnp
 
 from prl_jax.ops.returns import check_mask_like
@@ -161,43 +160,6 @@ def ppo_clip_stats(logp: chex.Array, old_logp: chex.Array, adv: chex.Array, mask
   }
 
 
-def token_entropy(logits: chex.Array) -> chex.Array:
-  """Next-token entropy H = logsumexp(z) - sum_v softmax(z)_v z_v (entropy bonus, section 1.8).
-
-  Args:
-    logits: [B, T, V].
-
-  Returns:
-    [B, T] float32.
-  """
-  with _shape_errors("token_entropy"):
-    chex.assert_rank(logits, 3)
-  z = jnp.asarray(logits, jnp.float32)
-  lse = jax.nn.logsumexp(z, axis=-1)
-  return lse - jnp.sum(jax.nn.softmax(z, axis=-1) * z, axis=-1)
-
-
-def entropy_from_logits(logits: chex.Array, mask: chex.Array,
-                        agg: str = "token-mean") -> tuple[chex.Array, chex.Array]:
-  """Mean policy entropy as (numerator, denominator), aggregated like the policy loss.
-
-  The entropy bonus of a loss is -coef * num / den (section 1.8).
-
-  Args:
-    logits: [B, T, V] policy logits at the response positions.
-    mask: [B, T] response mask.
-    agg: one of AGG_MODES.
-
-  Returns:
-    (numerator, denominator) float32 scalars.
-  """
-  with _shape_errors("entropy_from_logits"):
-    chex.assert_rank(logits, 3)
-    chex.assert_rank(mask, 2)
-  check_mask_like("entropy_from_logits", mask, logits_without_vocab=logits[..., 0])
-  return agg_loss(token_entropy(logits), mask, agg)
-
-
 def kl(logp: chex.Array, ref_logp: chex.Array, kind: str = "k3") -> chex.Array:
   """Per-token estimators of KL(pi_theta || pi_ref) on tokens sampled from pi_theta (section 1.8).
 
@@ -231,26 +193,3 @@ def kl(logp: chex.Array, ref_logp: chex.Array, kind: str = "k3") -> chex.Array:
   return jnp.clip(jnp.expm1(log_r) - log_r, -K3_CLAMP, K3_CLAMP)
 
 
-def token_logprobs(logits: chex.Array, targets: chex.Array,
-                   mask: chex.Array | None = None) -> chex.Array:
-  """log pi(y_t | .) = z_{y_t} - logsumexp(z), in float32 (ALGORITHMS.md section 1.1).
-
-  Args:
-    logits: [B, T, V] logits predicting the tokens in `targets` (already shifted).
-    targets: [B, T] int token ids.
-    mask: optional [B, T] response mask; masked positions come back as 0.
-
-  Returns:
-    [B, T] float32 log-probs.
-  """
-  with _shape_errors("token_logprobs"):
-    chex.assert_rank(logits, 3)
-    chex.assert_rank(targets, 2)
-    chex.assert_equal_shape_prefix([logits, targets], 2)
-  z = jnp.asarray(logits, jnp.float32)
-  picked = jnp.take_along_axis(z, jnp.asarray(targets)[..., None].astype(jnp.int32), axis=-1)
-  out = picked[..., 0] - jax.nn.logsumexp(z, axis=-1)
-  if mask is not None:
-    check_mask_like("token_logprobs", mask, targets=targets)
-    out = jnp.where(jnp.asarray(mask) != 0, out, 0.0)
-  return out

@@ -16,8 +16,11 @@ from prl_jax.models.config import ModelConfig
 from prl_jax.models.transformer import Transformer
 
 
-def _gather_logprob_entropy(logits, targets):
-  """log p(target) and entropy H = -sum p log p of each row of logits (float32)."""
+def logprob_and_entropy(logits, targets):
+  """log p(target) and entropy H = -sum_v p_v log p_v of each row of logits, in float32.
+
+      log p(y) = z_y - logsumexp(z),   p = softmax(z)
+  """
   logp_all = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   logp = jnp.take_along_axis(logp_all, targets[..., None], axis=-1)[..., 0]
   entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
@@ -44,7 +47,7 @@ def response_logprobs(config: ModelConfig, params, tokens, token_mask, prompt_le
 
   def project(h, y):
     logits = model.apply(params, h, method=Transformer.logits)
-    return _gather_logprob_entropy(logits, y)
+    return logprob_and_entropy(logits, y)
 
   if chunk == n:
     logp, entropy = project(hidden, targets)

@@ -13,7 +13,7 @@ with M policy samples tau_j and self-normalised weights
 
     grad J = (1/E) sum_e grad R_phi(tau_e) - sum_j w_j grad R_phi(tau_j).
 
-The policy is then trained with reward r_o + lambda * PRM reward (`combined_reward`).
+The policy is then trained with reward r_o + lambda * R_phi (`prl_jax.algorithms.repirl`).
 """
 
 from __future__ import annotations
@@ -133,30 +133,3 @@ def irl_coefficients(returns: chex.Array, logp: chex.Array, is_expert: chex.Arra
   return coef, {"loss": loss, **metrics}
 
 
-def combined_reward(outcome: chex.Array, prm_token_rewards: chex.Array, mask: chex.Array,
-                    lam: float) -> chex.Array:
-  """Policy reward of rePIRL: reward = outcome + lambda * PRM (section 6, policy step).
-
-      reward[b, t] = r_o[b] * 1[t = last valid token of b] + lam * r_phi[b, t] * mask[b, t]
-
-  Summed over tokens this is r_o + lam * R_phi(tau). Rows with no valid token are all zero.
-
-  Args:
-    outcome: [B] outcome rewards r_o.
-    prm_token_rewards: [B, T] PRM token rewards.
-    mask: [B, T] response mask.
-    lam: PRM coefficient (0.05-0.1 in the paper); may be 0.
-
-  Returns:
-    [B, T] float32 token rewards.
-  """
-  with _shape_errors("combined_reward"):
-    chex.assert_rank([outcome, prm_token_rewards, mask], [1, 2, 2])
-    chex.assert_equal_shape([prm_token_rewards, mask])
-    chex.assert_equal_shape_prefix([prm_token_rewards, outcome], 1)
-  valid = mask.astype(bool)
-  t = jnp.arange(mask.shape[1])
-  last = jnp.max(jnp.where(valid, t, -1), axis=-1)
-  at_last = (t[None, :] == last[:, None]) & valid
-  r_o = jnp.where(at_last, outcome.astype(jnp.float32)[:, None], 0.0)
-  return r_o + lam * jnp.where(valid, prm_token_rewards.astype(jnp.float32), 0.0)
