@@ -19,7 +19,6 @@ def get_config():
   c.model.remat = "none"
   c.model.attention_chunk = 0  # queries per attention block without a KV cache; 0 = all at once
   c.model.tokenizer = "char"  # "char" or a directory with tokenizer files
-  c.model.max_seq_len = 0  # 0: max_prompt_len + max_new_tokens
   # Start from this checkpoint directory (e.g. an SFT run's workdir); "" = random init or hf_dir.
   c.init_from = ""
 
@@ -85,7 +84,6 @@ def get_config():
   c.algo.repirl.lam = 0.1
   c.algo.repirl.beta = 0.05
   c.algo.repirl.pseudo_experts = True  # correct rollouts join the demonstrations as experts
-  c.algo.repirl.prm = "implicit"  # implicit (beta log pi_phi/pi_ref); a scalar head is future work
   c.algo.raft = ml_collections.ConfigDict()
   c.algo.raft.keep_per_prompt = 1
   # ER-PRM (ALGORITHMS.md section 5): a PRM read at step ends through the logits of two tokens,

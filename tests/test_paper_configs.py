@@ -75,7 +75,7 @@ EXPECTED = {
     },
     "repirl_qwen25_3b": {  # section 6: K = 4, entropy 0.001, lambda in [0.05, 0.1], RLOO
         "method": "repirl", "model.preset": "qwen2.5-3b", "rollout.n": 4,
-        "algo.loss.entropy_coef": 0.001, "algo.repirl.prm": "implicit",
+        "algo.loss.entropy_coef": 0.001,
     },
 }
 

@@ -42,7 +42,6 @@ def get_config(arg=None):
 
   c.algo.repirl.lam = 0.1
   c.algo.repirl.beta = 0.05
-  c.algo.repirl.prm = "implicit"
   c.algo.loss.entropy_coef = 0.001
   c.train.steps = 240
   return c
