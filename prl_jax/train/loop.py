@@ -28,6 +28,7 @@ from prl_jax.algorithms.registry import get_recipe
 from prl_jax.eval.evaluate import evaluate
 from prl_jax.models.logprobs import response_logprobs
 from prl_jax.ops.steps import step_end_mask
+from prl_jax.prm.frozen import load_frozen_prm, score_rollouts
 from prl_jax.run import updates
 from prl_jax.run.batch import PolicyBatch, SequenceBatch, make_sequences
 from prl_jax.run.checkpoint import Checkpointer
@@ -38,7 +39,6 @@ from prl_jax.run.nonfinite import NonFiniteError, error_message, nonfinite
 from prl_jax.run.state import TrainState, init_state, optimizers, wrap_key
 from prl_jax.sampling import sample_in_calls
 from prl_jax.train import objectives
-from prl_jax.prm.frozen import load_frozen_prm, score_rollouts
 
 
 @dataclasses.dataclass

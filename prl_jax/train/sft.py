@@ -24,9 +24,9 @@ from prl_jax import distributed
 from prl_jax.run import nonfinite, updates
 from prl_jax.run.batch import make_sequences
 from prl_jax.run.checkpoint import Checkpointer
-from prl_jax.run.metrics_file import MetricsWriter
 from prl_jax.run.config_record import record_config
 from prl_jax.run.context import RunContext, build_context, initial_policy_params
+from prl_jax.run.metrics_file import MetricsWriter
 from prl_jax.run.state import ModelState, adamw
 from prl_jax.train import objectives
 
