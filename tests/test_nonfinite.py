@@ -81,9 +81,9 @@ def _poison_step(monkeypatch, bad_step):
     advantages, calls = fns.advantages, itertools.count(1)
 
     def poisoned(inputs):
-      adv, metrics = advantages(inputs)
-      adv = jnp.ones_like(adv) * inputs.mask
-      return (adv * jnp.nan if next(calls) == bad_step else adv), metrics
+      out = advantages(inputs)
+      adv = jnp.ones_like(out.token) * inputs.mask
+      return out.replace(token=adv * jnp.nan if next(calls) == bad_step else adv)
 
     fns.advantages = poisoned
     return fns
