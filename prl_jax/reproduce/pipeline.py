@@ -88,8 +88,8 @@ def run_stage(workdir: str, stage: str, inputs: dict, command: str, fn: Callable
 
 def default_configs_dir() -> str:
   """configs/mini of the source checkout this package is installed from."""
-  return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "mini")
+  checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return os.path.join(checkout, "configs", "mini")  # this file is prl_jax/reproduce/pipeline.py
 
 
 def config_file(configs_dir: str, name: str) -> str:
