@@ -110,6 +110,7 @@ COMPARED = ("prm/loss", "prm/grad_norm", "policy/loss", "policy/grad_norm", "pol
             "rollout/tokens", "eval/mean_at_n", "eval/greedy")
 
 
+@pytest.mark.slow  # three processes compile PRIME (about 3 min on 2 cores); the worker test above is fast
 def test_prime_training_two_processes_match_one_process(tmp_path):
   """`prl-jax train` as 2 processes x 2 devices logs what 1 process x 4 devices logs."""
   import safetensors.numpy
