@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from prl_jax.data import templates
+from prl_jax.data.unseen import unseen_budget
 
 TASK = "arithmetic"
 TRAIN_OPS = (1, 4)
@@ -153,11 +154,13 @@ def generate(
   allow_negative: bool = False,
   template: str = "plain",
   split: str = "train",
+  exclude: Collection[str] = (),
 ) -> list[dict[str, Any]]:
   """`num` chains with `num_ops` operations (an int or an inclusive range), deterministic in seed.
 
   ops: the operator alphabet ("+-" or "+-*"); operands are drawn from [low, high], multiplicands
-  from [2, mul_high]. allow_negative=False keeps every intermediate result >= 0.
+  from [2, mul_high]. allow_negative=False keeps every intermediate result >= 0. Questions in
+  `exclude` (e.g. the training questions, for an eval split) are skipped and drawn again.
   """
   if not ops or set(ops) - set("+-*"):
     raise ValueError(f"ops must be a non-empty subset of '+-*', got {ops!r}")
@@ -165,11 +168,15 @@ def generate(
     raise ValueError(f"operand range must satisfy 0 <= low <= high, got [{low}, {high}]")
   lo, hi = _difficulty_range(num_ops)
   rng = random.Random(f"{TASK}:{split}:{seed}:{lo}:{hi}:{ops}:{low}:{high}")
-  examples = []
-  for i in range(num):
+  examples, draws = [], 0
+  while len(examples) < num:
+    draws = unseen_budget(draws, num, len(examples), exclude, split)
     k = rng.randint(lo, hi)
     operands, chosen = _sample_chain(rng, k, ops, low, high, mul_high, allow_negative)
     question = format_question(operands, chosen)
+    if question in exclude:
+      continue
+    i = len(examples)
     examples.append(make_example(question, id=f"{TASK}-{split}-{seed}-{i}", difficulty=k, template=template))
   return examples
 

@@ -23,10 +23,11 @@ import ast
 import random
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from prl_jax.data import templates
+from prl_jax.data.unseen import unseen_budget
 
 TASK = "countdown"
 TRAIN_NUMBERS = (3, 4)
@@ -213,11 +214,13 @@ def generate(
   max_target: int = 200,
   template: str = "plain",
   split: str = "train",
+  exclude: Collection[str] = (),
 ) -> list[dict[str, Any]]:
   """`num` solvable problems with `num_numbers` numbers (int or inclusive range) from [low, high].
 
   The target is the value of a random expression over all the numbers, kept in [1, max_target]
-  and different from every given number (otherwise the problem needs no operation).
+  and different from every given number (otherwise the problem needs no operation). Questions in
+  `exclude` (e.g. the training questions, for an eval split) are skipped and drawn again.
   """
   lo, hi = (num_numbers, num_numbers) if isinstance(num_numbers, int) else tuple(num_numbers)
   if not 2 <= lo <= hi:
@@ -225,14 +228,17 @@ def generate(
   if not 1 <= low <= high:
     raise ValueError(f"number range must satisfy 1 <= low <= high, got [{low}, {high}]")
   rng = random.Random(f"{TASK}:{split}:{seed}:{lo}:{hi}:{low}:{high}:{max_target}")
-  examples = []
+  examples, draws = [], 0
   while len(examples) < num:
+    draws = unseen_budget(draws, num, len(examples), exclude, split)
     k = rng.randint(lo, hi)
     numbers = [rng.randint(low, high) for _ in range(k)]
     target = _random_target(rng, numbers, max_target)
     if target is None:
       continue
     question = format_question(numbers, target)
+    if question in exclude:
+      continue
     i = len(examples)
     examples.append(make_example(question, id=f"{TASK}-{split}-{seed}-{i}", difficulty=k, template=template))
   return examples

@@ -321,7 +321,12 @@ def split_examples(config: ml_collections.ConfigDict, split: str, train: list[di
     spec = get_task(config.task.name)
     # The training operand range and template (as the run's own problems): only the chain
     # length changes.
-    heldout = spec.generate_heldout(num, config.task.seed, **task_options(config))
+    # Disjoint from training even when task.max_ops reaches the held-out lengths.
+    try:
+      heldout = spec.generate_heldout(num, config.task.seed, **task_options(config),
+                                      exclude={ex["question"] for ex in train})
+    except ValueError as err:
+      raise ConfigError(f"eval.num_problems: {err}.") from err
     return render_prompts(heldout, tokenizer)
   examples = evals if split == "eval" else train
   return examples[:num] if num > 0 else list(examples)

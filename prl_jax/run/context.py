@@ -242,10 +242,14 @@ def _examples(config, tokenizer) -> tuple[list[dict], list[dict], RowScreen]:
     spec = get_task(task.name)
     options = task_options(config)
     difficulty = (task.min_ops, task.max_ops)
-    train = _generated(spec.generate(task.num_train, difficulty, task.seed, **options),
-                       f"{task.name} (generated) train", screen)
-    evals = _generated(spec.generate(task.num_eval, difficulty, task.seed + 1, **options),
-                       f"{task.name} (generated) eval", screen)
+    train = spec.generate(task.num_train, difficulty, task.seed, **options)
+    try:  # the eval split never repeats a training question (its own stream, those skipped)
+      evals = spec.generate(task.num_eval, difficulty, task.seed, split="eval",
+                            exclude={ex["question"] for ex in train}, **options)
+    except ValueError as err:
+      raise ConfigError(f"task.num_eval: {err}.") from err
+    train = _generated(train, f"{task.name} (generated) train", screen)
+    evals = _generated(evals, f"{task.name} (generated) eval", screen)
   return train, evals, screen
 
 
