@@ -5,6 +5,8 @@ Usage: prl-jax train --config configs/mini/prime.py --workdir runs/prime --confi
 
 import ml_collections
 
+from prl_jax.sharding import DEFAULT_RULES
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -46,6 +48,10 @@ def get_config():
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
   c.mesh.num_devices = 0  # 0: every device; n: the first n (e.g. one device of a test machine)
+  # Logical-axis rules as data: (logical name, mesh axes) pairs, the first rule for a name wins
+  # (prl_jax.sharding). E.g. tensor parallelism off for the MLP: put ("mlp", None) first, or on
+  # the command line --config.mesh.rules="(('mlp', None), ...)" with every logical axis listed.
+  c.mesh.rules = DEFAULT_RULES
 
   c.rollout = ml_collections.ConfigDict()
   c.rollout.prompts_per_step = 16
@@ -145,6 +151,7 @@ def get_config():
   c.checkpoint.keep = 3
   c.checkpoint.best_metric = ""
   c.checkpoint.resume = True
+  c.checkpoint.overwrite = False  # true: remove an earlier run's outputs from the workdir first
   c.checkpoint.save_hf = False
   # Keys (comma-separated, shell patterns allowed) that may differ from WORKDIR/config.json when
   # resuming; other changes are refused (prl_jax.run.config_record lists the always-allowed ones).

@@ -242,6 +242,7 @@ class HostRollout:
 def sample_in_calls(params: Any, model_cfg: ModelConfig, calls: Sequence[Sequence[Any]],
                     key: Array, sampling_cfg: SamplingConfig, *,
                     pad_to: Sequence[int] | None = None, mesh: jax.sharding.Mesh | None = None,
+                    rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES,
                     fold_single: bool = True, on_call: Any = None) -> list[HostRollout]:
   """`sampling_cfg.n` responses per prompt, one `sample` call per entry of `calls`.
 
@@ -249,7 +250,7 @@ def sample_in_calls(params: Any, model_cfg: ModelConfig, calls: Sequence[Sequenc
   its rows. Call i draws with fold_in(key, i) (with `fold_single=False` a lone call uses `key`
   itself). Call i is padded to `pad_to[i]` prompts by repeating its last prompt, so calls share
   compiled programs, and the padding's rows are dropped. `on_call(prompts)` runs after each call
-  with its number of real prompts (a progress bar).
+  with its number of real prompts (a progress bar). `mesh` and `rules` go to `sample`.
   """
   out = []
   for i, prompts in enumerate(calls):
@@ -257,7 +258,7 @@ def sample_in_calls(params: Any, model_cfg: ModelConfig, calls: Sequence[Sequenc
     size = pad_to[i] if pad_to is not None else len(prompts)
     padded = prompts + [prompts[-1]] * (size - len(prompts))
     call_key = key if len(calls) == 1 and not fold_single else jax.random.fold_in(key, i)
-    rollout = sample(params, model_cfg, padded, call_key, sampling_cfg, mesh=mesh)
+    rollout = sample(params, model_cfg, padded, call_key, sampling_cfg, mesh=mesh, rules=rules)
     rows = len(prompts) * sampling_cfg.n
     tokens, mask, lengths, truncated = (to_host(x)[:rows] for x in (
         rollout.tokens, rollout.mask, rollout.lengths, rollout.truncated))

@@ -2,7 +2,8 @@
 
 The model names every parameter dimension logically ("vocab", "embed", "heads", ...; see
 `prl_jax.models.transformer`). A *rule* maps a logical name to zero or more mesh axes; the rules
-below are plain data, so a config can swap them without touching model code:
+are plain data (`DEFAULT_RULES`, the config's `mesh.rules`), so a run can swap them without
+touching model code:
 
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
     params = init_sharded_params(cfg, key, mesh)           # created already sharded
@@ -159,6 +160,32 @@ def logical_to_mesh_spec(names: Iterable[str | None], shape: Sequence[int], mesh
     used.update(axes)
     spec.append(axes[0] if len(axes) == 1 else axes)
   return PartitionSpec(*spec)
+
+
+def check_rules(rules: Any) -> tuple[tuple[str, Any], ...]:
+  """`rules` (the config's `mesh.rules`) validated and as nested tuples.
+
+  Each rule is (logical name, None | a mesh axis | a sequence of mesh axes) with axes from
+  `MESH_AXES`, and every logical name the model uses must have one. Raises ValueError naming the
+  bad rule, so a typo fails before anything is built rather than as a replicated weight.
+  """
+  out = []
+  for i, rule in enumerate(rules):
+    if isinstance(rule, str) or len(rule) != 2 or not isinstance(rule[0], str):
+      raise ValueError(f"rule {i} is {rule!r}; write (logical name, mesh axes), e.g. "
+                       "('embed', 'fsdp') or ('batch', ('data', 'fsdp')) or ('length', None).")
+    name, axes = rule
+    listed = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    unknown = [a for a in listed if a not in MESH_AXES]
+    if unknown:
+      raise ValueError(f"rule {i} ({name!r}) names mesh axes {unknown}; the mesh axes are "
+                       f"{MESH_AXES}.")
+    out.append((name, axes if axes is None or isinstance(axes, str) else tuple(axes)))
+  missing = sorted({n for n, _ in DEFAULT_RULES} - {n for n, _ in out})
+  if missing:
+    raise ValueError(f"no rule for the logical axes {missing}; every axis the model names needs "
+                     "one (None replicates it).")
+  return tuple(out)
 
 
 def hashable_rules(rules: Rules) -> tuple[tuple[str, Any], ...]:

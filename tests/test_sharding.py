@@ -145,3 +145,74 @@ def test_sharded_gradient_equals_single_device(mesh, params, batch):
   assert isinstance(s_grads["params"]["lm_head"]["kernel"].sharding, NamedSharding)
   for g, h in zip(jax.tree.leaves(s_grads), jax.tree.leaves(grads)):
     np.testing.assert_allclose(np.asarray(g), np.asarray(h), atol=1e-5, rtol=1e-5)
+
+
+def test_check_rules_names_the_bad_rule():
+  assert sharding.check_rules(list(map(list, sharding.DEFAULT_RULES))) == sharding.DEFAULT_RULES
+  with pytest.raises(ValueError, match="rule 0 .*'embed'.* names mesh axes \\['model'\\]"):
+    sharding.check_rules((("embed", "model"),) + sharding.DEFAULT_RULES)
+  with pytest.raises(ValueError, match="rule 0 is 'embed'"):
+    sharding.check_rules(("embed",) + sharding.DEFAULT_RULES)
+  with pytest.raises(ValueError, match="no rule for the logical axes \\['mlp'\\]"):
+    sharding.check_rules(tuple(r for r in sharding.DEFAULT_RULES if r[0] != "mlp"))
+
+
+def _rules_config(rules_override: str):
+  import os
+
+  from prl_jax.config import apply_overrides, load_config_file
+  config = load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "mini",
+                                         "rloo.py"))
+  config.task.num_train, config.task.num_eval = 8, 2
+  config.rollout.prompts_per_step, config.rollout.n, config.rollout.max_new_tokens = 4, 2, 4
+  config.train.mini_batch_size = config.train.micro_batch_size = 0
+  config.train.logprob_micro_batch_size = 0
+  config.eval.n = 2
+  config.log.progress = config.log.tensorboard = False
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
+  apply_overrides(config, [f"mesh.rules={rules_override}"])
+  return config
+
+
+def test_config_rules_reach_placement_and_every_sampler_call(tmp_path, monkeypatch):
+  """mesh.rules (here: no FSDP split of "embed") decide the run's param placement and are what
+  the training loop's and the periodic eval's sampler calls receive."""
+  from prl_jax import sampling
+  from prl_jax.algorithms.registry import get_recipe
+  from prl_jax.run.context import build_context
+  from prl_jax.run.state import init_state
+  from prl_jax.train import loop
+
+  rules = (("embed", None),) + sharding.DEFAULT_RULES
+  config = _rules_config(repr(rules))  # as typed on the command line
+  ctx = build_context(config, str(tmp_path))
+  assert ctx.rules == rules
+  state = ctx.place_state(init_state(ctx, get_recipe(config.method)))
+  specs = sharding.describe(jax.tree.map(lambda x: x.sharding, state.policy.params))
+  assert specs["params/layers/mlp/up/kernel"] == P(None, None, "tensor")  # default: "fsdp" 2nd
+  assert specs["params/final_norm/scale"] == P(None)
+
+  seen = []
+
+  class Stop(Exception):
+    pass
+
+  def fake_sample(*args, rules, **kwargs):
+    seen.append(rules)
+    raise Stop
+
+  monkeypatch.setattr(sampling, "sample", fake_sample)
+  with pytest.raises(Stop):
+    loop.sample_rows(ctx, state.policy.params, [[1, 2]], jax.random.key(0))
+  with pytest.raises(Stop):
+    loop.periodic_eval(ctx, state.policy.params, 1)
+  assert seen == [rules, rules]
+
+
+def test_bad_config_rules_fail_before_anything_is_built(tmp_path):
+  from prl_jax.config import ConfigError
+  from prl_jax.run.context import build_context
+
+  config = _rules_config(repr((("embed", "model"),) + sharding.DEFAULT_RULES))
+  with pytest.raises(ConfigError, match="mesh.rules: rule 0"):
+    build_context(config, str(tmp_path))

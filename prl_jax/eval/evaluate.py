@@ -49,6 +49,7 @@ from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.context import build_context, render_prompts, task_options
 from prl_jax.run.state import init_state
 from prl_jax.sampling import SamplingConfig, sample_in_calls
+from prl_jax.sharding import DEFAULT_RULES
 
 SPLITS = ("eval", "heldout", "train")
 # Verifiers return 0 or 1; a sample counts as correct when its reward reaches this.
@@ -115,7 +116,7 @@ def prompt_ids(tokenizer: Any, prompt: str | Sequence[Mapping[str, str]]) -> lis
 
 def _sample_responses(params: Any, model_cfg: ModelConfig, tokenizer: Any,
                       prompts: list[list[int]], key: jax.Array, scfg: SamplingConfig, chunk: int,
-                      mesh: Any, bar: Any) -> tuple[list[str], list[int], list[bool]]:
+                      mesh: Any, rules: Any, bar: Any) -> tuple[list[str], list[int], list[bool]]:
   """(texts, token lengths, truncated flags) of scfg.n responses per prompt, contiguous per prompt.
 
   Prompts go through the sampler `chunk` at a time with key fold_in(key, chunk index); the last
@@ -124,7 +125,7 @@ def _sample_responses(params: Any, model_cfg: ModelConfig, tokenizer: Any,
   """
   calls = [prompts[start:start + chunk] for start in range(0, len(prompts), chunk)]
   parts = sample_in_calls(params, model_cfg, calls, key, scfg, pad_to=[chunk] * len(calls),
-                          mesh=mesh, on_call=bar.update)  # the bar counts real prompts
+                          mesh=mesh, rules=rules, on_call=bar.update)  # bar: real prompts
   texts, lengths, truncated = [], [], []
   for part in parts:
     texts += [tokenizer.decode(row[m].tolist()) for row, m in zip(part.tokens, part.mask)]
@@ -145,7 +146,7 @@ def _plain_difficulty(value: Any) -> int | str | None:
 def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequence[Mapping],
              verifier: Callable[[list, list[str]], Sequence[float]], *, n: int,
              temperature: float, max_new_tokens: int, seed: int, mesh: Any = None,
-             batch_prompts: int = 32, top_p: float = 1.0, top_k: int = 0,
+             rules: Any = DEFAULT_RULES, batch_prompts: int = 32, top_p: float = 1.0, top_k: int = 0,
              progress: bool = False) -> dict:
   """Samples n responses and one greedy decode per problem, verifies them and summarises.
 
@@ -164,6 +165,7 @@ def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequ
     max_new_tokens: response length limit.
     seed: PRNG seed of the samples.
     mesh: optional device mesh; rows are split over its batch axes.
+    rules: the logical-axis rules of the mesh (the run's `mesh.rules`).
     batch_prompts: prompts per sampler call (n rows each).
     top_p, top_k: nucleus / top-k truncation of the n samples.
     progress: a bar on stderr over the problems, one for the samples and one for greedy
@@ -191,12 +193,12 @@ def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequ
   with bar(f"eval: {n} samples") as sampled:
     texts, lengths, truncated = _sample_responses(params, model_cfg, tokenizer, prompts,
                                                   jax.random.fold_in(key, 0), scfg, chunk, mesh,
-                                                  sampled)
+                                                  rules, sampled)
   greedy_cfg = scfg.replace(n=1, temperature=0.0, greedy=True, top_p=1.0, top_k=0)
   with bar("eval: greedy") as greedy:
     greedy_texts, _, _ = _sample_responses(params, model_cfg, tokenizer, prompts,
                                            jax.random.fold_in(key, 1), greedy_cfg, chunk, mesh,
-                                           greedy)
+                                           rules, greedy)
   rewards = verifier(texts, [ex for ex in examples for _ in range(n)])
   greedy_rewards = verifier(greedy_texts, examples)
 
@@ -360,7 +362,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, *, model_dir: str 
   results = evaluate(policy.params, policy.model_cfg, policy.tokenizer, examples, ctx.verifier,
                      n=config.eval.n, temperature=config.eval.temperature,
                      max_new_tokens=config.rollout.max_new_tokens, seed=config.seed,
-                     mesh=ctx.mesh, batch_prompts=max(1, rows // config.eval.n),
+                     mesh=ctx.mesh, rules=ctx.rules, batch_prompts=max(1, rows // config.eval.n),
                      progress=config.log.progress)
   results["settings"].update(task=config.task.train_file or config.task.name, split=split,
                              model=policy.source)

@@ -32,6 +32,7 @@ from prl_jax.progress import say
 from prl_jax.rewards.math_answer import extract_answer
 from prl_jax.run.context import build_context, initial_policy_params
 from prl_jax.sampling import SamplingConfig
+from prl_jax.sharding import DEFAULT_RULES
 
 
 @dataclasses.dataclass
@@ -55,11 +56,13 @@ class Candidates:
 
 def sample_candidates(params: Any, model_cfg: ModelConfig, tokenizer: Any, scfg: SamplingConfig,
                       problems: Sequence[dict], n: int, key: jax.Array, check, *,
-                      max_rows: int = 512, mesh=None, progress: bool = False) -> Candidates:
+                      max_rows: int = 512, mesh=None, rules=DEFAULT_RULES,
+                      progress: bool = False) -> Candidates:
   """Samples `n` candidates per problem from the policy and checks them (`progress`: a bar)."""
   prompts = [tokenizer.encode(ex["prompt"]) for ex in problems]
   responses = labels.sample_responses(params, model_cfg, prompts, n, key, scfg,
-                                            max_rows=max_rows, mesh=mesh, progress=progress,
+                                            max_rows=max_rows, mesh=mesh, rules=rules,
+                                            progress=progress,
                                             desc="best-of-N: candidates")
   texts = [[tokenizer.decode(ids) for ids, _ in group] for group in responses]
   finished = np.array([[done for _, done in group] for group in responses], bool)
@@ -211,7 +214,7 @@ def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
   t0 = time.perf_counter()
   cands = sample_candidates(policy_params, ctx.model_cfg, ctx.tokenizer, scfg, problems,
                             options.n_max, key, ctx.verifier, max_rows=options.max_rows,
-                            mesh=_mesh(ctx), progress=config.log.progress)
+                            mesh=_mesh(ctx), rules=ctx.rules, progress=config.log.progress)
   say(f"best-of-N: {len(problems)} problems x {options.n_max} candidates sampled "
       f"({time.perf_counter() - t0:.0f}s), mean accuracy {cands.correct.mean():.3f}")
   shape = cands.correct.shape
@@ -302,7 +305,8 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
       solutions_per_problem=options.solutions_per_problem, num_completions=e.num_completions,
       etas=etas, key=jax.random.fold_in(jax.random.key(config.seed), 1),
       min_chars=options.min_step_chars, delimiter=delimiter, max_rows=options.max_rows,
-      mesh=_mesh(ctx), keep_completions=options.keep_completions, progress=config.log.progress)
+      mesh=_mesh(ctx), rules=ctx.rules, keep_completions=options.keep_completions,
+      progress=config.log.progress)
   labels.write_jsonl(records, os.path.join(out, "labels.jsonl"))
   label_stats = {"solutions": len(records),
                  "solution_accuracy": float(np.mean([r["outcome"] for r in records])),

@@ -50,7 +50,7 @@ def load_frozen_prm(ctx: Any) -> FrozenPrm:
     raise ConfigError(f"The PRM in {prm_dir} has a vocabulary of {model_cfg.vocab_size} tokens "
                       f"but the policy {ctx.model_cfg.vocab_size}; the PRM must read the "
                       "policy's tokens (train it from the same base model).")
-  params = jax.device_put(params, sharding.param_shardings(model_cfg, ctx.mesh))
+  params = jax.device_put(params, sharding.param_shardings(model_cfg, ctx.mesh, ctx.rules))
   return FrozenPrm(spec=spec, model_cfg=model_cfg, params=params, agg=agg)
 
 

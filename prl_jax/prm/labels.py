@@ -44,6 +44,7 @@ from prl_jax.models.config import ModelConfig
 from prl_jax.progress import progress_bar
 from prl_jax.rewards.er_prm import er_prm_label
 from prl_jax.sampling import SamplingConfig, bucket_length, sample_in_calls
+from prl_jax.sharding import DEFAULT_RULES
 
 # (prompt token lists, completions per prompt, key) -> per prompt, that many completion texts.
 Completer = Callable[[Sequence[Sequence[int]], int, jax.Array], list[list[str]]]
@@ -115,8 +116,8 @@ def encode_steps(encode: Callable[[str], list[int]], steps: Sequence[str]) -> tu
 
 def sample_responses(params: Any, model_cfg: ModelConfig, prompts: Sequence[Sequence[int]], n: int,
                      key: jax.Array, scfg: SamplingConfig, *, max_rows: int = 512,
-                     mesh: jax.sharding.Mesh | None = None, progress: bool = False,
-                     desc: str = "sampling") -> list[list[tuple[list[int], bool]]]:
+                     mesh: jax.sharding.Mesh | None = None, rules: Any = DEFAULT_RULES,
+                     progress: bool = False, desc: str = "sampling") -> list[list[tuple[list[int], bool]]]:
   """`n` sampled responses for each prompt: (token ids without EOS or padding, finished).
 
   Prompts of very different lengths (a question plus a solution prefix of any length) would each
@@ -133,7 +134,7 @@ def sample_responses(params: Any, model_cfg: ModelConfig, prompts: Sequence[Sequ
     key: PRNG key.
     scfg: sampling options; its `n` is replaced by `n`.
     max_rows: rows (prompts x n) per sampler call.
-    mesh: passed on to `prl_jax.sampling.sample`.
+    mesh, rules: passed on to `prl_jax.sampling.sample`.
     progress: a bar labelled `desc` on stderr over the prompts (`prl_jax.progress`).
 
   Returns:
@@ -158,7 +159,7 @@ def sample_responses(params: Any, model_cfg: ModelConfig, prompts: Sequence[Sequ
   out: list[list[tuple[list[int], bool]]] = [[] for _ in prompts]
   with progress_bar(len(prompts), desc, enabled=progress, unit="prompt") as bar:
     parts = sample_in_calls(params, model_cfg, calls, key, scfg, pad_to=sizes, mesh=mesh,
-                            on_call=bar.update)
+                            rules=rules, on_call=bar.update)
   for chunk, part in zip(owners, parts):
     for j, i in enumerate(chunk):
       for r in range(j * n, (j + 1) * n):
@@ -170,12 +171,14 @@ def sample_responses(params: Any, model_cfg: ModelConfig, prompts: Sequence[Sequ
 
 def policy_completer(params: Any, model_cfg: ModelConfig, decode: Callable[[list[int]], str],
                      scfg: SamplingConfig, *, max_rows: int = 512,
-                     mesh: jax.sharding.Mesh | None = None, progress: bool = False) -> Completer:
+                     mesh: jax.sharding.Mesh | None = None, rules: Any = DEFAULT_RULES,
+                     progress: bool = False) -> Completer:
   """A `Completer` that samples from the policy `params` and decodes the continuations."""
 
   def complete(prompts, n, key):
     responses = sample_responses(params, model_cfg, prompts, n, key, scfg, max_rows=max_rows,
-                                 mesh=mesh, progress=progress, desc="labels: completions")
+                                 mesh=mesh, rules=rules, progress=progress,
+                                 desc="labels: completions")
     return [[decode(ids) for ids, _ in group] for group in responses]
 
   return complete
@@ -292,7 +295,7 @@ def label_policy_solutions(params: Any, model_cfg: ModelConfig, tokenizer: Any,
                            solutions_per_problem: int, num_completions: int,
                            etas: Sequence[float], key: jax.Array, min_chars: int = 0,
                            delimiter: str = "\n", max_rows: int = 512,
-                           mesh: jax.sharding.Mesh | None = None,
+                           mesh: jax.sharding.Mesh | None = None, rules: Any = DEFAULT_RULES,
                            keep_completions: bool = False, progress: bool = False) -> list[dict]:
   """The whole labelling recipe with pi_0 = `params`: solutions, completions, counts, labels.
 
@@ -309,12 +312,12 @@ def label_policy_solutions(params: Any, model_cfg: ModelConfig, tokenizer: Any,
   prompts = [encode(ex["prompt"]) for ex in problems]
   responses = sample_responses(params, model_cfg, prompts, solutions_per_problem,
                                jax.random.fold_in(key, 0), scfg, max_rows=max_rows, mesh=mesh,
-                               progress=progress, desc="labels: solutions")
+                               rules=rules, progress=progress, desc="labels: solutions")
   flat = [(ex, tokenizer.decode(ids), done)
           for ex, group in zip(problems, responses) for ids, done in group]
   complete = policy_completer(params, model_cfg, tokenizer.decode,
                               scfg.replace(max_prompt_len=None), max_rows=max_rows, mesh=mesh,
-                              progress=progress)
+                              rules=rules, progress=progress)
   records = monte_carlo_counts([f[0] for f in flat], [f[1] for f in flat], [f[2] for f in flat],
                                encode=encode, complete=complete, check=check,
                                num_completions=num_completions, key=jax.random.fold_in(key, 1),

@@ -85,6 +85,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                                                 config.mesh.tensor, devices)
   except ValueError as err:
     raise ConfigError(f"mesh.*: {err}") from err
+  try:
+    sharding.check_rules(config.mesh.rules)
+  except (TypeError, ValueError) as err:
+    raise ConfigError(f"mesh.rules: {err}") from err
   mesh_rows = data * fsdp
   if batch % mesh_rows or micro % mesh_rows or logprob_rows % mesh_rows:
     raise ConfigError(f"The mesh splits batches {mesh_rows} ways (mesh.data x mesh.fsdp) on "
@@ -108,6 +112,7 @@ class RunContext:
   sampling: SamplingConfig
   prompt_len: int
   hf_dir: str = ""
+  rules: sharding.Rules = sharding.DEFAULT_RULES  # mesh.rules: logical axis -> mesh axes
   # data/skipped_rows (and one count per reason): rows left out by task.skip_bad_rows or by
   # design, for the run's first metrics.
   data_metrics: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -118,12 +123,12 @@ class RunContext:
     Every process holds the same host batch (rollouts are gathered to all of them), so a host
     array goes straight to the global sharding; each process keeps only its own rows.
     """
-    spec = sharding.batch_sharding(self.mesh)
+    spec = sharding.batch_sharding(self.mesh, self.rules)
     place = lambda x: jax.device_put(x if isinstance(x, jax.Array) else np.asarray(x), spec)
     return jax.tree_util.tree_map(place, tree)
 
   def _state_shardings(self, state):
-    specs = sharding.param_shardings(self.model_cfg, self.mesh)
+    specs = sharding.param_shardings(self.model_cfg, self.mesh, self.rules)
     replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
     return sharding.tree_shardings_like(state, specs, replicated)
 
@@ -287,7 +292,8 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext
   return RunContext(config=config, workdir=workdir, model_cfg=model_cfg, tokenizer=tokenizer,
                     mesh=mesh, train_examples=train, eval_examples=evals,
                     verifier=make_verifier(config), sampling=sampling_cfg, prompt_len=prompt_len,
-                    hf_dir=_model_source(config), data_metrics=screen.metrics())
+                    hf_dir=_model_source(config), rules=sharding.check_rules(config.mesh.rules),
+                    data_metrics=screen.metrics())
 
 
 def initial_policy_params(ctx: RunContext):

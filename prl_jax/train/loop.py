@@ -198,7 +198,8 @@ def sample_rows(ctx: RunContext, params, prompts: list[list[int]], key):
   per_call = max(1, max_rows // n) if max_rows else len(prompts)
   calls = [prompts[start:start + per_call] for start in range(0, len(prompts), per_call)]
   parts = sample_in_calls(params, ctx.model_cfg, calls, key, ctx.sampling,
-                          mesh=ctx.mesh if ctx.mesh.size > 1 else None, fold_single=False)
+                          mesh=ctx.mesh if ctx.mesh.size > 1 else None, rules=ctx.rules,
+                          fold_single=False)
   return (np.concatenate([p.tokens for p in parts]), np.concatenate([p.mask for p in parts]),
           np.concatenate([p.truncated for p in parts]))
 
@@ -342,7 +343,7 @@ def periodic_eval(ctx: RunContext, params, step: int) -> dict:
   results = evaluate(params, ctx.model_cfg, ctx.tokenizer, examples, ctx.verifier,
                      n=config.eval.n, temperature=config.eval.temperature,
                      max_new_tokens=config.rollout.max_new_tokens,
-                     seed=config.seed * 1_000_003 + step, mesh=ctx.mesh,
+                     seed=config.seed * 1_000_003 + step, mesh=ctx.mesh, rules=ctx.rules,
                      batch_prompts=max(1, rows // config.eval.n))
   overall = results["summary"]
   n = config.eval.n

@@ -129,9 +129,9 @@ def _abstract_mesh(shape: tuple[int, int, int]) -> jax.sharding.AbstractMesh:
   return jax.sharding.AbstractMesh(tuple(shape), sharding.MESH_AXES)
 
 
-def _param_shardings(model_cfg: ModelConfig, mesh) -> Any:
+def _param_shardings(model_cfg: ModelConfig, mesh, rules) -> Any:
   return jax.tree.map(lambda spec: NamedSharding(mesh, spec),
-                      sharding.param_partition_specs(model_cfg, mesh),
+                      sharding.param_partition_specs(model_cfg, mesh, rules),
                       is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
@@ -143,10 +143,11 @@ def _device_bytes(tree, shardings) -> int:
              for x, s in zip(leaves, specs))
 
 
-def _state_bytes(state, model_cfg: ModelConfig, mesh) -> tuple[dict[str, int], dict[str, str]]:
+def _state_bytes(state, model_cfg: ModelConfig, mesh,
+                 rules) -> tuple[dict[str, int], dict[str, str]]:
   """Per-device bytes of each part of the train state, placed as `RunContext.place_state` does,
   and the kind of each part: "params" and "optimizer" of a trained model, or "frozen"."""
-  params = _param_shardings(model_cfg, mesh)
+  params = _param_shardings(model_cfg, mesh, rules)
   shardings = sharding.tree_shardings_like(state, params, NamedSharding(mesh, PartitionSpec()))
   parts, kinds = {}, {}
   for field in dataclasses.fields(state):
@@ -165,21 +166,21 @@ def _state_bytes(state, model_cfg: ModelConfig, mesh) -> tuple[dict[str, int], d
   return parts, kinds
 
 
-def _frozen_prm_bytes(config, policy_cfg: ModelConfig, mesh) -> tuple[int, ModelConfig]:
+def _frozen_prm_bytes(config, policy_cfg: ModelConfig, mesh, rules) -> tuple[int, ModelConfig]:
   """ER-PRM's frozen PRM, float32 params: its own config.json (algo.erprm.prm_dir) if present,
   else the policy's shapes."""
   prm_dir = config.algo.erprm.prm_dir
   prm_cfg = model_config(config, source=prm_dir) if prm_dir else policy_cfg
   shapes = jax.eval_shape(lambda: init_params(prm_cfg, jax.random.key(0)))
-  return _device_bytes(shapes, _param_shardings(prm_cfg, mesh)), prm_cfg
+  return _device_bytes(shapes, _param_shardings(prm_cfg, mesh, rules)), prm_cfg
 
 
-def _replicated_params(model_cfg: ModelConfig, mesh) -> list[str]:
+def _replicated_params(model_cfg: ModelConfig, mesh, rules) -> list[str]:
   """Parameters whose rule names mesh axes of size > 1 but that stay whole on every device (the
   axis does not divide them): the memory price of `logical_to_mesh_spec`'s fallback."""
   logical = sharding.describe(logical_partition_specs(model_cfg))
-  resolved = sharding.describe(sharding.param_partition_specs(model_cfg, mesh))
-  table = dict(sharding.DEFAULT_RULES)
+  resolved = sharding.describe(sharding.param_partition_specs(model_cfg, mesh, rules))
+  table = dict(reversed(rules))  # the first rule for a name wins
   out = []
   for name, names in logical.items():
     wanted = set()
@@ -324,6 +325,10 @@ def memory_report(config: ml_collections.ConfigDict, *, devices: int | None = No
   except ValueError as err:
     raise ConfigError(f"mesh.*: {err}") from err
   mesh = _abstract_mesh(shape)
+  try:
+    rules = sharding.check_rules(config.mesh.rules)
+  except (TypeError, ValueError) as err:
+    raise ConfigError(f"mesh.rules: {err}") from err
   data, fsdp, tensor = shape
   r, t = config.rollout, config.train
   batch = r.prompts_per_step * r.n
@@ -337,10 +342,10 @@ def memory_report(config: ml_collections.ConfigDict, *, devices: int | None = No
   model_cfg = model_config(config)
   recipe = _recipe(config)
   state = abstract_state(config, model_cfg, recipe)
-  parts, kinds = _state_bytes(state, model_cfg, mesh)
+  parts, kinds = _state_bytes(state, model_cfg, mesh, rules)
   prm_cfg = None
   if recipe.frozen_prm:
-    parts["frozen_prm"], prm_cfg = _frozen_prm_bytes(config, model_cfg, mesh)
+    parts["frozen_prm"], prm_cfg = _frozen_prm_bytes(config, model_cfg, mesh, rules)
     kinds["frozen_prm"] = "frozen"
   total = lambda kind: sum(v for k, v in parts.items() if kinds[k] == kind)
   persistent = sum(parts.values())
@@ -393,7 +398,7 @@ def memory_report(config: ml_collections.ConfigDict, *, devices: int | None = No
       "phases": phases,
       "peak_phase": peak_phase,
       "peak": persistent + phases[peak_phase],
-      "replicated_params": _replicated_params(model_cfg, mesh),
+      "replicated_params": _replicated_params(model_cfg, mesh, rules),
   }
   if hbm_bytes is not None:
     report["hbm_bytes"] = float(hbm_bytes)
