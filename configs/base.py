@@ -152,6 +152,7 @@ def get_config():
   c.checkpoint.best_metric = ""
   c.checkpoint.resume = True
   c.checkpoint.overwrite = False  # true: remove an earlier run's outputs from the workdir first
+  c.checkpoint.overwrite = False  # true: remove an earlier run's outputs from the workdir first
   c.checkpoint.save_hf = False
   # Keys (comma-separated, shell patterns allowed) that may differ from WORKDIR/config.json when
   # resuming; other changes are refused (prl_jax.run.config_record lists the always-allowed ones).

@@ -103,7 +103,8 @@ def test_without_a_resume_the_config_is_just_written(fresh, tmp_path, no_build):
   if fresh == "resume off":
     os.makedirs(tmp_path / "checkpoints" / "2")
   os.makedirs(tmp_path / "checkpoints" / "4.orbax-checkpoint-tmp-1")  # a killed save: no step
-  overrides = ["optim.lr=0.001"] + (["checkpoint.resume=false"] if fresh == "resume off" else [])
+  overrides = ["optim.lr=0.001"] + (["checkpoint.resume=false", "checkpoint.overwrite=true"]
+                                    if fresh == "resume off" else [])
   with pytest.raises(Built):
     loop.train(_config("rloo", *overrides), str(tmp_path))
   assert _recorded(tmp_path)["optim"]["lr"] == 1e-3

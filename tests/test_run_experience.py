@@ -68,3 +68,68 @@ def test_too_small_a_task_for_its_eval_split_is_a_config_error():
   config = _config("rloo", "task.max_operand=2", "task.max_ops=1", "task.num_train=200")
   with pytest.raises(ConfigError, match="task.num_eval"):
     context._examples(config, context._tokenizer(config))
+
+
+# ----------------------------------------------------------------- one run per workdir
+
+
+@pytest.fixture
+def no_build(monkeypatch):
+  """Building the model raises Built, so a test sees where a run stopped without compiling."""
+  from prl_jax.train import loop, sft
+
+  def build(*args, **kwargs):
+    raise Built()
+
+  monkeypatch.setattr(loop, "build_context", build)
+  monkeypatch.setattr(sft, "build_context", build)
+
+
+class Built(Exception):
+  """Raised in place of build_context: the run got past the workdir checks."""
+
+
+def _used_workdir(path):
+  """A workdir as a finished run leaves it."""
+  os.makedirs(path / "checkpoints" / "10")
+  (path / "metrics.jsonl").write_text('{"step": 1}\n')
+  os.makedirs(path / "final_hf")
+  (path / "notes.txt").write_text("mine")
+
+
+@pytest.mark.parametrize("entry", ["train", "sft"])
+def test_resume_false_on_an_earlier_run_is_refused_and_overwrite_clears_it(entry, tmp_path,
+                                                                          no_build):
+  from prl_jax.train import loop, sft
+  run = {"train": loop.train, "sft": sft.sft}[entry]
+  _used_workdir(tmp_path)
+  with pytest.raises(ConfigError, match="checkpoint.overwrite=true") as err:
+    run(_config("rloo", "checkpoint.resume=false"), str(tmp_path))
+  assert "checkpoints" in str(err.value) and "metrics.jsonl" in str(err.value)
+  assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\n'  # nothing touched
+  with pytest.raises(Built):
+    run(_config("rloo", "checkpoint.resume=false", "checkpoint.overwrite=true"), str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ["config.json", "notes.txt"]  # the user's file stays
+
+
+def test_resume_false_on_a_fresh_or_refused_workdir_runs(tmp_path, no_build):
+  from prl_jax.train import loop
+  (tmp_path / "config.json").write_text("{}")  # a run refused before its first step
+  with pytest.raises(Built):
+    loop.train(_config("rloo", "checkpoint.resume=false"), str(tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_unusable_workdir_is_a_config_error(kind, tmp_path, no_build):
+  from prl_jax.train import loop
+  if kind == "file":
+    workdir = tmp_path / "afile"
+    workdir.write_text("")
+  else:
+    if os.geteuid() == 0:
+      pytest.skip("root writes everywhere")
+    workdir = tmp_path / "ro"
+    workdir.mkdir()
+    workdir.chmod(0o500)
+  with pytest.raises(ConfigError, match="--workdir"):
+    loop.train(_config(), str(workdir))

@@ -17,7 +17,8 @@ training step.
 - `eval.*`: periodic evaluation, seeded by the step and never fed back into training.
 - `log.*`: the metrics file, TensorBoard and the progress line.
 - `checkpoint.every`, `checkpoint.keep`, `checkpoint.best_metric`, `checkpoint.save_hf`,
-  `checkpoint.resume`, `checkpoint.allow_changes`: what is saved and when, not what is trained.
+  `checkpoint.resume`, `checkpoint.overwrite`, `checkpoint.allow_changes`: what is saved and
+  when, not what is trained.
 - `train.skip_nonfinite`: decides only what happens at a step with a NaN/inf loss, which a run
   without it would not survive; a run stopped by one resumes with it turned on
   (prl_jax.run.nonfinite).
@@ -28,7 +29,8 @@ resumed run would no longer equal an uninterrupted one. Force a change with
 `--config.checkpoint.allow_changes=KEY[,KEY...]` (shell patterns such as `mesh.*` work); the
 resume then logs a warning, rewrites config.json and appends the change to
 `WORKDIR/config_changes.jsonl`, so the run's history shows where its config moved. A workdir
-without a checkpoint, or a run with checkpoint.resume=false, just writes config.json.
+without a checkpoint just writes config.json; checkpoint.resume=false on a workdir holding an
+earlier run is refused unless checkpoint.overwrite=true clears it (prl_jax.run.workdir).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import ml_collections
 
 from prl_jax import distributed
 from prl_jax.config import ConfigError
+from prl_jax.run.workdir import has_checkpoint, prepare_workdir
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
 RESUMABLE = ("train.steps", "sft.steps", "eval.*", "log.*", "checkpoint.every", "checkpoint.keep",
              "checkpoint.best_metric", "checkpoint.save_hf", "checkpoint.resume",
-             "checkpoint.allow_changes", "train.skip_nonfinite")
+             "checkpoint.overwrite", "checkpoint.allow_changes", "train.skip_nonfinite")
 
 
 class _Absent:
@@ -109,17 +112,6 @@ def refusal_message(workdir: str, changes: Mapping[str, tuple[Any, Any]],
           f"{CHANGES_FILE}).")
 
 
-def has_checkpoint(workdir: str) -> bool:
-  """Whether WORKDIR/checkpoints holds a finished step (what the loops would resume from).
-
-  Orbax names a finished step by its number; a save in progress has a longer temporary name.
-  """
-  directory = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(directory) and any(
-      name.isdigit() and os.path.isdir(os.path.join(directory, name))
-      for name in os.listdir(directory))
-
-
 def _read(path: str) -> dict:
   try:
     with open(path) as fh:
@@ -145,6 +137,7 @@ def record_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   Returns the changes since the recorded config ({} for a fresh run). Every process checks;
   only process 0 writes.
   """
+  prepare_workdir(config, workdir)  # resume=false on an earlier run: refused or cleared
   new = json.loads(json.dumps(config.to_dict()))  # as it reads back: tuples become lists
   path = os.path.join(workdir, CONFIG_FILE)
   changes = {}
