@@ -17,7 +17,7 @@ def _inputs(outcome, prm_score, group_size, length=3):
   mask[:, -1] = 0.0  # a padded last position must stay at advantage 0
   zeros = jnp.zeros((b, length))
   return RLInputs(outcome=jnp.asarray(outcome, jnp.float32), mask=jnp.asarray(mask),
-                  old_logp=zeros, ref_logp=zeros, prm_logp=zeros, values=zeros,
+                  old_logp=zeros, ref_logp=zeros, prm_token=zeros, values=zeros,
                   step_end=jnp.zeros((b, length), bool), group_size=group_size,
                   prm_score=None if prm_score is None else jnp.asarray(prm_score, jnp.float32))
 

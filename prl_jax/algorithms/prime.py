@@ -18,7 +18,7 @@ from prl_jax.rewards import implicit
 
 def prime_advantages(options, x: RLInputs) -> Advantages:
   """A = whiten(R_outcome + R_process) with per-source RLOO baselines (PRIME Eq. 5 / code)."""
-  scores = implicit.implicit_scores(x.prm_logp, x.ref_logp, x.mask, x.step_end)
+  scores = implicit.implicit_scores(x.prm_token, x.ref_logp, x.mask, x.step_end)
   if options.prime.mode == "code":
     scores = implicit.normalize_scores(scores, x.mask)
   else:

@@ -10,6 +10,7 @@ it). This module imports nothing of its own package: method files import it, nev
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax
@@ -20,15 +21,17 @@ import jax
 class RLInputs:
   """Everything an advantage computation may read, for B = P*n responses (groups contiguous).
 
-  Arrays the method does not use are zeros (`prm_score` is None). `prm_logp` is log pi_phi(y_t)
-  of the implicit PRM; `prm_score` is a frozen PRM's solution score of each response (ER-PRM).
+  Arrays the method does not use are zeros (`prm_score` is None). `prm_token` is the per-token
+  output of the PRM trained during the run (log pi_phi(y_t) for an implicit PRM, r_phi(y_t) for a
+  reward head), read with the cadence of `PrmTraining.refresh`; `prm_score` is a frozen PRM's
+  solution score of each response (ER-PRM).
   """
 
   outcome: jax.Array  # [B] in [0, 1]
   mask: jax.Array  # [B, N] float
   old_logp: jax.Array  # [B, N]
   ref_logp: jax.Array  # [B, N]
-  prm_logp: jax.Array  # [B, N]
+  prm_token: jax.Array  # [B, N]
   values: jax.Array  # [B, N] critic values (PPO)
   step_end: jax.Array  # [B, N] bool
   group_size: int = flax.struct.field(pytree_node=False)
@@ -55,41 +58,65 @@ class PrmInputs:
   """What a PRM trained during the run may read to build its batch, for B = P*n rollouts.
 
   Arrays are placed on the mesh; `pack` turns host token lists into a placed sequence batch of
-  the run's shapes, and `ref_logprobs` / `prm_logprobs` score any such batch.
+  the run's shapes, and `ref_logprobs` / `prm_token_of` score any such batch (the latter with the
+  PRM before this step's update, through `PrmTraining.score`). `prm_token` is that PRM's output
+  on the rollouts, computed on first read (a recipe that never reads it costs no forward).
   """
 
   seq: Any  # the rollouts as a SequenceBatch
   outcome: jax.Array  # [B]
   old_logp: jax.Array  # [B, N]
   ref_logp: jax.Array  # [B, N]
-  prm_logp: jax.Array  # [B, N], the PRM before this step's update
   examples: list[dict]  # one per rollout (groups contiguous)
   prompt_ids: list[list[int]]  # one per rollout
   group_size: int
   micro_rows: int  # rows per micro-batch of the update: the batch must be a multiple of it
+  mini_rows: int  # rows per optimizer step (PrmTraining.mini_batch_rows); 0: the whole batch
   tokenizer: Any
   max_new_tokens: int
   pack: Callable[[list[list[int]], list[list[int]]], Any]
   ref_logprobs: Callable[[Any], jax.Array]
-  prm_logprobs: Callable[[Any], jax.Array]
+  prm_token_of: Callable[[Any], jax.Array]
+
+  @functools.cached_property
+  def prm_token(self) -> jax.Array:
+    """[B, N] the PRM's per-token output on the rollouts, before this step's update."""
+    return self.prm_token_of(self.seq)
+
+
+def policy_mini_batch(options, config) -> int:
+  """The policy's mini-batch (`train.mini_batch_size`; 0: the whole batch)."""
+  return config.train.mini_batch_size
 
 
 @dataclasses.dataclass(frozen=True)
 class PrmTraining:
-  """A PRM trained during the run, one update per RL step before the advantages are computed.
+  """A PRM trained during the run, updated every RL step before the advantages are computed.
+
+  The PRM batch is walked in consecutive mini-batches of `mini_batch_rows` rows, one optimizer
+  step each (micro-batches accumulated inside each). The advantages read the PRM's per-token
+  output `RLInputs.prm_token` on the rollouts with one of two cadences (PRIME's `dp_prime.py`):
+  single forward, the rollouts split into as many mini-batches as the PRM batch and mini-batch k
+  scored by the PRM after k-1 of this step's updates (meaningful when the PRM batch rows are the
+  rollouts); or, with `refresh`, all updates first, then every rollout re-scored.
 
   Attributes:
     loss: (model_cfg, options, chunk) -> loss_fn(params, batch) -> (sum, (count, metric sums)),
       so micro-batches add up (`prl_jax.run.updates`).
     batch: (options, PrmInputs) -> (the update's batch, scalar metrics); its rows are a multiple
-      of `PrmInputs.micro_rows`, and the update accumulates over them.
-    refresh: (options) -> whether the advantages read the PRM after its update (PRIME's double
-      forward) rather than before.
+      of `PrmInputs.mini_rows` (or of `micro_rows` when that is 0, one step over the batch).
+    refresh: (options) -> True: the advantages read the PRM after all its updates (PRIME's
+      double forward, rePIRL); False: single forward (above).
+    score: (model_cfg, options, chunk) -> fn(params, seq: SequenceBatch) -> [B, N] the PRM's
+      per-token output; None: the response log-probs (an implicit PRM's log pi_phi).
+    mini_batch_rows: (options, config) -> rows per PRM optimizer step; 0: the whole PRM batch.
   """
 
   loss: Callable[[Any, Any, int], Callable]
   batch: Callable[[Any, PrmInputs], tuple[Any, dict]]
   refresh: Callable[[Any], bool] = lambda options: False
+  score: Callable[[Any, Any, int], Callable] | None = None
+  mini_batch_rows: Callable[[Any, Any], int] = policy_mini_batch
 
 
 def configured_steps(options) -> str:

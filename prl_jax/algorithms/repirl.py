@@ -25,7 +25,7 @@ from prl_jax.rewards import irl
 
 def repirl_advantages(options, x: RLInputs) -> Advantages:
   """RLOO over s_b = r_o + lambda * R_phi(y_b), constant over the response."""
-  prm_rewards = options.repirl.beta * (x.prm_logp - x.ref_logp) * x.mask
+  prm_rewards = options.repirl.beta * (x.prm_token - x.ref_logp) * x.mask
   score = x.outcome + options.repirl.lam * irl.sequence_reward(prm_rewards, x.mask)
   return Advantages(adv.rloo(score, x.group_size)[:, None] * x.mask, {
       "repirl/prm_return": jnp.mean(irl.sequence_reward(prm_rewards, x.mask))})
@@ -53,7 +53,7 @@ def prm_loss_fn(model_cfg, options, chunk: int = 0):
 
 
 @functools.partial(jax.jit, static_argnames=("beta", "pseudo_experts", "rows"))
-def irl_batch(experts, expert_ref, expert_prm, seq, ref_logp, prm_logp, old_logp, outcome, *,
+def irl_batch(experts, expert_ref, expert_prm, seq, ref_logp, prm_token, old_logp, outcome, *,
               beta: float, pseudo_experts: bool, rows: int):
   """rePIRL's PRM batch: demonstrations then rollouts, with the IRL coefficient of every row.
 
@@ -65,7 +65,7 @@ def irl_batch(experts, expert_ref, expert_prm, seq, ref_logp, prm_logp, old_logp
   num_experts, num_samples = experts.tokens.shape[0], seq.tokens.shape[0]
   both = jax.tree_util.tree_map(cat, experts, seq)
   ref = cat(expert_ref, ref_logp)
-  returns = beta * jnp.sum((cat(expert_prm, prm_logp) - ref) * both.response_mask, axis=1)
+  returns = beta * jnp.sum((cat(expert_prm, prm_token) - ref) * both.response_mask, axis=1)
   correct = outcome > 0
   is_expert = cat(jnp.ones(num_experts, bool), correct & pseudo_experts)
   is_sample = cat(jnp.zeros(num_experts, bool), ~correct)
@@ -91,10 +91,11 @@ def prm_batch(options, x: PrmInputs):
   experts = expert_sequences(x)
   rows = x.seq.tokens.shape[0] + experts.tokens.shape[0]
   rows = -(-rows // x.micro_rows) * x.micro_rows
-  return irl_batch(experts, x.ref_logprobs(experts), x.prm_logprobs(experts), x.seq, x.ref_logp,
-                   x.prm_logp, x.old_logp, x.outcome, beta=options.repirl.beta,
+  return irl_batch(experts, x.ref_logprobs(experts), x.prm_token_of(experts), x.seq, x.ref_logp,
+                   x.prm_token, x.old_logp, x.outcome, beta=options.repirl.beta,
                    pseudo_experts=options.repirl.pseudo_experts, rows=rows)
 
 
 register(Recipe("repirl", repirl_advantages, needs_ref=True, min_group_size=2,
-                prm=PrmTraining(prm_loss_fn, prm_batch)))
+                # One optimizer step over the whole PRM batch, scored before it.
+                prm=PrmTraining(prm_loss_fn, prm_batch, mini_batch_rows=lambda options, c: 0)))

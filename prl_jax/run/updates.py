@@ -19,26 +19,33 @@ from prl_jax.run.state import ModelState
 LossFn = Callable[[Any, Any], tuple[jax.Array, tuple[jax.Array, dict]]]
 
 
-def split_rows(tree, num_chunks: int):
-  """[B, ...] leaves -> [num_chunks, B/num_chunks, ...], chunk j holding rows j, j+k, j+2k, ...
+def split_rows(tree, num_chunks: int, block: int = 1):
+  """[B, ...] leaves -> [num_chunks, B/num_chunks, ...], chunk j holding the blocks j, j+k, j+2k,
+  ... of `block` consecutive rows (block 1: rows j, j+k, ...).
 
   Strided, not contiguous, because batches are sharded over devices by contiguous row blocks:
   a strided chunk takes B/(k R) rows from each of the R blocks, so every chunk stays spread
   over all devices and a scan over chunks needs no communication. (A contiguous chunk would sit
-  on R/k devices; XLA then gathers it and every device computes the whole chunk.)
+  on R/k devices; XLA then gathers it and every device computes the whole chunk.) A `block` of
+  the group size keeps every group of responses whole inside one chunk.
   """
   def split(x):
-    if x.shape[0] % num_chunks:
-      raise ValueError(f"Batch of {x.shape[0]} rows does not split into {num_chunks} chunks; "
-                       "make train.mini_batch_size / micro_batch_size divide the batch.")
-    return x.reshape(x.shape[0] // num_chunks, num_chunks, *x.shape[1:]).swapaxes(0, 1)
+    if x.shape[0] % (num_chunks * block):
+      raise ValueError(f"Batch of {x.shape[0]} rows does not split into {num_chunks} chunks"
+                       f"{f' of whole {block}-row groups' if block > 1 else ''}; make "
+                       "train.mini_batch_size / micro_batch_size divide the batch.")
+    blocks = x.reshape(x.shape[0] // (num_chunks * block), num_chunks, block, *x.shape[1:])
+    return blocks.swapaxes(0, 1).reshape(num_chunks, x.shape[0] // num_chunks, *x.shape[1:])
   return jax.tree_util.tree_map(split, tree)
 
 
-def merge_rows(tree):
+def merge_rows(tree, block: int = 1):
   """The inverse of `split_rows`: [k, B/k, ...] -> [B, ...] in the original row order."""
-  return jax.tree_util.tree_map(
-      lambda x: x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:]), tree)
+  def merge(x):
+    k, rows = x.shape[0], x.shape[1]
+    blocks = x.reshape(k, rows // block, block, *x.shape[2:]).swapaxes(0, 1)
+    return blocks.reshape(k * rows, *x.shape[2:])
+  return jax.tree_util.tree_map(merge, tree)
 
 
 def chunked_rows(fn: Callable[[Any], Any], batch, num_chunks: int):
@@ -67,23 +74,51 @@ def accumulate_gradients(loss_fn: LossFn, params, batch, num_micro: int):
   return grads, num, den, metrics
 
 
+def _optimizer_step(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn,
+                    minibatch, num_micro: int):
+  """One optimizer step on the mean loss of a mini-batch: (new state, metrics)."""
+  grads, num, den, metric_sums = accumulate_gradients(loss_fn, state.params, minibatch, num_micro)
+  den = jnp.maximum(den, 1e-8)
+  grads = jax.tree_util.tree_map(lambda g: g / den, grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {k: v / den for k, v in metric_sums.items()}
+  metrics.update(loss=num / den, grad_norm=optax.global_norm(grads))
+  return ModelState(params=params, opt_state=opt_state), metrics
+
+
 def minibatch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn, batch,
-                      num_minibatches: int, num_micro: int):
-  """One optimizer step per mini-batch, in order; returns the new state and mean metrics."""
+                      num_minibatches: int, num_micro: int, block: int = 1):
+  """One optimizer step per mini-batch (`split_rows` with `block`), in order; returns the new
+  state and mean metrics."""
 
   def update(state, minibatch):
-    grads, num, den, metric_sums = accumulate_gradients(loss_fn, state.params, minibatch,
-                                                        num_micro)
-    den = jnp.maximum(den, 1e-8)
-    grads = jax.tree_util.tree_map(lambda g: g / den, grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {k: v / den for k, v in metric_sums.items()}
-    metrics.update(loss=num / den, grad_norm=optax.global_norm(grads))
-    return ModelState(params=params, opt_state=opt_state), metrics
+    return _optimizer_step(state, tx, loss_fn, minibatch, num_micro)
 
-  state, metrics = jax.lax.scan(update, state, split_rows(batch, num_minibatches))
+  state, metrics = jax.lax.scan(update, state, split_rows(batch, num_minibatches, block))
   return state, jax.tree_util.tree_map(jnp.mean, metrics)
+
+
+def scored_minibatch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn,
+                             batch, num_minibatches: int, num_micro: int, score_fn, scored,
+                             block: int = 1):
+  """`minibatch_updates`, and before step k, score_fn(params, chunk k of `scored`).
+
+  Both `batch` and `scored` are split into `num_minibatches` chunks with `block`; chunk k of
+  `scored` is read by the parameters after k-1 updates (PRIME's single forward). Returns the
+  new state, mean metrics and the scores merged back to the rows of `scored`.
+  """
+
+  def update(state, chunks):
+    minibatch, rows = chunks
+    out = score_fn(state.params, rows)
+    state, metrics = _optimizer_step(state, tx, loss_fn, minibatch, num_micro)
+    return state, (metrics, out)
+
+  state, (metrics, out) = jax.lax.scan(
+      update, state, (split_rows(batch, num_minibatches, block),
+                      split_rows(scored, num_minibatches, block)))
+  return state, jax.tree_util.tree_map(jnp.mean, metrics), merge_rows(out, block)
 
 
 def epoch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn, batch, key,

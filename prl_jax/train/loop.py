@@ -48,10 +48,12 @@ class RunFunctions:
   logprobs: Any
   advantages: Any
   policy_update: Any
-  prm_update: Any | None  # a PRM trained during the run (Recipe.prm)
+  prm_update: Any | None  # a PRM trained during the run (Recipe.prm): (state, batch, seq) ->
+  # (state, the rollouts' prm_token of a single forward or None, metrics)
   value_forward: Any | None
   value_update: Any | None
   prm_scores: Any | None = None  # Rollouts -> [B] scores of a frozen PRM (Recipe.frozen_prm)
+  prm_token: Any | None = None  # (PRM params, seq) -> [B, N] the trained PRM's per-token output
 
 
 def _loss_config(config) -> objectives.PolicyLossConfig:
@@ -78,6 +80,51 @@ def _micro_rows(config) -> int:
   return config.train.micro_batch_size or config.train.mini_batch_size or batch
 
 
+def prm_rows(config, recipe: Recipe, rows: int) -> tuple[int, int, int]:
+  """(mini-batches, micro-batches per mini-batch, rows per group block) of a PRM batch of `rows`.
+
+  Mini-batches hold `PrmTraining.mini_batch_rows` rows (0: the whole batch); micro-batches the
+  run's micro-batch rows, at most a mini-batch; a mini-batch takes whole rollout groups when it
+  can (block = rollout.n), so a single forward scores each group with one PRM version.
+  """
+  options = ml_collections.FrozenConfigDict(config.algo)
+  mini = recipe.prm.mini_batch_rows(options, config) or rows
+  micro = min(_micro_rows(config), mini)
+  if rows % mini or mini % micro:
+    raise ValueError(f"A PRM batch of {rows} rows does not split into mini-batches of {mini} and "
+                     f"micro-batches of {micro} rows; make the PRM mini-batch size (e.g. "
+                     "train.mini_batch_size) and train.micro_batch_size divide it.")
+  n = config.rollout.n
+  return rows // mini, mini // micro, n if mini % n == 0 else 1
+
+
+def _prm_functions(config, model_cfg, recipe: Recipe, options, tx_prm, by_rows):
+  """The jitted PRM update (state, batch, seq) -> (state, single-forward scores or None,
+  metrics) and the PRM's per-token output (params, seq) -> [B, N] (`PrmTraining`)."""
+  chunk = config.train.logprob_chunk
+  prm_loss = recipe.prm.loss(model_cfg, options, chunk)
+  if recipe.prm.score is not None:
+    score = recipe.prm.score(model_cfg, options, chunk)
+  else:  # an implicit PRM: its response log-probs
+    score = lambda params, s: response_logprobs(model_cfg, params, s.tokens, s.token_mask,
+                                                s.prompt_len, chunk)
+  prm_token = by_rows(score)
+  refresh = recipe.prm.refresh(options)
+
+  def prm_update(state, batch, seq):
+    rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    num_mini, num_micro, block = prm_rows(config, recipe, rows)
+    if refresh:  # the caller re-scores with the updated PRM
+      state, metrics = updates.minibatch_updates(state, tx_prm, prm_loss, batch, num_mini,
+                                                 num_micro, block)
+      return state, None, metrics
+    state, metrics, scores = updates.scored_minibatch_updates(
+        state, tx_prm, prm_loss, batch, num_mini, num_micro, prm_token, seq, block)
+    return state, scores, metrics
+
+  return jax.jit(prm_update, donate_argnums=0), jax.jit(prm_token)
+
+
 def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
   config, model_cfg = ctx.config, ctx.model_cfg
   tx_policy, tx_prm, tx_value = optimizers(config)
@@ -94,16 +141,19 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
     return updates.epoch_updates(state, tx_policy, policy_loss, batch, key, epochs, num_mini,
                                  num_micro)
 
-  prm_update = None
+  logprob_rows = batch_rows // num_logprob_chunks
+
+  def by_rows(fn):  # fn(params, seq) a micro-batch at a time: one forward's activations alive
+    def chunked(params, seq):
+      rows = seq.tokens.shape[0]
+      # The fewest chunks of at most logprob_rows rows that divide this batch (e.g. demonstrations).
+      chunks = next(k for k in range(-(-rows // logprob_rows), rows + 1) if rows % k == 0)
+      return updates.chunked_rows(lambda s: fn(params, s), seq, chunks)
+    return chunked
+
+  prm_update = prm_token = None
   if recipe.prm is not None:
-    prm_loss = recipe.prm.loss(model_cfg, options, chunk)
-    micro_rows = _micro_rows(config)
-
-    def prm_update(state, batch):  # one optimizer step over the whole PRM batch
-      rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
-      return updates.minibatch_updates(state, tx_prm, prm_loss, batch, 1, rows // micro_rows)
-
-    prm_update = jax.jit(prm_update, donate_argnums=0)
+    prm_update, prm_token = _prm_functions(config, model_cfg, recipe, options, tx_prm, by_rows)
 
   value_forward = value_update = None
   if recipe.value:
@@ -113,15 +163,8 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
                                                                  epochs, num_mini, num_micro),
                            donate_argnums=0)
 
-  logprob_rows = batch_rows // num_logprob_chunks
-
-  def logprobs(params, seq):  # a micro-batch at a time: one forward's activations alive
-    rows = seq.tokens.shape[0]
-    # The fewest chunks of at most logprob_rows rows that divide this batch (e.g. demonstrations).
-    chunks = next(k for k in range(-(-rows // logprob_rows), rows + 1) if rows % k == 0)
-    return updates.chunked_rows(
-        lambda s: response_logprobs(model_cfg, params, s.tokens, s.token_mask, s.prompt_len,
-                                    chunk), seq, chunks)
+  logprobs = by_rows(lambda params, s: response_logprobs(model_cfg, params, s.tokens,
+                                                          s.token_mask, s.prompt_len, chunk))
 
   prm_scores = None
   if recipe.frozen_prm:
@@ -134,7 +177,7 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
       advantages=jax.jit(lambda x: recipe.advantages(options, x)),
       policy_update=jax.jit(policy_update, donate_argnums=0),
       prm_update=prm_update, value_forward=value_forward, value_update=value_update,
-      prm_scores=prm_scores)
+      prm_scores=prm_scores, prm_token=prm_token)
 
 
 class PromptStream:
@@ -256,21 +299,26 @@ def _step_ends(ctx: RunContext, recipe: Recipe, seq: SequenceBatch):
 
 
 def _prm_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainState,
-              rollouts: Rollouts, seq: SequenceBatch, outcome, old_logp, ref_logp, prm_logp):
-  """The recipe's PRM update on this step's rollouts: (new PRM state, metrics)."""
+              rollouts: Rollouts, seq: SequenceBatch, outcome, old_logp, ref_logp):
+  """The recipe's PRM update on this step's rollouts: (new PRM state, the rollouts' prm_token
+  with the recipe's cadence, metrics)."""
   config = ctx.config
   pack = lambda prompts, responses: ctx.place_batch(make_sequences(
       prompts, responses, ctx.prompt_len, config.rollout.max_new_tokens, ctx.tokenizer.pad_id))
   inputs = PrmInputs(
-      seq=seq, outcome=outcome, old_logp=old_logp, ref_logp=ref_logp, prm_logp=prm_logp,
+      seq=seq, outcome=outcome, old_logp=old_logp, ref_logp=ref_logp,
       examples=rollouts.examples, prompt_ids=rollouts.prompt_ids, group_size=config.rollout.n,
-      micro_rows=_micro_rows(config), tokenizer=ctx.tokenizer,
-      max_new_tokens=config.rollout.max_new_tokens, pack=pack,
+      micro_rows=_micro_rows(config),
+      mini_rows=recipe.prm.mini_batch_rows(ml_collections.FrozenConfigDict(config.algo), config),
+      tokenizer=ctx.tokenizer, max_new_tokens=config.rollout.max_new_tokens, pack=pack,
       ref_logprobs=lambda s: fns.logprobs(state.ref_params, s),
-      prm_logprobs=lambda s: fns.logprobs(state.prm.params, s))
+      prm_token_of=lambda s: fns.prm_token(state.prm.params, s))
   batch, batch_metrics = recipe.prm.batch(config.algo, inputs)
-  prm_state, update_metrics = fns.prm_update(state.prm, batch)
-  return prm_state, {f"prm/{k}": v for k, v in {**update_metrics, **batch_metrics}.items()}
+  prm_state, prm_token, update_metrics = fns.prm_update(state.prm, batch, seq)
+  if prm_token is None:  # refresh: every rollout re-scored by the updated PRM
+    prm_token = fns.prm_token(prm_state.params, seq)
+  return prm_state, prm_token, {f"prm/{k}": v
+                                for k, v in {**update_metrics, **batch_metrics}.items()}
 
 
 def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainState,
@@ -288,23 +336,20 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
   zeros = jnp.zeros_like(seq.response_mask)
   old_logp = fns.logprobs(state.policy.params, seq)
   ref_logp = fns.logprobs(state.ref_params, seq) if state.ref_params is not None else zeros
-  prm_logp = fns.logprobs(state.prm.params, seq) if recipe.prm is not None else zeros
   values = fns.value_forward(state.value.params, seq) if recipe.value else zeros
   metrics = dict(rollouts.metrics)
 
-  prm_state = state.prm
+  prm_state, prm_token = state.prm, zeros
   if recipe.prm is not None:
-    prm_state, prm_metrics = _prm_step(ctx, recipe, fns, state, rollouts, seq, outcome, old_logp,
-                                       ref_logp, prm_logp)
+    prm_state, prm_token, prm_metrics = _prm_step(ctx, recipe, fns, state, rollouts, seq, outcome,
+                                                  old_logp, ref_logp)
     metrics.update(prm_metrics)
-    if recipe.prm.refresh(config.algo):
-      prm_logp = fns.logprobs(prm_state.params, seq)
 
   prm_score = None
   if fns.prm_scores is not None:
     prm_score = ctx.place_batch(fns.prm_scores(rollouts))
   inputs = RLInputs(outcome=outcome, mask=seq.response_mask, old_logp=old_logp, ref_logp=ref_logp,
-                    prm_logp=prm_logp, values=values, step_end=_step_ends(ctx, recipe, seq),
+                    prm_token=prm_token, values=values, step_end=_step_ends(ctx, recipe, seq),
                     group_size=config.rollout.n, prm_score=prm_score)
   out = fns.advantages(inputs)
   advantages = out.token
