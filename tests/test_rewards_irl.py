@@ -1,4 +1,6 @@
-"""rePIRL's IRL objective against loop references written from ALGORITHMS.md section 6."""
+"""rePIRL's math against loop references and the worked example of docs/algorithms.md (rePIRL):
+the official code's token advantages and pooled reward-model loss, and the implicit form's
+IRL objective."""
 
 import math
 
@@ -188,6 +190,209 @@ def test_irl_coefficients_surrogate_matches_irl_loss(seed, num_expert, num_sampl
   parts = [jax.grad(lambda p, r=r: jnp.sum(coef[r] * returns(p)[r]))(phi)
            for r in (slice(0, half), slice(half, b))]
   np.testing.assert_allclose(parts[0] + parts[1], jax.grad(direct)(phi), rtol=1e-4, atol=1e-5)
+
+
+# The worked example (docs/algorithms.md, rePIRL): one group of 4 rollouts, T = 5, lam = 0.05.
+EX_REWARDS = [[0.2, -0.1, 0.4], [-0.3, 0.1, 0.0, -0.2, 0.7], [0.6, -0.4], [0.1, 0.1, -0.5, 0.3]]
+EX_OUTCOME = [1.0, 0.0, 0.0, 1.0]
+EX_DEMOS = [[0.5, 0.3, 0.1], [0.2, 0.4]]
+EX_LOGP = [[-0.5, -1.0, -0.2], [-1.2, -0.3, -0.8, -0.6, -0.1], [-0.9, -1.5],
+           [-0.4, -0.7, -0.3, -1.5]]
+EX_ADVANTAGES = [[0.941138, 0.934614, 0.704630],
+                 [-0.911778, -0.853059, -1.335861, -1.355435, 0.063612],
+                 [-0.924827, -0.983546], [0.875895, 0.882419, 0.616552, 1.345648]]
+
+
+def ragged(rows, length=5):
+  """Right-padded [len(rows), length] values and mask from lists of token values."""
+  x = np.zeros((len(rows), length), np.float32)
+  m = np.zeros((len(rows), length), np.float32)
+  for i, row in enumerate(rows):
+    x[i, :len(row)], m[i, :len(row)] = row, 1.0
+  return x, m
+
+
+def ref_token_advantages(r, mask, outcome, n, lam):
+  """ALGORITHMS section 6 written as loops over rows and token indices."""
+  b_size, t_size = r.shape
+  act = [[bool(mask[b, t]) for t in range(t_size)] for b in range(b_size)]
+  go = [[sum(r[b, s] for s in range(t, t_size) if act[b][s]) for t in range(t_size)]
+        for b in range(b_size)]
+  z = max(abs(go[b][t]) for b in range(b_size) for t in range(t_size) if act[b][t]) + 1e-6
+  ahat = np.zeros((b_size, t_size))
+  for b in range(b_size):
+    group = range(b // n * n, b // n * n + n)
+    for t in range(t_size):
+      if not act[b][t]:
+        continue
+      others = [o for o in group if o != b and act[o][t]]
+      base_o = sum(outcome[o] for o in others) / max(1, len(others))
+      base_p = sum(go[o][t] / z for o in others) / max(1, len(others))
+      ahat[b, t] = (outcome[b] - base_o) + lam * (go[b][t] / z - base_p)
+  vals = [ahat[b, t] for b in range(b_size) for t in range(t_size) if act[b][t]]
+  mean = sum(vals) / len(vals)
+  var = sum((v - mean) ** 2 for v in vals) / max(len(vals) - 1, 1)
+  out = np.zeros_like(ahat)
+  for b in range(b_size):
+    for t in range(t_size):
+      if act[b][t]:
+        out[b, t] = (ahat[b, t] - mean) / math.sqrt(var + 1e-8)
+  return out, z
+
+
+def ref_rm_loss(r, mask, logp, expert, pool):
+  """The official update_rm loop: one pool (micro-batch) at a time, mean over pools."""
+  losses = []
+  for start in range(0, r.shape[0], pool):
+    rows = [b for b in range(start, start + pool) if mask[b].sum() > 0]
+    if not rows:
+      continue
+    total = {b: float(sum(r[b, t] for t in range(r.shape[1]) if mask[b, t])) for b in rows}
+    mean = {b: total[b] / mask[b].sum() for b in rows}
+    samples = [b for b in rows if not expert[b]]
+    experts = [b for b in rows if expert[b]]
+    loss = 0.0
+    if samples:
+      a = [total[b] - sum(logp[b, t] for t in range(r.shape[1]) if mask[b, t]) for b in samples]
+      top = max(a)
+      e = [math.exp(x - top) for x in a]
+      loss += sum(ei / sum(e) * mean[b] for ei, b in zip(e, samples))
+    if experts:
+      loss -= sum(mean[b] for b in experts) / len(experts)
+    losses.append(loss)
+  return sum(losses) / len(losses) if losses else 0.0
+
+
+def random_batch(seed, groups=2, n=4, length=6, empty_rows=False):
+  rng = np.random.default_rng(seed)
+  b = groups * n
+  lengths = rng.integers(0 if empty_rows else 1, length + 1, size=b)
+  mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.float32)
+  r = np.tanh(rng.normal(size=(b, length))).astype(np.float32)
+  logp = (-rng.uniform(0.0, 3.0, size=(b, length))).astype(np.float32)
+  outcome = rng.integers(0, 2, size=b).astype(np.float32)
+  expert = rng.uniform(size=b) < 0.4
+  return r, mask, logp, outcome, expert
+
+
+class TokenAdvantagesTest(chex.TestCase):
+
+  def test_worked_example(self):
+    r, mask = ragged(EX_REWARDS)
+    adv = irl.token_advantages(r, mask, np.array(EX_OUTCOME), 4, 0.05)
+    for b, row in enumerate(EX_ADVANTAGES):
+      np.testing.assert_allclose(adv[b, :len(row)], row, atol=1e-5)
+      np.testing.assert_array_equal(adv[b, len(row):], 0.0)
+    np.testing.assert_allclose(irl.process_return_scale(r, mask), 0.700001, rtol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @SETTINGS
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), n=st.sampled_from([2, 4]),
+                    lam=st.sampled_from([0.0, 0.05, 1.0]))
+  def test_matches_loop_reference(self, seed, n, lam):
+    r, mask, _, outcome, _ = random_batch(seed, n=n)
+    adv = self.variant(irl.token_advantages, static_argnums=(3,))(r, mask, outcome, n, lam)
+    ref, _ = ref_token_advantages(r, mask, outcome, n, lam)
+    np.testing.assert_allclose(adv, ref, rtol=1e-4, atol=1e-4)
+
+  def test_first_token_is_rloo_of_outcome_plus_scaled_return(self):
+    r, mask, _, outcome, _ = random_batch(3)
+    lam, n = 0.3, 4
+    ahat = (irl.leave_one_out_per_token(outcome[:, None] * mask, mask, n)
+            + lam * irl.leave_one_out_per_token(
+                np.flip(np.cumsum(np.flip(r * mask, 1), 1), 1) / irl.process_return_scale(r, mask),
+                mask, n))
+    score = (outcome + lam / irl.process_return_scale(r, mask) * (r * mask).sum(1)).reshape(-1, n)
+    rloo = score - (score.sum(1, keepdims=True) - score) / (n - 1)
+    np.testing.assert_allclose(ahat[:, 0], rloo.reshape(-1), rtol=1e-5, atol=1e-6)
+
+  def test_scale_of_the_rewards_cancels_in_z(self):
+    r, mask, _, outcome, _ = random_batch(4)
+    a = irl.token_advantages(r, mask, outcome, 4, 0.05)
+    b = irl.token_advantages(7.0 * r, mask, outcome, 4, 0.05)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+  def test_bad_group_size(self):
+    r, mask, _, outcome, _ = random_batch(5)
+    with pytest.raises(ValueError, match="group_size"):
+      irl.token_advantages(r, mask, outcome, 3, 0.05)
+
+
+class RmLossTest(chex.TestCase):
+
+  def example(self):
+    r, mask = ragged(EX_REWARDS + EX_DEMOS)
+    logp, _ = ragged(EX_LOGP + [[0.0] * 3, [0.0] * 2])
+    expert = np.array(EX_OUTCOME + [1.0, 1.0]) > 0.99  # rollouts 0 and 3 are pseudo-experts
+    return r, mask, logp, expert
+
+  def test_worked_example(self):
+    r, mask, logp, expert = self.example()
+    np.testing.assert_allclose(irl.rm_loss(r, mask, logp, expert, 6), -0.118394, atol=1e-6)
+    np.testing.assert_allclose(irl.rm_loss(r, mask, logp, expert, 1), -0.101111, atol=1e-6)
+    # d loss / d r[b, t] = w_b / L_b on samples, so the gradient reads off the weights.
+    grad = jax.grad(lambda x: irl.rm_loss(x, mask, logp, expert, 6))(r)
+    np.testing.assert_allclose([grad[1, 0] * 5, grad[2, 0] * 2], [0.668188, 0.331812], atol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @SETTINGS
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), pool=st.sampled_from([1, 2, 4, 8]))
+  def test_matches_loop_reference(self, seed, pool):
+    r, mask, logp, _, expert = random_batch(seed, empty_rows=True)
+    loss = self.variant(irl.rm_loss, static_argnums=(4,))(r, mask, logp, expert, pool)
+    np.testing.assert_allclose(loss, ref_rm_loss(r, mask, logp, expert, pool), rtol=1e-5,
+                               atol=1e-6)
+
+  @SETTINGS
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), pool=st.sampled_from([1, 4, 8]))
+  def test_no_gradient_through_the_weights(self, seed, pool):
+    """d loss_S / d r[b,t] = m (w_b 1[b in P] - 1[b in E] / |E∩S|) / L_b / #pools, w held fixed."""
+    r, mask, logp, _, expert = random_batch(seed)
+    grad = np.asarray(jax.grad(irl.rm_loss)(r, mask, logp, expert, pool))
+    expected = np.zeros_like(r)
+    for start in range(0, r.shape[0], pool):
+      rows = range(start, start + pool)
+      samples = [b for b in rows if not expert[b]]
+      experts = [b for b in rows if expert[b]]
+      a = np.array([(r[b] * mask[b]).sum() - (logp[b] * mask[b]).sum() for b in samples])
+      w = np.exp(a - a.max()) / np.exp(a - a.max()).sum() if samples else []
+      for wb, b in zip(w, samples):
+        expected[b] = wb * mask[b] / mask[b].sum()
+      for b in experts:
+        expected[b] = -mask[b] / mask[b].sum() / len(experts)
+    np.testing.assert_allclose(grad, expected / (r.shape[0] // pool), rtol=1e-4, atol=1e-6)
+    self.assertFalse(np.any(np.asarray(jax.grad(
+        lambda lp: irl.rm_loss(r, mask, lp, expert, pool))(logp))))
+
+  def test_common_shift_of_sample_returns(self):
+    """A constant c added to every sample's R leaves w, hence the gradient, unchanged; the value
+    moves by c sum_b w_b / L_b (Rbar is length-normalised, so the loss itself is not invariant).
+    A constant added to every sample's log-prob changes nothing."""
+    r, mask, logp, expert = self.example()
+    c = 0.8
+    shifted = r.copy()
+    shifted[~expert, 0] += c  # the first token of each sample row: R_b + c
+    loss = lambda x: irl.rm_loss(x, mask, logp, expert, 6)
+    np.testing.assert_allclose(jax.grad(loss)(shifted), jax.grad(loss)(r), atol=1e-7)
+    np.testing.assert_allclose(loss(shifted) - loss(r), c * (0.668188 / 5 + 0.331812 / 2),
+                               atol=1e-6)
+    lp_shift = logp.copy()
+    lp_shift[~expert, 0] -= 2.5
+    np.testing.assert_allclose(irl.rm_loss(r, mask, lp_shift, expert, 6), loss(r), atol=1e-7)
+
+  def test_pools_of_one_are_signed_mean_rewards(self):
+    r, mask, logp, expert = self.example()
+    mean = (r * mask).sum(1) / mask.sum(1)
+    np.testing.assert_allclose(irl.rm_loss(r, mask, logp, expert, 1),
+                               np.mean(np.where(expert, -mean, mean)), atol=1e-6)
+
+  def test_padding_rows_and_bad_pool(self):
+    r, mask, logp, expert = self.example()
+    pad = lambda x: np.concatenate([x, np.zeros_like(x[:2])])
+    np.testing.assert_allclose(irl.rm_loss(pad(r), pad(mask), pad(logp), pad(expert), 1),
+                               irl.rm_loss(r, mask, logp, expert, 1), atol=1e-7)
+    with pytest.raises(ValueError, match="pool_size"):
+      irl.rm_loss(r, mask, logp, expert, 4)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""rePIRL: a process reward model learned by max-entropy inverse RL (arXiv 2602.07832, section 6).
+"""rePIRL: a process reward model learned by max-entropy inverse RL (arXiv 2602.07832).
 
-There is no public code; this follows the reconstruction in the design notes. Trajectories are
-token sequences; a learned token reward r_phi(s_t, a_t) gives the return R_phi(tau) = sum_t r_phi.
-Maximum-entropy IRL models p_phi(tau) proportional to p(tau) exp(R_phi(tau)) and maximises
+Trajectories are token sequences; a learned token reward r_phi(s_t, a_t) gives the return
+R_phi(tau) = sum_t r_phi. Maximum-entropy IRL models p_phi(tau) proportional to
+p(tau) exp(R_phi(tau)) and maximises
 
     J(phi) = (1/E) sum_{e} R_phi(tau_e)  -  log Z(phi)
 
@@ -13,7 +13,12 @@ with M policy samples tau_j and self-normalised weights
 
     grad J = (1/E) sum_e grad R_phi(tau_e) - sum_j w_j grad R_phi(tau_j).
 
-The policy is then trained with reward r_o + lambda * R_phi (`prl_jax.algorithms.repirl`).
+Two forms live here:
+- the official code's (github.com/ucsb-mlsec/irl, recipe/irl, commit 0159023): `rm_loss`, the
+  length-normalised objective over pools of rows that share one softmax, and `token_advantages`,
+  the token-level advantage with per-token-index leave-one-out (`algo.repirl.mode="code"`);
+- the earlier reconstruction from the abstract: `irl_loss` / `irl_coefficients` on unnormalised
+  returns over the whole batch, with a sequence-level bonus (`algo.repirl.mode="implicit"`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from prl_jax.ops.checks import shape_errors as _shape_errors
+from prl_jax.ops.returns import check_mask_like, masked_whiten, reverse_cumsum
+
+# Added to the normaliser Z of the process returns (the official `compute_advantage_return`).
+Z_EPS = 1e-6
 
 
 def sequence_reward(token_rewards: chex.Array, mask: chex.Array) -> chex.Array:
@@ -133,3 +143,153 @@ def irl_coefficients(returns: chex.Array, logp: chex.Array, is_expert: chex.Arra
   return coef, {"loss": loss, **metrics}
 
 
+def _groups(x: chex.Array, group_size: int, fn_name: str) -> chex.Array:
+  """[B, ...] -> [B/n, n, ...] (groups of n responses are contiguous rows)."""
+  if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) \
+      or group_size < 1:
+    raise ValueError(f"{fn_name}: group_size must be a Python int >= 1, got {group_size!r}")
+  if x.shape[0] % group_size:
+    raise ValueError(f"{fn_name}: batch size {x.shape[0]} is not divisible by group_size "
+                     f"{group_size}; the batch must hold whole groups of responses")
+  return jnp.reshape(x, (x.shape[0] // group_size, int(group_size)) + tuple(x.shape[1:]))
+
+
+def leave_one_out_per_token(returns: chex.Array, mask: chex.Array,
+                            group_size: int) -> chex.Array:
+  """Leave-one-out baseline at every token index, over the other responses of the group that are
+  still active there (the official `masked_rloo`):
+
+      LOO(G)[b,t] = m[b,t] (G[b,t] - sum_{b' != b} m[b',t] G[b',t] / max(1, sum_{b' != b} m[b',t]))
+
+  with b' over b's group. A token that no other response reaches keeps its own G (baseline 0).
+
+  Args:
+    returns: [B, T] returns-to-go G.
+    mask: [B, T] response mask.
+    group_size: responses per prompt n (groups are contiguous rows).
+
+  Returns:
+    [B, T] float32, zero where the mask is 0.
+  """
+  with _shape_errors("leave_one_out_per_token"):
+    chex.assert_rank([returns, mask], 2)
+  check_mask_like("leave_one_out_per_token", mask, returns=returns)
+  m = (jnp.asarray(mask) != 0).astype(jnp.float32)
+  g = jnp.where(m > 0, jnp.asarray(returns, jnp.float32), 0.0)
+  gg = _groups(g, group_size, "leave_one_out_per_token")
+  mg = _groups(m, group_size, "leave_one_out_per_token")
+  others = jnp.sum(gg, axis=1, keepdims=True) - gg
+  count = jnp.sum(mg, axis=1, keepdims=True) - mg
+  return ((gg - others / jnp.maximum(count, 1.0)) * mg).reshape(g.shape)
+
+
+def token_advantages(token_rewards: chex.Array, mask: chex.Array, outcome: chex.Array,
+                     group_size: int, lam: float) -> chex.Array:
+  """rePIRL's token advantages (the official `compute_advantage_return`, estimator rloo):
+
+      Z        = max_{b,t} |sum_{s>=t} r[b,s] m[b,s]| + 1e-6          over the whole batch
+      Gp[b,t]  = sum_{s>=t} r[b,s] m[b,s] / Z                          process return-to-go
+      Go[b,t]  = y_b m[b,t]                  the outcome on the last token, as a return-to-go
+      Ahat     = LOO(Go) + lam LOO(Gp)       (`leave_one_out_per_token`, per group)
+      A        = masked_whiten(Ahat, m)      over the valid tokens of the batch
+
+  At t = 0 every row is active and Ahat[b,0] = RLOO_b(y + (lam/Z) R_b), R_b = sum_t r[b,t].
+
+  Args:
+    token_rewards: [B, T] r_phi of the reward model (after this step's update).
+    mask: [B, T] response mask (right-padded).
+    outcome: [B] verifier scores y.
+    group_size: responses per prompt n (groups are contiguous rows).
+    lam: weight of the process term (0.05 in the official Qwen2.5-3B run).
+
+  Returns:
+    [B, T] float32 whitened advantages, zero where the mask is 0.
+  """
+  with _shape_errors("token_advantages"):
+    chex.assert_rank([token_rewards, mask, outcome], [2, 2, 1])
+    chex.assert_equal_shape_prefix([token_rewards, outcome], 1)
+  check_mask_like("token_advantages", mask, token_rewards=token_rewards)
+  m = (jnp.asarray(mask) != 0).astype(jnp.float32)
+  process = reverse_cumsum(token_rewards, mask)
+  z = jnp.max(jnp.abs(process)) + Z_EPS  # `process_return_scale`, without a second cumsum
+  outcome_return = jnp.asarray(outcome, jnp.float32)[:, None] * m
+  ahat = (leave_one_out_per_token(outcome_return, mask, group_size)
+          + lam * leave_one_out_per_token(process / z, mask, group_size))
+  return masked_whiten(ahat, mask)
+
+
+def process_return_scale(token_rewards: chex.Array, mask: chex.Array) -> chex.Array:
+  """Z = max_{b,t} |sum_{s>=t} r[b,s] m[b,s]| + 1e-6, the normaliser of `token_advantages`."""
+  return jnp.max(jnp.abs(reverse_cumsum(token_rewards, mask))) + Z_EPS
+
+
+def pool_losses(token_rewards: chex.Array, mask: chex.Array, old_logp: chex.Array,
+                is_expert: chex.Array, pool_size: int) -> tuple[chex.Array, chex.Array]:
+  """The official reward-model loss of every pool of `pool_size` consecutive rows
+  (`DataParallelIRLRewardModel.update_rm`, a pool being one micro-batch there):
+
+      R_b = sum_t r[b,t] m[b,t],   L_b = sum_t m[b,t],   Rbar_b = R_b / L_b
+      lp_b = sum_t old_logp[b,t] m[b,t]             (the rollout policy's sequence log-prob)
+      w_b = softmax_{b in P∩S}(R_b - lp_b)          no gradient through w
+      loss_S = sum_{b in P∩S} w_b Rbar_b  -  mean_{b in E∩S} Rbar_b
+
+  over a pool S, E the experts (`is_expert`) and P the other rows; a term whose set is empty in
+  the pool is dropped. Rows without a valid token (L_b = 0, padding) belong to neither set, and
+  a pool of padding only is not a pool (`valid` False).
+
+  Args:
+    token_rewards: [B, T] r_phi.
+    mask: [B, T] response mask.
+    old_logp: [B, T] token log-probs of the policy that produced each row (read for P only).
+    is_expert: [B] bool.
+    pool_size: rows per pool; must divide B.
+
+  Returns:
+    ([B/pool_size] pool losses, [B/pool_size] bool valid), float32 losses.
+  """
+  with _shape_errors("pool_losses"):
+    chex.assert_rank([token_rewards, mask, old_logp, is_expert], [2, 2, 2, 1])
+    chex.assert_equal_shape_prefix([token_rewards, is_expert], 1)
+  check_mask_like("pool_losses", mask, token_rewards=token_rewards, old_logp=old_logp)
+  rows = token_rewards.shape[0]
+  if isinstance(pool_size, bool) or not isinstance(pool_size, (int, np.integer)) \
+      or pool_size < 1 or rows % pool_size:
+    raise ValueError(f"pool_losses: pool_size must be an int >= 1 dividing the {rows} rows, "
+                     f"got {pool_size!r} (algo.repirl.pool_size)")
+  valid_tok = jnp.asarray(mask) != 0
+  length = jnp.sum(valid_tok.astype(jnp.float32), axis=1)
+  returns = jnp.sum(jnp.where(valid_tok, jnp.asarray(token_rewards, jnp.float32), 0.0), axis=1)
+  lp = jnp.sum(jnp.where(valid_tok, jnp.asarray(old_logp, jnp.float32), 0.0), axis=1)
+  present = length > 0
+  mean_reward = returns / jnp.maximum(length, 1.0)
+  expert = jnp.asarray(is_expert, bool) & present
+  sample = ~jnp.asarray(is_expert, bool) & present
+  pools = lambda x: jnp.reshape(x, (rows // pool_size, pool_size))
+  expert, sample, mean_reward = pools(expert), pools(sample), pools(mean_reward)
+  logits = jnp.where(sample, jax.lax.stop_gradient(pools(returns) - pools(lp)), -jnp.inf)
+  top = jnp.max(logits, axis=1, keepdims=True)
+  e = jnp.where(sample, jnp.exp(logits - jnp.where(jnp.isfinite(top), top, 0.0)), 0.0)
+  w = e / jnp.maximum(jnp.sum(e, axis=1, keepdims=True), np.finfo(np.float32).tiny)
+  num_expert = jnp.sum(expert.astype(jnp.float32), axis=1)
+  sample_term = jnp.sum(jnp.where(sample, w * mean_reward, 0.0), axis=1)
+  expert_term = jnp.sum(jnp.where(expert, mean_reward, 0.0), axis=1) / jnp.maximum(num_expert, 1.0)
+  valid = jnp.any(sample | expert, axis=1)
+  return sample_term - expert_term, valid
+
+
+def rm_loss(token_rewards: chex.Array, mask: chex.Array, old_logp: chex.Array,
+            is_expert: chex.Array, pool_size: int) -> chex.Array:
+  """rePIRL's reward-model loss: the mean over pools of consecutive rows of `pool_losses`,
+
+      loss = (1/#pools) sum_S loss_S
+
+  (the official mini-batch loss, each micro-batch of `pool_size` rows divided by the number of
+  micro-batches). Pools of one row (the shipped run) give the mean of s_b Rbar_b with s_b = +1
+  for samples and -1 for experts. Pools of padding only are left out of the mean.
+
+  Returns:
+    float32 scalar (0 when no pool holds a valid row).
+  """
+  losses, valid = pool_losses(token_rewards, mask, old_logp, is_expert, pool_size)
+  count = jnp.sum(valid.astype(jnp.float32))
+  return jnp.sum(jnp.where(valid, losses, 0.0)) / jnp.maximum(count, 1.0)
