@@ -35,6 +35,11 @@ CFG = preset("tiny", vocab_size=TOK.vocab_size)
 PLUS, MINUS = TOK.encode("+")[0], TOK.encode("-")[0]
 
 
+def _read_jsonl(path):
+  with open(path) as fh:
+    return [json.loads(line) for line in fh if line.strip()]
+
+
 def _closed_form_label(c, n, eta):
   """ER-PRM section 5 with c of n correct, float64; eta = 0 / inf are the limits."""
   p = c / n
@@ -191,7 +196,7 @@ def test_label_records_round_trip_through_jsonl(tmp_path):
       problems, solutions, finished, encode=TOK.encode, complete=complete, check=check,
       num_completions=4, key=jax.random.key(0)), [2.0, math.inf, 0.0])
   path = labels.write_jsonl(records, str(tmp_path / "labels.jsonl"))
-  assert labels.read_jsonl(path) == json.loads(json.dumps(records))
+  assert _read_jsonl(path) == json.loads(json.dumps(records))
 
 
 def test_eta_key_and_bad_counts():
@@ -490,7 +495,7 @@ def test_erprm_and_best_of_n_commands(tmp_path, capsys):
   out = os.path.join(work, "erprm")
   for name in ("labels.jsonl", "best_of_n.json", "best_of_n.md", "best_of_n.png"):
     assert os.path.exists(os.path.join(out, name))
-  assert len(labels.read_jsonl(os.path.join(out, "labels.jsonl"))) == 8
+  assert len(_read_jsonl(os.path.join(out, "labels.jsonl"))) == 8
   # The final line of each bar: labelling, PRM training, best-of-N (this random policy's
   # solutions are single steps, so there are no step prefixes to complete).
   bars = capsys.readouterr().err

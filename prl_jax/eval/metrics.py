@@ -189,27 +189,3 @@ def best_of_n_select(solution_scores: chex.Array, n: int | None = None) -> chex.
   if not 1 <= n <= total:
     raise ValueError(f"best_of_n_select: need 1 <= n <= {total}, got n={n}")
   return jnp.argmax(s[..., :n], axis=-1).astype(jnp.int32)
-
-
-def best_of_n_accuracy(solution_scores: chex.Array, correct: chex.Array,
-                       n: int | None = None) -> chex.Array:
-  """Fraction of problems whose selected candidate (of the first n) is correct.
-
-  Args:
-    solution_scores: [P, N] candidate scores.
-    correct: [P, N] per-candidate correctness.
-    n: candidates considered (default N).
-
-  Returns:
-    float32 scalar in [0, 1].
-  """
-  s = jnp.asarray(solution_scores)
-  c = jnp.asarray(correct)
-  try:
-    chex.assert_rank([s, c], 2)
-    chex.assert_equal_shape([s, c])
-  except AssertionError as err:
-    raise ValueError(f"best_of_n_accuracy: bad input shapes: {err}") from None
-  idx = best_of_n_select(s, n)
-  picked = jnp.take_along_axis(c, idx[:, None], axis=-1)[:, 0]
-  return jnp.mean(picked.astype(jnp.float32))

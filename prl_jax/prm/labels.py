@@ -339,10 +339,3 @@ def write_jsonl(records: Sequence[dict], path: str) -> str:
       fh.write(json.dumps(rec, sort_keys=True) + "\n")
   os.replace(tmp, path)
   return path
-
-
-def read_jsonl(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"No label file at {path!r}; run `prl-jax erprm` to make one.")
-  with open(path) as fh:
-    return [json.loads(line) for line in fh if line.strip()]
