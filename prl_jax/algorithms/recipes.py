@@ -110,6 +110,8 @@ class PrmTraining:
     score: (model_cfg, options, chunk) -> fn(params, seq: SequenceBatch) -> [B, N] the PRM's
       per-token output; None: the response log-probs (an implicit PRM's log pi_phi).
     mini_batch_rows: (options, config) -> rows per PRM optimizer step; 0: the whole PRM batch.
+    init: (model_cfg, options, policy_params, key) -> the PRM's initial parameters; None: a
+      copy of the policy's (an implicit PRM). A reward head returns {"backbone", "head"}.
   """
 
   loss: Callable[[Any, Any, int], Callable]
@@ -117,6 +119,7 @@ class PrmTraining:
   refresh: Callable[[Any], bool] = lambda options: False
   score: Callable[[Any, Any, int], Callable] | None = None
   mini_batch_rows: Callable[[Any, Any], int] = policy_mini_batch
+  init: Callable[[Any, Any, Any, Any], Any] | None = None
 
 
 def configured_steps(options) -> str:
@@ -131,7 +134,8 @@ class Recipe:
   Attributes:
     name: the `method` config string.
     advantages: (options, RLInputs) -> Advantages.
-    needs_ref: computes reference log-probs (KL terms, implicit rewards, PRL's KL-to-go).
+    needs_ref: computes reference log-probs (KL terms, implicit rewards, PRL's KL-to-go); a
+      bool or (options) -> bool when a mode of the method decides (rePIRL's reward head has none).
     prm: a PRM trained during the run (PRIME's implicit PRM on outcome labels, rePIRL's IRL
       reward), its loss and batch; None for methods without one.
     frozen_prm: a PRM trained beforehand (algo.erprm.prm_dir) scores every response into
@@ -145,7 +149,7 @@ class Recipe:
 
   name: str
   advantages: Callable[[Any, RLInputs], Advantages]
-  needs_ref: bool = False
+  needs_ref: bool | Callable[[Any], bool] = False
   prm: PrmTraining | None = None
   frozen_prm: bool = False
   value: bool = False

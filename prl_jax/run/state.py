@@ -99,20 +99,35 @@ def optimizers(config: ml_collections.ConfigDict):
           adamw(o.value_lr, grad_clip=o.grad_clip, **common))
 
 
+def needs_reference(config: ml_collections.ConfigDict, recipe: Recipe) -> bool:
+  """Whether the run holds a frozen reference: the recipe asks for one (in the configured mode
+  of the method) or the policy loss has a KL term."""
+  needs = recipe.needs_ref
+  if callable(needs):
+    needs = needs(ml_collections.FrozenConfigDict(config.algo))
+  return bool(needs) or config.algo.loss.kl_coef != 0.0
+
+
 def init_state(ctx: RunContext, recipe: Recipe) -> TrainState:
-  """Policy from `init_from` / HF / random; reference and PRM start as copies of it."""
+  """Policy from `init_from` / HF / random; the reference starts as a copy of it, and so does the
+  PRM unless its recipe initialises it (`PrmTraining.init`, e.g. rePIRL's reward head)."""
   config = ctx.config
   tx_policy, tx_prm, tx_value = optimizers(config)
   params = initial_policy_params(ctx)
   copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # distinct buffers: donation-safe
   prm = value = None
   if recipe.prm is not None:
-    prm_params = copy(params)
+    if recipe.prm.init is None:
+      prm_params = copy(params)
+    else:  # split, not fold_in, so it differs from every step key fold_in(run key, step)
+      key = jax.random.split(jax.random.key(config.seed))[1]
+      prm_params = recipe.prm.init(ctx.model_cfg, ml_collections.FrozenConfigDict(config.algo),
+                                   copy(params), key)
     prm = ModelState(prm_params, tx_prm.init(prm_params))
   if recipe.value:
     value_params = {"backbone": copy(params), "head": value_head_init(ctx.model_cfg.hidden_size)}
     value = ModelState(value_params, tx_value.init(value_params))
-  needs_ref = recipe.needs_ref or config.algo.loss.kl_coef != 0.0
+  needs_ref = needs_reference(config, recipe)
   return TrainState(step=jnp.zeros((), jnp.int32),
                     policy=ModelState(params, tx_policy.init(params)),
                     ref_params=copy(params) if needs_ref else None, prm=prm, value=value,
