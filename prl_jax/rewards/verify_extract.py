@@ -1,0 +1,204 @@
+"""Answer extraction: the final answer a response states, and the reference answer of a gold text.
+
+The priority follows math-verify's extraction (Hugging Face Math-Verify, `parse` with its default
+LaTeX and expression targets), which the reference graders share in spirit (Hendrycks et al.'s
+MATH `last_boxed_only_string`, lm-evaluation-harness minerva_math's "Final Answer: The final
+answer is X. I hope it is correct."):
+
+1. "final answer is X" written after the last box (the minerva format restating a result),
+   else \\boxed{...} / \\fbox{...}: the last one, joined with the boxes just before it when only a
+   connector separates them ("\\boxed{-2} and \\boxed{1}" reads "-2, 1");
+2. "####" (GSM8K), "final answer is X" / "the answer is X": the first math span after the
+   marker, else the text up to the end of its sentence;
+3. the last math span ($...$, \\(...\\), \\[...\\]) of the response;
+4. in a response with no LaTeX at all, the last plain number (never a digit run inside LaTeX,
+   so "$\\frac{1}{3}$" never reads as 3).
+
+Every function is linear in the length of the text.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_RESPONSE_CHARS = 400_000  # responses longer than this score 0 unread
+_TAIL_CHARS = 4_000  # markers, spans and numbers are looked for near the end only
+_MAX_BOXES = 16  # only the last boxes are read, so a text full of broken boxes stays linear
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)")
+_COMMAND_RE = re.compile(r"\\[a-zA-Z]+")
+
+
+def braced_group(text: str, start: int, limit: int = 20_000) -> str | None:
+  """Contents of the {...} group opening at text[start], or None if unbalanced within `limit`."""
+  depth = 0
+  i, end = start, min(len(text), start + limit)
+  while i < end:
+    ch = text[i]
+    if ch == "\\":
+      i += 2  # an escaped \{ or \} is a literal brace, not a group delimiter
+      continue
+    if ch == "{":
+      depth += 1
+    elif ch == "}":
+      depth -= 1
+      if depth == 0:
+        return text[start + 1 : i]
+    i += 1
+  return None
+
+
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+  """(start, end, contents) of the last well-formed boxes, in order; also "\\boxed 5"."""
+  starts = [m for m in _BOX_RE.finditer(text, max(0, len(text) - 200_000))][-_MAX_BOXES:]
+  found = []
+  for m in starts:
+    j = m.end()
+    while j < len(text) and text[j] == " ":
+      j += 1
+    if j < len(text) and text[j] == "{":
+      content = braced_group(text, j)
+      if content is not None:
+        found.append((m.start(), j + len(content) + 2, content))
+    elif j > m.end() and j < len(text):
+      word = re.match(r"[^\s$]+", text[j : j + 200])
+      if word:
+        found.append((m.start(), j + word.end(), word.group(0)))
+  # A box inside another box is part of it, not a separate answer.
+  return [b for b in found if not any(o[0] < b[0] and b[1] <= o[1] for o in found)]
+
+
+def _joinable(gap: str) -> bool:
+  """Whether the text between two boxes only connects them: punctuation, spacing, math
+  delimiters, and at most five short words one of which is "and"/"or" ("\\boxed{1} papers and
+  \\boxed{2} bins"; not "\\boxed{1}, then \\boxed{2}", a correction)."""
+  words = re.sub(r"[^a-z]+", " ", _COMMAND_RE.sub(" ", gap).lower()).split()
+  return len(gap) <= 80 and (not words or (len(words) <= 5 and bool({"and", "or"} & set(words))))
+
+
+def boxed_answer(text: str) -> str | None:
+  """The boxed answer: the last box and the boxes connected to it, joined by ", "."""
+  boxes = _boxes(text)
+  if not boxes:
+    return None
+  group = [boxes[-1]]
+  for prev in reversed(boxes[:-1]):
+    if not _joinable(text[prev[1] : group[0][0]]):
+      break
+    group.insert(0, prev)
+  parts = [clean_answer(c) for _, _, c in group]
+  return ", ".join(p for p in parts if p) or None
+
+
+def last_boxed(text: str) -> str | None:
+  """Contents of the last well-formed \\boxed{...} or \\fbox{...}."""
+  boxes = _boxes(text)
+  return boxes[-1][2] if boxes else None
+
+
+def clean_answer(answer: str) -> str:
+  """Strip sentence punctuation and math delimiters around an extracted answer."""
+  answer = answer.strip().rstrip(".").strip()
+  while answer.startswith(("\\boxed{", "\\fbox{")) and answer.endswith("}"):
+    inner = braced_group(answer, answer.index("{"))
+    if inner is None or len(inner) != len(answer) - answer.index("{") - 2:
+      break
+    answer = inner.strip()
+  for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+    if answer.startswith(left) and answer.endswith(right) and len(answer) >= len(left) + len(right):
+      answer = answer[len(left) : len(answer) - len(right)].strip()
+  return answer.rstrip(".").strip()
+
+
+_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$((?:\\\$|[^$\n])+?)(?<!\\)\$", re.DOTALL)
+_MARKER_RE = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"\.(?:\s|$)|\n|\s+I hope\b", re.IGNORECASE)
+_NUMBER_RE = re.compile(r"(?<![A-Za-z\d.,])-?(?:\d{1,3}(?:(?:,| (?=\d{3}(?![\d,.])))\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)%?")
+
+
+def _spans(text: str) -> list[str]:
+  """The contents of the math spans of `text`, in order."""
+  return [next(g for g in m.groups() if g is not None) for m in _SPAN_RE.finditer(text)]
+
+
+def _stated(sentence: str) -> str | None:
+  """The answer a sentence states: a leading math span, a short phrase as it is, else what
+  follows its last " is " ("The largest $n$ is 34"), reduced to its last math span or number."""
+  sentence = sentence.strip().strip('"*').strip()
+  if not sentence:
+    return None
+  spans = _spans(sentence)
+  if spans and sentence.startswith(("$", "\\(", "\\[")):
+    return clean_answer(spans[0]) or None
+  if len(sentence.split()) <= 4 and not re.search(r"\b(?:is|are|was)\b", sentence):
+    return clean_answer(sentence) or None
+  tail = re.split(r"\s(?:is|are|was|equals)\s", sentence)[-1]
+  return _last_stated(tail) if tail is not sentence else _last_stated(sentence)
+
+
+def _after_marker(text: str) -> str | None:
+  """The answer stated after a marker such as "The final answer is"."""
+  rest = text.lstrip(" \t:*")
+  if rest.startswith("\n"):  # "The answer is\n42": the next non-empty line
+    rest = rest.strip()
+  if rest.startswith(("$", "\\(", "\\[")) and (spans := _spans(rest[:2000])):
+    return clean_answer(spans[0]) or None
+  m = _SENTENCE_END.search(rest)
+  return _stated(rest[: m.start()] if m else rest)
+
+
+def _last_stated(text: str) -> str | None:
+  """The last math span or the last plain number outside math, whichever comes later; a text of
+  bare LaTeX with no delimiters counts only when short (then it is the answer itself)."""
+  spans = list(_SPAN_RE.finditer(text))
+  outside = _SPAN_RE.sub(lambda m: " " * len(m.group(0)), text)
+  numbers = [] if "\\" in outside else list(_NUMBER_RE.finditer(outside))
+  if numbers and (not spans or numbers[-1].start() > spans[-1].end()):
+    return numbers[-1].group(0).replace(" ", "")
+  if spans:
+    return clean_answer(next(g for g in spans[-1].groups() if g is not None)) or None
+  if "\\" in outside and len(text.strip()) <= 100 and "\n" not in text.strip():
+    return clean_answer(text) or None
+  return None
+
+
+def extract_answer(text: str) -> str | None:
+  """The final answer stated in `text`, or None (the priority of the module docstring)."""
+  if not text or len(text) > MAX_RESPONSE_CHARS:
+    return None
+  tail = text[-_TAIL_CHARS:]
+  last = None
+  for last in _MARKER_RE.finditer(tail):
+    pass
+  boxes = _boxes(text)
+  # "Final Answer: The final answer is $X$" after the last box restates the answer (minerva).
+  if last is not None and (not boxes or len(text) - len(tail) + last.start() > boxes[-1][1]):
+    if answer := _after_marker(tail[last.end() :]):
+      return answer
+  boxed = boxed_answer(text)
+  if boxed is not None:
+    return boxed
+  pos = tail.rfind("####")
+  if pos >= 0:
+    return _after_marker(tail[pos + 4 :])
+  if last is not None and (answer := _after_marker(tail[last.end() :])):
+    return answer
+  return _last_stated(tail)
+
+
+def reference_answer(gold: str) -> str:
+  """The answer of a gold text: its boxed answer if it has one (a whole solution), else the text
+  without math delimiters ("$\\frac{1}{2}$" -> "\\frac{1}{2}", "$1$ and $2$" -> "1 and 2")."""
+  gold = str(gold).strip()
+  if "\\boxed" in gold or "\\fbox" in gold:
+    boxed = boxed_answer(gold)
+    if boxed:
+      return boxed
+  if len(gold) > 200 or _MARKER_RE.search(gold) or "####" in gold:  # a solution, not an answer
+    stated = extract_answer(gold)
+    if stated:
+      return stated
+  gold = clean_answer(gold)
+  if "$" in gold and not "\\$" in gold:
+    gold = gold.replace("$", "")
+  return gold.strip()
