@@ -67,7 +67,8 @@ def decode_weights(params: Any, cfg: ModelConfig, num_positions: int,
   table, and rotary cos/sin tables for `num_positions` positions.
 
   Mirrors the parameter names of `prl_jax.models.transformer`; tests/test_sampling.py checks the
-  decode against the model for untied and tied embeddings, with and without q/k/v biases.
+  decode against the model for untied and tied embeddings, with and without q/k/v biases and
+  q/k norms.
   """
   p = params["params"]
   dtype = jnp.dtype(cfg.dtype)
@@ -85,6 +86,8 @@ def decode_weights(params: Any, cfg: ModelConfig, num_positions: int,
       "gate_up": jnp.concatenate([mlp["gate"]["kernel"], mlp["up"]["kernel"]], -1).astype(dtype),
       "down": mlp["down"]["kernel"].astype(dtype),
   }
+  if cfg.qk_norm:
+    stacked["q_norm"], stacked["k_norm"] = attn["q_norm"]["scale"], attn["k_norm"]["scale"]
   if cfg.qkv_bias:
     stacked["qkv_bias"] = jnp.concatenate(
         [attn[n]["bias"].reshape(num_layers, -1) for n in "qkv"], -1).astype(dtype)
@@ -148,8 +151,11 @@ def _decode_step(weights: dict, cfg: ModelConfig, tokens: Array, positions: Arra
     if "qkv_bias" in layer:
       qkv = qkv + layer["qkv_bias"]
     q, k, v = jnp.split(qkv, [nh * hd, (nh + nkv) * hd], axis=-1)
-    q = _rotate(q.reshape(batch, nh, hd), cos, sin)
-    k = _rotate(k.reshape(batch, nkv, hd), cos, sin)
+    q, k = q.reshape(batch, nh, hd), k.reshape(batch, nkv, hd)
+    if cfg.qk_norm:
+      q = _rms_norm(q, layer["q_norm"], cfg.rms_norm_eps, dtype)
+      k = _rms_norm(k, layer["k_norm"], cfg.rms_norm_eps, dtype)
+    q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
     # The block is a loop carry: XLA updates it in place, no copy per step.
     cur_k = jax.lax.dynamic_update_slice(
         cur_k, k.reshape(batch, nkv, 1, hd).astype(cur_k.dtype), (0, 0, index, 0))

@@ -1,7 +1,8 @@
 """HF checkpoint I/O: logits parity with transformers' PyTorch models built locally at random.
 
-Three reference models cover the paths that differ: Qwen2 (q/k/v biases, GQA, untied head), Llama
-(GQA, tied embeddings, rope_theta=50000) and Llama with Llama 3 rope scaling. Inputs are 512 tokens
+Four reference models cover the paths that differ: Qwen2 (q/k/v biases, GQA, untied head), Qwen3
+(q/k norms, explicit head_dim, tied), Llama (GQA, tied embeddings, rope_theta=50000) and Llama with
+Llama 3 rope scaling. Inputs are 512 tokens
 long (RoPE bugs hide in short ones), one row left-padded. Weights, norms and biases are all
 randomised so a swapped or mis-transposed tensor cannot hide behind an initialisation of ones/zeros.
 """
@@ -35,6 +36,10 @@ _COMMON = dict(hidden_size=64, intermediate_size=160, num_attention_heads=8, num
 REFERENCE_MODELS = {
     "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
         vocab_size=512, num_hidden_layers=2, tie_word_embeddings=False, **_COMMON)),
+    # Qwen3: q/k RMSNorm per head before RoPE, explicit head_dim (16, not hidden/heads = 8).
+    "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(
+        vocab_size=384, num_hidden_layers=2, tie_word_embeddings=True, head_dim=16,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, **_COMMON)),
     "llama_tied": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
         vocab_size=300, num_hidden_layers=3, tie_word_embeddings=True, rms_norm_eps=1e-5,
         rope_parameters={"rope_type": "default", "rope_theta": 50000.0}, **_COMMON)),
@@ -132,6 +137,10 @@ def test_configs_read_from_hf(checkpoints):
   scaled, _ = hf.load_hf(checkpoints["llama3_rope"][1])
   assert dict(scaled.rope_scaling)["rope_type"] == "llama3"
   assert dict(scaled.rope_scaling)["original_max_position_embeddings"] == 64
+  qwen3, params = hf.load_hf(checkpoints["qwen3"][1])
+  assert qwen3.qk_norm and not qwen3.qkv_bias and qwen3.head_dim == 16 and qwen3.tie_embeddings
+  assert params["params"]["layers"]["attn"]["q_norm"]["scale"].shape == (2, 16)
+  assert qwen3.num_params() == sum(p.numel() for p in checkpoints["qwen3"][0].parameters())
 
 
 @pytest.mark.parametrize("name", list(REFERENCE_MODELS))
@@ -146,7 +155,8 @@ def test_save_round_trip(checkpoints, name, tmp_path):
   # Ours -> transformers gives the same logits.
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(
       str(tmp_path), attn_implementation="eager", local_files_only=True).eval()
-  assert type(reloaded).__name__ == ("Qwen2ForCausalLM" if name == "qwen2" else "LlamaForCausalLM")
+  assert type(reloaded).__name__ == {"qwen2": "Qwen2ForCausalLM",
+                                    "qwen3": "Qwen3ForCausalLM"}.get(name, "LlamaForCausalLM")
   ids, mask, positions = _inputs(config.vocab_size)
   ours = _our_logits(config, params, ids, mask)
   assert _max_diff(_torch_logits(reloaded, ids, mask, positions), ours, mask) <= TOL
@@ -300,8 +310,9 @@ def test_config_to_hf_loads_in_transformers(tmp_path):
                                      "high_freq_factor": 4.0,
                                      "original_max_position_embeddings": 64},
                        rms_norm_eps=1e-5, tie_embeddings=True)
-  for model_type, cfg in (("llama", config), ("qwen2", config.replace(qkv_bias=True,
-                                                                      rope_scaling=None))):
+  for model_type, cfg in (("llama", config),
+                          ("qwen2", config.replace(qkv_bias=True, rope_scaling=None)),
+                          ("qwen3", config.replace(qk_norm=True, rope_scaling=None))):
     (tmp_path / model_type).mkdir()
     with open(tmp_path / model_type / "config.json", "w") as fh:
       json.dump(hf.config_to_hf(cfg, model_type), fh)
@@ -314,3 +325,8 @@ def test_config_to_hf_loads_in_transformers(tmp_path):
     hf.config_to_hf(config, "qwen2")
   with pytest.raises(ValueError, match="q/k/v biases"):
     hf.config_to_hf(config.replace(qkv_bias=True), "llama")
+  with pytest.raises(ValueError, match="q/k norms are Qwen3's"):
+    hf.config_to_hf(config.replace(qk_norm=True), "llama")
+  with pytest.raises(ValueError, match="q/k norms are Qwen3's"):
+    hf.config_to_hf(config, "qwen3")
+  assert hf.config_to_hf(config.replace(qk_norm=True, rope_scaling=None))["model_type"] == "qwen3"

@@ -13,10 +13,9 @@ Sources ("A4" = ALGORITHMS.md section 4, "A8" = section 8):
   data         PRL's NuminaMath prompts in verl rows (`eurus2` layout), prompt/response 1024/3072,
                as in the v1 run script (the v2 data is not in ALGORITHMS.md).
 
-Model caveat: Qwen3 normalises each query and key head with an RMSNorm (q_norm / k_norm) before
-RoPE. prl_jax's decoder has no q/k norm, so the `qwen3-1.7b` preset has every other Qwen3 weight
-(7,168 fewer parameters) and `hf.config_from_hf` refuses a Qwen3 config.json: this config is right
-for memory and throughput planning, but reproducing the paper needs q/k norm in the model first.
+Model: Qwen3 normalises each query and key head with an RMSNorm (q_norm / k_norm) before RoPE;
+the decoder has it (`ModelConfig.qk_norm`), and a Qwen3 checkpoint loads through `model.hf_dir`
+with logits matching transformers' Qwen3 (tests/test_hf_parity.py).
 
 Deliberate differences:
   - 500 steps, evaluation every 50 steps, AdamW weight decay 0, b2 = 0.999, grad clip 1.0,

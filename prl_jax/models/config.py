@@ -14,7 +14,7 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Shapes and numerics of a decoder-only transformer (HF `LlamaConfig` / `Qwen2Config` subset).
+  """Shapes and numerics of a decoder-only transformer (HF Llama / Qwen2 / Qwen3 subset).
 
   Attributes:
     vocab_size: rows of the embedding table.
@@ -28,6 +28,7 @@ class ModelConfig:
     rope_scaling: None or a dict in HF's format; "llama3" (Llama 3.1/3.2) is supported.
     rms_norm_eps: epsilon of RMSNorm.
     qkv_bias: biases on the q/k/v projections (Qwen2).
+    qk_norm: RMSNorm over head_dim on every query and key head before RoPE (Qwen3).
     tie_embeddings: the output projection is the embedding table transposed.
     max_position_embeddings: longest sequence the model was trained for (informational + checks).
     dtype: compute dtype ("float32", "bfloat16"); parameters are always stored in float32.
@@ -48,6 +49,7 @@ class ModelConfig:
   rope_scaling: Any = None
   rms_norm_eps: float = 1e-6
   qkv_bias: bool = False
+  qk_norm: bool = False
   tie_embeddings: bool = False
   max_position_embeddings: int = 4096
   dtype: str = "float32"
@@ -100,7 +102,7 @@ class ModelConfig:
     bias = (self.num_heads + 2 * self.num_kv_heads) * hd if self.qkv_bias else 0
     o = self.num_heads * hd * d
     mlp = 3 * d * f
-    norms = 2 * d
+    norms = 2 * d + (2 * hd if self.qk_norm else 0)
     per_layer = q + kv + bias + o + mlp + norms
     embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
     return self.num_layers * per_layer + embed + d
@@ -151,15 +153,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smollm2-135m": dict(vocab_size=49152, hidden_size=576, num_layers=30, num_heads=9,
                          num_kv_heads=3, intermediate_size=1536, rope_theta=100000.0,
                          rms_norm_eps=1e-5, tie_embeddings=True, max_position_embeddings=8192),
-    # Qwen3-1.7B(-Base) shapes. Qwen3 also RMS-normalises every query and key head (q_norm,
-    # k_norm: 2 x head_dim weights per layer), which this decoder does not have: the preset holds
-    # every other weight (7,168 fewer than the real model) and serves memory and throughput
-    # estimates; it cannot reproduce Qwen3's logits (and hf.config_from_hf does not accept
-    # model_type "qwen3").
+    # Qwen3 base models (config.json of Qwen/Qwen3-*-Base): q/k norms, no biases, head_dim 128.
+    "qwen3-0.6b": dict(vocab_size=151936, hidden_size=1024, num_layers=28, num_heads=16,
+                       num_kv_heads=8, intermediate_size=3072, head_dim=128,
+                       rope_theta=1000000.0, rms_norm_eps=1e-6, qk_norm=True,
+                       tie_embeddings=True, max_position_embeddings=32768),
     "qwen3-1.7b": dict(vocab_size=151936, hidden_size=2048, num_layers=28, num_heads=16,
                        num_kv_heads=8, intermediate_size=6144, head_dim=128,
-                       rope_theta=1000000.0, rms_norm_eps=1e-6, tie_embeddings=True,
-                       max_position_embeddings=32768),
+                       rope_theta=1000000.0, rms_norm_eps=1e-6, qk_norm=True,
+                       tie_embeddings=True, max_position_embeddings=32768),
+    "qwen3-4b": dict(vocab_size=151936, hidden_size=2560, num_layers=36, num_heads=32,
+                     num_kv_heads=8, intermediate_size=9728, head_dim=128,
+                     rope_theta=1000000.0, rms_norm_eps=1e-6, qk_norm=True,
+                     tie_embeddings=True, max_position_embeddings=32768),
 }
 
 

@@ -6,6 +6,7 @@ Layout conversion (HF `nn.Linear` stores weight as [out, in]; our kernels are [i
     embed_tokens.weight [V, d]             -> embed.embedding [V, d]
     q_proj.weight [H*hd, d]                -> layers.attn.q.kernel [L, d, H, hd]   (k, v: KVH heads)
     q_proj.bias [H*hd]                     -> layers.attn.q.bias [L, H, hd]
+    q_norm.weight [hd] (Qwen3; k_norm too) -> layers.attn.q_norm.scale [L, hd]
     o_proj.weight [d, H*hd]                -> layers.attn.o.kernel [L, H, hd, d]
     gate_proj/up_proj.weight [F, d]        -> layers.mlp.gate/up.kernel [L, d, F]
     down_proj.weight [d, F]                -> layers.mlp.down.kernel [L, F, d]
@@ -102,6 +103,9 @@ def _tensor_specs(config: ModelConfig) -> list[_TensorSpec]:
     if config.qkv_bias:
       specs.append(layered(("attn", proj, "bias"), f"self_attn.{proj}_proj.bias",
                            (heads * hd,), (heads, hd), bias_in(heads)))
+  if config.qk_norm:
+    specs += [layered(("attn", f"{proj}_norm", "scale"), f"self_attn.{proj}_norm.weight", (hd,),
+                      (hd,)) for proj in "qk"]
   specs += [
       layered(("attn", "o", "kernel"), "self_attn.o_proj.weight", (d, h * hd), (h, hd, d), o_in),
       layered(("attn_norm", "scale"), "input_layernorm.weight", (d,), (d,)),

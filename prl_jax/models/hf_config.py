@@ -6,9 +6,11 @@ from typing import Any
 
 from prl_jax.models.config import ModelConfig
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                  "mistral": "MistralForCausalLM"}
+                  "qwen3": "Qwen3ForCausalLM", "mistral": "MistralForCausalLM"}
+# Qwen2 and Qwen3 window only layers >= max_window_layers, and only with use_sliding_window.
+_QWEN_TYPES = ("qwen2", "qwen3")
 _SUPPORTED_ROPE_TYPES = ("default", "llama3")
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
@@ -54,8 +56,8 @@ def _check_no_sliding_window(hf: dict[str, Any], num_layers: int, max_positions:
     raise ValueError(f"config.json: layer_types {sorted(set(layer_types))} include non-full "
                      "attention; sliding-window attention is not supported.")
   window = hf.get("sliding_window")
-  if hf["model_type"] == "qwen2":
-    # Qwen2 applies the window only when use_sliding_window is set, to layers >= max_window_layers.
+  if hf["model_type"] in _QWEN_TYPES:
+    # Qwen applies the window only when use_sliding_window is set, to layers >= max_window_layers.
     if hf.get("use_sliding_window") and window is not None and \
         hf.get("max_window_layers", num_layers) < num_layers:
       raise ValueError(
@@ -69,10 +71,11 @@ def _check_no_sliding_window(hf: dict[str, Any], num_layers: int, max_positions:
 
 
 def config_from_hf(hf_config: dict[str, Any], **overrides) -> ModelConfig:
-  """ModelConfig from a HF config.json dict of a Llama, Qwen2 or Mistral causal LM.
+  """ModelConfig from a HF config.json dict of a Llama, Qwen2, Qwen3 or Mistral causal LM.
 
-  Qwen2 always has q/k/v biases (there is no flag in its config); Llama's `attention_bias` would
-  also bias o_proj, which this model does not have, so it is refused. `overrides` set ModelConfig
+  Qwen2 always has q/k/v biases (there is no flag in its config); Qwen3 always has q/k norms.
+  Llama's and Qwen3's `attention_bias` would also bias o_proj, which this model does not have,
+  so it is refused. `overrides` set ModelConfig
   fields that config.json does not describe (dtype, remat) or replace ones it does.
   """
   hf = dict(hf_config)
@@ -92,6 +95,7 @@ def config_from_hf(hf_config: dict[str, Any], **overrides) -> ModelConfig:
       raise ValueError("config.json: attention_bias=true (which also biases o_proj) is not "
                        f"supported for model_type {model_type!r}.")
     qkv_bias = False
+  qk_norm = model_type == "qwen3"
   num_layers = int(hf["num_hidden_layers"])
   max_positions = int(hf.get("max_position_embeddings", 4096))
   hf.setdefault("max_position_embeddings", max_positions)
@@ -115,6 +119,7 @@ def config_from_hf(hf_config: dict[str, Any], **overrides) -> ModelConfig:
       rope_scaling=scaling,
       rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
       qkv_bias=qkv_bias,
+      qk_norm=qk_norm,
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       max_position_embeddings=max_positions,
   )
@@ -123,8 +128,9 @@ def config_from_hf(hf_config: dict[str, Any], **overrides) -> ModelConfig:
 
 
 def default_model_type(config: ModelConfig) -> str:
-  """qwen2 when the config has q/k/v biases (Qwen2 always does, Llama never), else llama."""
-  return "qwen2" if config.qkv_bias else "llama"
+  """qwen3 with q/k norms, qwen2 with q/k/v biases (Qwen2 always has them, Llama never), else
+  llama."""
+  return "qwen3" if config.qk_norm else "qwen2" if config.qkv_bias else "llama"
 
 
 def config_to_hf(config: ModelConfig, model_type: str | None = None,
@@ -141,6 +147,10 @@ def config_to_hf(config: ModelConfig, model_type: str | None = None,
   if model_type == "qwen2" and not config.qkv_bias:
     raise ValueError("A qwen2 checkpoint always has q/k/v biases; this config has qkv_bias=False "
                      "(save it as model_type='llama').")
+  if (model_type == "qwen3") != config.qk_norm:
+    raise ValueError(f"q/k norms are Qwen3's: qk_norm={config.qk_norm} cannot be saved as "
+                     f"model_type {model_type!r}" + ("." if config.qk_norm else
+                                                     " (save it as 'qwen2' or 'llama')."))
   if model_type != "qwen2" and config.qkv_bias:
     raise ValueError(f"model_type {model_type!r} cannot express q/k/v biases without an o_proj "
                      "bias; save this config as model_type='qwen2'.")
@@ -168,9 +178,11 @@ def config_to_hf(config: ModelConfig, model_type: str | None = None,
       "dtype": dtype,
       "torch_dtype": dtype,
   }
-  if model_type == "qwen2":
+  if model_type in _QWEN_TYPES:
     hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=config.num_layers)
-  else:
+  if model_type == "qwen3":
+    hf.update(attention_bias=False)
+  elif model_type != "qwen2":
     hf.update(attention_bias=False, mlp_bias=False)
     if model_type == "mistral":
       hf["sliding_window"] = None

@@ -1,9 +1,10 @@
-"""Decoder-only transformer of the Llama / Qwen2 family, as a Flax linen module used purely.
+"""Decoder-only transformer of the Llama / Qwen2 / Qwen3 family, as a Flax linen module used purely.
 
     params = Transformer(cfg).init(key, tokens)            # plain pytree (after `unbox_params`)
     logits, cache = Transformer(cfg).apply(params, tokens, positions, token_mask, cache)
 
-Blocks: x += Attn(RMSNorm(x)); x += SwiGLU(RMSNorm(x)); logits = RMSNorm(x) @ W_out.
+Blocks: x += Attn(RMSNorm(x)); x += SwiGLU(RMSNorm(x)); logits = RMSNorm(x) @ W_out. Qwen3
+(`qk_norm`) also RMS-normalises each query and key head over head_dim before RoPE.
 Rotary embeddings use HF's rotate-half convention, so HF checkpoints load without permutation.
 The KV cache is an explicit pytree passed in and returned (no mutable collections), which is what
 lets the sampler donate it and run decode inside one `lax.while_loop`.
@@ -98,14 +99,17 @@ def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
 
 
 class RMSNorm(nn.Module):
-  """y = w * x / sqrt(mean(x^2) + eps), computed in float32 (as HF does) and cast back."""
+  """y = w * x / sqrt(mean(x^2) + eps) over the last axis, computed in float32 (as HF does) and
+  cast back; `axis_name` is the logical name of that axis (the scale's sharding)."""
 
   eps: float
   dtype: Any
+  axis_name: str = "embed"
 
   @nn.compact
   def __call__(self, x):
-    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones,
+                                                             (self.axis_name,)),
                        (x.shape[-1],), jnp.float32)
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
@@ -158,6 +162,9 @@ class Attention(nn.Module):
                ("kv_heads", "head_dim"))(x)
     v = _dense((nkv, hd), -1, ("embed", "kv_heads", "head_dim"), cfg.qkv_bias, dtype, "v",
                ("kv_heads", "head_dim"))(x)
+    if cfg.qk_norm:  # Qwen3: per-head RMSNorm, shared over heads, before the rotation
+      q = RMSNorm(cfg.rms_norm_eps, dtype, "head_dim", name="q_norm")(q)
+      k = RMSNorm(cfg.rms_norm_eps, dtype, "head_dim", name="k_norm")(k)
     inv_freq = rope_inverse_frequencies(cfg)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
