@@ -86,10 +86,20 @@ def get_config():
   c.algo.prl = ml_collections.ConfigDict()
   c.algo.prl.eta = 100.0
   c.algo.prl.mode = "orm"  # orm | prm
+  # rePIRL (docs/algorithms.md): code = the official recipe (tanh-MLP reward head on a copy of the
+  # policy, pooled length-normalised IRL loss, token advantages); implicit = the earlier
+  # reconstruction (r = beta log(pi_phi/pi_ref), RLOO on r_o + lam R, one PRM step per RL step).
   c.algo.repirl = ml_collections.ConfigDict()
-  c.algo.repirl.lam = 0.1
-  c.algo.repirl.beta = 0.05
-  c.algo.repirl.pseudo_experts = True  # correct rollouts join the demonstrations as experts
+  c.algo.repirl.mode = "code"  # code | implicit
+  c.algo.repirl.lam = 0.05  # weight of the process term (official Qwen2.5-3B run: 0.05)
+  c.algo.repirl.beta = 0.05  # implicit mode: r_phi = beta log(pi_phi / pi_ref)
+  c.algo.repirl.pseudo_experts = True  # rollouts scored > 0.99 join the demonstrations as experts
+  c.algo.repirl.head_width = 1024  # code mode: hidden width of the reward head (official 1024)
+  c.algo.repirl.pool_size = 1  # code mode: consecutive RM-batch rows sharing one softmax
+  c.algo.repirl.rm_mini_batch_size = 32  # code mode: RM-batch rows per RM step; 0: whole batch
+  # Demonstration rows per prompt in the RM batch; 0: code mode pairs one with every rollout
+  # (the official batch), implicit mode takes one per prompt.
+  c.algo.repirl.demos_per_prompt = 0
   c.algo.raft = ml_collections.ConfigDict()
   c.algo.raft.keep_per_prompt = 1
   # ER-PRM (ALGORITHMS.md section 5): a PRM read at step ends through the logits of two tokens,
