@@ -83,6 +83,9 @@ def get_config():
   c.algo.prime.granularity = "token"  # token | whole | step
   c.algo.prime.base = "rloo"  # rloo | grpo | reinforce
   c.algo.prime.double_forward = False
+  # Rows per PRM optimizer step (official dp_prime.py: the PRM walks the batch in mini-batches,
+  # mini-batch k scored by the PRM after k-1 updates); 0: the policy's train.mini_batch_size.
+  c.algo.prime.prm_mini_batch_size = 0
   c.algo.prl = ml_collections.ConfigDict()
   c.algo.prl.eta = 100.0
   c.algo.prl.mode = "orm"  # orm | prm

@@ -4,7 +4,9 @@ Token process reward r_t = beta log(pi_phi/pi_ref)(y_t), summed per step; in cod
 are divided by the batch's largest |return-to-go| (`normalize_scores`). The outcome and process
 sources each get an RLOO baseline, their returns are added 1:1 and whitened over the batch
 (section 3 of ALGORITHMS.md; `algo.prime.*` selects mode, granularity and base estimator).
-The PRM pi_phi is updated every step on the rollouts' outcomes before the advantages are read.
+The PRM pi_phi is updated every step on the rollouts' outcomes, in mini-batches, before the
+advantages are read: single forward (mini-batch k scored by the PRM after k-1 updates) or double
+forward (all updates, then every rollout re-scored), as the official `dp_prime.py`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,19 @@ def prm_batch(options, x: PrmInputs):
   return (x.seq, x.ref_logp, x.outcome), {}
 
 
+def prm_mini_batch_rows(options, config) -> int:
+  """Rows per PRM step: algo.prime.prm_mini_batch_size, or the policy's mini-batch when 0 (the
+  official run: 256 responses, as many PRM steps per RL step as policy steps)."""
+  return options.prime.prm_mini_batch_size or config.train.mini_batch_size
+
+
+def check(options) -> str | None:
+  if options.prime.prm_mini_batch_size < 0:
+    return (f"algo.prime.prm_mini_batch_size={options.prime.prm_mini_batch_size} must be >= 0 "
+            "(0: the policy's train.mini_batch_size).")
+  return None
+
+
 def step_mode(options) -> str:
   """prime.granularity "token" or "whole" fixes the steps; "step" uses algo.steps."""
   granularity = options.prime.granularity
@@ -60,5 +75,6 @@ def step_mode(options) -> str:
 
 register(Recipe("prime", prime_advantages, needs_ref=True, min_group_size=2,
                 prm=PrmTraining(prm_loss_fn, prm_batch,
-                                refresh=lambda options: options.prime.double_forward),
-                step_mode=step_mode))
+                                refresh=lambda options: options.prime.double_forward,
+                                mini_batch_rows=prm_mini_batch_rows),
+                step_mode=step_mode, check=check))
