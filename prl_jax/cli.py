@@ -1,6 +1,6 @@
 """`prl-jax`: the command line.
 
-  prl-jax generate --model DIR --prompt "Q: 3+4\\nA:" [--max-new-tokens 64 --temperature 0]
+  prl-jax generate --model DIR --prompt "Q: 3+4" [--prompt-file FILE --max-new-tokens 64]
   prl-jax sft   --config configs/mini/sft.py   --workdir runs/sft   [--config.sft.steps=300]
   prl-jax train --config configs/mini/prime.py --workdir runs/prime [--config.a.b=value ...]
   prl-jax eval  --config configs/mini/prime.py --workdir runs/prime [--model HF_DIR]
@@ -11,12 +11,17 @@
   prl-jax memory --config configs/paper/prime_eurus2_7b.py [--devices 64 --hbm-gib 88]
   prl-jax reproduce --preset demo|mini --workdir runs/demo [--jobs N]
   prl-jax report runs/demo   (report.md + plots again from the saved JSON)
+
+`prl-jax COMMAND --help` lists a command's options. Commands that take --config also take
+--config.KEY=VALUE overrides (every key, its default and meaning: configs/base.py) and
+--print-config (the resolved config, then exit); train and sft take --dry-run.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import sys
 
@@ -25,25 +30,123 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _load(argv):
+CONFIG_HELP = (
+    "--config FILE[:ARG] names the run's config file (e.g. configs/mini/prime.py); "
+    "--config.KEY=VALUE overrides one of its keys (e.g. --config.optim.lr=1e-4). Every key, its "
+    "default and its meaning: configs/base.py; the method keys: docs/algorithms.md. "
+    "--print-config prints the resolved config and exits.")
+
+
+def _parser(command: str, description: str, *, config: bool = True) -> argparse.ArgumentParser:
+  """The parser of one subcommand; with `config`, its help documents --config and the keys."""
+  parser = argparse.ArgumentParser(prog=f"prl-jax {command}", description=description,
+                                   epilog=CONFIG_HELP if config else None)
+  if config:
+    # Read by split_config_args before argparse sees the rest; listed here for --help.
+    parser.add_argument("--config", metavar="FILE[:ARG]",
+                        help="the config file (required); then --config.KEY=VALUE overrides")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (file + overrides) and exit")
+  return parser
+
+
+def _load(parser: argparse.ArgumentParser, argv, *, data: bool = True):
+  """(config, args): --help and argument errors first, then the config file and overrides.
+
+  Returns config None after --print-config has printed it.
+  """
   from prl_jax.config import ConfigError, apply_overrides, load_config_file, split_config_args
+  from prl_jax.run.config_checks import check_config
   spec, overrides, rest = split_config_args(argv)
+  args = parser.parse_args(rest)
   if spec is None:
-    raise ConfigError("Pass --config FILE (e.g. configs/mini/prime.py).")
-  return apply_overrides(load_config_file(spec), overrides), rest
+    raise ConfigError("--config FILE is required (e.g. --config configs/mini/prime.py); "
+                      f"see {parser.prog} --help.")
+  config = apply_overrides(load_config_file(spec), overrides)
+  check_config(config, data=data)
+  from prl_jax.run.model_dir import resolve_model_dir
+  # A run's workdir where a model is expected stands for its final export.
+  if config.get("init_from"):
+    config.init_from = resolve_model_dir(config.init_from, "init_from")
+  if "model" in config and config.model.get("hf_dir"):
+    config.model.hf_dir = resolve_model_dir(config.model.hf_dir, "model.hf_dir")
+  if args.print_config:
+    print(config)
+    return None, args
+  return config, args
 
 
-def _workdir(rest, command):
-  parser = argparse.ArgumentParser(prog=f"prl-jax {command}")
-  parser.add_argument("--workdir", required=True, help="where checkpoints and metrics go")
-  return parser.parse_args(rest).workdir
+def _dry_run(config) -> None:
+  """Validates the config and prints the run's memory on this machine; builds nothing real."""
+  from prl_jax.run.context import validate
+  from prl_jax.train import memory
+  validate(config)
+  print(memory.format_table({"this machine": memory.memory_report(config)}))
+  print("dry run: the config is valid; nothing was written or compiled.")
+
+
+def _prompts(args, parser) -> list[str]:
+  """--prompt texts as the shell passed them (a backslash stays a backslash: `\\boxed{}` must
+  reach the model intact), then each --prompt-file's text (one trailing newline dropped)."""
+  prompts = list(args.prompt or [])
+  for path in args.prompt_file or []:
+    try:
+      with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    except (OSError, UnicodeDecodeError) as err:
+      parser.exit(2, f"{parser.prog}: error: --prompt-file {path}: {err}\n")
+    prompts.append(text[:-1] if text.endswith("\n") else text)
+  if not prompts:
+    parser.exit(2, f"{parser.prog}: error: pass --prompt TEXT or --prompt-file FILE\n")
+  return prompts
+
+
+def _generation_model(path: str):
+  """(model config, params, tokenizer) of an HF directory, a workdir (its final_hf, else its
+  latest checkpoint) or WORKDIR/checkpoints/STEP."""
+  import json
+  import ml_collections
+  from prl_jax.models import hf
+  from prl_jax.models.tokenizer import load_tokenizer
+  from prl_jax.run import model_dir
+  explicit_step = os.path.basename(os.path.normpath(path)) in ("checkpoints",) or (
+      os.path.basename(os.path.normpath(path)).isdigit())
+  if not explicit_step and os.path.isdir(path) and (
+      model_dir.is_hf_dir(path) or os.path.isdir(os.path.join(path, "final_hf"))):
+    directory = model_dir.resolve_model_dir(path, "--model")
+    model_cfg, params = hf.load_hf(directory)
+    return model_cfg, params, load_tokenizer(directory)
+  source = model_dir.checkpoint_source(path) if os.path.isdir(path) else None
+  if source is None:
+    model_dir.resolve_model_dir(path, "--model")  # raises, naming what the path is
+  workdir, step = source
+  from prl_jax.eval.evaluate import policy_from_checkpoint
+  from prl_jax.run.context import build_context
+  with open(os.path.join(workdir, "config.json")) as fh:
+    config = ml_collections.ConfigDict(_tuples(json.load(fh)))
+  ctx = build_context(config, workdir)
+  policy = policy_from_checkpoint(ctx, os.path.join(workdir, "checkpoints"), step)
+  return policy.model_cfg, policy.params, policy.tokenizer
+
+
+def _tuples(tree):
+  """JSON lists back to the tuples the config was written with (e.g. mesh.rules)."""
+  if isinstance(tree, dict):
+    return {k: _tuples(v) for k, v in tree.items()}
+  return tuple(_tuples(v) for v in tree) if isinstance(tree, list) else tree
 
 
 def cmd_generate(argv):
-  parser = argparse.ArgumentParser(prog="prl-jax generate",
-                                   description="Sample continuations from an HF-layout model.")
-  parser.add_argument("--model", required=True, help="directory with config.json + safetensors")
-  parser.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
+  parser = _parser("generate", "Sample continuations from a model: an HF-layout directory, a "
+                   "run's workdir or one of its checkpoint steps.", config=False)
+  parser.add_argument("--model", required=True,
+                      help="an HF-layout directory (config.json + safetensors), a workdir of "
+                           "`prl-jax sft`/`train` or WORKDIR/checkpoints/STEP")
+  parser.add_argument("--prompt", action="append",
+                      help="prompt text, passed unchanged (repeat for a batch; for a newline "
+                           "type one in the shell, e.g. $'Q: 3+4\\nA:', or use --prompt-file)")
+  parser.add_argument("--prompt-file", action="append", metavar="FILE",
+                      help="a UTF-8 file whose whole text is one prompt (repeat for a batch)")
   parser.add_argument("--max-new-tokens", type=int, default=64)
   parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
   parser.add_argument("--top-p", type=float, default=1.0)
@@ -52,17 +155,19 @@ def cmd_generate(argv):
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
   args = parser.parse_args(argv)
+  prompts = _prompts(args, parser)
   import jax
   import numpy as np
-  from prl_jax.models import hf
-  from prl_jax.models.tokenizer import load_tokenizer
+  from prl_jax.config import ConfigError
   from prl_jax.sampling import SamplingConfig, sample
-  model_cfg, params = hf.load_hf(args.model)
-  tok = load_tokenizer(args.model)
-  prompts = [p.encode().decode("unicode_escape") for p in args.prompt]
-  if args.chat:
-    prompts = [tok.apply_chat_template([{"role": "user", "content": p}]) for p in prompts]
-  ids = [tok.encode(p, add_bos=not args.chat) for p in prompts]
+  model_cfg, params, tok = _generation_model(args.model)
+  try:
+    if args.chat:
+      prompts = [tok.apply_chat_template([{"role": "user", "content": p}]) for p in prompts]
+    ids = [tok.encode(p, add_bos=not args.chat) for p in prompts]
+  except (ValueError, AttributeError) as err:  # no chat template, a character outside the vocab
+    flag = "--chat" if args.chat else "--prompt"
+    raise ConfigError(f"{flag}: the tokenizer of {args.model} cannot take this: {err}") from err
   cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                        top_p=args.top_p, top_k=args.top_k, greedy=args.temperature == 0,
                        eos_id=tok.eos_id, pad_id=tok.pad_id or 0, n=args.n)
@@ -73,30 +178,55 @@ def cmd_generate(argv):
     print(prompts[i // args.n] + tok.decode(row[m].tolist()))
 
 
+def _run_parser(command: str, description: str) -> argparse.ArgumentParser:
+  parser = _parser(command, description)
+  parser.add_argument("--workdir", help="where checkpoints, metrics and config.json go; a rerun "
+                      "resumes it (required unless --print-config or --dry-run)")
+  parser.add_argument("--dry-run", action="store_true",
+                      help="validate the config, print the run's memory on this machine and "
+                           "exit (nothing is written or compiled)")
+  return parser
+
+
+def _need_workdir(parser, args) -> None:
+  if not args.workdir:
+    parser.error("the following arguments are required: --workdir")
+
+
 def cmd_sft(argv):
+  parser = _run_parser("sft", "Supervised fine-tuning on the task's reference solutions; the "
+                       "policy is exported to WORKDIR/final_hf (what init_from takes).")
+  config, args = _load(parser, argv)
+  if config is None:
+    return
+  if args.dry_run:
+    return _dry_run(config)
+  _need_workdir(parser, args)
   from prl_jax.train.sft import sft
-  config, rest = _load(argv)
-  workdir = _workdir(rest, "sft")
-  sft(config, workdir)
-  print(f"SFT policy (HF layout): {os.path.join(workdir, 'final_hf')}")
+  sft(config, args.workdir)
+  print(f"SFT policy (HF layout): {os.path.join(args.workdir, 'final_hf')}")
 
 
 def cmd_train(argv):
+  parser = _run_parser("train", "The RL loop for config key `method` (rloo, grpo, prime, prl, "
+                       "...): sample, verify, reward, update, checkpoint.")
+  config, args = _load(parser, argv)
+  if config is None:
+    return
+  if args.dry_run:
+    return _dry_run(config)
+  _need_workdir(parser, args)
   from prl_jax.train.loop import train
-  config, rest = _load(argv)
-  workdir = _workdir(rest, "train")
-  train(config, workdir)
-  print(f"metrics: {os.path.join(workdir, 'metrics.jsonl')}  "
-        f"checkpoints: {os.path.join(workdir, 'checkpoints')}")
+  train(config, args.workdir)
+  print(f"metrics: {os.path.join(args.workdir, 'metrics.jsonl')}  "
+        f"checkpoints: {os.path.join(args.workdir, 'checkpoints')}")
 
 
 def cmd_eval(argv):
   from prl_jax.eval.evaluate import SPLITS, default_out_dir, run_eval
   from prl_jax.eval.summary import format_markdown
-  config, rest = _load(argv)
-  parser = argparse.ArgumentParser(
-      prog="prl-jax eval", description="n samples and one greedy decode per problem: mean@n, "
-      "pass@k, maj@k, greedy accuracy, overall and per difficulty.")
+  parser = _parser("eval", "n samples and one greedy decode per problem: mean@n, pass@k, maj@k, "
+                   "greedy accuracy, overall and per difficulty.")
   parser.add_argument("--workdir", required=True, help="the run to evaluate")
   parser.add_argument("--model", default=None, help="an HF-layout policy directory (default: "
                       "WORKDIR/final_hf, else the latest checkpoint in WORKDIR/checkpoints)")
@@ -104,18 +234,21 @@ def cmd_eval(argv):
                       help="heldout: the synthetic task's harder problems")
   parser.add_argument("--out", default=None,
                       help="output directory (default WORKDIR/eval, WORKDIR/eval_<split>)")
-  args = parser.parse_args(rest)
+  config, args = _load(parser, argv)
+  if config is None:
+    return
   results = run_eval(config, args.workdir, model_dir=args.model, split=args.split,
                      out_dir=args.out)
   print(format_markdown(results))
   print(f"results: {args.out or default_out_dir(args.workdir, args.split)}")
 
 
-def _erprm_args(rest, command, with_prm):
-  """--workdir, the experiment sizes (ErprmOptions) and, for best-of-n, the PRM directories."""
+def _erprm_args(argv, command, with_prm, description):
+  """(config, workdir, PRM directories, ErprmOptions): --workdir, the experiment sizes and, for
+  best-of-n, the PRM directories. config is None after --print-config."""
   from prl_jax.eval.prm_experiment import ErprmOptions
   defaults = ErprmOptions()
-  parser = argparse.ArgumentParser(prog=f"prl-jax {command}")
+  parser = _parser(command, description)
   parser.add_argument("--workdir", required=True, help="where labels, PRMs and reports go")
   if with_prm:
     parser.add_argument("--prm", action="append", required=True,
@@ -130,30 +263,38 @@ def _erprm_args(rest, command, with_prm):
     else:
       parser.add_argument(flag, type=int, default=getattr(defaults, field.name),
                           help="default: %(default)s (see prl_jax.eval.best_of_n.ErprmOptions)")
-  args = vars(parser.parse_args(rest))
+  config, args = _load(parser, argv)
+  args = vars(args)
+  args.pop("print_config")
   workdir, prms = args.pop("workdir"), args.pop("prm", None)
-  return workdir, prms, ErprmOptions(**args)
+  return config, workdir, prms, ErprmOptions(**args)
 
 
 def cmd_erprm(argv):
   from prl_jax.eval.prm_experiment import run_erprm
-  config, rest = _load(argv)
-  workdir, _, options = _erprm_args(rest, "erprm", with_prm=False)
+  config, workdir, _, options = _erprm_args(
+      argv, "erprm", False, "ER-PRM labels by Monte Carlo rollouts from the SFT policy, hard-, "
+      "soft- and ER-PRMs trained on them, and their best-of-N comparison.")
+  if config is None:
+    return
   run_erprm(config, workdir, options)
   print(f"ER-PRM labels, PRMs and best-of-N report: {os.path.join(workdir, 'erprm')}")
 
 
 def cmd_best_of_n(argv):
   from prl_jax.eval.prm_experiment import run_best_of_n
-  config, rest = _load(argv)
-  workdir, prms, options = _erprm_args(rest, "best-of-n", with_prm=True)
+  config, workdir, prms, options = _erprm_args(
+      argv, "best-of-n", True, "Best-of-N selection with trained PRMs (from `prl-jax erprm`) "
+      "against majority vote, on problems the SFT policy was not trained on.")
+  if config is None:
+    return
   run_best_of_n(config, workdir, prms, options)
   print(f"best-of-N report: {os.path.join(workdir, 'best_of_n.md')}")
 
 
 def cmd_import_gguf(argv):
-  parser = argparse.ArgumentParser(
-      prog="prl-jax import-gguf",
+  parser = _parser(
+      "import-gguf", config=False,
       description="Convert a Llama-architecture GGUF file into an HF-layout directory (float32 "
                   "safetensors, config.json, tokenizer) that --model and init_from accept.")
   source = parser.add_mutually_exclusive_group(required=True)
@@ -173,14 +314,13 @@ def cmd_import_gguf(argv):
 
 
 def cmd_memory(argv):
-  config, rest = _load(argv)
-  parser = argparse.ArgumentParser(
-      prog="prl-jax memory",
-      description="Per-device memory of the run on abstract devices; nothing is allocated. "
-                  "Without --devices: v5p-64, v5p-128 and 8xH100.")
+  parser = _parser("memory", "Per-device memory of the run on abstract devices; nothing is "
+                   "allocated. Without --devices: v5p-64, v5p-128 and 8xH100.")
   parser.add_argument("--devices", type=int, help="plan for this many devices")
   parser.add_argument("--hbm-gib", type=float, help="memory per device in GiB (with --devices)")
-  args = parser.parse_args(rest)
+  config, args = _load(parser, argv, data=False)
+  if config is None:
+    return
   from prl_jax.train import memory
   if args.devices:
     hbm = args.hbm_gib * memory.GIB if args.hbm_gib else None
@@ -197,8 +337,8 @@ def cmd_reproduce(argv):
   from prl_jax.reproduce import report
   from prl_jax.reproduce.pipeline import reproduce
   from prl_jax.reproduce.presets import PRESETS, get_preset
-  parser = argparse.ArgumentParser(
-      prog="prl-jax reproduce",
+  parser = _parser(
+      "reproduce", config=False,
       description="SFT once, every RL method and seed on the configs/mini budget, evaluations, "
                   "the ER-PRM best-of-N experiment, then results.json and report.md. Finished "
                   "stages are skipped on a re-run; interrupted RL runs resume.")
@@ -222,8 +362,8 @@ def cmd_reproduce(argv):
 
 def cmd_report(argv):
   from prl_jax.reproduce import collect, report
-  parser = argparse.ArgumentParser(
-      prog="prl-jax report",
+  parser = _parser(
+      "report", config=False,
       description="Writes WORKDIR/report.md and WORKDIR/plots/*.png again from the JSON files "
                   "of a `prl-jax reproduce` workdir (nothing is run).")
   parser.add_argument("workdir", help="a `prl-jax reproduce` workdir (holding results.json)")
@@ -242,21 +382,35 @@ COMMANDS = {"generate": cmd_generate, "sft": cmd_sft, "train": cmd_train, "eval"
 
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+  if not argv or argv[0] in ("-h", "--help"):
     print(__doc__.strip())
     print(f"\ncommands: {', '.join(COMMANDS)}")
-    return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return 0
+  command = argv[0]
+  if command not in COMMANDS:
+    close = difflib.get_close_matches(command, COMMANDS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    print(f"prl-jax: error: unknown command {command!r}{hint}; commands: {', '.join(COMMANDS)} "
+          "(prl-jax --help)", file=sys.stderr)
+    return 2
   from prl_jax.config import ConfigError
+  from prl_jax.data.rows import DataFileError
   from prl_jax.run.checkpoint import CheckpointError
   from prl_jax.run.nonfinite import NonFiniteError
   try:
-    COMMANDS[argv[0]](argv[1:])
-  except (ConfigError, FileNotFoundError) as err:  # what the user asked for cannot run
-    print(f"prl-jax {argv[0]}: error: {err}", file=sys.stderr)
+    COMMANDS[command](argv[1:])
+  except (ConfigError, DataFileError, FileNotFoundError) as err:  # the request cannot run
+    print(f"prl-jax {command}: error: {err}", file=sys.stderr)
     return 2
   except (CheckpointError, NonFiniteError) as err:  # the run failed; the message says what to do
-    print(f"prl-jax {argv[0]}: error: {err}", file=sys.stderr)
+    print(f"prl-jax {command}: error: {err}", file=sys.stderr)
     return 1
+  except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+    sys.stdout = open(os.devnull, "w")
+    return 0
+  except KeyboardInterrupt:  # a second Ctrl-C while the interrupted run was saving
+    print(f"prl-jax {command}: interrupted", file=sys.stderr)
+    return 130
   return 0
 
 

@@ -107,6 +107,22 @@ def _parse_like(text: str, current: Any, key: str) -> Any:
   return value
 
 
+def suggest_keys(key: str, known: Sequence[str], n: int = 3) -> list[str]:
+  """Known keys close to `key`: first those whose last component matches the last component of
+  `key` (`lr` -> `optim.lr`, `kl_coef` -> `algo.loss.kl_coef`), then whole-key near misses."""
+  leaf = key.rsplit(".", 1)[-1]
+  leaves = {k: k.rsplit(".", 1)[-1] for k in known}
+  same = [k for k in known if leaves[k] == leaf]
+  near = difflib.get_close_matches(leaf, sorted(set(leaves.values())), n=n, cutoff=0.8)
+  by_leaf = same + [k for k in known if leaves[k] in near and k not in same]
+  # Among those, the keys most like the whole of `key` first (train.step -> train.steps); a
+  # bare leaf keeps the config's order (lr -> optim.lr before sft.lr).
+  like = lambda k: difflib.SequenceMatcher(None, key, k).ratio() if "." in key else 0.0
+  by_leaf.sort(key=lambda k: (leaves[k] != leaf, -like(k)))
+  whole = [k for k in difflib.get_close_matches(key, known, n=n) if k not in by_leaf]
+  return (by_leaf + whole)[:n]
+
+
 def apply_overrides(config: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
   """Applies `a.b=value` strings (the `--config.` prefix already removed)."""
   known = flat_keys(config)
@@ -115,9 +131,10 @@ def apply_overrides(config: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
     if not sep:
       raise ConfigError(f"Override {item!r} must look like --config.{item}=VALUE.")
     if key not in known:
-      close = difflib.get_close_matches(key, known, n=3)
+      close = suggest_keys(key, known)
       hint = f" Did you mean {', '.join(close)}?" if close else ""
-      raise ConfigError(f"Unknown config key {key!r}.{hint}")
+      raise ConfigError(f"Unknown config key {key!r}.{hint} Every key is in configs/base.py "
+                        "(--print-config prints the resolved config).")
     *parents, leaf = key.split(".")
     node = config
     for parent in parents:

@@ -266,8 +266,8 @@ def _policy_from_hf(ctx, directory: str) -> Policy:
   return Policy(directory, model_cfg, tokenizer, params)
 
 
-def _policy_from_checkpoint(ctx, directory: str) -> Policy:
-  """The policy params of the latest checkpoint; the config must be the run's own.
+def policy_from_checkpoint(ctx, directory: str, step: int | None = None) -> Policy:
+  """The policy params of checkpoint `step` (default the latest); the config must be the run's.
 
   The whole train state is restored (Orbax restores the pytree it was given), then all but the
   policy params are dropped: it needs the memory of the full state for a moment.
@@ -276,8 +276,8 @@ def _policy_from_checkpoint(ctx, directory: str) -> Policy:
   shell = dataclasses.replace(ctx, hf_dir="")
   abstract = jax.eval_shape(lambda: init_state(shell, get_recipe(ctx.config.method)))
   with Checkpointer(directory, read_only=True) as ckpt:  # the run may still be saving
-    step = ckpt.latest_step()
-    state, _ = ckpt.restore(ctx.abstract(abstract))
+    step = ckpt.latest_step() if step is None else step
+    state, _ = ckpt.restore(ctx.abstract(abstract), step)
   params = state.policy.params
   if ctx.mesh.size == 1:
     # Uncommitted arrays, as `load_hf` returns: jit caches on committedness, so this lets both
@@ -296,7 +296,7 @@ def load_policy(ctx, model_dir: str | None = None) -> Policy:
     return _policy_from_hf(ctx, final)
   checkpoints = os.path.join(ctx.workdir, "checkpoints")
   if os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints)):
-    return _policy_from_checkpoint(ctx, checkpoints)
+    return policy_from_checkpoint(ctx, checkpoints)
   raise FileNotFoundError(
       f"No policy to evaluate in {ctx.workdir!r}: expected {final} (the final export of "
       f"`prl-jax sft`, or of `prl-jax train` with checkpoint.save_hf=True) or a checkpoint in "

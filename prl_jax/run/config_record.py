@@ -46,6 +46,7 @@ import ml_collections
 
 from prl_jax import distributed
 from prl_jax.config import ConfigError
+from prl_jax.run.config_checks import check_config
 from prl_jax.run.workdir import has_checkpoint, prepare_workdir
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def record_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   Returns the changes since the recorded config ({} for a fresh run). Every process checks;
   only process 0 writes.
   """
+  check_config(config)  # an illegal value names its key before anything is written
   prepare_workdir(config, workdir)  # resume=false on an earlier run: refused or cleared
   new = json.loads(json.dumps(config.to_dict()))  # as it reads back: tuples become lists
   path = os.path.join(workdir, CONFIG_FILE)

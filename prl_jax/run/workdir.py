@@ -71,7 +71,12 @@ def check_writable(workdir: str) -> None:
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses checkpoint.resume=false on an earlier run; checkpoint.overwrite=true clears it."""
+  """Refuses checkpoint.resume=false on an earlier run; checkpoint.overwrite=true clears it.
+
+  A remote workdir (`gs://...`) is not checked: only the checkpointer writes there.
+  """
+  if "://" in workdir:
+    return
   check_writable(workdir)
   found = earlier_run(workdir)
   if config.checkpoint.get("overwrite", False):

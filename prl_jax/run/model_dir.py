@@ -1,0 +1,61 @@
+"""Where a model is expected (`--model`, `init_from`, `model.hf_dir`), a run's workdir works too.
+
+An HF-layout directory (config.json + safetensors) is used as it is; a workdir of `prl-jax sft`
+or `prl-jax train` stands for its final export WORKDIR/final_hf; `generate` also takes a workdir
+without one, or WORKDIR/checkpoints[/STEP], and reads that checkpoint (`checkpoint_source`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prl_jax.config import ConfigError
+
+
+def is_hf_dir(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, "config.json")) and any(
+      name.endswith(".safetensors") or name == "model.safetensors.index.json"
+      for name in os.listdir(path))
+
+
+def checkpoint_source(path: str) -> tuple[str, int | None] | None:
+  """(workdir, step or None for the latest) when `path` names a run's checkpoints, else None.
+
+  Accepts WORKDIR (holding checkpoints/ and config.json), WORKDIR/checkpoints and
+  WORKDIR/checkpoints/STEP.
+  """
+  path = os.path.normpath(path)
+  step = None
+  if os.path.basename(path).isdigit() and os.path.basename(os.path.dirname(path)) == "checkpoints":
+    step, path = int(os.path.basename(path)), os.path.dirname(path)
+  if os.path.basename(path) == "checkpoints":
+    path = os.path.dirname(path)
+  ckpts = os.path.join(path, "checkpoints")
+  if os.path.isdir(ckpts) and any(name.isdigit() for name in os.listdir(ckpts)):
+    if not os.path.isfile(os.path.join(path, "config.json")):
+      raise ConfigError(f"{path} has checkpoints but no config.json (the run's config, which "
+                        "says how to rebuild the model); pass its final_hf export instead.")
+    return path, step
+  return None
+
+
+def resolve_model_dir(path: str, flag: str) -> str:
+  """`path` if it is an HF-layout directory, else WORKDIR/final_hf for a run's workdir.
+
+  `flag` names the option or key in the error (e.g. "init_from"). Remote paths pass unchanged.
+  """
+  if not path or "://" in path:
+    return path
+  if not os.path.isdir(path):
+    raise ConfigError(f"{flag}={path}: no such directory; pass an HF-layout model directory "
+                      "(config.json + safetensors) or a run's workdir.")
+  if is_hf_dir(path):
+    return path
+  final = os.path.join(path, "final_hf")
+  if os.path.isdir(final) and is_hf_dir(final):
+    return final
+  what = ("a run's workdir without a final export yet (finish `prl-jax sft`, or train with "
+          "checkpoint.save_hf=true)" if os.path.isdir(os.path.join(path, "checkpoints"))
+          else "not a model directory (no config.json and safetensors)")
+  raise ConfigError(f"{flag}={path} is {what}; pass an HF-layout model directory such as "
+                    "WORKDIR/final_hf.")

@@ -1,0 +1,161 @@
+"""`prl-jax` as a user meets it: help on every command, one-line errors that name the key, flag
+or file to fix, --print-config and --dry-run, prompts passed to the model unchanged."""
+
+import json
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from prl_jax import cli
+from prl_jax.models.tokenizer import CharTokenizer
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "mini", "grpo.py")
+CONFIG_COMMANDS = ("sft", "train", "eval", "erprm", "best-of-n", "memory")
+
+
+def _run(capsys, *argv):
+  """(exit code, stdout, stderr) of `prl-jax argv`, argparse's exits included."""
+  try:
+    code = cli.main(list(argv))
+  except SystemExit as exit_:
+    code = exit_.code
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+# ----------------------------------------------------------------- help and commands
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_has_help(command, capsys):
+  code, out, _ = _run(capsys, command, "--help")
+  assert code == 0
+  assert out.startswith(f"usage: prl-jax {command}")
+  if command in CONFIG_COMMANDS:  # where the config keys are documented
+    assert "--config.KEY=VALUE" in out and "configs/base.py" in out and "--print-config" in out
+
+
+def test_unknown_command_says_so_and_suggests(capsys):
+  code, out, err = _run(capsys, "trian")
+  assert code == 2 and out == ""
+  assert err.strip().splitlines() == [err.strip()]
+  assert "unknown command 'trian'" in err and "did you mean train?" in err
+
+
+def test_print_config_prints_the_resolved_config_without_a_workdir(capsys):
+  code, out, _ = _run(capsys, "train", "--config", CONFIG, "--config.optim.lr=0.00025",
+                      "--print-config")
+  assert code == 0
+  assert "lr: 0.00025" in out and "method: grpo" in out
+
+
+def test_dry_run_validates_and_prints_memory_without_writing(capsys, tmp_path):
+  workdir = tmp_path / "run"
+  code, out, _ = _run(capsys, "train", "--config", CONFIG, "--workdir", str(workdir), "--dry-run")
+  assert code == 0
+  assert "peak (state + largest phase)" in out and "dry run" in out
+  assert not workdir.exists()
+  code, _, err = _run(capsys, "train", "--config", CONFIG, "--config.train.mini_batch_size=7",
+                      "--dry-run")
+  assert code == 2 and "train.mini_batch_size" in err
+
+
+# ----------------------------------------------------------------- one-line errors
+
+
+@pytest.mark.parametrize("override,named", [
+    ("method=primo", "method='primo' is not one of"),
+    ("algo.prime.mode=Code", "algo.prime.mode='Code'"),
+    ("algo.steps.mode=newline", "algo.steps.mode='newline'"),
+    ("algo.loss.kl_kind=k4", "algo.loss.kl_kind='k4'"),
+    ("optim.schedule=cosin", "did you mean cosine?"),
+    ("optim.lr=-1e-4", "optim.lr=-0.0001 is negative"),
+    ("train.steps=0", "train.steps=0"),
+    ("rollout.n=1", "method=grpo with rollout.n=1"),
+    ("lr=0.1", "Did you mean optim.lr"),
+    ("kl_coef=0.1", "Did you mean algo.loss.kl_coef?"),
+    ("task.name=gsm8", "did you mean gsm8k?"),
+])
+def test_bad_values_stop_in_one_line_naming_the_key(override, named, capsys, tmp_path,
+                                                    monkeypatch):
+  extra = ["--config.task.train_file=x.jsonl"] if override.startswith("task.name") else []
+  # Nothing may be built: the check comes before any model or data.
+  monkeypatch.setattr("prl_jax.train.loop.build_context",
+                      lambda *a, **k: pytest.fail("built the run"))
+  code, _, err = _run(capsys, "train", "--config", CONFIG, f"--config.{override}", *extra,
+                      "--workdir", str(tmp_path))
+  assert code == 2
+  assert err.startswith("prl-jax train: error: ") and len(err.strip().splitlines()) == 1
+  assert named in err
+
+
+def test_paper_config_without_its_data_names_train_file(capsys, tmp_path):
+  paper = os.path.join(os.path.dirname(CONFIG), "..", "paper", "prime_eurus2_7b.py")
+  code, _, err = _run(capsys, "train", "--config", paper, "--workdir", str(tmp_path))
+  assert code == 2 and "task.train_file" in err and "Traceback" not in err
+  code, out, _ = _run(capsys, "memory", "--config", paper)  # planning needs no data
+  assert code == 0 and "v5p" in out
+
+
+def test_missing_config_and_file_workdir_are_one_line(capsys, tmp_path):
+  code, _, err = _run(capsys, "train", "--workdir", str(tmp_path))
+  assert code == 2 and "--config FILE is required" in err
+  afile = tmp_path / "f"
+  afile.write_text("")
+  code, _, err = _run(capsys, "train", "--config", CONFIG, "--workdir", str(afile))
+  assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------- generate
+
+
+class _Recorder(CharTokenizer):
+  """A character tokenizer that records the text it is asked to encode."""
+
+  seen: list
+
+  def encode(self, text, add_bos=False, add_eos=False):
+    self.seen.append(text)
+    return [1, 2]
+
+
+@pytest.fixture
+def fake_model(tmp_path, monkeypatch):
+  """An HF-layout directory whose loading and sampling are stubbed: only the text path is real."""
+  model = tmp_path / "model"
+  model.mkdir()
+  (model / "config.json").write_text("{}")
+  (model / "model.safetensors").write_text("")
+  tok = _Recorder()
+  tok.seen = []
+  monkeypatch.setattr("prl_jax.models.hf.load_hf", lambda path, **kw: (None, None))
+  monkeypatch.setattr("prl_jax.models.tokenizer.load_tokenizer", lambda path: tok)
+
+  def sample(params, cfg, ids, key, sampling):
+    rows = len(ids) * sampling.n
+    return SimpleNamespace(tokens=np.ones((rows, 2), np.int32), mask=np.zeros((rows, 2)))
+
+  monkeypatch.setattr("prl_jax.sampling.sample", sample)
+  return model, tok
+
+
+def test_generate_passes_prompts_unchanged(fake_model, capsys, tmp_path):
+  model, tok = fake_model
+  text = "Put the final answer in \\boxed{}: \\frac{1}{2} + 3×4 \\n stays two characters"
+  prompt_file = tmp_path / "prompt.txt"
+  prompt_file.write_text("Q: 3+4\nA:\n", encoding="utf-8")
+  code, out, err = _run(capsys, "generate", "--model", str(model), "--prompt", text,
+                        "--prompt-file", str(prompt_file))
+  assert code == 0, err
+  assert tok.seen == [text, "Q: 3+4\nA:"]  # the file's one trailing newline dropped
+  assert text in out
+
+
+def test_generate_needs_a_prompt_and_reports_chat_without_template(fake_model, capsys):
+  model, _ = fake_model
+  code, _, err = _run(capsys, "generate", "--model", str(model))
+  assert code == 2 and "--prompt" in err
+  code, _, err = _run(capsys, "generate", "--model", str(model), "--prompt", "hi", "--chat")
+  assert code == 2 and err.startswith("prl-jax generate: error: --chat") and "Traceback" not in err
