@@ -86,6 +86,9 @@ def get_config():
   # Rows per PRM optimizer step (official dp_prime.py: the PRM walks the batch in mini-batches,
   # mini-batch k scored by the PRM after k-1 updates); 0: the policy's train.mini_batch_size.
   c.algo.prime.prm_mini_batch_size = 0
+  # Code-mode normalisation by the largest |return-to-go| within each of this many contiguous
+  # shards of the batch (the official trainer: per data-parallel worker); 1: the whole batch.
+  c.algo.prime.norm_shards = 1
   c.algo.prl = ml_collections.ConfigDict()
   c.algo.prl.eta = 100.0
   c.algo.prl.mode = "orm"  # orm | prm

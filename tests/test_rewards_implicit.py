@@ -161,6 +161,27 @@ class NormalizeTest(chex.TestCase):
     # Paper vs code: beta * scores normalises to the same thing, so beta only matters in the loss.
     np.testing.assert_allclose(implicit.normalize_scores(0.05 * scores, mask), got, rtol=1e-4)
 
+  @SETTINGS
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), shards=st.sampled_from([1, 2, 4]))
+  def test_each_shard_by_its_own_largest_return(self, seed, shards):
+    lp, lr, mask, step_end, _ = make_batch(seed, 4, 2, 7)
+    scores = ref_scores(lp, lr, mask, step_end).astype(np.float32)
+    rows = len(scores) // shards
+    want = np.concatenate([ref_normalize(scores[i:i + rows], mask[i:i + rows])
+                           for i in range(0, len(scores), rows)])
+    got = jax.jit(implicit.normalize_scores, static_argnums=2)(scores, mask, shards)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+  def test_shards_hand_case(self):
+    # Shard 0: returns-to-go [3, 2] and [-1]: max 3. Shard 1: [-4] and [0.5]: max 4.
+    scores = np.array([[1.0, 2.0], [-1.0, 0.0], [-4.0, 0.0], [0.5, 0.0]], np.float32)
+    mask = np.array([[1, 1], [1, 0], [1, 0], [1, 0]], bool)
+    got = implicit.normalize_scores(scores, mask, 2)
+    scale = np.array([3.0, 3.0, 4.0, 4.0])[:, None] + 1e-6
+    np.testing.assert_allclose(got, np.where(mask, scores, 0.0) / scale, rtol=1e-6)
+    with pytest.raises(ValueError, match="norm_shards"):
+      implicit.normalize_scores(scores, mask, 3)
+
   def test_all_masked_is_finite(self):
     got = implicit.normalize_scores(np.ones((2, 3), np.float32), np.zeros((2, 3), bool))
     np.testing.assert_array_equal(got, 0.0)

@@ -11,7 +11,11 @@ Sources ("A3" = ALGORITHMS.md section 3, "A8" = section 8):
   filter       accuracy band [0.2, 0.8] on each group, refilled from further prompts (A3).
   rewards      implicit PRM r = beta log(pi_phi / pi_ref), beta = 0.05, token granularity,
                code-mode normalisation, RLOO per reward source, gamma = 1 (A3).
-  PRM update   cross-entropy on outcome labels, lr 1e-6, grad clip 10.0, single forward (A3).
+  PRM update   cross-entropy on outcome labels, lr 1e-6, grad clip 10.0, mini-batches of 256
+               responses (4 AdamW steps per RL step), single forward: mini-batch k scored by
+               the PRM after k-1 updates (A3; official dp_prime.py).
+  norm scope   code-mode normalisation within each of 8 contiguous shards of 128 responses, the
+               official run's data-parallel workers (A3).
   policy       one PPO epoch, clip 0.2, no KL, no entropy bonus, mini-batch 256 responses,
                lr 5e-7 AdamW constant, grad clip 1.0 (A3).
   steps        592 (A3; A8 reports 43.9 average at 592 steps, 41.0 at 240).
@@ -51,5 +55,7 @@ def get_config(arg=None):
   c.algo.prime.granularity = "token"
   c.algo.prime.base = "rloo"
   c.algo.prime.double_forward = False
+  c.algo.prime.prm_mini_batch_size = 256  # 1024 / 256 = 4 PRM steps per RL step, as the policy
+  c.algo.prime.norm_shards = 8  # the run's 8 data-parallel workers, 128 responses each
   c.train.steps = 592
   return c

@@ -1,9 +1,10 @@
 """PRIME (arXiv 2502.01456): implicit process rewards from a PRM trained on outcome labels.
 
 Token process reward r_t = beta log(pi_phi/pi_ref)(y_t), summed per step; in code mode the scores
-are divided by the batch's largest |return-to-go| (`normalize_scores`). The outcome and process
-sources each get an RLOO baseline, their returns are added 1:1 and whitened over the batch
-(section 3 of ALGORITHMS.md; `algo.prime.*` selects mode, granularity and base estimator).
+are divided by the largest |return-to-go| of each of `algo.prime.norm_shards` contiguous shards
+of the batch (`normalize_scores`; the official trainer normalises per data-parallel worker). The
+outcome and process sources each get an RLOO baseline, their returns are added 1:1 and whitened
+over the batch (docs/algorithms.md; `algo.prime.*` selects mode, granularity and base estimator).
 The PRM pi_phi is updated every step on the rollouts' outcomes, in mini-batches, before the
 advantages are read: single forward (mini-batch k scored by the PRM after k-1 updates) or double
 forward (all updates, then every rollout re-scored), as the official `dp_prime.py`.
@@ -22,7 +23,7 @@ def prime_advantages(options, x: RLInputs) -> Advantages:
   """A = whiten(R_outcome + R_process) with per-source RLOO baselines (PRIME Eq. 5 / code)."""
   scores = implicit.implicit_scores(x.prm_token, x.ref_logp, x.mask, x.step_end)
   if options.prime.mode == "code":
-    scores = implicit.normalize_scores(scores, x.mask)
+    scores = implicit.normalize_scores(scores, x.mask, options.prime.norm_shards)
   else:
     scores = options.prime.beta * scores
   token_adv = adv.prime(scores, x.outcome, x.mask, x.group_size, mode=options.prime.mode,
@@ -61,6 +62,9 @@ def prm_mini_batch_rows(options, config) -> int:
 
 
 def check(options) -> str | None:
+  if options.prime.norm_shards < 1:
+    return (f"algo.prime.norm_shards={options.prime.norm_shards} must be >= 1 (1: normalise over "
+            "the whole batch).")
   if options.prime.prm_mini_batch_size < 0:
     return (f"algo.prime.prm_mini_batch_size={options.prime.prm_mini_batch_size} must be >= 0 "
             "(0: the policy's train.mini_batch_size).")

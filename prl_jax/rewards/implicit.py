@@ -86,17 +86,20 @@ def implicit_scores(logp_prm: chex.Array, logp_ref: chex.Array, mask: chex.Array
   return step_sum(q, step_end, mask)
 
 
-def normalize_scores(scores: chex.Array, mask: chex.Array) -> chex.Array:
+def normalize_scores(scores: chex.Array, mask: chex.Array, shards: int = 1) -> chex.Array:
   """Code-mode normalisation of PRIME's process scores (official `prime_norm=batch_norm`).
 
-      scores / (max_{b,t valid} |G_{b,t}| + 1e-6),   G_{b,t} = sum_{j >= t} scores_{b,j}.
+      scores / (max_{b,t valid in shard} |G_{b,t}| + 1e-6),   G_{b,t} = sum_{j >= t} scores_{b,j},
 
-  One scalar for the whole batch: relative values are kept, the largest return-to-go is bounded
-  by 1. Not part of the paper's equations (section 3 uses beta * q directly).
+  one scalar per shard of B/`shards` contiguous rows: the official trainer normalises inside each
+  data-parallel worker, on its own shard of the batch (8 shards in the paper run); shards=1 is
+  the whole batch. Relative values are kept, the largest return-to-go of a shard is bounded by 1.
+  Not part of the paper's equations (section 3 uses beta * q directly).
 
   Args:
     scores: [B, T] step scores (e.g. from `implicit_scores`).
     mask: [B, T] response mask.
+    shards: contiguous row blocks normalised separately; must divide B.
 
   Returns:
     [B, T] float32 normalised scores, zero on padding.
@@ -104,11 +107,15 @@ def normalize_scores(scores: chex.Array, mask: chex.Array) -> chex.Array:
   with _shape_errors("normalize_scores"):
     chex.assert_rank([scores, mask], 2)
     chex.assert_equal_shape([scores, mask])
+  batch = scores.shape[0]
+  if shards < 1 or batch % shards:
+    raise ValueError(f"shards={shards} (algo.prime.norm_shards) must divide the batch of {batch} "
+                     "responses.")
   valid = mask.astype(bool)
   x = jnp.where(valid, scores.astype(jnp.float32), 0.0)
-  togo = reverse_cumsum(x, mask)
-  scale = jnp.max(jnp.where(valid, jnp.abs(togo), 0.0), initial=0.0)
-  return x / (scale + NORM_EPS)
+  togo = jnp.where(valid, jnp.abs(reverse_cumsum(x, mask)), 0.0)
+  scale = jnp.max(togo.reshape(shards, -1), axis=1, initial=0.0)
+  return x / (jnp.repeat(scale, batch // shards)[:, None] + NORM_EPS)
 
 
 def prime_ce_loss(logp_prm: chex.Array, logp_ref: chex.Array, mask: chex.Array,
