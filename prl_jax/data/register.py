@@ -1,0 +1,262 @@
+"""Register chain: K single-digit operations on a mod-10 register, one checkable line per step.
+
+A miniature where process rewards have room to help: every step is checkable from its own line
+and the previous value, responses are long enough for the first error to sit anywhere, and the
+errors of a policy trained on a buggy demonstrator are systematic (a few operation types are
+usually applied wrongly), which a process reward can localise and an outcome reward cannot.
+
+Question and solution (start value 3, K = 4)::
+
+  3:+4-2-7+1
+
+  +4=7
+  -2=5
+  -7=8
+  +1=9
+
+Each line echoes its operation and the register's new value, v_i = (v_{i-1} op d_i) mod 10. The
+outcome checker asks for exactly K well-formed lines whose last two values are the true last two
+values (v_{K-1}, v_K), so a wrong chain is paid only by a coincidence of two digits (measured by
+tests/test_register_task.py and reported by `coincidence_rate`). `step_labels` is the step
+checker (for diagnostics and the oracle control; learned methods never see it) and
+`first_error` the ground-truth index of the first wrong line.
+
+The buggy demonstrator (`demonstrate`) applies, on a hidden set of (operation, operand) types
+(`bug_types`, fixed by `bug_seed`), a fixed wrong rule -- an off-by-s result with s fixed per type
+-- with probability `bug_rate`, elsewhere slips to a random wrong digit with probability
+`slip_rate`, and always continues from the value it wrote. Problems mix `min_bugs..max_bugs`
+operations of bug types into each chain, so the demonstrator's success rate is low and its most
+common final answer is wrong.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from prl_jax.data import templates
+from prl_jax.data.unseen import unseen_budget
+
+TASK = "register"
+TRAIN_OPS = (8, 8)
+HELDOUT_OPS = (12, 12)
+OPS = "+-"
+# Every (operation, operand) type: + and - with operands 1..9. Additions only, so an error of s
+# shifts every later value by s (a multiplication could map a wrong value onto the right one),
+# and the bugs' shifts (1 or 2, at most 4 bugged steps: a total of 1..8) can never cancel: a
+# chain with a bug applied ends wrong. Only a random slip can undo another error.
+TYPES: tuple[tuple[str, int], ...] = tuple(
+    [("+", d) for d in range(1, 10)] + [("-", d) for d in range(1, 10)])
+MAX_SHIFT = 2
+
+_QUESTION_RE = re.compile(r"^(\d):((?:[+\-]\d)+)$")
+_LINE_RE = re.compile(r"^([+\-])(\d)=(\d)$")
+
+Op = tuple[str, int]
+
+
+def apply(value: int, op: Op) -> int:
+  """(value op d) mod 10."""
+  sign, d = op
+  if sign == "+":
+    return (value + d) % 10
+  if sign == "-":
+    return (value - d) % 10
+  raise ValueError(f"unknown operation {sign!r}; the register uses {OPS}")
+
+
+def format_question(start: int, ops: Sequence[Op]) -> str:
+  return f"{start}:" + "".join(f"{s}{d}" for s, d in ops)
+
+
+def parse_question(question: str) -> tuple[int, list[Op]]:
+  m = _QUESTION_RE.match(question.strip())
+  if not m:
+    raise ValueError(f"not a register question: {question!r} (expected e.g. '3:+4-2-7')")
+  body = m[2]
+  return int(m[1]), [(body[i], int(body[i + 1])) for i in range(0, len(body), 2)]
+
+
+def values(start: int, ops: Sequence[Op]) -> list[int]:
+  """The true register values v_1..v_K."""
+  out, v = [], start
+  for op in ops:
+    v = apply(v, op)
+    out.append(v)
+  return out
+
+
+def format_lines(ops: Sequence[Op], written: Sequence[int]) -> str:
+  return "\n".join(f"{s}{d}={v}" for (s, d), v in zip(ops, written))
+
+
+def solve(question: str) -> str:
+  """The clean demonstration: every line right."""
+  start, ops = parse_question(question)
+  return format_lines(ops, values(start, ops))
+
+
+# ------------------------------------------------------------------------------------------------
+# The hidden bugs and the buggy demonstrator.
+
+
+def bug_types(bug_seed: int, num_bugs: int = 5) -> dict[Op, int]:
+  """The demonstrator's bug types and their fixed shifts: {(op, d): s}, s in 1..MAX_SHIFT, so a
+  bugged step writes (v_true + s) mod 10, always wrong."""
+  if not 1 <= num_bugs < len(TYPES):
+    raise ValueError(f"num_bugs must lie in [1, {len(TYPES) - 1}], got {num_bugs}")
+  rng = random.Random(f"{TASK}:bugs:{bug_seed}")
+  chosen = rng.sample(TYPES, num_bugs)
+  return {t: rng.randint(1, MAX_SHIFT) for t in chosen}
+
+
+def demonstrate(question: str, rng: random.Random, bugs: Mapping[Op, int], *,
+                bug_rate: float = 0.7, slip_rate: float = 0.02) -> str:
+  """One demonstration: a bug type is applied wrongly with probability `bug_rate` (else right),
+  any other step slips to a uniformly random wrong digit with probability `slip_rate`; each line continues from
+  the value written on the line before."""
+  start, ops = parse_question(question)
+  written, v = [], start
+  for op in ops:
+    right = apply(v, op)
+    if op in bugs:
+      v = (right + bugs[op]) % 10 if rng.random() < bug_rate else right
+    elif rng.random() < slip_rate:
+      v = (right + rng.randint(1, 9)) % 10
+    else:
+      v = right
+    written.append(v)
+  return format_lines(ops, written)
+
+
+# ------------------------------------------------------------------------------------------------
+# Problems.
+
+
+def _options(bug_seed: int, num_bugs: int, min_bugs: int, max_bugs: int) -> dict[Op, int]:
+  if not 0 <= min_bugs <= max_bugs:
+    raise ValueError(f"bug operations per chain must satisfy 0 <= min_bugs <= max_bugs, got "
+                     f"[{min_bugs}, {max_bugs}]")
+  return bug_types(bug_seed, num_bugs)
+
+
+def make_example(start: int, ops: Sequence[Op], *, id: str, num_bug_ops: int,
+                 template: str = "plain") -> dict[str, Any]:
+  question = format_question(start, ops)
+  true = values(start, ops)
+  return {
+      "id": id,
+      "prompt": templates.render(template, question),
+      "question": question,
+      "solution": solve(question),
+      "answer": f"{true[-2]},{true[-1]}" if len(true) > 1 else str(true[-1]),
+      "difficulty": len(ops),
+      "bug_ops": num_bug_ops,
+      "task": TASK,
+  }
+
+
+def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0, *,
+             bug_seed: int = 0, num_bugs: int = 5, min_bugs: int = 1, max_bugs: int = 4,
+             template: str = "plain", split: str = "train",
+             exclude: Collection[str] = ()) -> list[dict[str, Any]]:
+  """`num` chains of `num_ops` operations (an int or an inclusive range), deterministic in seed.
+
+  Each chain places m ~ U{min_bugs..max_bugs} operations of the demonstrator's bug types
+  (`bug_types(bug_seed, num_bugs)`) at random positions and fills the rest with other types;
+  the start value is uniform on 0..9. Questions in `exclude` are drawn again.
+  """
+  lo, hi = (num_ops, num_ops) if isinstance(num_ops, int) else tuple(num_ops)
+  if not 2 <= lo <= hi:
+    raise ValueError(f"register chains need num_ops >= 2 (the answer is the last two values), "
+                     f"got {num_ops!r}")
+  bugs = _options(bug_seed, num_bugs, min_bugs, max_bugs)
+  bugged, clean = sorted(bugs), [t for t in TYPES if t not in bugs]
+  rng = random.Random(f"{TASK}:{split}:{seed}:{lo}:{hi}:{bug_seed}:{num_bugs}:{min_bugs}:"
+                      f"{max_bugs}")
+  examples, draws = [], 0
+  while len(examples) < num:
+    draws = unseen_budget(draws, num, len(examples), exclude, split)
+    k = rng.randint(lo, hi)
+    m = min(rng.randint(min_bugs, max_bugs), k)
+    where = set(rng.sample(range(k), m))
+    ops = [rng.choice(bugged) if i in where else rng.choice(clean) for i in range(k)]
+    start = rng.randint(0, 9)
+    question = format_question(start, ops)
+    if question in exclude:
+      continue
+    examples.append(make_example(start, ops, id=f"{TASK}-{split}-{seed}-{len(examples)}",
+                                 num_bug_ops=m, template=template))
+  return examples
+
+
+def generate_heldout(num: int, seed: int = 0, num_ops: int | tuple[int, int] = HELDOUT_OPS,
+                     **kwargs: Any) -> list[dict[str, Any]]:
+  """Longer chains (K = 12) from a separate random stream (split "heldout")."""
+  return generate(num, num_ops, seed, split="heldout", **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkers.
+
+
+def _question(example: Mapping[str, Any] | str) -> str:
+  return example["question"] if isinstance(example, Mapping) else example
+
+
+def _lines(response: str) -> list[str]:
+  return [line.strip() for line in response.strip().splitlines()]
+
+
+def check(response: str, example: Mapping[str, Any] | str) -> float:
+  """1.0 iff the response is exactly K lines "<op><d>=<v>" and the last two values are right."""
+  try:
+    start, ops = parse_question(_question(example))
+  except (ValueError, KeyError, TypeError):
+    return 0.0
+  lines = _lines(response)
+  if len(lines) != len(ops):
+    return 0.0
+  parsed = [_LINE_RE.match(line) for line in lines]
+  if not all(parsed):
+    return 0.0
+  true = values(start, ops)
+  return float([int(m[3]) for m in parsed[-2:]] == true[-2:])
+
+
+def step_labels(response: str, example: Mapping[str, Any] | str) -> list[bool]:
+  """Per response line: well formed, echoes the question's operation at that place, and its value
+  is that operation applied to the value written on the line before (the start value for the
+  first line). A line after an unreadable one, or beyond K, is wrong."""
+  start, ops = parse_question(_question(example))
+  labels, previous = [], start
+  for i, line in enumerate(_lines(response)):
+    m = _LINE_RE.match(line)
+    if i >= len(ops) or m is None or previous is None:
+      labels.append(False)
+      previous = None
+      continue
+    op = (m[1], int(m[2]))
+    labels.append(op == ops[i] and int(m[3]) == apply(previous, op))
+    previous = int(m[3])
+  return labels
+
+
+def first_error(response: str, example: Mapping[str, Any] | str) -> int | None:
+  """Index of the first wrong line, K' when the response stops after K' < K right lines, or None
+  when all K lines are right."""
+  labels = step_labels(response, example)
+  k = len(parse_question(_question(example))[1])
+  for i, ok in enumerate(labels):
+    if not ok:
+      return i
+  return None if len(labels) == k else len(labels)
+
+
+def coincidence_rate(examples: Sequence[Mapping[str, Any]], responses: Sequence[str]) -> float:
+  """Fraction of responses paid by `check` although some line is wrong (coincidental success)."""
+  paid = [check(r, ex) > 0 and first_error(r, ex) is not None
+          for r, ex in zip(responses, examples)]
+  return sum(paid) / max(1, len(paid))
