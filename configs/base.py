@@ -41,7 +41,19 @@ def get_config():
   # Prompt template of the synthetic tasks (prl_jax.data.templates): "plain" for the small
   # policies trained here, "arithmetic_chat" for instruct models (their chat template).
   c.task.template = "plain"
-  c.task.verify_workers = 0  # >0: check answers in a process pool with per-answer timeouts
+  # SFT demonstrations: "solver" (each example's reference solution) or "buggy" (the register
+  # task's buggy demonstrator, task.register.*; prl_jax.data.register).
+  c.task.demonstrator = "solver"
+  # The register-chain task (task.name="register"): the demonstrator's hidden bug types (fixed by
+  # bug_seed), bug operations per chain, and the demonstrator's error rates.
+  c.task.register = ml_collections.ConfigDict()
+  c.task.register.bug_seed = 0
+  c.task.register.num_bugs = 5
+  c.task.register.min_bugs = 1
+  c.task.register.max_bugs = 4
+  c.task.register.bug_rate = 0.7
+  c.task.register.slip_rate = 0.02
+  c.task.verify_workers = -1  # -1: math answers in a process pool, synthetic tasks inline; 0: inline; n: n workers
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all devices not used by the other axes
@@ -167,7 +179,6 @@ def get_config():
   c.checkpoint.keep = 3
   c.checkpoint.best_metric = ""
   c.checkpoint.resume = True
-  c.checkpoint.overwrite = False  # true: remove an earlier run's outputs from the workdir first
   c.checkpoint.overwrite = False  # true: remove an earlier run's outputs from the workdir first
   c.checkpoint.save_hf = False
   # Keys (comma-separated, shell patterns allowed) that may differ from WORKDIR/config.json when

@@ -82,6 +82,21 @@ def test_math_original_layout_one_json_per_problem(tmp_path):
   assert all(r["task"] == "math" for r in rows)
 
 
+def test_gold_from_a_solution_with_several_boxes(tmp_path):
+  """A solution that boxes each root states all of them: the gold keeps both, so a response
+  with one root is wrong and one with both, in any order, is right."""
+  rows = [
+    {"problem": "Solve x^2+x-2=0.", "solution": "So $x=\\boxed{-2}$ and $x=\\boxed{1}$."},
+    {"problem": "Try twice.", "solution": "First $\\boxed{5}$. That is wrong; redoing it gives $\\boxed{6}$."},
+    {"problem": "Vector?", "solution": "$\\boxed{\\begin{pmatrix} -7 \\\\ 16 \\end{pmatrix}}$"},
+  ]
+  both, corrected, vector = math_files.load_math(_jsonl(tmp_path / "math.jsonl", rows))
+  assert both["answer"] == "-2, 1"
+  assert score_math("\\boxed{1, -2}", both) == 1.0 and score_math("\\boxed{1}", both) == 0.0
+  assert corrected["answer"] == "6"  # boxes separated by a sentence are not one answer
+  assert score_math("\\boxed{\\begin{pmatrix}-7\\\\16\\end{pmatrix}}", vector) == 1.0
+
+
 def test_math500_jsonl(tmp_path):
   row = {
     "problem": "Convert $(0,3)$ to polar coordinates.",

@@ -1,11 +1,15 @@
 """Outcome verifiers: answer formats, extraction, adversarial inputs, the process pool."""
 
+import json
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from prl_jax.data import arithmetic, countdown
-from prl_jax.rewards.math_answer import extract_answer, math_equal, score_math, unsafe_for_sympy
+from prl_jax.rewards.math_answer import extract_answer, math_equal, score_math
+from prl_jax.rewards.verify_guards import unsafe_for_sympy
 from prl_jax.rewards.verify import Verifier
 
 # (prediction, reference, equal?)
@@ -120,6 +124,88 @@ def test_score_math_on_responses():
   assert score_math("I don't know.", "72") == 0.0
 
 
+# The classes of issue 17, each with its right verdict worked out by hand.
+CHECKER_CLASSES = [
+  # matrices: the row separator `\\` followed by a space is structure, not spacing
+  ("\\begin{pmatrix} -7 \\\\ 16 \\\\ 5 \\end{pmatrix}", "\\begin{pmatrix}-7\\\\16\\\\5\\end{pmatrix}", True),
+  ("\\begin{pmatrix} -7 \\\\ 16 \\\\ 5 \\end{pmatrix}", "\\begin{pmatrix}-7\\\\16\\\\6\\end{pmatrix}", False),
+  ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix}3 & 4\\\\1 & 2\\end{pmatrix}", False),
+  # tuples are ordered, sets are not
+  ("(3,2)", "(2,3)", False),
+  ("(2, 3)", "\\left(2,3\\right)", True),
+  ("\\{3,2\\}", "\\{2,3\\}", True),
+  ("-2, 1", "1,-2", True),
+  # thousands separators
+  ("10,\\!080", "10080", True),
+  ("10{,}080", "10,080", True),
+  ("10,\\!081", "10080", False),
+  # relative tolerance: 1.16e-7 and 7.25e-11 differ by a factor of 1600
+  ("1.16\\times10^{-7}", "7.25\\times10^{-11}", False),
+  ("1.16e-7", "1.16\\times10^{-7}", True),
+  ("0.0000001", "0.0000002", False),
+  ("0.3333", "\\frac{1}{3}", True),  # four significant digits, correctly rounded
+  ("0.6666", "\\frac{2}{3}", False),  # truncated, not rounded
+  ("0.33", "\\frac{1}{3}", False),
+  # multiple choice with the option's text
+  ("(D) (2,0)", "D", True),
+  ("(D) (2,0)", "C", False),
+  ("D", "\\text{(D)}", True),
+  # units are kept
+  ("5\\text{ pm}", "5\\text{ am}", False),
+  ("5pm", "5am", False),
+  ("5 \\text{ p.m.}", "5\\text{ pm}", True),
+  ("5\\text{ cm}", "5\\text{ m}", False),
+  ("10cm", "10", False),  # letters glued to a number are not a unit anyone parsed
+]
+
+
+@pytest.mark.parametrize("pred,gold,equal", CHECKER_CLASSES)
+def test_checker_classes(pred, gold, equal):
+  assert math_equal(pred, gold) is equal
+
+
+RESPONSES = [
+  # (response, gold, reward): extraction as the reference graders do it
+  ("Final Answer: The final answer is $42$. I hope it is correct.", "42", 1.0),
+  ("Final Answer: The final answer is $41$. I hope it is correct.", "42", 0.0),
+  ("So the probability is $\\frac{1}{3}$.", "3", 0.0),  # no digit run of LaTeX is an answer
+  ("So the probability is $\\frac{1}{3}$.", "\\frac{1}{3}", 1.0),
+  ("The ratio is $\\frac{1+\\sqrt5}{2}$.", "2", 0.0),
+  ("The roots are $\\boxed{-2}$ and $\\boxed{1}$.", "1,-2", 1.0),
+  ("The roots are $\\boxed{-2}$ and $\\boxed{1}$.", "1", 0.0),
+  ("First $\\boxed{5}$. Wait, that is wrong: it is $\\boxed{6}$.", "6", 1.0),  # a correction
+  ("\\boxed{1}", "The roots are $\\boxed{1}$ and $\\boxed{-2}$.", 0.0),  # a multi-box gold
+  ("Its value is $\\boxed{255}$. In all, $10,455. Final Answer: The final answer is $10,455$.", "10455", 1.0),
+  ("$\\boxed{\\begin{pmatrix} -7 \\\\ 16 \\\\ 5 \\end{pmatrix}}$", "$\\begin{pmatrix}-7\\\\16\\\\5\\end{pmatrix}$", 1.0),
+]
+
+
+@pytest.mark.parametrize("response,gold,reward", RESPONSES)
+def test_score_math_classes(response, gold, reward):
+  assert score_math(response, {"answer": gold}) == reward
+
+
+# Accepted by the guards' first version, then stopped only by math-verify's SIGALRM, which does
+# not exist off the main thread: from a thread with no pool they ran for minutes.
+THREAD_BOMBS = ["\\boxed{(10^{7})!}", "\\boxed{2^{10\\cdot10^{8}}}", "\\boxed{10^{10}!}",
+                "\\boxed{\\binom{10^{7}}{5000000}}", "\\boxed{\\sum_{k=1}^{10^{8}} k!}"]
+
+
+def test_bombs_return_quickly_from_a_thread_without_a_pool():
+  results = {}
+
+  def score():
+    results["inline"] = Verifier(workers=0)(THREAD_BOMBS, ["5"] * len(THREAD_BOMBS))
+
+  start = time.monotonic()
+  thread = threading.Thread(target=score, daemon=True)
+  thread.start()
+  thread.join(timeout=10.0)
+  assert not thread.is_alive(), "an answer did not return within 10 s from a worker thread"
+  assert results["inline"] == [0.0] * len(THREAD_BOMBS)
+  assert time.monotonic() - start < 10.0
+
+
 # ----------------------------------------------------------------------------- adversarial
 
 ADVERSARIAL = [
@@ -180,9 +266,12 @@ def test_adversarial_questions_do_not_backtrack():
 
 
 def test_guards_refuse_bombs_but_not_ordinary_powers():
-  for bomb in ["9^{9^{9}}", "9**9**9**9", "10^{100000}", "2^{2^{2^{2^{2}}}}", "5000!", "1" * 400]:
+  bombs = ["9^{9^{9}}", "9**9**9**9", "10^{100000}", "2^{2^{2^{2^{2}}}}", "5000!", "1" * 400,
+           "(10^{7})!", "2^{10\\cdot10^{8}}", "10^{10}!", "\\binom{10^{7}}{5000000}", "\\sum_{k=1}^{10^{9}} k"]
+  for bomb in bombs:
     assert unsafe_for_sympy(bomb), bomb
-  for fine in ["2^{10}", "2^{2024}", "x^{100}", "10^{-5}", "e^{i\\pi}", "\\frac{2^{3}}{4}", "5!"]:
+  for fine in ["2^{10}", "2^{2024}", "x^{100}", "10^{-5}", "e^{i\\pi}", "\\frac{2^{3}}{4}", "5!",
+               "\\frac{1}{2004!}", "(n+1)!", "\\binom{10^{6}}{3}", "\\sum_{k=1}^{100} k^2", "2^{x}"]:
     assert unsafe_for_sympy(fine) is None, fine
   assert math_equal("2^{10}", "1024") and math_equal("5!", "120")
 
@@ -212,7 +301,7 @@ def test_verifier_errors_are_clear():
   with pytest.raises(ValueError, match="2 responses but 1 examples"):
     Verifier()(["a", "b"], ["1"])
   with pytest.raises(ValueError, match="workers"):
-    Verifier(workers=-1)
+    Verifier(workers=-2)
   with pytest.raises(ValueError, match="needs a 'question' field"):
     Verifier()(["6*4=24"], [{"task": "countdown", "answer": "24"}])
   with pytest.raises(ValueError, match="start_method"):
@@ -293,3 +382,46 @@ def test_verifier_pool_refuses_bombs_within_timeout():
     assert verifier(bombs, ["5"] * len(bombs)) == [0.0] * len(bombs)
     assert time.monotonic() - start < 10.0
 
+
+
+def test_auto_workers_pool_math_only():
+  """workers=-1 (the training default) scores synthetic tasks inline and pools math answers."""
+  responses, examples, expected = _examples()
+  synthetic = [(r, e, x) for r, e, x in zip(responses, examples, expected)
+               if isinstance(e, dict) and e.get("task") in ("arithmetic", "countdown")]
+  with Verifier(workers=-1) as verifier:
+    assert verifier.workers >= 1
+    assert verifier([r for r, _, _ in synthetic], [e for _, e, _ in synthetic]) == [x for *_, x in synthetic]
+    assert verifier._pool is None  # no math answer yet: no worker started
+    assert verifier(responses, examples) == expected
+    assert verifier._pool is not None
+
+
+# ----------------------------------------------------------------------------- graded cases
+
+CASES = Path(__file__).parent / "fixtures" / "checker_cases.jsonl"
+
+
+def _cases():
+  return [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_graded_cases_are_sourced_and_explained():
+  cases = _cases()
+  assert len(cases) >= 200
+  for case in cases:
+    assert case["source"] and case["cls"] and case["expected"] in (0, 1)
+    if case["expected"] != case["source_verdict"]:
+      assert len(case["note"]) > 20, f"case {case['id']} overrides its source without a reason"
+
+
+@pytest.mark.slow
+def test_agreement_with_public_graders():
+  """The reference graders' verdicts (benchmarks/checker_agreement.py prints the detail): never a
+  false positive, and at least 97% agreement overall."""
+  cases = _cases()
+  verdicts = [score_math(c["response"], c["gold"]) == 1.0 for c in cases]
+  false_pos = [c["id"] for c, v in zip(cases, verdicts) if v and not c["expected"]]
+  agree = sum(v == bool(c["expected"]) for c, v in zip(cases, verdicts))
+  assert not false_pos
+  assert agree / len(cases) >= 0.97

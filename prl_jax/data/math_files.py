@@ -15,8 +15,10 @@ Supported layouts:
 - GSM8K: rows {question, answer} where answer is the worked solution ending "#### N".
 - MATH / MATH-500: rows {problem, solution, [answer], [level], [type|subject], [unique_id]}; the
   original MATH release (one .json object per problem under <split>/<subject>/) works as a
-  directory. Without an answer field the answer is the last \\boxed{} of the solution.
-- NuminaMath-CoT: rows {problem, solution, [messages], [source]}; answer from the last \\boxed{}.
+  directory. Without an answer field the answer is the solution's boxed answer: its last \\boxed{},
+  joined with the boxes just before it when only a connector separates them (a solution ending
+  "$x=\\boxed{-2}$ and $x=\\boxed{1}$" has the answer "-2, 1", not "1").
+- NuminaMath-CoT: rows {problem, solution, [messages], [source]}; the boxed answer likewise.
 - Eurus-2-RL-Data (PRIME): rows {prompt: [{role, content}], reward_model: {ground_truth},
   data_source, ability, [extra_info: {index}]}; the stored chat prompt is kept by default.
 
@@ -38,7 +40,7 @@ from typing import Any
 
 from prl_jax.data import rows, templates
 from prl_jax.data.rows import BadRow, RowScreen, Unanswerable
-from prl_jax.rewards.math_answer import last_boxed
+from prl_jax.rewards.verify_extract import boxed_answer
 
 SCHEMA = ("id", "prompt", "question", "solution", "answer", "difficulty", "task")
 _SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -183,7 +185,7 @@ def load_math(
 
   def example(i: int, row: Mapping[str, Any]) -> dict:
     problem, solution = _text(row, "problem"), _text(row, "solution")
-    answer = str(row.get("answer") or last_boxed(solution) or "").strip()
+    answer = str(row.get("answer") or boxed_answer(solution) or "").strip()
     if not answer:
       raise Unanswerable("answer", "not_boxed", "no answer field and no \\boxed{} in the solution")
     subject = str(row.get("type") or row.get("subject") or "").lower()
@@ -220,7 +222,7 @@ def load_numina(
     for field, text, role in (("problem", problem, "user"), ("solution", solution, "assistant")):
       if not isinstance(text, str) or not text.strip():
         raise BadRow(field, "missing", f"no {field} text and no {role} message in 'messages'")
-    answer = last_boxed(solution)
+    answer = boxed_answer(solution)
     if not answer:
       raise Unanswerable("answer", "not_boxed", "no \\boxed{} in the solution")
     rid = "-".join(x for x in ("numina", row.get("source"), str(i)) if x)

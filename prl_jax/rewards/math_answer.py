@@ -28,16 +28,12 @@ from typing import Any
 from prl_jax.rewards.verify_extract import (
   MAX_RESPONSE_CHARS,
   extract_answer,
-  last_boxed,
   reference_answer,
 )
 from prl_jax.rewards.verify_guards import MAX_ANSWER_CHARS, unsafe_for_sympy
 from prl_jax.rewards.verify_numbers import choice_letter, numbers_equal, parse_number, values_close
 
-__all__ = [
-  "MAX_RESPONSE_CHARS", "extract_answer", "last_boxed", "math_equal", "reference_answer",
-  "score_math", "unsafe_for_sympy",
-]
+__all__ = ["MAX_RESPONSE_CHARS", "extract_answer", "math_equal", "reference_answer", "score_math"]
 
 # ----------------------------------------------------------------------------- normalisation
 

@@ -24,10 +24,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from prl_jax.data import arithmetic, countdown
+from prl_jax.data import arithmetic, countdown, register
 from prl_jax.rewards.math_answer import MAX_RESPONSE_CHARS, math_equal, score_math
 
 DEFAULT_TIMEOUT = 5.0
+AUTO = -1  # workers=AUTO: a pool for the math tasks (their answers reach SymPy), inline otherwise
 
 Scorer = Callable[[str, Mapping[str, Any]], float]
 
@@ -39,6 +40,7 @@ MATH_TASKS = ("math", "gsm8k", "numina", "eurus2")
 SCORERS: dict[str, Scorer] = {
   arithmetic.TASK: arithmetic.check,
   countdown.TASK: countdown.check,
+  register.TASK: register.check,
   **{task: score_math for task in MATH_TASKS},
 }
 
@@ -81,11 +83,19 @@ def _worker_pid() -> int:
 # ----------------------------------------------------------------------------- the verifier
 
 
+def auto_workers() -> int:
+  """Pool size of workers=AUTO: half the CPUs, between 1 and 4 (answers take ~10 ms each)."""
+  return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 class Verifier:
   """Scores batches of responses against their examples; returns floats in [0, 1].
 
   workers=0 scores inline in the calling thread (tests, tiny runs): bombs are still refused by
-  the input guards and math-verify's own timeouts apply on the main thread. workers>0 uses a
+  the input guards (which alone bound every answer's time off the main thread, where
+  math-verify's SIGALRM timeouts cannot run). workers=AUTO (-1, the training default) pools
+  the math tasks on `auto_workers()` processes and scores the synthetic tasks, whose checkers
+  are plain Python, inline. workers>0 uses a
   process pool ("forkserver" by default: forking a process that runs JAX is unsafe) in which
   each answer has `timeout` seconds; an answer that overruns scores 0.0 and the pool is killed
   and replaced (the other in-flight answers are re-run). A pool whose worker dies (e.g. killed
@@ -107,8 +117,8 @@ class Verifier:
     memory_limit_mb: int | None = None,
     scorers: Mapping[str, Scorer] | None = None,
   ):
-    if workers < 0:
-      raise ValueError(f"workers must be >= 0 (0 scores inline), got {workers}")
+    if workers < AUTO:
+      raise ValueError(f"workers must be >= 0 (0 scores inline) or -1 (a pool for math tasks), got {workers}")
     if not timeout > 0:
       raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     methods = multiprocessing.get_all_start_methods()
@@ -119,7 +129,8 @@ class Verifier:
       )
     if importlib.util.find_spec("math_verify") is None:
       raise ImportError("the math verifier needs math-verify: pip install 'math-verify==0.9.0'")
-    self.workers = workers
+    self.auto = workers == AUTO
+    self.workers = auto_workers() if self.auto else workers
     self.timeout = float(timeout)
     self.start_method = start_method
     self.max_response_chars = max_response_chars
@@ -145,11 +156,11 @@ class Verifier:
     jobs = [self._job(r, e) for r, e in zip(responses, examples)]
     results = [0.0] * len(jobs)
     todo = [i for i, job in enumerate(jobs) if job is not None]
-    if self.workers == 0:
-      for i in todo:
-        results[i] = _score_job(*jobs[i])
-    elif todo:
-      for i, value in zip(todo, self._run_pool([jobs[i] for i in todo])):
+    pooled = [i for i in todo if self.workers and (not self.auto or jobs[i][2].get("task", "math") in MATH_TASKS)]
+    for i in sorted(set(todo) - set(pooled)):
+      results[i] = _score_job(*jobs[i])
+    if pooled:
+      for i, value in zip(pooled, self._run_pool([jobs[i] for i in pooled])):
         results[i] = value
     return results
 
@@ -181,7 +192,7 @@ class Verifier:
     else:
       task, slim = "math", {"task": "math", "answer": str(example)}
     scorer = self._scorer(task)  # resolved first so that an unknown task always raises
-    needed = "question" if task == countdown.TASK else "answer"
+    needed = "question" if task in (countdown.TASK, register.TASK) else "answer"
     if needed not in slim:
       raise ValueError(
         f"a {task!r} example needs a {needed!r} field to be verified; got keys {sorted(slim)}"

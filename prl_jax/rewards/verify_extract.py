@@ -90,12 +90,6 @@ def boxed_answer(text: str) -> str | None:
   return ", ".join(p for p in parts if p) or None
 
 
-def last_boxed(text: str) -> str | None:
-  """Contents of the last well-formed \\boxed{...} or \\fbox{...}."""
-  boxes = _boxes(text)
-  return boxes[-1][2] if boxes else None
-
-
 def clean_answer(answer: str) -> str:
   """Strip sentence punctuation and math delimiters around an extracted answer."""
   answer = answer.strip().rstrip(".").strip()

@@ -21,6 +21,8 @@ _MAX_EXPONENT = 10_000  # larger exponents build numbers of unbounded size
 _MAX_RESULT_DIGITS = 10_000  # the size of a power's value that SymPy may still compute
 _MAX_FACTORIAL = 3_000  # 3000! has ~9,100 digits: SymPy computes it in milliseconds
 _MAX_NESTING = 20
+_MAX_TERMS = 1_000  # sums and products SymPy may expand term by term
+_MAX_BINOMIAL = 10_000
 
 _POWER_CHAIN_RE = re.compile(r"(\d+(?:\.\d+)?)((?:\^-?\d+(?:\.\d+)?)+)")
 _OPEN, _CLOSE = "({[", ")}]"
@@ -151,13 +153,46 @@ def _group_after(s: str, start: int) -> int:
   return j if j > i else i + 1
 
 
+def _binomial_too_big(n_text: str, k_text: str) -> bool:
+  """Whether C(n, k) has more than _MAX_RESULT_DIGITS digits (or n is huge and k unknown)."""
+  n, k = numeric_magnitude(n_text), numeric_magnitude(k_text)
+  if n is None:
+    return False
+  if k is None or not math.isfinite(n):
+    return n > _MAX_BINOMIAL
+  k = min(k, max(n - k, 0.0))
+  digits = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(10)
+  return digits > _MAX_RESULT_DIGITS
+
+
+def _atom_start(s: str, end: int) -> int:
+  """Start of the operand ending at s[end], a power's base included ("10^{7}" in "10^{7}!")."""
+  start = _group_before(s, end)
+  while 0 < start <= end and s[:start].rstrip().endswith("^"):
+    start = _group_before(s, len(s[:start].rstrip()) - 1)
+  return start
+
+
 def _huge_atoms(s: str) -> str | None:
-  """Why a power or factorial in `s` is too large to evaluate, or None."""
+  """Why a power, factorial, binomial, sum or product in `s` is too large to evaluate, or None."""
   for m in re.finditer(r"(?<!\\)!(?!=)", s):
-    arg = s[_group_before(s, m.start()) : m.start()]
-    value = numeric_magnitude(arg)
-    if value is not None and value > _MAX_FACTORIAL:
+    value = numeric_magnitude(s[_atom_start(s, m.start()) : m.start()])
+    own = numeric_magnitude(s[_group_before(s, m.start()) : m.start()])
+    # "2^{10}!" may read 2^(10!): a factorial in an exponent is bounded like an exponent.
+    in_exponent = s[: _group_before(s, m.start())].rstrip().endswith("^")
+    if (value is not None and value > _MAX_FACTORIAL) or (in_exponent and own is not None and own > 7):
       return "a factorial too large to evaluate"
+  for m in re.finditer(r"\\[dt]?binom\s*", s):
+    n_end = _group_after(s, m.end())
+    if _binomial_too_big(s[m.end() : n_end], s[n_end : _group_after(s, n_end)]):
+      return "a binomial too large to evaluate"
+  for m in re.finditer(r"\{([^{}]*)\\choose([^{}]*)\}", s):
+    if _binomial_too_big(m[1], m[2]):
+      return "a binomial too large to evaluate"
+  for m in re.finditer(r"\\(?:sum|prod)\s*_\s*(?:\{[^{}]*\}|\S)\s*\^", s):
+    limit = numeric_magnitude(s[m.end() : _group_after(s, m.end())])
+    if limit is not None and limit > _MAX_TERMS:
+      return "a sum or product with too many terms"
   for m in re.finditer(r"\^|\*\*", s):
     exponent = s[m.end() : _group_after(s, m.end())]
     e = numeric_magnitude(exponent)
@@ -182,6 +217,4 @@ def unsafe_for_sympy(answer: str) -> str | None:
   for m in _POWER_CHAIN_RE.finditer(flat):
     if _power_too_big(float(m[1]), [float(e) for e in m[2].split("^")[1:]]):
       return "a power too large to evaluate"
-  if any(int(n) > _MAX_FACTORIAL for n in re.findall(r"(\d+)\s*!", flat)):
-    return "a factorial too large to evaluate"
   return _huge_atoms(answer.replace("\\left", "").replace("\\right", ""))
