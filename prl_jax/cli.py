@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import difflib
 import os
+import signal
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -396,6 +397,7 @@ def main(argv=None) -> int:
   from prl_jax.config import ConfigError
   from prl_jax.data.rows import DataFileError
   from prl_jax.run.checkpoint import CheckpointError
+  from prl_jax.run.interrupt import RunInterrupted
   from prl_jax.run.nonfinite import NonFiniteError
   try:
     COMMANDS[command](argv[1:])
@@ -405,6 +407,9 @@ def main(argv=None) -> int:
   except (CheckpointError, NonFiniteError) as err:  # the run failed; the message says what to do
     print(f"prl-jax {command}: error: {err}", file=sys.stderr)
     return 1
+  except RunInterrupted as err:  # Ctrl-C or SIGTERM, the step under way saved
+    print(f"prl-jax {command}: {err}", file=sys.stderr)
+    return 128 + getattr(signal, err.signal_name)
   except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
     sys.stdout = open(os.devnull, "w")
     return 0

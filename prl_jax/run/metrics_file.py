@@ -46,7 +46,10 @@ class MetricsWriter:
     if tensorboard:
       try:
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+        # purge_step: TensorBoard hides the old run's events past the resumed step, which
+        # would otherwise show twice (once from before the kill, once from the resume).
+        self._tb = SummaryWriter(os.path.join(workdir, "tb"),
+                                 purge_step=resume_step + 1 if resume_step else None)
       except ImportError:  # TensorBoard output is optional; JSONL is always written
         self._tb = None
 

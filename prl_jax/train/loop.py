@@ -34,6 +34,7 @@ from prl_jax.run.batch import PolicyBatch, SequenceBatch, make_sequences
 from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.config_record import record_config
 from prl_jax.run.context import RunContext, build_context
+from prl_jax.run.interrupt import StopSignals, nothing_to_do
 from prl_jax.run.metrics_file import MetricsWriter
 from prl_jax.run.nonfinite import NonFiniteError, error_message, nonfinite
 from prl_jax.run.state import TrainState, init_state, optimizers, wrap_key
@@ -425,6 +426,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
     state, meta = ckpt.restore_latest_good(ctx.abstract(state))
     position = meta["data_position"]
     skipped = int(meta.get("metrics", {}).get("train/skipped_updates", 0))
+    if int(state.step) >= config.train.steps and distributed.is_main_process():
+      print(nothing_to_do(int(state.step), config.train.steps, "train.steps", workdir))
   state = ctx.place_state(state)
   stream = PromptStream(ctx.train_examples, config.seed, position)
   writer = MetricsWriter(workdir, enabled=distributed.is_main_process(), resume_step=int(state.step),
@@ -432,6 +435,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
                          total=config.train.steps)
   metrics: dict = {}
   done = 0
+  stop = StopSignals().install()  # Ctrl-C / SIGTERM: save the step under way, then stop
   try:
     while int(state.step) < config.train.steps:
       if max_steps is not None and done >= max_steps:
@@ -457,12 +461,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
       if config.eval.every and (step % config.eval.every == 0 or is_last):
         metrics.update(periodic_eval(ctx, state.policy.params, step))
       writer.write(step, metrics)
-      if step % config.checkpoint.every == 0 or is_last:
+      if step % config.checkpoint.every == 0 or is_last or stop.requested:
         _save(ckpt, state, stream, ctx, metrics, force=True)
+      stop.raise_if_requested(step, workdir)
     ckpt.wait()
     if int(state.step) >= config.train.steps and config.checkpoint.save_hf:
       ctx.export_policy(state.policy.params, os.path.join(workdir, "final_hf"))
   finally:
+    stop.restore()
     ckpt.close()
     writer.close()
   return metrics

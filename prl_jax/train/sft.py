@@ -21,11 +21,14 @@ import ml_collections
 import numpy as np
 
 from prl_jax import distributed
+from prl_jax.data.demonstrations import demonstrator
+from prl_jax.config import ConfigError
 from prl_jax.run import nonfinite, updates
 from prl_jax.run.batch import make_sequences
 from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.config_record import record_config
 from prl_jax.run.context import RunContext, build_context, initial_policy_params
+from prl_jax.run.interrupt import StopSignals, nothing_to_do
 from prl_jax.run.metrics_file import MetricsWriter
 from prl_jax.run.state import ModelState, adamw
 from prl_jax.train import objectives
@@ -38,7 +41,7 @@ def demonstration_batch(ctx: RunContext, examples: list[dict], response_len: int
   answers = [tok.encode(ex["solution"]) + [tok.eos_id] for ex in examples]
   longest = max(len(a) for a in answers)
   if longest > response_len:
-    raise ValueError(f"A demonstration has {longest} tokens; raise rollout.max_new_tokens to at "
+    raise ConfigError(f"A demonstration has {longest} tokens; raise rollout.max_new_tokens to at "
                      f"least {longest}.")
   return make_sequences(prompts, answers, ctx.prompt_len, response_len, tok.pad_id)
 
@@ -79,22 +82,26 @@ def sft(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | Non
   update = _update_fn(tx, objectives.sft_loss_fn(ctx.model_cfg, config.train.logprob_chunk),
                      skip)
   rng = np.random.default_rng(config.seed)
+  demo = demonstrator(config.task)  # the solver's solutions, or a buggy demonstrator's
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
   step = skipped = 0
   if config.checkpoint.resume and ckpt.latest_step() is not None:
     state, meta = ckpt.restore_latest_good(ctx.abstract(state))  # past a corrupt newest step
     step, skipped = meta["step"], meta["skipped_updates"]
     rng.bit_generator.state = meta["data_rng"]
+    if step >= s.steps and distributed.is_main_process():
+      print(nothing_to_do(step, s.steps, "sft.steps", workdir))
   state = ctx.place_state(state)
   writer = MetricsWriter(workdir, enabled=distributed.is_main_process(), resume_step=step,
                          tensorboard=config.log.tensorboard, progress=config.log.progress,
                          total=s.steps, filename="sft_metrics.jsonl")
   metrics, done = {}, 0
+  stop = StopSignals().install()  # Ctrl-C / SIGTERM: save the step under way, then stop
   try:
     while step < s.steps and (max_steps is None or done < max_steps):
       rows = rng.choice(len(ctx.train_examples), size=s.batch_size, replace=False)
       batch = ctx.place_batch(demonstration_batch(
-          ctx, [ctx.train_examples[i] for i in rows], config.rollout.max_new_tokens))
+          ctx, [demo(ctx.train_examples[i], rng) for i in rows], config.rollout.max_new_tokens))
       state, metrics = update(state, batch)
       step, done = step + 1, done + 1
       metrics = {f"sft/{k}": float(v) for k, v in jax.device_get(metrics).items()}
@@ -107,14 +114,17 @@ def sft(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | Non
         metrics["sft/skipped_updates"] = skipped
       if step % config.log.every == 0 or step == s.steps:
         writer.write(step, metrics)
-      if step % config.checkpoint.every == 0 or step == s.steps:
+      if step % config.checkpoint.every == 0 or step == s.steps or stop.requested:
         meta = {"step": step, "data_rng": rng.bit_generator.state, "skipped_updates": skipped,
                 "config": config.to_dict()}
         ckpt.save(step, state, meta, metrics=metrics, force=True)
+      stop.raise_if_requested(step, workdir)
     ckpt.wait()
   finally:
+    stop.restore()
     ckpt.close()
     writer.close()
-  if step >= s.steps:
-    ctx.export_policy(state.params, os.path.join(workdir, "final_hf"))
+  final = os.path.join(workdir, "final_hf")
+  if step >= s.steps and (done or not os.path.isdir(final)):  # a finished rerun keeps its export
+    ctx.export_policy(state.params, final)
   return metrics
