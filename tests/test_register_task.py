@@ -147,3 +147,77 @@ def test_coincidental_success_is_rare():
   demos = [register.demonstrate(ex["question"], rng, BUGS) for ex in examples for _ in range(4)]
   rate = register.coincidence_rate([ex for ex in examples for _ in range(4)], demos)
   assert rate < 0.01
+
+
+def test_task_is_registered_and_verified_through_the_run_verifier():
+  from prl_jax.data.registry import get_task
+  from prl_jax.eval.evaluate import answer_extractor
+  from prl_jax.rewards.verify import Verifier
+
+  task = get_task("register")
+  examples = task.generate(6, (8, 8), 0, bug_seed=0)
+  wrong = [_corrupt(ex["solution"], 7, (int(ex["answer"][-1]) + 1) % 10) for ex in examples]
+  with Verifier(workers=0) as verify:
+    assert verify([ex["solution"] for ex in examples] + wrong, examples + examples) == \
+        [1.0] * 6 + [0.0] * 6
+  extract = answer_extractor("register")
+  assert [extract(ex["solution"], ex) for ex in examples] == [ex["answer"] for ex in examples]
+  assert extract("+1=2", examples[0]) is None
+
+
+def _task_config(**changes):
+  import ml_collections
+
+  from configs.base import get_config
+  task = get_config().task
+  task.name = "register"
+  task.update(changes)
+  return ml_collections.FrozenConfigDict(task)
+
+
+def test_sft_demonstrator_solver_buggy_and_refusals():
+  from prl_jax.config import ConfigError
+  from prl_jax.data.demonstrations import demonstrator
+
+  examples = register.generate(400, seed=11)
+  assert demonstrator(_task_config())(examples[0], None) is examples[0]
+  buggy = demonstrator(_task_config(demonstrator="buggy"))
+  demos = [buggy(ex, np.random.default_rng(i)) for i, ex in enumerate(examples)]
+  again = [buggy(ex, np.random.default_rng(i)) for i, ex in enumerate(examples)]
+  assert demos == again  # a function of the SFT's data generator only
+  assert all(d["question"] == ex["question"] for d, ex in zip(demos, examples))
+  success = np.mean([register.check(d["solution"], ex) for d, ex in zip(demos, examples)])
+  assert 0.05 <= success <= 0.15
+  with pytest.raises(ConfigError, match="register task's demonstrator"):
+    demonstrator(_task_config(demonstrator="buggy", name="arithmetic"))
+  with pytest.raises(ConfigError, match="task.demonstrator='typo'"):
+    demonstrator(_task_config(demonstrator="typo"))
+
+
+def test_sft_on_the_buggy_demonstrator_runs_and_resumes_exactly(tmp_path):
+  """Two SFT steps on register chains from the buggy demonstrator; "2 steps" equals "1 step,
+  resume, 1 step" (the demonstrations follow the saved data generator)."""
+  import os
+
+  import jax
+
+  from prl_jax.config import apply_overrides, load_config_file
+  from prl_jax.models import hf
+  from prl_jax.train.sft import sft
+
+  config = load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "mini",
+                                         "sft.py"))
+  apply_overrides(config, ["task.name=register", "task.demonstrator=buggy", "sft.steps=2",
+                           "task.min_ops=8", "task.max_ops=8",
+                           "sft.batch_size=4", "sft.warmup_steps=1", "task.num_train=16",
+                           "task.num_eval=4", "task.max_prompt_len=32",
+                           "rollout.max_new_tokens=40", "checkpoint.every=1",
+                           "log.progress=false", "log.tensorboard=false", "mesh.num_devices=1"])
+  straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
+  sft(config, straight)
+  sft(config, resumed, max_steps=1)
+  sft(config, resumed)
+  _, a = hf.load_hf(os.path.join(straight, "final_hf"))
+  _, b = hf.load_hf(os.path.join(resumed, "final_hf"))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

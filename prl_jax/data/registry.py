@@ -1,4 +1,4 @@
-"""Synthetic tasks by name: `get_task("arithmetic")`, `get_task("countdown")`.
+"""Synthetic tasks by name: `get_task("arithmetic")`, `get_task("countdown")`, `get_task("register")`.
 
 A task bundles what the loop needs from it: a generator of training problems, a generator of
 held-out (harder) problems, a reference solver and the outcome checker the verifier calls.
@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prl_jax.data import arithmetic, countdown
+from prl_jax.data import arithmetic, countdown, register
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class Task:
 
 
 TASKS: dict[str, Task] = {
-  m.TASK: Task(m.TASK, m.generate, m.generate_heldout, m.solve, m.check) for m in (arithmetic, countdown)
+  m.TASK: Task(m.TASK, m.generate, m.generate_heldout, m.solve, m.check)
+  for m in (arithmetic, countdown, register)
 }
 
 

@@ -37,7 +37,7 @@ import ml_collections
 
 from prl_jax.algorithms.registry import get_recipe
 from prl_jax.config import ConfigError
-from prl_jax.data import arithmetic, countdown, templates
+from prl_jax.data import arithmetic, countdown, register, templates
 from prl_jax.data.registry import get_task
 from prl_jax.eval.summary import summarize, write_results
 from prl_jax.models import hf
@@ -88,6 +88,7 @@ def _math_answer(response: str, example: Mapping[str, Any]) -> str | None:
 ANSWER_EXTRACTORS: dict[str, Extractor] = {
     arithmetic.TASK: _arithmetic_answer,
     countdown.TASK: _countdown_answer,
+    register.TASK: lambda response, example: register.final_answer(response),
     **{task: _math_answer for task in verify.MATH_TASKS},
 }
 

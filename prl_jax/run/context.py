@@ -192,6 +192,10 @@ def task_options(config) -> dict[str, Any]:
   options = dict(template=config.task.template)
   if config.task.name == "arithmetic":
     options.update(low=1, high=config.task.max_operand)
+  if config.task.name == "register":
+    r = config.task.register
+    options.update(bug_seed=r.bug_seed, num_bugs=r.num_bugs, min_bugs=r.min_bugs,
+                   max_bugs=r.max_bugs)
   return options
 
 
