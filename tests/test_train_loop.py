@@ -65,17 +65,21 @@ def prm_dir(tmp_path_factory):
 
 
 def _method_overrides(method, prm_dir):
+  if method == "repirl-implicit":  # rePIRL's earlier reconstruction (an implicit PRM)
+    return {"algo.repirl.mode": "implicit", "algo.repirl.lam": 0.1}
   return {"algo.erprm.prm_dir": prm_dir} if method == "erprm" else {}
 
 
-# PRIME (a trained PRM and a reference) and rePIRL (its PRM batch with demonstrations) carry the
-# most state through a restore; PRL (no PRM) and ER-PRM (a frozen one) hold less and run as slow.
+# PRIME (a trained PRM and a reference) and rePIRL (a reward-head PRM, its batch with
+# demonstrations) carry the most state through a restore; PRL (no PRM), ER-PRM (a frozen one) and
+# rePIRL's implicit mode (PRIME's state shape) run as slow.
 @pytest.mark.parametrize("method", ["prime", "repirl",
+                                    pytest.param("repirl-implicit", marks=pytest.mark.slow),
                                     pytest.param("prl", marks=pytest.mark.slow),
                                     pytest.param("erprm", marks=pytest.mark.slow)])
 def test_resume_is_bit_exact(method, prm_dir, tmp_path):
   """"4 steps" equals "2 steps, stop, restore, 2 steps": params, PRM, optimizer, metrics."""
-  config = tiny_config(method, **_method_overrides(method, prm_dir))
+  config = tiny_config(method.split("-")[0], **_method_overrides(method, prm_dir))
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   train(config, straight)
   train(config, resumed, max_steps=2)
@@ -163,7 +167,7 @@ def test_periodic_eval_is_logged_and_reproducible(tmp_path):
 
 def test_rollouts_in_sampler_calls_of_at_most_max_rows(tmp_path):
   from prl_jax.sampling import sample
-  from prl_jax.train.loop import sample_rows
+  from prl_jax.train.rollouts import sample_rows
   from prl_jax.run.context import initial_policy_params
 
   config = tiny_config("rloo", **{"rollout.max_rows": 8})  # 4 prompts x 4: two calls of 2 prompts
