@@ -36,11 +36,19 @@ def load_config_file(spec: str) -> ConfigDict:
   while os.path.basename(root) != "configs" and os.path.dirname(root) != root:
     root = os.path.dirname(root)
   root = os.path.dirname(root)
-  if root not in sys.path:
-    sys.path.insert(0, root)
+  # A user's own config anywhere imports the shipped ones (`from configs import base`): they are
+  # packaged beside prl_jax, or, in a source checkout, found beside the package's folder.
+  checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for folder in (checkout, root):
+    if folder not in sys.path and (folder == root or
+                                   os.path.isfile(os.path.join(folder, "configs", "base.py"))):
+      sys.path.insert(0, folder)
   module_spec = importlib.util.spec_from_file_location("_prl_jax_config", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except (ImportError, SyntaxError) as err:
+    raise ConfigError(f"Config file {path!r} cannot be loaded: {type(err).__name__}: {err}.") from err
   if not hasattr(module, "get_config"):
     raise ConfigError(f"Config file {path!r} defines no get_config().")
   config = module.get_config(arg) if arg else module.get_config()

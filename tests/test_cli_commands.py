@@ -159,3 +159,34 @@ def test_generate_needs_a_prompt_and_reports_chat_without_template(fake_model, c
   assert code == 2 and "--prompt" in err
   code, _, err = _run(capsys, "generate", "--model", str(model), "--prompt", "hi", "--chat")
   assert code == 2 and err.startswith("prl-jax generate: error: --chat") and "Traceback" not in err
+
+
+# ----------------------------------------------------------------- paths people try
+
+
+def test_a_users_own_config_imports_the_shipped_ones(tmp_path):
+  import subprocess
+  import sys
+  mine = tmp_path / "my_prime.py"
+  mine.write_text("from configs.mini import prime\n\n"
+                  "def get_config():\n  c = prime.get_config()\n  c.optim.lr = 3e-5\n  return c\n")
+  code = ("from prl_jax.config import load_config_file; "
+          f"print(load_config_file({str(mine)!r}).optim.lr)")
+  out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": ""})
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == "3e-05"
+
+
+def test_init_from_takes_a_workdir_and_names_what_is_missing(capsys, tmp_path):
+  final = tmp_path / "sft" / "final_hf"
+  final.mkdir(parents=True)
+  (final / "config.json").write_text("{}")
+  (final / "model.safetensors").write_text("")
+  code, out, _ = _run(capsys, "train", "--config", CONFIG, f"--config.init_from={tmp_path / 'sft'}",
+                      "--print-config")
+  assert code == 0 and f"init_from: {final}" in out
+  (tmp_path / "rl" / "checkpoints" / "5").mkdir(parents=True)
+  code, _, err = _run(capsys, "train", "--config", CONFIG, f"--config.init_from={tmp_path / 'rl'}",
+                      "--print-config")
+  assert code == 2 and "without a final export" in err and "init_from=" in err
