@@ -173,6 +173,7 @@ def get_config():
   c.eval.num_problems = 64
   c.eval.n = 4
   c.eval.temperature = 1.0
+  c.eval.heldout_max_new_tokens = 96  # --split heldout: longer chains (solutions reach ~80 tokens)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 10

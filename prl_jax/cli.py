@@ -229,8 +229,9 @@ def cmd_eval(argv):
   parser = _parser("eval", "n samples and one greedy decode per problem: mean@n, pass@k, maj@k, "
                    "greedy accuracy, overall and per difficulty.")
   parser.add_argument("--workdir", required=True, help="the run to evaluate")
-  parser.add_argument("--model", default=None, help="an HF-layout policy directory (default: "
-                      "WORKDIR/final_hf, else the latest checkpoint in WORKDIR/checkpoints)")
+  parser.add_argument("--model", default=None, help="an HF-layout policy directory or another "
+                      "run's workdir (default: WORKDIR/final_hf, else the latest checkpoint in "
+                      "WORKDIR/checkpoints)")
   parser.add_argument("--split", choices=SPLITS, default="eval",
                       help="heldout: the synthetic task's harder problems")
   parser.add_argument("--out", default=None,
@@ -238,8 +239,9 @@ def cmd_eval(argv):
   config, args = _load(parser, argv)
   if config is None:
     return
-  results = run_eval(config, args.workdir, model_dir=args.model, split=args.split,
-                     out_dir=args.out)
+  from prl_jax.run.model_dir import resolve_model_dir
+  model = resolve_model_dir(args.model, "--model") if args.model else None  # a workdir works
+  results = run_eval(config, args.workdir, model_dir=model, split=args.split, out_dir=args.out)
   print(format_markdown(results))
   print(f"results: {args.out or default_out_dir(args.workdir, args.split)}")
 

@@ -133,3 +133,38 @@ def test_unusable_workdir_is_a_config_error(kind, tmp_path, no_build):
     workdir.chmod(0o500)
   with pytest.raises(ConfigError, match="--workdir"):
     loop.train(_config(), str(workdir))
+
+
+# ----------------------------------------------------------------- each split its token budget
+
+
+def test_heldout_split_gets_its_budget_and_unfit_solutions_are_reported(tmp_path, monkeypatch,
+                                                                       capsys):
+  """The mini configs allow 32 new tokens; held-out solutions need 46-80 (counted here with the
+  character tokenizer, one token per character plus EOS)."""
+  from prl_jax.run.context import _tokenizer
+  seen = {}
+
+  def fake_evaluate(params, model_cfg, tokenizer, examples, verifier, **kwargs):
+    seen["max_new_tokens"] = kwargs["max_new_tokens"]
+    return {"settings": {}, "summary": {}, "records": []}
+
+  monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+  monkeypatch.setattr(evaluate, "write_results", lambda *a: None)
+  config = _config("rloo", "eval.num_problems=32", "mesh.num_devices=1")
+  tok = _tokenizer(config)
+  monkeypatch.setattr(evaluate, "load_policy", lambda ctx, model_dir: evaluate.Policy(
+      "x", ctx.model_cfg, tok, None))
+  for split, budget in (("eval", 32), ("heldout", 96)):
+    evaluate.run_eval(config, str(tmp_path), split=split)
+    assert seen["max_new_tokens"] == budget
+  assert "warning" not in capsys.readouterr().out
+  heldout = evaluate.split_examples(config, "heldout", [], [], tok)
+  need = [len(ex["solution"]) + 1 for ex in heldout]
+  assert min(need) > 32
+  short = _config("rloo", "eval.num_problems=32", "mesh.num_devices=1",
+                  "eval.heldout_max_new_tokens=60")
+  evaluate.run_eval(short, str(tmp_path), split="heldout")
+  out = capsys.readouterr().out
+  assert f"{sum(n > 60 for n in need)} of 32 reference solutions" in out
+  assert "eval.heldout_max_new_tokens" in out

@@ -43,7 +43,7 @@ from prl_jax.eval.summary import summarize, write_results
 from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig
 from prl_jax.models.tokenizer import load_tokenizer
-from prl_jax.progress import progress_bar
+from prl_jax.progress import progress_bar, say
 from prl_jax.rewards import math_answer, verify
 from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.context import build_context, render_prompts, task_options
@@ -335,6 +335,28 @@ def split_examples(config: ml_collections.ConfigDict, split: str, train: list[di
   return examples[:num] if num > 0 else list(examples)
 
 
+def split_token_budget(config: ml_collections.ConfigDict, split: str) -> int:
+  """New tokens per response on `split`: eval.heldout_max_new_tokens for the held-out problems
+  (their longer chains need longer solutions), rollout.max_new_tokens for the others."""
+  heldout = config.eval.get("heldout_max_new_tokens", 0)
+  return heldout if split == "heldout" and heldout > 0 else config.rollout.max_new_tokens
+
+
+def warn_unfit_solutions(examples: Sequence[Mapping], tokenizer: Any, budget: int,
+                         split: str) -> int:
+  """Warns when reference solutions (plus EOS) are longer than `budget` tokens: such problems
+  cannot be solved within the budget, so the split's accuracy would be capped silently.
+  Returns how many do not fit."""
+  lengths = [len(tokenizer.encode(ex["solution"])) + 1 for ex in examples if ex.get("solution")]
+  over = [n for n in lengths if n > budget]
+  if over:
+    key = "eval.heldout_max_new_tokens" if split == "heldout" else "rollout.max_new_tokens"
+    say(f"warning: {len(over)} of {len(lengths)} reference solutions of split {split!r} need "
+        f"more than {budget} new tokens (longest {max(over)}); those problems cannot be solved "
+        f"within the budget: raise {key}.")
+  return len(over)
+
+
 def default_out_dir(workdir: str, split: str) -> str:
   """WORKDIR/eval for the eval split, WORKDIR/eval_<split> for the others."""
   return os.path.join(workdir, "eval" if split == "eval" else f"eval_{split}")
@@ -359,10 +381,12 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, *, model_dir: str 
   ctx = build_context(config, workdir)
   policy = load_policy(ctx, model_dir)
   examples = split_examples(config, split, ctx.train_examples, ctx.eval_examples, ctx.tokenizer)
+  budget = split_token_budget(config, split)
+  warn_unfit_solutions(examples, policy.tokenizer, budget, split)
   rows = config.rollout.prompts_per_step * config.rollout.n
   results = evaluate(policy.params, policy.model_cfg, policy.tokenizer, examples, ctx.verifier,
                      n=config.eval.n, temperature=config.eval.temperature,
-                     max_new_tokens=config.rollout.max_new_tokens, seed=config.seed,
+                     max_new_tokens=budget, seed=config.seed,
                      mesh=ctx.mesh, rules=ctx.rules, batch_prompts=max(1, rows // config.eval.n),
                      progress=config.log.progress)
   results["settings"].update(task=config.task.train_file or config.task.name, split=split,
