@@ -148,6 +148,7 @@ def get_config():
   c.optim.grad_clip = 1.0
   c.optim.prm_lr = 1e-5
   c.optim.prm_grad_clip = 10.0
+  c.optim.prm_weight_decay = -1.0  # the PRM's AdamW weight decay; < 0: optim.weight_decay
   c.optim.value_lr = 1e-5
 
   c.train = ml_collections.ConfigDict()

@@ -73,9 +73,19 @@ EXPECTED = {
         "algo.erprm.plus_token": "+", "algo.erprm.minus_token": "-",
         "algo.raft.keep_per_prompt": 1, "algo.erprm.num_completions": 16,
     },
-    "repirl_qwen25_3b": {  # section 6: K = 4, entropy 0.001, lambda in [0.05, 0.1], RLOO
+    "repirl_qwen25_3b": {  # section 6: the official run script's settings
         "method": "repirl", "model.preset": "qwen2.5-3b", "rollout.n": 4,
-        "algo.loss.entropy_coef": 0.001,
+        "algo.repirl.mode": "code", "algo.repirl.lam": 0.05, "algo.repirl.head_width": 1024,
+        "algo.repirl.pool_size": 1, "algo.repirl.rm_mini_batch_size": 32,
+        "algo.repirl.pseudo_experts": True, "optim.prm_grad_clip": 10.0,
+        "optim.prm_weight_decay": 0.0, "optim.schedule": "constant",
+        "algo.loss.clip_low": 0.2, "algo.loss.clip_high": 0.2, "algo.loss.dual_clip": 3.0,
+        "algo.loss.agg": "seq-mean-token-mean", "algo.loss.entropy_coef": 0.001,
+        "algo.loss.kl_coef": 0.0, "optim.lr": 5e-7, "optim.weight_decay": 0.01,
+        "rollout.temperature": 1.0, "filter.enable": True, "filter.acc_lo": 0.2,
+        "filter.acc_hi": 0.8, "filter.oversample": 2, "rollout.prompts_per_step": 64,
+        "train.mini_batch_size": 128, "train.ppo_epochs": 1, "task.max_prompt_len": 1536,
+        "rollout.max_new_tokens": 3100, "eval.every": 5, "eval.temperature": 0.0,
     },
 }
 
@@ -147,6 +157,13 @@ def test_paper_ranges_and_derived_settings():
   assert 100 <= prl.algo.prl.eta <= 200  # ALGORITHMS.md section 4: eta 100-200
   assert 1 / _load("frpo_qwen3_1p7b").algo.prl.eta == pytest.approx(0.01)  # FRPO beta
   assert 0.05 <= _load("repirl_qwen25_3b").algo.repirl.lam <= 0.1  # section 6
+  # rePIRL: 2x oversampling keeps 64 of 128 prompts; 256 rollouts + 256 demonstrations in RM
+  # mini-batches of 32 rows are 16 RM steps, and mini-batches of 128 responses 2 policy steps.
+  repirl = _load("repirl_qwen25_3b")
+  rows = repirl.rollout.prompts_per_step * repirl.rollout.n
+  assert repirl.rollout.prompts_per_step * repirl.filter.oversample == 128
+  assert 2 * rows // repirl.algo.repirl.rm_mini_batch_size == 16
+  assert rows // repirl.train.mini_batch_size == 2
   # "One update per rollout" (section 4): the mini-batch is the whole batch.
   for name in ("prl_qwen25math_7b", "prl_llama32_3b", "frpo_qwen3_1p7b"):
     c = _load(name)
@@ -233,9 +250,13 @@ def test_parameter_bytes_equal_a_hand_count(name, preset_name, devices):
   assert state["policy_params"] == want
   # AdamW: two moments per parameter, split like it, plus replicated step counts.
   assert 0 <= state["policy_opt"] - 2 * want <= 64
-  if _load(name).method in ("prime", "prl", "frpo", "repirl"):
+  if _load(name).method in ("prime", "prl", "frpo"):
     assert state["ref_params"] == want
-  if "prm_params" in state:
+  if name.startswith("repirl"):  # a reward head (replicated) on a copy of the policy, no reference
+    d, w = SHAPES[preset_name][1], 1024
+    assert "ref_params" not in state
+    assert state["prm_params"] == want + 4 * (d * w + w * w + 3 * w + 1)
+  elif "prm_params" in state:
     assert state["prm_params"] == want
   if name.startswith("erprm"):
     assert "prm_params" not in state and "ref_params" not in state

@@ -92,11 +92,14 @@ def value_head_init(hidden_size: int) -> dict:
 def optimizers(config: ml_collections.ConfigDict):
   """(policy, PRM, value) optimizers of a run: AdamW with the optim.* schedule and clipping."""
   o = config.optim
-  common = dict(weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, schedule=o.schedule,
-                warmup_steps=o.warmup_steps, total_steps=config.train.steps)
-  return (adamw(o.lr, grad_clip=o.grad_clip, **common),
-          adamw(o.prm_lr, grad_clip=o.prm_grad_clip, **common),
-          adamw(o.value_lr, grad_clip=o.grad_clip, **common))
+  common = dict(b1=o.b1, b2=o.b2, schedule=o.schedule, warmup_steps=o.warmup_steps,
+                total_steps=config.train.steps)
+  # The PRM may decay differently (rePIRL's official RM: 0 beside the actor's 0.01); < 0: as
+  # the policy.
+  prm_decay = o.prm_weight_decay if o.prm_weight_decay >= 0 else o.weight_decay
+  return (adamw(o.lr, grad_clip=o.grad_clip, weight_decay=o.weight_decay, **common),
+          adamw(o.prm_lr, grad_clip=o.prm_grad_clip, weight_decay=prm_decay, **common),
+          adamw(o.value_lr, grad_clip=o.grad_clip, weight_decay=o.weight_decay, **common))
 
 
 def needs_reference(config: ml_collections.ConfigDict, recipe: Recipe) -> bool:
