@@ -80,7 +80,12 @@ def get_config():
   c.filter.acc_lo = 0.2
   c.filter.acc_hi = 0.8
   c.filter.drop_truncated = False
+  # Rounds of prompts_per_step * oversample prompts until prompts_per_step groups pass; surplus
+  # accepted prompts are sampled again first at the next step (the official PRIME trainer keeps
+  # sampling without a bound). A step that hits the bound warns, counts filter/rounds_exhausted
+  # and is topped up with rejected groups.
   c.filter.max_rounds = 4
+  c.filter.oversample = 1  # prompts per round, as a multiple of prompts_per_step
 
   c.algo = ml_collections.ConfigDict()
   c.algo.gamma = 1.0

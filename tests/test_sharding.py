@@ -181,7 +181,7 @@ def test_config_rules_reach_placement_and_every_sampler_call(tmp_path, monkeypat
   from prl_jax.algorithms.registry import get_recipe
   from prl_jax.run.context import build_context
   from prl_jax.run.state import init_state
-  from prl_jax.train import loop
+  from prl_jax.train import loop, rollouts
 
   rules = (("embed", None),) + sharding.DEFAULT_RULES
   config = _rules_config(repr(rules))  # as typed on the command line
@@ -203,7 +203,7 @@ def test_config_rules_reach_placement_and_every_sampler_call(tmp_path, monkeypat
 
   monkeypatch.setattr(sampling, "sample", fake_sample)
   with pytest.raises(Stop):
-    loop.sample_rows(ctx, state.policy.params, [[1, 2]], jax.random.key(0))
+    rollouts.sample_rows(ctx, state.policy.params, [[1, 2]], jax.random.key(0))
   with pytest.raises(Stop):
     loop.periodic_eval(ctx, state.policy.params, 1)
   assert seen == [rules, rules]

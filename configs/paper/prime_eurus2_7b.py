@@ -8,7 +8,9 @@ Sources ("A3" = ALGORITHMS.md section 3, "A8" = section 8):
                from Eurus-2-7B-SFT, the SFT of Qwen2.5-Math-7B (A3 "base ... -> Eurus-2-7B-SFT").
   data         Eurus-2-RL-Data prompts as stored in the data set (A3; layout `eurus2`).
   rollout      256 prompts x K=4 responses per step, temperature 1, prompt/response 1024/3072 (A3).
-  filter       accuracy band [0.2, 0.8] on each group, refilled from further prompts (A3).
+  filter       accuracy band [0.2, 0.8] on each group, refilled from further prompts until the
+               batch is full, surplus accepted prompts buffered for the next step (A3;
+               official ray_trainer.py).
   rewards      implicit PRM r = beta log(pi_phi / pi_ref), beta = 0.05, token granularity,
                code-mode normalisation, RLOO per reward source, gamma = 1 (A3).
   PRM update   cross-entropy on outcome labels, lr 1e-6, grad clip 10.0, mini-batches of 256
@@ -24,8 +26,10 @@ Sources ("A3" = ALGORITHMS.md section 3, "A8" = section 8):
 Deliberate differences:
   - Math prompts only: `math_files.load_eurus2` keeps `ability == "math"` rows, because code rows
     need a test runner this codebase does not have; LeetCode / LiveCodeBench are not evaluated.
-  - The filter gives up after `filter.max_rounds = 4` sampling rounds and tops the batch up with
-    rejected groups (PRIME's code keeps sampling until the batch is full).
+  - The refill follows PRIME's trainer (rounds of 256 prompts until 256 groups pass, the prompts
+    of surplus accepted groups buffered for the next step) but gives up after
+    `filter.max_rounds = 16` rounds with a warning (`filter/rounds_exhausted`) and tops the batch
+    up with rejected groups; the official trainer has no bound.
   - AdamW weight decay 0 and b2 = 0.999 (ALGORITHMS.md gives neither).
   - micro-batch 64 responses, log-prob chunk 512, eval every 16 steps, checkpoints every 16 steps:
     memory and bookkeeping choices, not the paper's. On 8 GPUs pass
@@ -48,7 +52,8 @@ def get_config(arg=None):
   c.filter.acc_lo = 0.2
   c.filter.acc_hi = 0.8
   c.filter.drop_truncated = False
-  c.filter.max_rounds = 4
+  c.filter.max_rounds = 16
+  c.filter.oversample = 1
 
   c.algo.prime.beta = 0.05
   c.algo.prime.mode = "code"

@@ -59,6 +59,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"algo.loss.agg={config.algo.loss.agg!r}; choose one of {AGGS}.")
   if config.filter.enable and not 0 <= config.filter.acc_lo <= config.filter.acc_hi <= 1:
     raise ConfigError("filter.acc_lo <= filter.acc_hi must both lie in [0, 1].")
+  if config.filter.max_rounds < 1 or config.filter.oversample < 1:
+    raise ConfigError("filter.max_rounds and filter.oversample must be integers >= 1.")
   problem = recipe.check(config.algo)
   if problem:
     raise ConfigError(f"method={config.method}: {problem}")

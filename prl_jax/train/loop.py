@@ -5,8 +5,8 @@ per run (`RunFunctions`). The method is a `Recipe` (prl_jax.algorithms.recipes),
 a name. Rollouts are synchronous: every group is sampled by the current policy, which PRIME's
 RLOO baseline requires.
 
-Exact resume: the step's randomness is fold_in(run key, step) and the data position is saved with
-the checkpoint, so "2k steps" equals "k steps, restore, k steps" bit for bit on one machine.
+Exact resume: the step's randomness is fold_in(run key, step) and the data position and the
+filter's prompt buffer are saved with the checkpoint, so "2k steps" equals "k steps, restore, k steps" bit for bit on one machine.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import ml_collections
 import numpy as np
 
 from prl_jax import distributed
-from prl_jax.algorithms.filters import accuracy_filter, truncation_filter
 from prl_jax.algorithms.recipes import PrmInputs, Recipe, RLInputs
 from prl_jax.algorithms.registry import get_recipe
 from prl_jax.eval.evaluate import evaluate
@@ -38,8 +37,8 @@ from prl_jax.run.interrupt import StopSignals, nothing_to_do
 from prl_jax.run.metrics_file import MetricsWriter
 from prl_jax.run.nonfinite import NonFiniteError, error_message, nonfinite
 from prl_jax.run.state import TrainState, init_state, optimizers, wrap_key
-from prl_jax.sampling import sample_in_calls
 from prl_jax.train import objectives
+from prl_jax.train.rollouts import PromptStream, Rollouts, collect_rollouts
 
 
 @dataclasses.dataclass
@@ -181,114 +180,6 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
       prm_scores=prm_scores, prm_token=prm_token)
 
 
-class PromptStream:
-  """Deterministic, resumable order over the training prompts: a fresh shuffle every epoch."""
-
-  def __init__(self, examples: list[dict], seed: int, position: int = 0):
-    self.examples, self.seed, self.position = examples, seed, position
-
-  def take(self, count: int) -> list[dict]:
-    out = []
-    for _ in range(count):
-      epoch, index = divmod(self.position, len(self.examples))
-      order = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
-      out.append(self.examples[order[index]])
-      self.position += 1
-    return out
-
-
-@dataclasses.dataclass
-class RolloutGroup:
-  """The n responses of one prompt, as sampled and verified."""
-
-  example: dict
-  prompt_ids: list[int]
-  response_ids: list[list[int]]  # [n]
-  outcome: np.ndarray  # [n]
-  truncated: np.ndarray  # [n]
-  texts: list[str]  # [n] the decoded responses the verifier checked
-
-
-@dataclasses.dataclass
-class Rollouts:
-  """Host-side rollout groups that passed the filters (P prompts x n responses)."""
-
-  examples: list[dict]  # one per response (repeated per group)
-  prompt_ids: list[list[int]]
-  response_ids: list[list[int]]
-  texts: list[str]  # the decoded responses the verifier checked
-  outcome: np.ndarray  # [B]
-  truncated: np.ndarray  # [B]
-  metrics: dict
-
-  @classmethod
-  def of(cls, groups: list[RolloutGroup], metrics: dict) -> "Rollouts":
-    """Groups flattened to rows, the n responses of a group contiguous."""
-    return cls(examples=[g.example for g in groups for _ in g.response_ids],
-               prompt_ids=[g.prompt_ids for g in groups for _ in g.response_ids],
-               response_ids=[r for g in groups for r in g.response_ids],
-               texts=[t for g in groups for t in g.texts],
-               outcome=np.concatenate([g.outcome for g in groups]),
-               truncated=np.concatenate([g.truncated for g in groups]), metrics=metrics)
-
-
-def sample_rows(ctx: RunContext, params, prompts: list[list[int]], key):
-  """(tokens, bool mask, truncated) on the host: rollout.n responses per prompt, contiguous.
-
-  At most `rollout.max_rows` rows go through one sampler call (0: all at once), so the KV cache
-  holds one call's rows; call i draws with fold_in(key, i) (unchunked: `key` itself).
-  """
-  n, max_rows = ctx.config.rollout.n, ctx.config.rollout.max_rows
-  per_call = max(1, max_rows // n) if max_rows else len(prompts)
-  calls = [prompts[start:start + per_call] for start in range(0, len(prompts), per_call)]
-  parts = sample_in_calls(params, ctx.model_cfg, calls, key, ctx.sampling,
-                          mesh=ctx.mesh if ctx.mesh.size > 1 else None, rules=ctx.rules,
-                          fold_single=False)
-  return (np.concatenate([p.tokens for p in parts]), np.concatenate([p.mask for p in parts]),
-          np.concatenate([p.truncated for p in parts]))
-
-
-def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Rollouts:
-  """Sample n responses per prompt, verify, filter by accuracy band / truncation, refill.
-
-  Groups are drawn round by round until `prompts_per_step` pass the filters or `max_rounds`
-  is reached; then the batch is topped up with rejected groups so its shape never changes
-  (the fraction of accepted groups is logged as `filter/accepted`).
-  """
-  config = ctx.config
-  n, want = config.rollout.n, config.rollout.prompts_per_step
-  accepted, rejected = [], []
-  rounds, sampled_tokens, all_outcomes = 0, 0, []
-  max_rounds = config.filter.max_rounds if config.filter.enable else 1
-  while len(accepted) < want and rounds < max_rounds:
-    examples = stream.take(want)
-    prompts = [ctx.tokenizer.encode(ex["prompt"]) for ex in examples]
-    tokens, mask, truncated = sample_rows(ctx, params, prompts, jax.random.fold_in(key, rounds))
-    responses = [row[m].tolist() for row, m in zip(tokens, mask)]
-    sampled_tokens += int(mask.sum())
-    texts = [ctx.tokenizer.decode(r) for r in responses]
-    outcome = np.asarray(ctx.verifier(texts, [ex for ex in examples for _ in range(n)]),
-                         np.float32)
-    all_outcomes.append(outcome)
-    keep = np.ones(want, bool)
-    if config.filter.enable:
-      keep &= np.asarray(accuracy_filter(outcome, n, config.filter.acc_lo, config.filter.acc_hi))
-      if config.filter.drop_truncated:
-        keep &= np.asarray(truncation_filter(truncated, n))
-    for p, ex in enumerate(examples):
-      rows = slice(p * n, (p + 1) * n)
-      group = RolloutGroup(ex, prompts[p], responses[rows], outcome[rows], truncated[rows],
-                           texts[rows])
-      (accepted if keep[p] else rejected).append(group)
-    rounds += 1
-  num_accepted = min(len(accepted), want)
-  groups = (accepted + rejected)[:want]
-  sampled = np.concatenate(all_outcomes)
-  return Rollouts.of(groups, {
-      "rollout/reward": float(sampled.mean()), "rollout/rounds": rounds,
-      "filter/accepted": num_accepted / want, "rollout/tokens": sampled_tokens})
-
-
 def _step_ends(ctx: RunContext, recipe: Recipe, seq: SequenceBatch):
   """[B, N] step ends of the rollouts in the recipe's step mode (algo.steps unless it fixes one)."""
   s = ctx.config.algo.steps
@@ -399,9 +290,18 @@ def periodic_eval(ctx: RunContext, params, step: int) -> dict:
 
 def _save(ckpt: Checkpointer, state: TrainState, stream: PromptStream, ctx: RunContext,
           metrics: dict | None, force: bool = False):
-  meta = {"data_position": stream.position, "config": ctx.config.to_dict(),
+  meta = {"data_position": stream.position, "prompt_buffer": list(stream.buffer),
+          "config": ctx.config.to_dict(),
           "method": ctx.config.method}
   ckpt.save(int(state.step), state, meta, metrics=metrics, force=force)
+
+
+# Running totals over the run: name -> the per-step metric added up (restored on resume).
+TOTALS = {"rollout/sampled_total": "rollout/sampled", "filter/rounds_exhausted": "filter/exhausted"}
+
+
+def _add_totals(totals: dict, metrics: dict) -> dict:
+  return {name: totals.get(name, 0) + metrics.get(step_key, 0) for name, step_key in TOTALS.items()}
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | None = None,
@@ -422,14 +322,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
                       best_metric=config.checkpoint.best_metric or None)
   state = init_state(ctx, recipe)
   position = skipped = 0
+  buffer, totals = [], {}
   if config.checkpoint.resume and ckpt.latest_step() is not None:
     state, meta = ckpt.restore_latest_good(ctx.abstract(state))
-    position = meta["data_position"]
+    position, buffer = meta["data_position"], meta.get("prompt_buffer", [])
+    totals = {name: meta.get("metrics", {}).get(name, 0) for name in TOTALS}
     skipped = int(meta.get("metrics", {}).get("train/skipped_updates", 0))
     if int(state.step) >= config.train.steps and distributed.is_main_process():
       print(nothing_to_do(int(state.step), config.train.steps, "train.steps", workdir))
   state = ctx.place_state(state)
-  stream = PromptStream(ctx.train_examples, config.seed, position)
+  stream = PromptStream(ctx.train_examples, config.seed, position, buffer)
   writer = MetricsWriter(workdir, enabled=distributed.is_main_process(), resume_step=int(state.step),
                          tensorboard=config.log.tensorboard, progress=config.log.progress,
                          total=config.train.steps)
@@ -444,6 +346,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
       if config.train.skip_nonfinite:  # the updates donate the state: keep a copy to go back to
         before = jax.tree_util.tree_map(jnp.copy, (state.policy, state.prm, state.value))
       state, metrics = rl_step(ctx, recipe, fns, state, stream)
+      totals = _add_totals(totals, metrics)
+      metrics.update(totals)
       done += 1
       step = int(state.step)
       if step == 1:  # rows the data screen left out (task.skip_bad_rows), once per run

@@ -1,0 +1,161 @@
+"""Rollout collection: the prompt stream, sampling, verification and PRIME's accuracy filter.
+
+The filter keeps a prompt's group when its mean outcome lies in [filter.acc_lo, filter.acc_hi]
+and refills as the official PRIME trainer (`ray_trainer.py`, RayPRIMETrainer.fit): rounds of
+prompts are sampled until `prompts_per_step` groups pass, and the prompts of surplus accepted
+groups are buffered and sampled again (by the next step's policy) at the start of the next step.
+Our rounds are bounded by `filter.max_rounds`; a step that hits the bound is topped up with
+rejected groups, warned about and counted. The buffer is part of the stream's resumable state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import jax
+import numpy as np
+
+from prl_jax.algorithms.filters import accuracy_filter, truncation_filter
+from prl_jax.run.context import RunContext
+from prl_jax.sampling import sample_in_calls
+
+logger = logging.getLogger(__name__)
+
+
+class PromptStream:
+  """Deterministic, resumable order over the training prompts: a fresh shuffle every epoch.
+
+  `position` counts the prompts drawn so far; `buffer` holds the positions of prompts whose
+  groups passed the filter beyond a full batch, to be sampled first at the next step. Both go
+  into the checkpoint, so a resumed run draws the same prompts.
+  """
+
+  def __init__(self, examples: list[dict], seed: int, position: int = 0,
+               buffer: list[int] | None = None):
+    self.examples, self.seed, self.position = examples, seed, position
+    self.buffer = list(buffer or [])
+    self._order = (None, None)  # (epoch, permutation): one shuffle computed per epoch
+
+  def example(self, position: int) -> dict:
+    """The prompt at a position of the stream."""
+    epoch, index = divmod(position, len(self.examples))
+    if self._order[0] != epoch:
+      self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(
+          len(self.examples)))
+    return self.examples[self._order[1][index]]
+
+  def take_positions(self, count: int) -> list[int]:
+    out = list(range(self.position, self.position + count))
+    self.position += count
+    return out
+
+  def take(self, count: int) -> list[dict]:
+    return [self.example(p) for p in self.take_positions(count)]
+
+
+@dataclasses.dataclass
+class RolloutGroup:
+  """The n responses of one prompt, as sampled and verified."""
+
+  example: dict
+  prompt_ids: list[int]
+  response_ids: list[list[int]]  # [n]
+  outcome: np.ndarray  # [n]
+  truncated: np.ndarray  # [n]
+  texts: list[str]  # [n] the decoded responses the verifier checked
+
+
+@dataclasses.dataclass
+class Rollouts:
+  """Host-side rollout groups that passed the filters (P prompts x n responses)."""
+
+  examples: list[dict]  # one per response (repeated per group)
+  prompt_ids: list[list[int]]
+  response_ids: list[list[int]]
+  texts: list[str]  # the decoded responses the verifier checked
+  outcome: np.ndarray  # [B]
+  truncated: np.ndarray  # [B]
+  metrics: dict
+
+  @classmethod
+  def of(cls, groups: list[RolloutGroup], metrics: dict) -> "Rollouts":
+    """Groups flattened to rows, the n responses of a group contiguous."""
+    return cls(examples=[g.example for g in groups for _ in g.response_ids],
+               prompt_ids=[g.prompt_ids for g in groups for _ in g.response_ids],
+               response_ids=[r for g in groups for r in g.response_ids],
+               texts=[t for g in groups for t in g.texts],
+               outcome=np.concatenate([g.outcome for g in groups]),
+               truncated=np.concatenate([g.truncated for g in groups]), metrics=metrics)
+
+
+def sample_rows(ctx: RunContext, params, prompts: list[list[int]], key):
+  """(tokens, bool mask, truncated) on the host: rollout.n responses per prompt, contiguous.
+
+  At most `rollout.max_rows` rows go through one sampler call (0: all at once), so the KV cache
+  holds one call's rows; call i draws with fold_in(key, i) (unchunked: `key` itself).
+  """
+  n, max_rows = ctx.config.rollout.n, ctx.config.rollout.max_rows
+  per_call = max(1, max_rows // n) if max_rows else len(prompts)
+  calls = [prompts[start:start + per_call] for start in range(0, len(prompts), per_call)]
+  parts = sample_in_calls(params, ctx.model_cfg, calls, key, ctx.sampling,
+                          mesh=ctx.mesh if ctx.mesh.size > 1 else None, rules=ctx.rules,
+                          fold_single=False)
+  return (np.concatenate([p.tokens for p in parts]), np.concatenate([p.mask for p in parts]),
+          np.concatenate([p.truncated for p in parts]))
+
+
+def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Rollouts:
+  """Sample n responses per prompt, verify, filter by accuracy band / truncation, refill.
+
+  Every round samples `prompts_per_step * filter.oversample` prompts (one shape, one compiled
+  sampler), the buffered prompts of the previous step first, then new ones from the stream.
+  Rounds continue until `prompts_per_step` groups pass or `filter.max_rounds` is reached. The
+  first `prompts_per_step` accepted groups form the batch; the prompts of further accepted groups
+  go to `stream.buffer`. A step that hits the bound warns, sets `filter/exhausted` and is topped up
+  with rejected groups so the batch shape never changes. Without the filter: one round, every
+  group kept.
+  """
+  config = ctx.config
+  n, want = config.rollout.n, config.rollout.prompts_per_step
+  filtering = config.filter.enable
+  draw = want * config.filter.oversample if filtering else want
+  max_rounds = config.filter.max_rounds if filtering else 1
+  accepted, rejected = [], []  # (stream position, group)
+  rounds, sampled_tokens, all_outcomes = 0, 0, []
+  while len(accepted) < want and rounds < max_rounds:
+    positions, stream.buffer = stream.buffer[:draw], stream.buffer[draw:]
+    positions += stream.take_positions(draw - len(positions))
+    examples = [stream.example(p) for p in positions]
+    prompts = [ctx.tokenizer.encode(ex["prompt"]) for ex in examples]
+    tokens, mask, truncated = sample_rows(ctx, params, prompts, jax.random.fold_in(key, rounds))
+    responses = [row[m].tolist() for row, m in zip(tokens, mask)]
+    sampled_tokens += int(mask.sum())
+    texts = [ctx.tokenizer.decode(r) for r in responses]
+    outcome = np.asarray(ctx.verifier(texts, [ex for ex in examples for _ in range(n)]),
+                         np.float32)
+    all_outcomes.append(outcome)
+    keep = np.ones(draw, bool)
+    if filtering:
+      keep &= np.asarray(accuracy_filter(outcome, n, config.filter.acc_lo, config.filter.acc_hi))
+      if config.filter.drop_truncated:
+        keep &= np.asarray(truncation_filter(truncated, n))
+    for p, ex in enumerate(examples):
+      rows = slice(p * n, (p + 1) * n)
+      group = RolloutGroup(ex, prompts[p], responses[rows], outcome[rows], truncated[rows],
+                           texts[rows])
+      (accepted if keep[p] else rejected).append((positions[p], group))
+    rounds += 1
+  exhausted = len(accepted) < want
+  if exhausted and filtering:
+    logger.warning("filter: %d of %d groups passed in filter.max_rounds=%d rounds; the batch is "
+                   "topped up with rejected groups (raise filter.max_rounds or widen the band).",
+                   len(accepted), want, max_rounds)
+  stream.buffer += [position for position, _ in accepted[want:]]
+  groups = [group for _, group in (accepted + rejected)[:want]]
+  sampled = np.concatenate(all_outcomes)
+  return Rollouts.of(groups, {
+      "rollout/reward": float(sampled.mean()), "rollout/rounds": rounds,
+      "rollout/sampled": len(sampled), "rollout/buffered": len(stream.buffer),
+      "filter/accepted": min(len(accepted), want) / want,
+      "filter/exhausted": float(exhausted and filtering), "rollout/tokens": sampled_tokens})
