@@ -125,7 +125,7 @@ def get_config():
   c.algo.repirl.demos_per_prompt = 0
   c.algo.raft = ml_collections.ConfigDict()
   c.algo.raft.keep_per_prompt = 1
-  # ER-PRM (ALGORITHMS.md section 5): a PRM read at step ends through the logits of two tokens,
+  # ER-PRM (docs/algorithms.md, ER-PRM): a PRM read at step ends through the logits of two tokens,
   # labelled offline from Monte Carlo completions; in RL it picks RAFT's samples.
   c.algo.erprm = ml_collections.ConfigDict()
   c.algo.erprm.prm_dir = ""  # a trained ER-PRM in HF layout (the `erprm` method needs one)

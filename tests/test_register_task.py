@@ -106,6 +106,8 @@ def test_step_checker_and_first_error_on_responses_corrupted_at_known_lines():
   assert register.check("\n".join(lines + [lines[-1]]), ex) == 0.0  # a line too many
   assert register.check(ex["solution"].replace("=", " = "), ex) == 0.0  # not the line format
   assert register.step_labels("garbage\n" + ex["solution"], ex)[:2] == [False, False]
+  assert register.step_accuracy([ex["solution"], "\n".join(lines[:6])], [ex, ex]) == \
+      (1 + 6 / 8) / 2
 
 
 def test_buggy_demonstrator_error_rates_and_success():

@@ -51,7 +51,7 @@ def paper_config(arg, *, preset: str, layout: str, extra_args: dict | None = Non
 
 
 def prl_setting(c, *, method: str, steps_mode: str, step_length: int, eval_n: int):
-  """The PRL paper's shared run (ALGORITHMS.md section 4; the official run script's values).
+  """The PRL paper's shared run (docs/algorithms.md, PRL; the official run script's values).
 
   128 prompts x n = 5 at temperature 1, prompt/response 1024/3072; `adv=orm` with eta = 100;
   PPO-clip 0.2 with dual clip 3.0, token-mean, no KL or entropy loss; lr 1e-6 constant, one
@@ -98,7 +98,7 @@ def prl_setting(c, *, method: str, steps_mode: str, step_length: int, eval_n: in
 
 
 def prime_setting(c):
-  """PRIME's sampling and update settings (ALGORITHMS.md section 3; the PRIME and rePIRL configs):
+  """PRIME's sampling and update settings (docs/algorithms.md, PRIME; the PRIME and rePIRL configs):
   256 prompts x 4 responses of up to 3072 tokens at temperature 1, PPO-clip 0.2 without KL,
   AdamW lr 5e-7 (PRM 1e-6) constant, mini-batch 256, greedy eval every 16 steps. Each config then
   sets what differs (method, filter, steps, entropy bonus)."""

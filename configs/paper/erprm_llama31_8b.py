@@ -7,7 +7,7 @@ The ER-PRM itself (a Llama-3.1-8B trained on entropy-regularised Monte Carlo lab
 beforehand and named by `prm_dir`; this config is the paper's RLHF experiment, where the PRM
 scores 16 samples per prompt and the best one is fine-tuned on.
 
-Sources ("A5" = ALGORITHMS.md section 5, "A8" = section 8; "code" = the official ER-PRM code):
+Sources ("A5" = docs/algorithms.md, ER-PRM; "A8" = its headline results; "code" = the official ER-PRM code):
   PRM          a causal LM read at step ends through the logits of "+" and "-"; a solution's score
                is the minimum over its step scores (A5; code RAFT/rso_reward.py uses min); the
                PRM is Meta-Llama-3.1-8B fine-tuned on the labels (code prm/kl_math_reward_ce.sh).

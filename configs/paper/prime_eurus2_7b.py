@@ -3,7 +3,7 @@
     prl-jax train --workdir gs://BUCKET/runs/prime --config \\
         configs/paper/prime_eurus2_7b.py:hf_dir=/ckpt/Eurus-2-7B-SFT,train_file=/data/eurus2/train.parquet,eval_file=/data/math500
 
-Sources ("A3" = ALGORITHMS.md section 3, "A8" = section 8):
+Sources ("A3" = docs/algorithms.md, PRIME; "A8" = its headline results):
   model        Qwen2.5-Math-7B shapes; the policy, the reference and the implicit PRM all start
                from Eurus-2-7B-SFT, the SFT of Qwen2.5-Math-7B (A3 "base ... -> Eurus-2-7B-SFT").
   data         Eurus-2-RL-Data prompts as stored in the data set (A3; layout `eurus2`).
@@ -30,7 +30,7 @@ Deliberate differences:
     of surplus accepted groups buffered for the next step) but gives up after
     `filter.max_rounds = 16` rounds with a warning (`filter/rounds_exhausted`) and tops the batch
     up with rejected groups; the official trainer has no bound.
-  - AdamW weight decay 0 and b2 = 0.999 (ALGORITHMS.md gives neither).
+  - AdamW weight decay 0 and b2 = 0.999 (docs/algorithms.md gives neither).
   - micro-batch 64 responses, log-prob chunk 512, eval every 16 steps, checkpoints every 16 steps:
     memory and bookkeeping choices, not the paper's. On 8 GPUs pass
     `--config.train.micro_batch_size=8` (see `prl-jax memory`).

@@ -3,7 +3,7 @@
     prl-jax train --workdir gs://BUCKET/runs/prl3b --config \\
         configs/paper/prl_llama32_3b.py:hf_dir=/ckpt/Llama-3.2-3B-Instruct,train_file=/data/numina/train.parquet,eval_file=/data/math500
 
-Sources ("A4" = ALGORITHMS.md section 4; "run script" = runs/run_grpo.sh of the official PRL code,
+Sources ("A4" = docs/algorithms.md, PRL; "run script" = runs/run_grpo.sh of the official PRL code,
 whose shared settings the paper's Llama run is taken to use):
   model        Llama-3.2-3B shapes (A4 "256 in the Llama-3.2-3B run"); the checkpoint (base or
                instruct) is whatever `hf_dir` names.
@@ -14,12 +14,12 @@ whose shared settings the paper's Llama run is taken to use):
   rollout      128 prompts x n = 5, temperature 1 (A4); prompt/response 1024/3072 (run script).
   policy       PPO-clip 0.2 with dual clip 3.0, token-mean, KL loss 0, entropy 0, lr 1e-6, one
                update per rollout (A4).
-  steps        500 (as the 7B run; ALGORITHMS.md gives no step count).
+  steps        500 (as the 7B run; docs/algorithms.md gives no step count).
   evaluation   8 samples at temperature 1, average@8 and pass@8 on MATH500, Minerva, OlympiadBench,
                AIME24, AMC23 (A4).
 
 Deliberate differences:
-  - AdamW weight decay 0, b2 = 0.999, grad clip 1.0, constant lr: ALGORITHMS.md gives none of them.
+  - AdamW weight decay 0, b2 = 0.999, grad clip 1.0, constant lr: docs/algorithms.md gives none of them.
   - Evaluation every 50 steps; the loop evaluates one eval_file (MATH500 here).
   - FSDP over every device like the 7B configs (a 3B model would also fit with data parallelism
     over groups of 8); micro-batch 64 responses; on 8 GPUs pass `--config.train.micro_batch_size=8`.

@@ -3,7 +3,7 @@
     prl-jax train --workdir gs://BUCKET/runs/prl7b --config \\
         configs/paper/prl_qwen25math_7b.py:hf_dir=/ckpt/Qwen2.5-Math-7B,train_file=/data/numina/train.parquet,eval_file=/data/math500
 
-Sources ("A4" = ALGORITHMS.md section 4; "run script" = runs/run_grpo.sh of the official PRL code):
+Sources ("A4" = docs/algorithms.md, PRL; "run script" = runs/run_grpo.sh of the official PRL code):
   model        Qwen2.5-Math-7B (A4 "64 in the Qwen2.5-Math-7B run"; run script `model=`).
   data         NuminaMath-1.5 prompts preprocessed by the PRL code into verl rows (prompt
                messages + reward_model.ground_truth), which is the `eurus2` layout (run script).
@@ -18,7 +18,7 @@ Sources ("A4" = ALGORITHMS.md section 4; "run script" = runs/run_grpo.sh of the 
                AIME24, AMC23 (A4).
 
 Deliberate differences:
-  - AdamW weight decay 0, b2 = 0.999, grad clip 1.0, constant lr: ALGORITHMS.md gives none of them.
+  - AdamW weight decay 0, b2 = 0.999, grad clip 1.0, constant lr: docs/algorithms.md gives none of them.
   - Evaluation every 50 steps with the paper's 8 samples at temperature 1 (the run script
     validates on MATH500 every 5 steps with its own sampling); the loop evaluates one eval_file.
   - micro-batch 64 responses and log-prob chunk 512 are memory choices; on 8 GPUs pass

@@ -5,7 +5,7 @@
 
 The settings are the official code's (github.com/ucsb-mlsec/irl, recipe/irl, commit 0159023:
 run_irl_qwen.sh, config/irl_trainer.yaml, irl_ray_trainer.py, irl_dp_rm.py, rm.py), as
-docs/algorithms.md (rePIRL) describes them; "A6" = ALGORITHMS.md section 6, "A8" = section 8.
+docs/algorithms.md (rePIRL) describes them; "A6" = docs/algorithms.md, rePIRL, "A8" = section 8.
 
 Sources:
   model        Qwen2.5-3B-Instruct (A8: math average 33.5 vs 31.7 RLOO, 30.7 MCTS-labelled PRM).

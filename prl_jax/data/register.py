@@ -210,6 +210,14 @@ def _lines(response: str) -> list[str]:
   return [line.strip() for line in response.strip().splitlines()]
 
 
+def final_answer(response: str) -> str | None:
+  """"v_{K-1},v_K" read from the last two lines (what `check` compares), or None (for voting)."""
+  parsed = [_LINE_RE.match(line) for line in _lines(response)[-2:]]
+  if len(parsed) < 2 or not all(parsed):
+    return None
+  return ",".join(m[3] for m in parsed)
+
+
 def check(response: str, example: Mapping[str, Any] | str) -> float:
   """1.0 iff the response is exactly K lines "<op><d>=<v>" and the last two values are right."""
   try:
@@ -260,3 +268,13 @@ def coincidence_rate(examples: Sequence[Mapping[str, Any]], responses: Sequence[
   paid = [check(r, ex) > 0 and first_error(r, ex) is not None
           for r, ex in zip(responses, examples)]
   return sum(paid) / max(1, len(paid))
+
+
+def step_accuracy(responses: Sequence[str], examples: Sequence[Mapping[str, Any]]) -> float:
+  """Mean over responses of the fraction of the K steps written right (`step_labels`; a missing
+  line counts as wrong, lines beyond K are ignored): the capacity check's per-step accuracy."""
+  fractions = []
+  for response, example in zip(responses, examples):
+    k = len(parse_question(_question(example))[1])
+    fractions.append(sum(step_labels(response, example)[:k]) / k)
+  return sum(fractions) / max(1, len(fractions))

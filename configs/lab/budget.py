@@ -1,0 +1,33 @@
+"""The process-reward lab: register chains (prl_jax.data.register) on one shared budget.
+
+Every arm starts from the same SFT policy (configs/lab/sft.py: the "lab" preset, ~0.8M
+parameters, trained on the buggy demonstrator) and spends the same budget: 16 prompts x 8
+responses per step, the same optimizer and update schedule. Chains have K = 8 operations in
+training and K = 12 in the held-out split.
+"""
+
+from configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.model.preset = "lab"
+  c.task.name = "register"
+  c.task.min_ops = c.task.max_ops = 8
+  c.task.max_prompt_len = 32  # "Q: " + start + 12 operations + "\nA: "
+  c.task.num_train = 20000
+  c.task.num_eval = 512
+  c.rollout.prompts_per_step = 16
+  c.rollout.n = 8
+  c.rollout.max_new_tokens = 40  # 8 lines of 4 characters, newlines and EOS
+  c.optim.lr = 1e-4
+  c.optim.prm_lr = 2e-4
+  c.optim.value_lr = 1e-4
+  c.train.ppo_epochs = 2
+  c.train.mini_batch_size = 64
+  c.sft.steps = 2000
+  c.sft.batch_size = 64
+  c.sft.lr = 3e-3
+  c.sft.warmup_steps = 50
+  c.task.demonstrator = "buggy"
+  return c
