@@ -9,6 +9,7 @@ that hangs costs its case, not the run.
   python benchmarks/checker_agreement.py                        # this checker
   python benchmarks/checker_agreement.py --module old/math_answer.py   # another math_answer.py
   python benchmarks/checker_agreement.py --math-verify         # math-verify alone on the texts
+  ... --reference-golds   # hand the checker each gold's answer (this checker's gold extraction)
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ from pathlib import Path
 CASES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "checker_cases.jsonl"
 
 
-def _checker(module: str | None, math_verify_alone: bool):
+def _checker(module: str | None, math_verify_alone: bool, reference_golds: bool = False):
   """The function (response, gold) -> bool under test."""
+  if reference_golds:
+    from prl_jax.rewards.verify_extract import reference_answer
+
+    check = _checker(module, math_verify_alone)
+    return lambda response, gold: check(response, reference_answer(gold))
   if math_verify_alone:
     from math_verify import parse, verify
 
@@ -41,8 +47,8 @@ def _checker(module: str | None, math_verify_alone: bool):
   return lambda response, gold: score_math(response, gold) == 1.0
 
 
-def _worker(conn, module, math_verify_alone):
-  check = _checker(module, math_verify_alone)
+def _worker(conn, module, math_verify_alone, reference_golds):
+  check = _checker(module, math_verify_alone, reference_golds)
   check("\\boxed{\\frac{1}{2}}", "0.5")  # warm the imports outside the timed cases
   while (job := conn.recv()) is not None:
     start = time.perf_counter()
@@ -53,14 +59,14 @@ def _worker(conn, module, math_verify_alone):
     conn.send((verdict, time.perf_counter() - start))
 
 
-def run(cases, module, math_verify_alone, deadline):
+def run(cases, module, math_verify_alone, reference_golds, deadline):
   """(verdict, seconds, timed_out) of each case."""
   ctx = mp.get_context("spawn")
   out, proc = [], None
   for case in cases:
     if proc is None:
       parent, child = ctx.Pipe()
-      proc = ctx.Process(target=_worker, args=(child, module, math_verify_alone), daemon=True)
+      proc = ctx.Process(target=_worker, args=(child, module, math_verify_alone, reference_golds), daemon=True)
       proc.start()
     parent.send(case)
     if parent.poll(deadline + (60 if not out else 0)):  # the first case also waits for imports
@@ -81,11 +87,14 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--module", help="path of another math_answer.py to measure (e.g. an older version)")
   ap.add_argument("--math-verify", action="store_true", help="math-verify's parse/verify alone")
+  ap.add_argument("--reference-golds", action="store_true",
+                  help="pass each gold through this checker's gold extraction first (fair to checkers "
+                  "that expect a bare answer, not '$...$' or a solution)")
   ap.add_argument("--deadline", type=float, default=10.0, help="seconds per case before it counts as a hang")
   ap.add_argument("--show", action="store_true", help="print every disagreement")
   args = ap.parse_args()
   cases = [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
-  results = run(cases, args.module, args.math_verify, args.deadline)
+  results = run(cases, args.module, args.math_verify, args.reference_golds, args.deadline)
   by_class = defaultdict(lambda: [0, 0])
   false_pos = false_neg = hangs = 0
   for case, (verdict, _, timed_out) in zip(cases, results):
