@@ -168,3 +168,23 @@ def test_heldout_split_gets_its_budget_and_unfit_solutions_are_reported(tmp_path
   out = capsys.readouterr().out
   assert f"{sum(n > 60 for n in need)} of 32 reference solutions" in out
   assert "eval.heldout_max_new_tokens" in out
+
+
+# ----------------------------------------------------------------- docs are self-contained
+
+
+def test_docs_and_configs_cite_only_files_in_the_repository():
+  """README, docs and config docstrings cite docs/algorithms.md (which carries the sources and
+  the papers' settings and results), never a specification file outside the repository."""
+  root = os.path.join(os.path.dirname(__file__), "..")
+  paths = [os.path.join(root, "README.md")]
+  for folder in ("docs", "configs"):
+    for base, _, names in os.walk(os.path.join(root, folder)):
+      paths += [os.path.join(base, n) for n in names if n.endswith((".md", ".py"))]
+  citing = [os.path.relpath(p, root) for p in paths
+            if "ALGORITHMS.md" in open(p, encoding="utf-8").read()]
+  assert citing == []
+  spec = open(os.path.join(root, "docs", "algorithms.md"), encoding="utf-8").read()
+  for source in ("2502.01456", "2601.10201", "2412.11006", "2602.07832", "github.com/PRIME-RL/PRIME",
+                 "Headline results"):
+    assert source in spec
