@@ -146,6 +146,11 @@ CHECKER_CLASSES = [
   ("0.3333", "\\frac{1}{3}", True),  # four significant digits, correctly rounded
   ("0.6666", "\\frac{2}{3}", False),  # truncated, not rounded
   ("0.33", "\\frac{1}{3}", False),
+  ("0.6666666666666666", "\\frac{2}{3}", True),  # a float printed to 16 places
+  ("1000000.5", "1000000", False),  # relatively close, but not within its last written place
+  ("1.0000005", "1.0000004", False),
+  ("5 x", "5", False),  # a single letter after a number is mathematics, not a unit
+  ("5 pi", "5", False),
   # multiple choice with the option's text
   ("(D) (2,0)", "D", True),
   ("(D) (2,0)", "C", False),

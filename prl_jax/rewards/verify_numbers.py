@@ -5,9 +5,10 @@ A number is read with its unit: 12, -3, 1,000, 10,\\!080, 0.5, .5, 3/4, \\frac{3
 
 - their units agree, or only one side states a unit (a gold "5" accepts "5 cm"; "5 pm" != "5 am");
 - and their values agree: exactly when both are exact (integers, fractions); otherwise, for a
-  written decimal, when |a - b| <= 1e-6 max(|a|, |b|) (relative, so 1.16e-7 != 7.25e-11), or when
-  the decimal is the other value correctly rounded to its last place and shows at least four
-  significant digits (0.3333 == 1/3, but 0.333 != 1/3, as in Hendrycks et al.'s MATH grader);
+  written decimal, when the decimal is the other value correctly rounded to its last place and
+  shows at least four significant digits (0.3333 == 1/3, but 0.333 != 1/3, as in Hendrycks et
+  al.'s MATH grader), or when |a - b| <= 1e-6 max(|a|, |b|) (relative, so 1.16e-7 != 7.25e-11)
+  and less than one unit of each decimal's last place (so 1000000.5 != 1000000);
 - a percentage may be read as its number or as a fraction (50% == 50 == 0.5).
 """
 
@@ -61,15 +62,27 @@ def _decimal(sign: str, digits: str) -> tuple[Fraction, int, int]:
   return (-value if sign == "-" else value), len(frac), significant
 
 
+_NOT_UNITS = {"pi", "sqrt", "ln", "log", "sin", "cos", "tan", "mod", "and", "or", "i", "e"}
+
+
+def _is_unit(text: str) -> bool:
+  """Whether the text after a number is a unit: a \\text{} group, or a word of two or more
+  letters that is not mathematics ("5 x" is 5x, "5 pi" is 5pi, "1e5" is a number)."""
+  text = text.strip()
+  if text.startswith("\\"):
+    return True
+  first = re.match(r"[a-zA-Z]+", text)
+  return bool(first) and len(first[0]) >= 2 and first[0].lower() not in _NOT_UNITS
+
+
 def parse_number(s: str) -> Number | None:
   """The number written in `s` (already normalised), or None for anything else."""
   s = s.strip()
   percent = s.endswith("%") or s.endswith("percent")
   s = re.sub(r"\s*(?:%|percent)$", "", s)
   unit = ""
-  if m := _UNIT_RE.match(s):
-    if not re.fullmatch(r"[eE][+-]?\d*", m[2].strip()):  # 1e5 is a number, not a unit
-      s, unit = m[1], _unit_key(m[2])
+  if (m := _UNIT_RE.match(s)) and _is_unit(m[2]):
+    s, unit = m[1], _unit_key(m[2])
   s = s.strip().lstrip("$").rstrip("€£¥").strip()
   if re.fullmatch(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):
     s = s.replace(" ", "")
@@ -107,6 +120,12 @@ def values_close(a: Fraction, b: Fraction) -> bool:
   return abs(a - b) <= REL_TOL * max(abs(a), abs(b))
 
 
+def _within_last_place(written: Number, value: Fraction) -> bool:
+  """|written - value| < one unit of the decimal's last written place (exact numbers: always):
+  1000000.5 is not 1000000, though they agree to a relative 5e-7."""
+  return written.exact or abs(written.value - value) < Fraction(10) ** -written.places
+
+
 def numbers_equal(pred: Number, gold: Number) -> bool:
   """Equality of two written numbers (the rules of the module docstring)."""
   if pred.unit and gold.unit and pred.unit != gold.unit:
@@ -116,7 +135,8 @@ def numbers_equal(pred: Number, gold: Number) -> bool:
     for b in {gold.value, gold.value / 100} if gold.percent else {gold.value}:
       if a == b:
         return True
-      if not exact and (values_close(a, b) or _rounds_to(pred, b) or _rounds_to(gold, a)):
+      close = values_close(a, b) and _within_last_place(pred, b) and _within_last_place(gold, a)
+      if not exact and (close or _rounds_to(pred, b) or _rounds_to(gold, a)):
         return True
   return False
 
