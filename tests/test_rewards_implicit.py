@@ -58,6 +58,8 @@ def ref_ce(lp, lr, mask, outcome, beta):
 
 
 def ref_pairwise(scores, outcome, mask, n):
+  """The official rule as a loop: a pair is right when S_a > S_b exactly if r_a > r_b (so a tie
+  is right when r_a < r_b), weighted by |r_a - r_b|; 0.5 for a group without such a pair."""
   sums = [sum(scores[b, t] for t in range(scores.shape[1]) if mask[b, t])
           for b in range(scores.shape[0])]
   accs, weights = [], []
@@ -66,12 +68,14 @@ def ref_pairwise(scores, outcome, mask, n):
     for i in range(n):
       for j in range(i + 1, n):
         a, b = g * n + i, g * n + j
-        dr = outcome[a] - outcome[b]
-        if dr == 0:
+        if outcome[a] == outcome[b]:
           continue
-        tot += abs(dr)
-        if np.sign(sums[a] - sums[b]) == np.sign(dr):
-          hit += abs(dr)
+        w = abs(outcome[a] - outcome[b])
+        tot += w
+        if outcome[a] > outcome[b]:
+          hit += w if sums[a] > sums[b] else 0.0
+        else:
+          hit += w if sums[a] <= sums[b] else 0.0
     accs.append(hit / tot if tot > 0 else 0.5)
     weights.append(tot)
   return np.array(accs), np.array(weights)
@@ -243,9 +247,21 @@ class PairwiseAccuracyTest(chex.TestCase):
     np.testing.assert_allclose(w_g, ref_w, atol=1e-6)
     fn = self.variant(implicit.pairwise_accuracy, static_argnames="group_size")
     acc, w = fn(scores, outcome, mask, group_size=group_size)
-    pooled = (ref_acc * ref_w).sum() / ref_w.sum() if ref_w.sum() > 0 else 0.5
-    np.testing.assert_allclose(acc, pooled, atol=1e-6)
+    np.testing.assert_allclose(acc, ref_acc.mean(), atol=1e-6)  # groups without pairs: 0.5
     np.testing.assert_allclose(w, ref_w.sum(), atol=1e-6)
+
+  @SETTINGS
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), ties=st.booleans())
+  def test_ties_follow_the_official_rule(self, seed, ties):
+    # Scores from a few values (ties common) or all zero (the first step: PRM = reference).
+    rng = np.random.default_rng(seed)
+    scores = rng.choice([0.0, 1.0, 2.0], size=(12, 3)).astype(np.float32) * (not ties)
+    outcome = rng.choice([0.0, 0.5, 1.0], size=12).astype(np.float32)
+    mask = rng.uniform(size=(12, 3)) < 0.8
+    acc_g, w_g = implicit.group_pairwise_accuracy(scores, outcome, mask, 4)
+    ref_acc, ref_w = ref_pairwise(scores, outcome, mask, 4)
+    np.testing.assert_allclose(acc_g, ref_acc, atol=1e-6)
+    np.testing.assert_allclose(w_g, ref_w, atol=1e-6)
 
   def test_hand_case(self):
     # One group of 3: sums [3, 1, 2], outcomes [1, 0, 0]. Pairs with different outcomes:
@@ -256,10 +272,20 @@ class PairwiseAccuracyTest(chex.TestCase):
     acc_g, w_g = implicit.group_pairwise_accuracy(scores, outcome, mask, 3)
     np.testing.assert_allclose(acc_g, [1.0, 0.5])
     np.testing.assert_allclose(w_g, [2.0, 0.0])
-    acc, w = implicit.pairwise_accuracy(-scores, outcome, mask, 3)
-    self.assertEqual((float(acc), float(w)), (0.0, 2.0))
+    acc, w = implicit.pairwise_accuracy(-scores, outcome, mask, 3)  # mean of [0, 0.5]
+    self.assertEqual((float(acc), float(w)), (0.25, 2.0))
     acc, w = implicit.pairwise_accuracy(scores[3:], outcome[3:], mask[3:], 3)
     self.assertEqual((float(acc), float(w)), (0.5, 0.0))
+
+  def test_all_zero_scores_read_the_order_of_outcomes_not_zero(self):
+    # Step 1: every score 0. Group [0, 1, 1, 0]: (0,1), (0,2) have r_i < r_j (right), (1,3),
+    # (2,3) have r_i > r_j (wrong) -> 0.5. In pairs: [0, 1] right -> 1, [1, 0] wrong -> 0.
+    zeros = np.zeros((8, 2), np.float32)
+    outcome = np.array([0, 1, 1, 0, 0, 1, 1, 0], np.float32)
+    acc_g, _ = implicit.group_pairwise_accuracy(zeros, outcome, np.ones_like(zeros, bool), 4)
+    np.testing.assert_allclose(acc_g, [0.5, 0.5])
+    acc_g, _ = implicit.group_pairwise_accuracy(zeros[:4], outcome[:4], np.ones((4, 2)), 2)
+    np.testing.assert_allclose(acc_g, [1.0, 0.0])
 
   def test_bad_group_size(self):
     with pytest.raises(ValueError, match="group_size"):

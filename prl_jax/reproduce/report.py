@@ -255,8 +255,10 @@ def format_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping],
   lines += [sample_efficiency_table(agg, manifest), ""]
   if agg["prm_accuracy"]:
     lines += ["## Implicit PRM pairwise accuracy", "",
-              "`prm/pairwise_accuracy`: the fraction of (correct, wrong) response pairs of a "
-              "training batch that the PRM orders correctly; in %, mean ± std over seeds.", "",
+              "`prm/pairwise_accuracy`: per group of a training batch, the outcome-weighted "
+              "fraction of response pairs with different outcomes that the PRM orders like "
+              "their outcomes (a group without such a pair counts 0.5), averaged over groups "
+              "as PRIME's `compute_dpo_accuracy`; in %, mean ± std over seeds.", "",
               prm_table(agg), ""]
     lines += _image(plots_made, "prm_accuracy", "PRM pairwise accuracy")
   lines += ["## pass@k", ""]

@@ -154,15 +154,17 @@ def prime_ce_loss(logp_prm: chex.Array, logp_ref: chex.Array, mask: chex.Array,
 
 def group_pairwise_accuracy(scores: chex.Array, outcome: chex.Array, mask: chex.Array,
                             group_size: int) -> tuple[chex.Array, chex.Array]:
-  """Per-group PRM pairwise accuracy (PRIME section 3, PRM quality metric).
+  """Per-group PRM pairwise accuracy (PRIME section 3; official `compute_dpo_accuracy`).
 
   For group g with response sums S_i = sum_t scores_{i,t} mask_{i,t} and outcomes r_i, over pairs
   i < j with r_i != r_j:
 
-      acc_g = sum_{i<j} |r_i - r_j| 1[sign(S_i - S_j) = sign(r_i - r_j)] / sum_{i<j} |r_i - r_j|
+      acc_g = sum_{i<j} |r_i - r_j| 1[(S_i > S_j) = (r_i > r_j)] / sum_{i<j} |r_i - r_j|
 
-  and acc_g = 0.5 when the group has no such pair. A tie S_i = S_j counts as wrong. The official
-  code averages acc_g over groups (`mean(acc)`); `pairwise_accuracy` pools the pairs instead.
+  and acc_g = 0.5 when the group has no such pair. As in the official code, a tie S_i = S_j
+  predicts "not greater", so it counts as right exactly when r_i < r_j: with every score 0 (the
+  first step, PRM = reference) a group reads the weighted share of its pairs ordered r_i < r_j,
+  0.5 in expectation over response orders.
 
   Args:
     scores: [B, T] token or step scores.
@@ -183,11 +185,11 @@ def group_pairwise_accuracy(scores: chex.Array, outcome: chex.Array, mask: chex.
   s = jnp.sum(jnp.where(mask.astype(bool), scores.astype(jnp.float32), 0.0), axis=-1)
   s = s.reshape(-1, group_size)
   r = outcome.astype(jnp.float32).reshape(-1, group_size)
-  ds = s[:, :, None] - s[:, None, :]
+  ds = s[:, :, None] - s[:, None, :]  # [g, i, j] = S_i - S_j
   dr = r[:, :, None] - r[:, None, :]
   upper = jnp.triu(jnp.ones((group_size, group_size), dtype=bool), k=1)
   w = jnp.where(upper, jnp.abs(dr), 0.0)
-  agree = (jnp.sign(ds) == jnp.sign(dr)).astype(jnp.float32)
+  agree = ((ds > 0) == (dr > 0)).astype(jnp.float32)
   weight = jnp.sum(w, axis=(1, 2))
   hits = jnp.sum(w * agree, axis=(1, 2))
   acc = jnp.where(weight > 0, hits / jnp.where(weight > 0, weight, 1.0), 0.5)
@@ -196,18 +198,11 @@ def group_pairwise_accuracy(scores: chex.Array, outcome: chex.Array, mask: chex.
 
 def pairwise_accuracy(scores: chex.Array, outcome: chex.Array, mask: chex.Array,
                       group_size: int) -> tuple[chex.Array, chex.Array]:
-  """Batch PRM pairwise accuracy, pooled over the pairs of all groups (PRIME section 3).
-
-      acc = sum_g hits_g / sum_g weight_g   (0.5 when no pair in the batch has different outcomes)
-
-  See `group_pairwise_accuracy` for hits and weights. The returned weight lets several batches be
-  combined as sum(acc * weight) / sum(weight).
+  """Batch PRM pairwise accuracy: the mean over groups of `group_pairwise_accuracy`, groups
+  without a pair of different outcomes counting 0.5 (official `compute_dpo_accuracy`).
 
   Returns:
-    (acc, weight) float32 scalars.
+    (acc, weight) float32 scalars; weight = sum_g weight_g, the outcome-weighted pair count.
   """
   acc_g, w_g = group_pairwise_accuracy(scores, outcome, mask, group_size)
-  weight = jnp.sum(w_g)
-  hits = jnp.sum(acc_g * w_g)
-  acc = jnp.where(weight > 0, hits / jnp.where(weight > 0, weight, 1.0), 0.5)
-  return acc, weight
+  return jnp.mean(acc_g), jnp.sum(w_g)
