@@ -147,6 +147,10 @@ def rm_batch(options, x: PrmInputs):
   if rows % unit:
     raise ValueError(f"The RM batch of {rows} rows (rollouts + demonstrations) does not split "
                      f"into units of {unit} rows; make algo.repirl.pool_size divide the rollouts.")
+  if rows % (o.rm_mini_batch_size or rows):
+    raise ValueError(f"The RM batch of {rows} rows (rollouts + demonstrations) does not split "
+                     f"into mini-batches of algo.repirl.rm_mini_batch_size={o.rm_mini_batch_size} "
+                     "rows; make it divide twice the rollouts per step (0: one step).")
   return code_batch(x.seq, demonstrations(x, n), x.old_logp, x.outcome, unit=unit,
                     pseudo_experts=o.pseudo_experts)
 
