@@ -29,7 +29,8 @@ Sources:
                step, one epoch) (run_irl_qwen.sh).
   filter       accuracy band [0.2, 0.8] with 2x oversampling: one draw of 128 prompts, the 64 with
                passing groups first, topped up with failing ones (filter_and_downsample).
-  evaluation   greedy validation every 5 steps (trainer.test_freq = 5).
+  evaluation   greedy validation every 5 steps (trainer.test_freq = 5); greedy pass@1 on MATH500,
+               AIME 2024, Minerva, AMC, OlympiadBench (the official README).
 
 Deliberate differences:
   - RM learning rate. The official 3e-8 runs on float16 parameters with no float32 master copy
@@ -37,9 +38,11 @@ Deliberate differences:
     unrelated to the nominal one: it is numerically degenerate, not a setting to copy. Here the
     RM trains in float32 and optim.prm_lr is a tuning parameter (1e-6 below, PRIME's PRM rate;
     tune it on the RM's separation, `repirl/reward_correct` - `repirl/reward_failed`).
-  - Demonstrations are the data set's own solutions (layout `numina`: NuminaMath-CoT, written by
-    a strong model), one per problem repeated beside each of its 4 rollouts; the official run
-    reads its own demonstration file (4 per problem in the paper).
+  - Data. The official run samples 7k math + 7k coding problems from PRIME's Eurus-2-RL-Data
+    with four demonstrations per problem written by Claude-3.7-Sonnet (the official README);
+    here math prompts with the data set's own solutions as demonstrations (layout `numina`:
+    NuminaMath-CoT, written by a strong model), one per problem repeated beside each of its 4
+    rollouts.
   - Oversampling: `filter.oversample = 2` with one round; surplus passing prompts are sampled
     again first at the next step rather than dropped as the official trainer does.
   - 240 steps (the official script runs two epochs over its data), checkpoints every 16 steps,
