@@ -188,3 +188,45 @@ def test_docs_and_configs_cite_only_files_in_the_repository():
   for source in ("2502.01456", "2601.10201", "2412.11006", "2602.07832", "github.com/PRIME-RL/PRIME",
                  "Headline results"):
     assert source in spec
+
+
+# ----------------------------------------------------------------- progress lines and plots
+
+
+def test_progress_line_shows_accepted_groups_and_prm_accuracy(tmp_path, capsys, monkeypatch):
+  from prl_jax import progress
+  from prl_jax.run.metrics_file import MetricsWriter
+  monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
+  writer = MetricsWriter(str(tmp_path), tensorboard=False, total=2)
+  for step in (1, 2):  # PRIME with every group filtered out: the line must say so
+    writer.write(step, {"rollout/reward": 0.0, "filter/accepted": 0.0,
+                        "prm/pairwise_accuracy": 0.61, "prm/loss": 0.69})
+  writer.close()
+  last = capsys.readouterr().err.strip().splitlines()[-1]
+  assert "accepted=0" in last and "prm_acc=0.61" in last
+  assert "s/step" in last or "step/s" in last  # the rate (and the ETA before it)
+
+
+def test_accuracy_plot_has_a_chance_line_and_the_legend_off_the_curves():
+  from prl_jax.eval import plots
+  fig = plots.line_figure({"prime": ([1, 2, 3], [0.5, 0.7, 0.9]), "prl": ([1, 2, 3], [0.4, 0.6, 1.0])},
+                          ylim=(0, 1.02), hlines={"chance (0.5)": 0.5})
+  fig.canvas.draw()
+  ax = fig.axes[0]
+  flat = [line for line in ax.get_lines() if set(line.get_ydata()) == {0.5}]
+  assert [line.get_label() for line in flat] == ["chance (0.5)"]
+  legend = ax.get_legend().get_window_extent()
+  assert legend.x0 >= ax.get_window_extent().x1  # beside the axes, not over a curve
+
+
+def test_pass_at_k_plot_is_in_percent_as_the_tables(monkeypatch, tmp_path):
+  from prl_jax.eval import plots
+  seen = {}
+  monkeypatch.setattr(plots, "line_plot", lambda series, path, **kw: seen.update(series, **kw))
+  plots.pass_at_k_plot({"rloo": [0.25, 0.5]}, str(tmp_path / "p.png"))
+  assert list(seen["rloo"][1]) == [25.0, 50.0] and "%" in seen["ylabel"]
+
+
+def test_reproduce_runs_write_tensorboard():
+  from prl_jax.reproduce import pipeline
+  assert "log.tensorboard=true" in pipeline.logging_overrides(False)

@@ -37,7 +37,8 @@ def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], pat
 
 def line_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
                 xlabel: str = "", ylabel: str = "", title: str = "", logx: int | None = None,
-                ylim: tuple[float, float] | None = None, markers: bool = True) -> Figure:
+                ylim: tuple[float, float] | None = None, markers: bool = True,
+                hlines: Mapping[str, float] | None = None) -> Figure:
   """One line per labelled (x, y) series.
 
   Reused for pass@k vs k, accuracy vs N (best-of-N) and training curves (reward vs step).
@@ -48,16 +49,22 @@ def line_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *
     logx: a log base for the x axis (2 for k = 1, 2, 4, ...), or None for a linear axis.
     ylim: fixed y limits, e.g. (0, 1) for accuracies.
     markers: draw a dot at every point (useful for short curves).
+    hlines: label -> y of dashed reference lines (e.g. {"chance": 0.5} on an accuracy).
+
+  With more than one line the legend sits to the right of the axes, never over a curve.
   """
   if not series:
     raise ValueError("line_plot: no series to draw")
-  fig = Figure(figsize=(6.0, 4.0), dpi=100)
+  lines = len(series) + len(hlines or {})
+  fig = Figure(figsize=(8.5 if lines > 1 else 6.0, 4.0), dpi=100)
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
   for label, (x, y) in series.items():
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     _check_series(label, x, y)
     ax.plot(x, y, marker="o" if markers else None, markersize=3, label=str(label))
+  for label, y in (hlines or {}).items():
+    ax.axhline(y, color="gray", linestyle="--", linewidth=1, label=str(label))
   if logx:
     ax.set_xscale("log", base=logx)
     ax.xaxis.set_major_locator(ticker.LogLocator(base=logx))
@@ -71,18 +78,18 @@ def line_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *
   if title:
     ax.set_title(title)
   ax.grid(True, alpha=0.3)
-  if len(series) > 1:
-    ax.legend(fontsize="small")
+  if lines > 1:
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
   fig.tight_layout()
   return fig
 
 
 def pass_at_k_plot(curves: Mapping[str, Sequence[float]], path: str, *,
                    title: str = "pass@k") -> str:
-  """pass@k against k = 1..n on a log2 k axis, one line per label; returns `path`.
+  """pass@k in % (the tables' unit) against k = 1..n on a log2 k axis, one line per label.
 
   Args:
-    curves: label -> [n] values, entry k-1 being pass@k (e.g. `metrics.pass_at_k_curve`).
+    curves: label -> [n] fractions, entry k-1 being pass@k (e.g. `metrics.pass_at_k_curve`).
       Curves may have different n.
     path: output PNG file.
     title: figure title.
@@ -93,6 +100,6 @@ def pass_at_k_plot(curves: Mapping[str, Sequence[float]], path: str, *,
     if curve.ndim != 1 or curve.size == 0:
       raise ValueError(f"pass_at_k_plot: curve {label!r} must be a non-empty [n] array, "
                        f"got shape {curve.shape}")
-    series[label] = (np.arange(1, curve.size + 1), curve)
-  return line_plot(series, path, xlabel="k (samples)", ylabel="pass@k", title=title, logx=2,
-                   ylim=(0.0, 1.02))
+    series[label] = (np.arange(1, curve.size + 1), 100.0 * curve)
+  return line_plot(series, path, xlabel="k (samples)", ylabel="pass@k (%)", title=title, logx=2,
+                   ylim=(0.0, 102.0))

@@ -114,8 +114,9 @@ def stage_inputs(overrides: Sequence[str], **more) -> dict:
 
 
 def logging_overrides(verbose: bool) -> list[str]:
-  """No TensorBoard files; per-run progress bars only when asked (runs are many and short)."""
-  return [f"log.progress={str(verbose).lower()}", "log.tensorboard=false"]
+  """TensorBoard files in every run's workdir (as a single `prl-jax train` writes them); per-run
+  progress bars only when asked (runs are many and short)."""
+  return [f"log.progress={str(verbose).lower()}", "log.tensorboard=true"]
 
 
 def sft_overrides(preset: Preset, verbose: bool) -> list[str]:

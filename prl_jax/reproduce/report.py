@@ -177,6 +177,7 @@ def make_plots(workdir: str, manifest: Mapping, agg: Mapping) -> dict[str, str]:
     made["prm_accuracy"] = plots.line_plot(
         accuracy, os.path.join(out_dir, "prm_accuracy.png"), xlabel="step", markers=False,
         ylabel=f"PRM pairwise accuracy ({w}-step moving average)", ylim=(0.0, 1.02),
+        hlines={"chance (0.5)": 0.5},
         title="Implicit PRM: correct above wrong responses")
   for split in ("eval", "heldout"):
     curves = {name: agg["policies"][name]["eval"][split]["curve"]

@@ -27,7 +27,8 @@ class MetricsWriter:
 
   PROGRESS_KEYS = (("train/reward", "reward"), ("rollout/reward", "sampled"),
                    ("policy/loss", "loss"), ("sft/loss", "loss"), ("prm/loss", "loss"),
-                   ("prm/step_acc", "acc"), ("time/tokens_per_s", "tok/s"))
+                   ("prm/step_acc", "acc"), ("prm/pairwise_accuracy", "prm_acc"),
+                   ("filter/accepted", "accepted"), ("time/tokens_per_s", "tok/s"))
 
   def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True,
                progress: bool = True, total: int | None = None, resume_step: int = 0,
