@@ -24,7 +24,8 @@ class RLInputs:
   Arrays the method does not use are zeros (`prm_score` is None). `prm_token` is the per-token
   output of the PRM trained during the run (log pi_phi(y_t) for an implicit PRM, r_phi(y_t) for a
   reward head), read with the cadence of `PrmTraining.refresh`; `prm_score` is a frozen PRM's
-  solution score of each response (ER-PRM).
+  solution score of each response (ER-PRM); `step_rewards` the task's step checker's labels on
+  the step ends (1 right, 0 wrong; the oracle control, `Recipe.step_checker`).
   """
 
   outcome: jax.Array  # [B] in [0, 1]
@@ -36,6 +37,7 @@ class RLInputs:
   step_end: jax.Array  # [B, N] bool
   group_size: int = flax.struct.field(pytree_node=False)
   prm_score: jax.Array | None = None  # [B]
+  step_rewards: jax.Array | None = None  # [B, N]
 
 
 @flax.struct.dataclass
@@ -143,6 +145,8 @@ class Recipe:
     value: trains a PPO critic on `Advantages.value_target` and passes its values to `advantages`.
     policy_loss: "ppo" (clipped surrogate) or "nll" (RAFT: likelihood of the selected samples).
     min_group_size: smallest rollout.n the advantage is defined for.
+    step_checker: the task's step checker labels every step of every response into
+      `RLInputs.step_rewards` (the oracle; no learned method reads it).
     step_mode: (options) -> the `prl_jax.ops.steps.step_end_mask` mode of `RLInputs.step_end`.
     check: (options) -> a message when the method's options are invalid, else None.
   """
@@ -155,6 +159,7 @@ class Recipe:
   value: bool = False
   policy_loss: str = "ppo"
   min_group_size: int = 1
+  step_checker: bool = False
   step_mode: Callable[[Any], str] = configured_steps
   check: Callable[[Any], str | None] = lambda options: None
 

@@ -21,6 +21,8 @@ class Task:
   generate_heldout(num, seed, **options) -> list of examples beyond the training difficulty
   solve(question) -> reference solution text
   check(response, example) -> 1.0 if the response solves the example, else 0.0
+  step_labels(response, example) -> per-step correctness, for tasks with a step checker (the
+    oracle method and step-level diagnostics); None otherwise
   """
 
   name: str
@@ -28,10 +30,12 @@ class Task:
   generate_heldout: Callable[..., list[dict[str, Any]]]
   solve: Callable[[str], str]
   check: Callable[[str, Mapping[str, Any]], float]
+  step_labels: Callable[[str, Mapping[str, Any]], list[bool]] | None = None
 
 
 TASKS: dict[str, Task] = {
-  m.TASK: Task(m.TASK, m.generate, m.generate_heldout, m.solve, m.check)
+  m.TASK: Task(m.TASK, m.generate, m.generate_heldout, m.solve, m.check,
+               getattr(m, "step_labels", None))
   for m in (arithmetic, countdown, register)
 }
 

@@ -39,6 +39,7 @@ from prl_jax.run.nonfinite import NonFiniteError, error_message, nonfinite
 from prl_jax.run.state import TrainState, init_state, optimizers, wrap_key
 from prl_jax.train import objectives
 from prl_jax.train.rollouts import PromptStream, Rollouts, collect_rollouts
+from prl_jax.train.step_checker import checker_step_rewards
 
 
 @dataclasses.dataclass
@@ -237,12 +238,16 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
                                                   old_logp, ref_logp)
     metrics.update(prm_metrics)
 
-  prm_score = None
+  prm_score = step_rewards = None
   if fns.prm_scores is not None:
     prm_score = ctx.place_batch(fns.prm_scores(rollouts))
+  step_end = _step_ends(ctx, recipe, seq)
+  if recipe.step_checker:
+    step_rewards = ctx.place_batch(checker_step_rewards(rollouts.texts, rollouts.examples,
+                                                        distributed.to_host(step_end)))
   inputs = RLInputs(outcome=outcome, mask=seq.response_mask, old_logp=old_logp, ref_logp=ref_logp,
-                    prm_token=prm_token, values=values, step_end=_step_ends(ctx, recipe, seq),
-                    group_size=config.rollout.n, prm_score=prm_score)
+                    prm_token=prm_token, values=values, step_end=step_end,
+                    group_size=config.rollout.n, prm_score=prm_score, step_rewards=step_rewards)
   out = fns.advantages(inputs)
   advantages = out.token
   metrics.update({f"adv/{k}" if "/" not in k else k: v for k, v in out.metrics.items()})
