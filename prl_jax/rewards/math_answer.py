@@ -20,8 +20,11 @@ tasks' checkers) safely over a batch.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,6 +70,34 @@ def _text_key(s: str) -> str:
 
 
 # ----------------------------------------------------------------------------- math-verify
+
+
+class _Overrun(BaseException):
+  """Raised inside SymPy when a thread's deadline passes: a BaseException, so that no
+  `except Exception` in SymPy or math-verify swallows it and carries on."""
+
+
+@contextlib.contextmanager
+def _thread_deadline(seconds: float | None):
+  """Off the main thread, where SIGALRM cannot be used, stop Python-level work after `seconds`
+  by a trace function that checks the clock at every function call (SymPy's simplification is
+  Python code; C-level big-number work is refused earlier by the guards)."""
+  if seconds is None or threading.current_thread() is threading.main_thread():
+    yield
+    return
+  end = time.monotonic() + seconds
+  previous = sys.gettrace()
+
+  def tracer(frame, event, arg):
+    if time.monotonic() > end:
+      raise _Overrun
+    return previous(frame, event, arg) if previous is not None else None
+
+  sys.settrace(tracer)
+  try:
+    yield
+  finally:
+    sys.settrace(previous)
 
 
 def _signal_timeout(timeout: float | None) -> int | None:
@@ -120,8 +151,9 @@ def _sympy_equal(pred: str, gold: str, timeout: float | None) -> bool:
 def math_equal(pred: str | None, gold: str | None, *, timeout: float | None = 3.0) -> bool:
   """Whether the answer `pred` equals the reference answer `gold` (answers, not whole responses).
 
-  Never raises (except for a missing math-verify, a set-up error); math-verify's own timeout of
-  `timeout` seconds applies when called from a main thread, the input guards everywhere.
+  Never raises (except for a missing math-verify, a set-up error). Within `timeout` seconds in
+  every mode: math-verify's SIGALRM timeout on a main thread, a trace-function deadline on other
+  threads, and everywhere the input guards for C-level work no signal could interrupt.
   """
   if pred is None or gold is None:
     return False
@@ -142,9 +174,12 @@ def math_equal(pred: str | None, gold: str | None, *, timeout: float | None = 3.
       return True
     if unsafe_for_sympy(pred) or unsafe_for_sympy(gold):
       return False
-    return _sympy_equal(pred, gold, timeout)
+    with _thread_deadline(timeout):
+      return _sympy_equal(pred, gold, timeout)
   except ImportError:
     raise
+  except _Overrun:
+    return False
   except Exception:  # a verifier must never take the training loop down
     return False
 

@@ -21,11 +21,13 @@ _MAX_EXPONENT = 10_000  # larger exponents build numbers of unbounded size
 _MAX_RESULT_DIGITS = 10_000  # the size of a power's value that SymPy may still compute
 _MAX_FACTORIAL = 3_000  # 3000! has ~9,100 digits: SymPy computes it in milliseconds
 _MAX_NESTING = 20
+_MAX_SYMBOLIC_EXPONENT = 40  # (x+1)^{200} - (x^{200}+1) takes SymPy seconds to simplify
 _MAX_TERMS = 1_000  # sums and products SymPy may expand term by term
 _MAX_BINOMIAL = 10_000
 
 _POWER_CHAIN_RE = re.compile(r"(\d+(?:\.\d+)?)((?:\^-?\d+(?:\.\d+)?)+)")
 _OPEN, _CLOSE = "({[", ")}]"
+_LIMITS_RE = re.compile(r"\\(?:sum|prod|int|oint|bigcup|bigcap)\s*_\s*$")
 
 
 def _nesting_depth(s: str) -> int:
@@ -198,7 +200,12 @@ def _huge_atoms(s: str) -> str | None:
     e = numeric_magnitude(exponent)
     if e is None:
       continue
-    base = numeric_magnitude(s[_group_before(s, m.start()) : m.start()])
+    base_start = _group_before(s, m.start())
+    if _LIMITS_RE.search(s[:base_start]):
+      continue  # the upper limit of a sum, product or integral (bounded below), not a power
+    base = numeric_magnitude(s[base_start : m.start()])
+    if base is None and e > _MAX_SYMBOLIC_EXPONENT:
+      return "a symbolic power too large to simplify"
     if e > _MAX_EXPONENT or e * math.log10(max(base or 10.0, 2.0)) > _MAX_RESULT_DIGITS:
       return "a power too large to evaluate"
   return None
