@@ -110,17 +110,11 @@ def _generation_model(path: str):
   from prl_jax.models import hf
   from prl_jax.models.tokenizer import load_tokenizer
   from prl_jax.run import model_dir
-  explicit_step = os.path.basename(os.path.normpath(path)) in ("checkpoints",) or (
-      os.path.basename(os.path.normpath(path)).isdigit())
-  if not explicit_step and os.path.isdir(path) and (
-      model_dir.is_hf_dir(path) or os.path.isdir(os.path.join(path, "final_hf"))):
-    directory = model_dir.resolve_model_dir(path, "--model")
+  kind, directory, step = model_dir.locate(path, "--model")
+  if kind == "hf":
     model_cfg, params = hf.load_hf(directory)
     return model_cfg, params, load_tokenizer(directory)
-  source = model_dir.checkpoint_source(path) if os.path.isdir(path) else None
-  if source is None:
-    model_dir.resolve_model_dir(path, "--model")  # raises, naming what the path is
-  workdir, step = source
+  workdir = directory
   from prl_jax.eval.evaluate import policy_from_checkpoint
   from prl_jax.run.context import build_context
   with open(os.path.join(workdir, "config.json")) as fh:
@@ -239,8 +233,12 @@ def cmd_eval(argv):
   config, args = _load(parser, argv)
   if config is None:
     return
-  from prl_jax.run.model_dir import resolve_model_dir
-  model = resolve_model_dir(args.model, "--model") if args.model else None  # a workdir works
+  from prl_jax.run.model_dir import locate
+  model = None
+  if args.model:  # an HF directory, a workdir, or a run's checkpoints[/STEP]
+    kind, directory, step = locate(args.model, "--model")
+    model = directory if kind == "hf" else os.path.join(directory, "checkpoints",
+                                                         "" if step is None else str(step))
   results = run_eval(config, args.workdir, model_dir=model, split=args.split, out_dir=args.out)
   print(format_markdown(results))
   print(f"results: {args.out or default_out_dir(args.workdir, args.split)}")

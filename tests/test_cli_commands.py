@@ -190,3 +190,23 @@ def test_init_from_takes_a_workdir_and_names_what_is_missing(capsys, tmp_path):
   code, _, err = _run(capsys, "train", "--config", CONFIG, f"--config.init_from={tmp_path / 'rl'}",
                       "--print-config")
   assert code == 2 and "without a final export" in err and "init_from=" in err
+
+
+def test_eval_file_without_train_file_is_not_silently_ignored(capsys, tmp_path):
+  code, _, err = _run(capsys, "eval", "--config", CONFIG, "--config.task.eval_file=x.jsonl",
+                      "--workdir", str(tmp_path))
+  assert code == 2 and "task.eval_file is read only beside task.train_file" in err
+
+
+def test_model_paths_are_located(tmp_path):
+  from prl_jax.run.model_dir import locate
+  work = tmp_path / "run"
+  (work / "checkpoints" / "7").mkdir(parents=True)
+  (work / "config.json").write_text("{}")
+  assert locate(str(work), "--model") == ("checkpoint", str(work), None)
+  assert locate(str(work / "checkpoints" / "7"), "--model") == ("checkpoint", str(work), 7)
+  (work / "final_hf").mkdir()
+  (work / "final_hf" / "config.json").write_text("{}")
+  (work / "final_hf" / "model.safetensors").write_text("")
+  assert locate(str(work), "--model") == ("hf", str(work / "final_hf"), None)
+  assert locate(str(work / "checkpoints"), "--model") == ("checkpoint", str(work), None)

@@ -291,6 +291,12 @@ def load_policy(ctx, model_dir: str | None = None) -> Policy:
   """`model_dir` if given, else WORKDIR/final_hf, else the latest checkpoint in WORKDIR/checkpoints."""
   if model_dir:
     _check_model_dir(model_dir)
+    # A run's WORKDIR/checkpoints[/STEP]: the config must be that run's.
+    path = os.path.normpath(model_dir)
+    if os.path.basename(path).isdigit() and os.path.basename(os.path.dirname(path)) == "checkpoints":
+      return policy_from_checkpoint(ctx, os.path.dirname(path), int(os.path.basename(path)))
+    if os.path.basename(path) == "checkpoints":
+      return policy_from_checkpoint(ctx, path)
     return _policy_from_hf(ctx, model_dir)
   final = os.path.join(ctx.workdir, "final_hf")
   if os.path.isdir(final):
@@ -381,6 +387,9 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, *, model_dir: str 
   ctx = build_context(config, workdir)
   policy = load_policy(ctx, model_dir)
   examples = split_examples(config, split, ctx.train_examples, ctx.eval_examples, ctx.tokenizer)
+  if not examples:
+    raise ConfigError(f"The {split!r} split has no problems (check task.eval_file or "
+                      "eval.num_problems); nothing to evaluate.")
   budget = split_token_budget(config, split)
   warn_unfit_solutions(examples, policy.tokenizer, budget, split)
   rows = config.rollout.prompts_per_step * config.rollout.n

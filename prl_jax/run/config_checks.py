@@ -79,6 +79,10 @@ def _check_task(config) -> None:
   if name is None:
     return
   if not train_file:
+    if _get(config, "task.eval_file"):
+      raise ConfigError("task.eval_file is read only beside task.train_file; the synthetic "
+                        f"task {name!r} generates its own eval split (unset task.eval_file, or "
+                        "set task.train_file and task.name to the data's layout).")
     if name in LAYOUTS:
       raise ConfigError(f"task.name={name!r} reads data files: set task.train_file (and "
                         "task.eval_file), e.g. --config FILE.py:train_file=PATH for the paper "

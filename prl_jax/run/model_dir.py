@@ -59,3 +59,19 @@ def resolve_model_dir(path: str, flag: str) -> str:
           else "not a model directory (no config.json and safetensors)")
   raise ConfigError(f"{flag}={path} is {what}; pass an HF-layout model directory such as "
                     "WORKDIR/final_hf.")
+
+
+def locate(path: str, flag: str) -> tuple[str, str | None, int | None]:
+  """Where the model `path` names: ("hf", directory, None) for an HF-layout directory or a
+  workdir's final_hf; ("checkpoint", workdir, step or None for the latest) for
+  WORKDIR/checkpoints[/STEP] or a workdir with checkpoints and no final export."""
+  name = os.path.basename(os.path.normpath(path))
+  explicit = name == "checkpoints" or name.isdigit()
+  if os.path.isdir(path) and not explicit and (
+      is_hf_dir(path) or os.path.isdir(os.path.join(path, "final_hf"))):
+    return "hf", resolve_model_dir(path, flag), None
+  source = checkpoint_source(path) if os.path.isdir(path) else None
+  if source is None:
+    resolve_model_dir(path, flag)  # raises, naming what the path is
+    return "hf", path, None
+  return "checkpoint", source[0], source[1]
