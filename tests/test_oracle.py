@@ -103,3 +103,28 @@ def test_oracle_trains_on_register_chains(tmp_path):
     config = tiny_config("rloo", **{"algo.steps.delimiter": "'.'"})
     config.method = "oracle"
     validate(config)
+
+
+def test_step_auroc_scores_lines_up_to_the_first_error():
+  from prl_jax.train.step_diagnostics import line_scores, step_auroc
+
+  ex = register.generate(1, seed=6)[0]
+  lines = ex["solution"].splitlines()
+  v = (int(lines[3][-1]) + 1) % 10
+  texts = [ex["solution"], "\n".join(lines[:3] + [lines[3][:3] + str(v)] + lines[4:])]
+  tokens, mask, ends = _rows(texts)
+  newline = CharTokenizer().encode("\n")
+  labels = checker_step_rewards(texts, [ex, ex], ends)
+  # Line sums: a reward on each line's last token is that line's score.
+  assert line_scores(labels, tokens, mask, newline)[1] == [1, 1, 1, 0, 0, 1, 1, 1]
+  # The oracle's own labels separate right lines from the first wrong one perfectly.
+  assert step_auroc(labels, tokens, mask, newline, texts, [ex, ex]) == 1.0
+  # Hand-made scores: right lines (8 in row 0, 3 in row 1) vs the one first error (row 1 line 3).
+  scores = np.zeros(mask.shape, np.float32)
+  per_line = [[0.5, 0.1, 0.9, 0.3, 0.2, 0.8, 0.4, 0.7], [0.6, 0.2, 0.0, 0.35, 9, 9, 9, 9]]
+  for b in range(2):
+    for k, value in enumerate(per_line[b]):
+      scores[b, 5 * k + 2] = value  # anywhere inside line k
+  # Right-line scores above 0.35: 0.5 0.9 0.8 0.4 0.7 0.6 = 6 of 11.
+  assert step_auroc(scores, tokens, mask, newline, texts, [ex, ex]) == pytest.approx(6 / 11)
+  assert step_auroc(scores[:1], tokens[:1], mask[:1], newline, texts[:1], [ex]) is None

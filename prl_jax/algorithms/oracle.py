@@ -26,7 +26,8 @@ def oracle_advantages(options, x: RLInputs) -> Advantages:
                         base="rloo")
   steps = jnp.sum(x.step_end * x.mask)
   right = jnp.sum(x.step_rewards * x.step_end * x.mask)
-  return Advantages(token_adv, {"oracle/step_accuracy": right / jnp.maximum(steps, 1.0)})
+  return Advantages(token_adv, {"oracle/step_accuracy": right / jnp.maximum(steps, 1.0)},
+                    process_reward=x.step_rewards * x.mask)
 
 
 def _check(options) -> str | None:

@@ -29,7 +29,8 @@ def prime_advantages(options, x: RLInputs) -> Advantages:
   token_adv = adv.prime(scores, x.outcome, x.mask, x.group_size, mode=options.prime.mode,
                         gamma=options.gamma, base=options.prime.base)
   accuracy, pairs = implicit.pairwise_accuracy(scores, x.outcome, x.mask, x.group_size)
-  return Advantages(token_adv, {"prm/pairwise_accuracy": accuracy, "prm/pairs": pairs})
+  return Advantages(token_adv, {"prm/pairwise_accuracy": accuracy, "prm/pairs": pairs},
+                    process_reward=options.prime.beta * (x.prm_token - x.ref_logp) * x.mask)
 
 
 def prm_loss_fn(model_cfg, options, chunk: int = 0):

@@ -48,11 +48,14 @@ class Advantages:
     token: [B, N] token advantages for the policy update.
     metrics: scalar diagnostics, logged under `adv/` unless already namespaced.
     value_target: [B, N] regression target of a critic (PPO's GAE returns), None without one.
+    process_reward: [B, N] the method's per-token process reward (None without one), for the
+      step-level diagnostics of the loop (`prl_jax.train.step_diagnostics`, prm/step_auroc).
   """
 
   token: jax.Array
   metrics: dict
   value_target: jax.Array | None = None
+  process_reward: jax.Array | None = None
 
 
 @dataclasses.dataclass

@@ -40,6 +40,7 @@ from prl_jax.run.state import TrainState, init_state, optimizers, wrap_key
 from prl_jax.train import objectives
 from prl_jax.train.rollouts import PromptStream, Rollouts, collect_rollouts
 from prl_jax.train.step_checker import checker_step_rewards
+from prl_jax.train.step_diagnostics import step_auroc
 
 
 @dataclasses.dataclass
@@ -191,6 +192,16 @@ def _step_ends(ctx: RunContext, recipe: Recipe, seq: SequenceBatch):
                        token_ids=seq.tokens[:, seq.prompt_len:] if mode == "delimiter" else None)
 
 
+def _step_diagnostics(ctx: RunContext, seq: SequenceBatch, rollouts: Rollouts,
+                      process_reward) -> dict:
+  """prm/step_auroc of the method's process reward when the task has a step checker."""
+  host = distributed.to_host
+  auroc = step_auroc(host(process_reward), host(seq.tokens[:, seq.prompt_len:]),
+                     host(seq.response_mask), ctx.tokenizer.encode("\n"), rollouts.texts,
+                     rollouts.examples)
+  return {} if auroc is None else {"prm/step_auroc": auroc}
+
+
 def _prm_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainState,
               rollouts: Rollouts, seq: SequenceBatch, outcome, old_logp, ref_logp):
   """The recipe's PRM update on this step's rollouts: (new PRM state, the rollouts' prm_token
@@ -250,6 +261,8 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
                     group_size=config.rollout.n, prm_score=prm_score, step_rewards=step_rewards)
   out = fns.advantages(inputs)
   advantages = out.token
+  if out.process_reward is not None:
+    metrics.update(_step_diagnostics(ctx, seq, rollouts, out.process_reward))
   metrics.update({f"adv/{k}" if "/" not in k else k: v for k, v in out.metrics.items()})
   value_state = state.value
   if recipe.value:
