@@ -5,10 +5,11 @@
 
 The settings are the official code's (github.com/ucsb-mlsec/irl, recipe/irl, commit 0159023:
 run_irl_qwen.sh, config/irl_trainer.yaml, irl_ray_trainer.py, irl_dp_rm.py, rm.py), as
-docs/algorithms.md (rePIRL) describes them; "A6" = docs/algorithms.md, rePIRL, "A8" = section 8.
+docs/algorithms.md (rePIRL) describes them.
 
 Sources:
-  model        Qwen2.5-3B-Instruct (A8: math average 33.5 vs 31.7 RLOO, 30.7 MCTS-labelled PRM).
+  model        Qwen2.5-3B-Instruct (the paper: math average 33.5 vs 31.7 RLOO, 30.7 with an
+               MCTS-labelled PRM).
   reward model algo.repirl.mode = "code": Linear(2048, 1024)-ReLU-Linear(1024, 1024)-ReLU-
                Linear(1024, 1)-tanh on the final hidden states of a full copy of the policy,
                backbone trained too, no reference model (rm.py).
