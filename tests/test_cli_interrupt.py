@@ -71,3 +71,31 @@ def test_tensorboard_purges_the_old_run_past_the_resumed_step(tmp_path, monkeypa
   metrics_file.MetricsWriter(str(tmp_path), progress=False, resume_step=7).close()
   metrics_file.MetricsWriter(str(tmp_path), progress=False).close()
   assert made == [{"purge_step": 8}, {"purge_step": None}]
+
+
+@pytest.mark.slow  # three short GRPO runs of a tiny model: about 25 s on 2 cores
+def test_train_sigterm_saves_the_step_and_the_rerun_finishes(tmp_path, capsys, monkeypatch):
+  from prl_jax.train import loop
+  workdir = str(tmp_path / "rl")
+  grpo = os.path.join(os.path.dirname(CONFIG), "grpo.py")
+  argv = ["train", "--config", grpo, "--config.train.steps=3", "--config.rollout.prompts_per_step=4",
+          "--config.rollout.n=2", "--config.train.mini_batch_size=0", "--config.log.progress=false",
+          "--config.mesh.num_devices=1", "--config.log.tensorboard=false", "--workdir", workdir]
+  write = metrics_file.MetricsWriter.write
+
+  def write_then_preempt(self, step, metrics):
+    write(self, step, metrics)
+    if step == 1:
+      os.kill(os.getpid(), signal.SIGTERM)  # as a preemption notice
+
+  monkeypatch.setattr(loop.MetricsWriter, "write", write_then_preempt)
+  assert cli.main(argv) == 128 + signal.SIGTERM
+  assert "stopped by SIGTERM after step 1" in capsys.readouterr().err
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]
+  monkeypatch.setattr(loop.MetricsWriter, "write", write)
+  assert cli.main(argv) == 0
+  rows = metrics_file.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  assert [row["step"] for row in rows] == [1, 2, 3]
+  capsys.readouterr()
+  assert cli.main(argv) == 0
+  assert "nothing to do" in capsys.readouterr().out
