@@ -94,6 +94,10 @@ def get_config():
   c.algo.steps.mode = "token"  # token whole fixed delimiter
   c.algo.steps.length = 1
   c.algo.steps.delimiter = "\n"
+  c.algo.rloo = ml_collections.ConfigDict()
+  c.algo.rloo.whiten = False  # true: masked whitening over the batch (PRIME's RLOO baseline)
+  c.algo.ppo = ml_collections.ConfigDict()
+  c.algo.ppo.value_clip = 0.5  # critic: V clipped to old V +- this (verl cliprange_value); 0: off
   c.algo.prime = ml_collections.ConfigDict()
   c.algo.prime.beta = 0.05
   c.algo.prime.mode = "code"  # code | paper

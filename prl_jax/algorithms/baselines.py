@@ -21,8 +21,13 @@ def _broadcast(sequence_advantage, mask):
 
 
 def rloo_advantages(options, x: RLInputs) -> Advantages:
-  """RLOO: A_i = r_i - mean_{j != i} r_j, constant over the response."""
-  return Advantages(_broadcast(adv.rloo(x.outcome, x.group_size), x.mask), {})
+  """RLOO: A_i = r_i - mean_{j != i} r_j, constant over the response; with `algo.rloo.whiten`
+  then masked_whiten over the batch's valid tokens, as PRIME's RLOO baseline (the PRIME trainer
+  with the PRM off whitens its returns)."""
+  token = _broadcast(adv.rloo(x.outcome, x.group_size), x.mask)
+  if options.rloo.whiten:
+    token = masked_whiten(token, x.mask) * x.mask
+  return Advantages(token, {})
 
 
 def grpo_advantages(options, x: RLInputs) -> Advantages:

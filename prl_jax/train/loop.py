@@ -159,7 +159,7 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
 
   value_forward = value_update = None
   if recipe.value:
-    value_loss = objectives.value_loss_fn(model_cfg)
+    value_loss = objectives.value_loss_fn(model_cfg, config.algo.ppo.value_clip)
     value_forward = jax.jit(lambda p, seq: objectives.value_forward(model_cfg, p, seq))
     value_update = jax.jit(lambda s, b, k: updates.epoch_updates(s, tx_value, value_loss, b, k,
                                                                  epochs, num_mini, num_micro),
@@ -266,7 +266,7 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
   metrics.update({f"adv/{k}" if "/" not in k else k: v for k, v in out.metrics.items()})
   value_state = state.value
   if recipe.value:
-    value_state, value_metrics = fns.value_update(value_state, (seq, out.value_target),
+    value_state, value_metrics = fns.value_update(value_state, (seq, out.value_target, values),
                                                   jax.random.fold_in(update_key, 1))
     metrics.update({f"value/{k}": v for k, v in value_metrics.items()})
   policy, policy_metrics = fns.policy_update(

@@ -88,13 +88,22 @@ def value_forward(model_cfg: ModelConfig, params, seq: SequenceBatch):
   return hidden @ params["head"]["kernel"] + params["head"]["bias"]
 
 
-def value_loss_fn(model_cfg: ModelConfig) -> LossFn:
-  """Squared error to the GAE returns, token mean: 0.5 sum m (V - R)^2 / sum m."""
+def value_loss_fn(model_cfg: ModelConfig, value_clip: float = 0.0) -> LossFn:
+  """Squared error to the GAE returns, token mean: 0.5 sum m (V - R)^2 / sum m.
+
+  With value_clip c > 0 (verl's critic `cliprange_value`, 0.5), the clipped form of PPO's critic:
+  0.5 sum m max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2) / sum m, with V_old the values
+  at rollout time. The batch is (seq, returns, old values).
+  """
 
   def loss(params, batch):
-    seq, returns = batch
+    seq, returns, old_values = batch
     values = value_forward(model_cfg, params, seq)
-    num = 0.5 * jnp.sum(jnp.square(values - returns) * seq.response_mask)
+    error = jnp.square(values - returns)
+    if value_clip > 0:
+      clipped = old_values + jnp.clip(values - old_values, -value_clip, value_clip)
+      error = jnp.maximum(error, jnp.square(clipped - returns))
+    num = 0.5 * jnp.sum(error * seq.response_mask)
     return num, (jnp.sum(seq.response_mask), {})
 
   return loss
