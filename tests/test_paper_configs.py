@@ -20,8 +20,8 @@ from prl_jax.train import memory
 from prl_jax.run.context import validate
 
 PAPER = os.path.join(os.path.dirname(__file__), "..", "configs", "paper")
-NAMES = ("prime_eurus2_7b", "prl_llama32_3b", "prl_qwen25math_7b", "frpo_qwen3_1p7b",
-         "erprm_llama31_8b", "repirl_qwen25_3b")
+NAMES = ("prime_eurus2_7b", "rloo_eurus2_7b", "prl_llama32_3b", "prl_qwen25math_7b",
+         "frpo_qwen3_1p7b", "erprm_llama31_8b", "repirl_qwen25_3b")
 
 # Published shapes (config.json of each model): vocab, width, layers, heads, KV heads, head dim,
 # MLP width, q/k/v biases, tied embeddings.
@@ -46,9 +46,21 @@ EXPECTED = {
         "algo.loss.kl_coef": 0.0, "algo.loss.entropy_coef": 0.0, "train.ppo_epochs": 1,
         "algo.prime.mode": "code", "algo.prime.granularity": "token", "algo.prime.base": "rloo",
         "eval.n": 1, "eval.temperature": 0.0,
+        # The official trainer (run_prime_main.sh, its config and workers): PRM mini-batches of
+        # 256, single forward, normalisation per 8 data-parallel shards, AdamW weight decay 1e-2
+        # for the policy and 0 for the PRM.
+        "algo.prime.prm_mini_batch_size": 256, "algo.prime.double_forward": False,
+        "algo.prime.norm_shards": 8, "optim.weight_decay": 0.01, "optim.prm_weight_decay": 0.0,
+    },
+    "rloo_eurus2_7b": {  # section 3: the same trainer with the PRM off; section 8: 240 steps
+        "method": "rloo", "algo.rloo.whiten": True, "train.steps": 240, "filter.enable": True,
+        "filter.acc_lo": 0.2, "filter.acc_hi": 0.8, "optim.lr": 5e-7, "optim.weight_decay": 0.01,
+        "rollout.prompts_per_step": 256, "rollout.n": 4, "train.mini_batch_size": 256,
     },
     "prl_qwen25math_7b": {  # section 4
-        "method": "prl", "model.preset": "qwen2.5-math-7b", "algo.prl.mode": "orm",
+        # runs/run_grpo-3.sh: adv=prm (raw outcome, no group normalisation), eta 100
+        "method": "prl", "model.preset": "qwen2.5-math-7b", "algo.prl.mode": "prm",
+        "algo.prl.eta": 100.0, "optim.weight_decay": 0.01,
         "algo.steps.mode": "fixed", "algo.steps.length": 64, "rollout.n": 5,
         "rollout.prompts_per_step": 128, "optim.lr": 1e-6, "rollout.temperature": 1.0,
         "algo.loss.clip_low": 0.2, "algo.loss.clip_high": 0.2, "algo.loss.dual_clip": 3.0,
@@ -56,7 +68,9 @@ EXPECTED = {
         "eval.n": 8, "eval.temperature": 1.0,
     },
     "prl_llama32_3b": {  # section 4
+        # runs/run_grpo.sh: adv=orm, eta 200, fixed 256-token steps
         "method": "prl", "model.preset": "llama-3.2-3b", "algo.prl.mode": "orm",
+        "algo.prl.eta": 200.0, "optim.weight_decay": 0.01,
         "algo.steps.mode": "fixed", "algo.steps.length": 256, "rollout.n": 5,
         "rollout.prompts_per_step": 128, "optim.lr": 1e-6, "rollout.temperature": 1.0,
         "algo.loss.dual_clip": 3.0, "algo.loss.clip_low": 0.2, "algo.loss.agg": "token-mean",
@@ -64,9 +78,12 @@ EXPECTED = {
         "eval.temperature": 1.0,
     },
     "frpo_qwen3_1p7b": {  # sections 4 and 8: step length 1, beta = 1/eta = 0.01, pass@16
+        # and FRPO v2's setting: 256 prompts x 5, mini-batch 64 prompts, 2048/8192 tokens
         "method": "frpo", "model.preset": "qwen3-1.7b", "algo.prl.eta": 100.0,
         "algo.loss.dual_clip": 3.0, "algo.loss.clip_low": 0.2, "rollout.n": 5,
-        "optim.lr": 1e-6, "rollout.prompts_per_step": 128, "eval.n": 16,
+        "optim.lr": 1e-6, "rollout.prompts_per_step": 256, "train.mini_batch_size": 320,
+        "task.max_prompt_len": 2048, "rollout.max_new_tokens": 8192, "train.ppo_epochs": 1,
+        "algo.steps.mode": "token", "optim.weight_decay": 0.01, "eval.n": 16,
     },
     "erprm_llama31_8b": {  # section 5: RAFT, 16 samples per prompt, min over step scores
         "method": "erprm", "rollout.n": 16, "rollout.temperature": 1.0, "algo.erprm.agg": "min",
@@ -92,6 +109,7 @@ EXPECTED = {
 # Evaluation suites (ALGORITHMS.md sections 4, 8; ER-PRM: GSM8K and MATH500).
 SUITES = {
     "prime_eurus2_7b": {"aime24", "amc", "math500", "minerva", "olympiadbench"},
+    "rloo_eurus2_7b": {"aime24", "amc", "math500", "minerva", "olympiadbench"},
     "prl_qwen25math_7b": {"math500", "minerva", "olympiadbench", "aime24", "amc23"},
     "prl_llama32_3b": {"math500", "minerva", "olympiadbench", "aime24", "amc23"},
     "frpo_qwen3_1p7b": {"math500"},
@@ -165,10 +183,36 @@ def test_paper_ranges_and_derived_settings():
   assert 2 * rows // repirl.algo.repirl.rm_mini_batch_size == 16
   assert rows // repirl.train.mini_batch_size == 2
   # "One update per rollout" (section 4): the mini-batch is the whole batch.
-  for name in ("prl_qwen25math_7b", "prl_llama32_3b", "frpo_qwen3_1p7b"):
+  for name in ("prl_qwen25math_7b", "prl_llama32_3b"):
     c = _load(name)
     assert c.train.mini_batch_size in (0, c.rollout.prompts_per_step * c.rollout.n)
     assert c.train.ppo_epochs == 1
+  # FRPO v2: 1280 responses in mini-batches of 64 prompts are 4 updates per rollout.
+  frpo = _load("frpo_qwen3_1p7b")
+  assert frpo.rollout.prompts_per_step * frpo.rollout.n // frpo.train.mini_batch_size == 4
+  assert frpo.train.mini_batch_size == 64 * frpo.rollout.n
+  # PRIME: 1024 rollouts, 4 PRM steps per RL step (as many as the policy's), 8 shards of 128.
+  prime = _load("prime_eurus2_7b")
+  rows = prime.rollout.prompts_per_step * prime.rollout.n
+  assert rows // prime.algo.prime.prm_mini_batch_size == rows // prime.train.mini_batch_size == 4
+  assert rows // prime.algo.prime.norm_shards == 128
+
+
+def test_primes_rloo_baseline_is_primes_trainer_without_the_prm():
+  prime, rloo = _load("prime_eurus2_7b"), _load("rloo_eurus2_7b")
+  assert rloo.filter.to_dict() == prime.filter.to_dict()
+  for section in ("rollout", "optim", "train", "eval", "model", "task"):
+    a, b = prime[section].to_dict(), rloo[section].to_dict()
+    if section == "train":
+      a.pop("steps"), b.pop("steps")
+    assert a == b, section
+  assert prime.algo.loss.to_dict() == rloo.algo.loss.to_dict()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_answers_are_checked_in_the_killable_pool(name):
+  """The inline check cannot interrupt C-level big-integer arithmetic; long runs meet it."""
+  assert _load(name).task.verify_workers > 0
 
 
 @pytest.mark.parametrize("name", sorted(SUITES))
@@ -222,14 +266,18 @@ def test_config_file_argument_keeps_colons_in_values():
 # Memory.
 
 
-def _hand_count(shape):
-  """(all parameters, q/k/v bias parameters) from the published shapes."""
+QK_NORM = {"qwen3-1.7b"}  # Qwen3: an RMSNorm scale of head_dim on every query and key head
+
+
+def _hand_count(shape, qk_norm=False):
+  """(all parameters, parameters without a width axis: q/k/v biases and q/k norm scales) from
+  the published shapes."""
   v, d, layers, heads, kv, hd, f, bias, tied = shape
   attention = d * heads * hd + 2 * d * kv * hd + heads * hd * d
-  biases = (heads + 2 * kv) * hd if bias else 0
-  per_layer = attention + biases + 3 * d * f + 2 * d  # + two RMSNorm scales
+  whole = ((heads + 2 * kv) * hd if bias else 0) + (2 * hd if qk_norm else 0)
+  per_layer = attention + whole + 3 * d * f + 2 * d  # + two RMSNorm scales
   total = layers * per_layer + v * d * (1 if tied else 2) + d  # + the final norm
-  return total, layers * biases
+  return total, layers * whole
 
 
 @pytest.mark.parametrize("name,preset_name", [
@@ -239,8 +287,9 @@ def _hand_count(shape):
 @pytest.mark.parametrize("devices", [64, 8])
 def test_parameter_bytes_equal_a_hand_count(name, preset_name, devices):
   """FSDP over every device splits each weight along its width d (which every one of these
-  shapes divides into 64); only q/k/v biases, which have no width axis, stay whole."""
-  total, biases = _hand_count(SHAPES[preset_name])
+  shapes divides into 64); only q/k/v biases and q/k norm scales, which have no width axis,
+  stay whole."""
+  total, biases = _hand_count(SHAPES[preset_name], preset_name in QK_NORM)
   assert (total - biases) % devices == 0
   want = 4 * ((total - biases) // devices + biases)  # float32
   report = memory.memory_report(_load(name), devices=devices)

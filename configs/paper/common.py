@@ -45,6 +45,9 @@ def paper_config(arg, *, preset: str, layout: str, extra_args: dict | None = Non
   c.mesh.tensor = 1
   # One [rows, 512, vocab] float32 block of logits alive at a time (vocabularies of 128-152k).
   c.train.logprob_chunk = 512
+  # Answers are checked in a pool of worker processes with per-answer timeouts: the inline check
+  # cannot interrupt C-level big-integer arithmetic, which long paper runs do meet.
+  c.task.verify_workers = 16
   c.checkpoint.keep = 2
   c.checkpoint.save_hf = True
   return c, args
@@ -54,8 +57,9 @@ def prl_setting(c, *, method: str, steps_mode: str, step_length: int, eval_n: in
   """The PRL paper's shared run (docs/algorithms.md, PRL; the official run script's values).
 
   128 prompts x n = 5 at temperature 1, prompt/response 1024/3072; `adv=orm` with eta = 100;
-  PPO-clip 0.2 with dual clip 3.0, token-mean, no KL or entropy loss; lr 1e-6 constant, one
-  update per rollout; 500 steps; evaluation at temperature 1 every 50 steps.
+  PPO-clip 0.2 with dual clip 3.0, token-mean, no KL or entropy loss; lr 1e-6 constant, AdamW
+  weight decay 0.01 (verl's actor default, which the scripts keep), one update per rollout;
+  500 steps; evaluation at temperature 1 every 50 steps.
   """
   c.method = method
   c.task.max_prompt_len = 1024
@@ -81,7 +85,7 @@ def prl_setting(c, *, method: str, steps_mode: str, step_length: int, eval_n: in
   c.optim.lr = 1e-6
   c.optim.schedule = "constant"
   c.optim.warmup_steps = 0
-  c.optim.weight_decay = 0.0
+  c.optim.weight_decay = 0.01  # verl's actor AdamW default (the scripts do not set it)
   c.optim.grad_clip = 1.0
 
   c.train.steps = 500
@@ -100,8 +104,8 @@ def prl_setting(c, *, method: str, steps_mode: str, step_length: int, eval_n: in
 def prime_setting(c):
   """PRIME's sampling and update settings (docs/algorithms.md, PRIME; the PRIME and rePIRL configs):
   256 prompts x 4 responses of up to 3072 tokens at temperature 1, PPO-clip 0.2 without KL,
-  AdamW lr 5e-7 (PRM 1e-6) constant, mini-batch 256, greedy eval every 16 steps. Each config then
-  sets what differs (method, filter, steps, entropy bonus)."""
+  AdamW lr 5e-7 (PRM 1e-6) constant, weight decay 0.01 (PRM 0), mini-batch 256, greedy eval
+  every 16 steps. Each config then sets what differs (method, filter, steps, entropy bonus)."""
   c.task.max_prompt_len = 1024
   c.rollout.prompts_per_step = 256
   c.rollout.n = 4
@@ -122,7 +126,10 @@ def prime_setting(c):
   c.optim.prm_lr = 1e-6
   c.optim.schedule = "constant"
   c.optim.warmup_steps = 0
-  c.optim.weight_decay = 0.0
+  # AdamW weight decay: the official trainer's default 1e-2 for the actor (and PPO's critic), 0
+  # for the implicit PRM (its config sets prime_model.optim.weight_decay: 0).
+  c.optim.weight_decay = 0.01
+  c.optim.prm_weight_decay = 0.0
   c.optim.grad_clip = 1.0
   c.optim.prm_grad_clip = 10.0
 
