@@ -19,7 +19,9 @@ Sources ("A3" = docs/algorithms.md, PRIME; "A8" = its headline results):
   norm scope   code-mode normalisation within each of 8 contiguous shards of 128 responses, the
                official run's data-parallel workers (A3).
   policy       one PPO epoch, clip 0.2, no KL, no entropy bonus, mini-batch 256 responses,
-               lr 5e-7 AdamW constant, grad clip 1.0 (A3).
+               lr 5e-7 AdamW constant, grad clip 1.0 (A3); AdamW weight decay 0.01 for the
+               policy and 0 for the PRM, betas (0.9, 0.999) (the official workers' defaults and
+               the PRM's config).
   steps        592 (A3; A8 reports 43.9 average at 592 steps, 41.0 at 240).
   evaluation   greedy pass@1 on AIME24, AMC, MATH-500, Minerva, OlympiadBench (A8).
 
@@ -30,7 +32,6 @@ Deliberate differences:
     of surplus accepted groups buffered for the next step) but gives up after
     `filter.max_rounds = 16` rounds with a warning (`filter/rounds_exhausted`) and tops the batch
     up with rejected groups; the official trainer has no bound.
-  - AdamW weight decay 0 and b2 = 0.999 (docs/algorithms.md gives neither).
   - micro-batch 64 responses, log-prob chunk 512, eval every 16 steps, checkpoints every 16 steps:
     memory and bookkeeping choices, not the paper's. On 8 GPUs pass
     `--config.train.micro_batch_size=8` (see `prl-jax memory`).
