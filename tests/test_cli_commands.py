@@ -210,3 +210,16 @@ def test_model_paths_are_located(tmp_path):
   (work / "final_hf" / "model.safetensors").write_text("")
   assert locate(str(work), "--model") == ("hf", str(work / "final_hf"), None)
   assert locate(str(work / "checkpoints"), "--model") == ("checkpoint", str(work), None)
+
+
+def test_every_shipped_config_passes_the_up_front_checks():
+  import glob
+  from prl_jax.config import load_config_file
+  from prl_jax.run.config_checks import check_config
+  root = os.path.join(os.path.dirname(CONFIG), "..")
+  files = [f for f in glob.glob(os.path.join(root, "*", "*.py"))
+           if not f.endswith(("__init__.py", "common.py", "budget.py"))]
+  assert len(files) > 15
+  for path in files:
+    config = load_config_file(path + (":hf_dir=/m" if "smollm2" in path else ""))
+    check_config(config, data=not config.task.name in ("gsm8k", "math", "numina", "eurus2"))

@@ -18,10 +18,11 @@ import ml_collections
 from prl_jax.algorithms.advantages import PRIME_BASES, PRIME_MODES, PRL_MODES
 from prl_jax.algorithms.losses import KL_KINDS
 from prl_jax.algorithms.recipes import registered
+from prl_jax.algorithms.repirl import MODES as REPIRL_MODES
 from prl_jax.config import ConfigError
 from prl_jax.data.registry import TASKS
 from prl_jax.data.templates import TEMPLATES
-from prl_jax.models.config import REMAT_POLICIES
+from prl_jax.models.config import PRESETS, REMAT_POLICIES
 from prl_jax.ops.steps import STEP_MODES
 from prl_jax.rewards.er_prm import AGGREGATIONS
 
@@ -38,6 +39,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   """Every choice-valued key and its legal values."""
   return {
       "method": tuple(sorted(registered())),
+      "model.preset": tuple(sorted(PRESETS)),
       "model.dtype": ("float32", "bfloat16", "float16"),
       "model.remat": REMAT_POLICIES,
       "task.template": tuple(sorted(TEMPLATES)),
@@ -46,6 +48,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       "algo.prime.granularity": ("token", "whole", "step"),
       "algo.prime.base": PRIME_BASES,
       "algo.prl.mode": PRL_MODES,
+      "algo.repirl.mode": REPIRL_MODES,
       "algo.erprm.agg": AGGREGATIONS,
       "algo.loss.agg": LOSS_AGGS,
       "algo.loss.kl_kind": KL_KINDS,
