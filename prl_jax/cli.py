@@ -11,6 +11,7 @@
   prl-jax memory --config configs/paper/prime_eurus2_7b.py [--devices 64 --hbm-gib 88]
   prl-jax reproduce --preset demo|mini --workdir runs/demo [--jobs N]
   prl-jax report runs/demo   (report.md + plots again from the saved JSON)
+  prl-jax export --workdir runs/prime --out DIR [--step N] [--what policy|prm]
 
 `prl-jax COMMAND --help` lists a command's options. Commands that take --config also take
 --config.KEY=VALUE overrides (every key, its default and meaning: configs/base.py) and
@@ -105,8 +106,6 @@ def _prompts(args, parser) -> list[str]:
 def _generation_model(path: str):
   """(model config, params, tokenizer) of an HF directory, a workdir (its final_hf, else its
   latest checkpoint) or WORKDIR/checkpoints/STEP."""
-  import json
-  import ml_collections
   from prl_jax.models import hf
   from prl_jax.models.tokenizer import load_tokenizer
   from prl_jax.run import model_dir
@@ -117,18 +116,10 @@ def _generation_model(path: str):
   workdir = directory
   from prl_jax.eval.evaluate import policy_from_checkpoint
   from prl_jax.run.context import build_context
-  with open(os.path.join(workdir, "config.json")) as fh:
-    config = ml_collections.ConfigDict(_tuples(json.load(fh)))
-  ctx = build_context(config, workdir)
+  from prl_jax.run.export import run_config
+  ctx = build_context(run_config(workdir), workdir)
   policy = policy_from_checkpoint(ctx, os.path.join(workdir, "checkpoints"), step)
   return policy.model_cfg, policy.params, policy.tokenizer
-
-
-def _tuples(tree):
-  """JSON lists back to the tuples the config was written with (e.g. mesh.rules)."""
-  if isinstance(tree, dict):
-    return {k: _tuples(v) for k, v in tree.items()}
-  return tuple(_tuples(v) for v in tree) if isinstance(tree, list) else tree
 
 
 def cmd_generate(argv):
@@ -375,10 +366,28 @@ def cmd_report(argv):
   print(f"report: {path}")
 
 
+def cmd_export(argv):
+  parser = _parser(
+      "export", config=False,
+      description="Write a checkpoint step of a run (the policy, or the PRM a PRIME run trained) "
+                  "as an HF-layout directory, in the dtype, model_type, generation config and "
+                  "special tokens of the checkpoint the run started from.")
+  parser.add_argument("--workdir", required=True, help="the run's workdir (holding config.json "
+                      "and checkpoints/)")
+  parser.add_argument("--step", type=int, default=None, help="the step (default: the latest)")
+  parser.add_argument("--out", required=True, help="output directory")
+  parser.add_argument("--what", choices=("policy", "prm"), default="policy",
+                      help="policy (default) or prm: the implicit PRM of PRIME / rePIRL implicit")
+  args = parser.parse_args(argv)
+  from prl_jax.run.export import export_checkpoint
+  step = export_checkpoint(args.workdir, args.out, step=args.step, what=args.what)
+  print(f"wrote {args.out}: the {args.what} of {args.workdir} at step {step}")
+
+
 COMMANDS = {"generate": cmd_generate, "sft": cmd_sft, "train": cmd_train, "eval": cmd_eval,
             "erprm": cmd_erprm,
             "best-of-n": cmd_best_of_n, "import-gguf": cmd_import_gguf, "memory": cmd_memory,
-            "reproduce": cmd_reproduce, "report": cmd_report}
+            "reproduce": cmd_reproduce, "report": cmd_report, "export": cmd_export}
 
 
 def main(argv=None) -> int:

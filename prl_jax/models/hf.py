@@ -33,13 +33,14 @@ import os
 from typing import Any, Callable, Iterator
 
 import jax
-import ml_dtypes  # noqa: F401  (registers "bfloat16" with numpy so safetensors can read BF16)
+import ml_dtypes  # also registers "bfloat16" with numpy so safetensors can read BF16
 import numpy as np
 import safetensors
 import safetensors.numpy
 
 from prl_jax.models.config import ModelConfig
-from prl_jax.models.hf_config import config_from_hf, config_to_hf, default_model_type
+from prl_jax.models.hf_config import (SUPPORTED_MODEL_TYPES, config_from_hf, config_to_hf,
+                                      default_model_type)
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -334,3 +335,50 @@ def save_hf(model_dir: str, config: ModelConfig, params: Any, model_type: str | 
       json.dump(index, fh, indent=2)
   with open(os.path.join(model_dir, CONFIG_FILE), "w") as fh:
     json.dump(hf_config, fh, indent=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Exports that look like the checkpoint they started from.
+
+GENERATION_CONFIG_FILE = "generation_config.json"
+SPECIAL_TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
+_STORED_DTYPES = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16, "float32": np.float32}
+
+
+def stored_dtype(model_dir: str) -> Any:
+  """The dtype the weights of `model_dir` are stored in (config.json's `dtype`/`torch_dtype`);
+  float32 for no directory or an unknown value."""
+  path = os.path.join(model_dir, CONFIG_FILE) if model_dir else ""
+  if not path or not os.path.isfile(path):
+    return np.float32
+  hf_config = _read_json(path)
+  name = str(hf_config.get("dtype") or hf_config.get("torch_dtype") or "float32")
+  return _STORED_DTYPES.get(name.replace("torch.", ""), np.float32)
+
+
+def save_like(model_dir: str, config: ModelConfig, params: Any, source_dir: str = "") -> None:
+  """`save_hf`, shaped like the checkpoint the run started from (`source_dir`, "" for none).
+
+  The weights keep the source's stored dtype (a bfloat16 model is exported in bfloat16) and its
+  model_type (e.g. mistral stays mistral); its generation_config.json is copied and the
+  special-token ids of its config.json (bos/eos/pad) are carried over, so sampling defaults and
+  stop tokens are those users of the source expect.
+  """
+  source = _read_json(os.path.join(source_dir, CONFIG_FILE)) if source_dir and os.path.isfile(
+      os.path.join(source_dir, CONFIG_FILE)) else {}
+  model_type = source.get("model_type")
+  model_type = model_type if model_type in SUPPORTED_MODEL_TYPES else None
+  save_hf(model_dir, config, params, model_type=model_type, dtype=stored_dtype(source_dir))
+  if not source:
+    return
+  generation = os.path.join(source_dir, GENERATION_CONFIG_FILE)
+  if os.path.isfile(generation):
+    with open(generation) as src, open(os.path.join(model_dir, GENERATION_CONFIG_FILE), "w") as dst:
+      dst.write(src.read())
+  carried = {k: source[k] for k in SPECIAL_TOKEN_KEYS if source.get(k) is not None}
+  if carried:
+    path = os.path.join(model_dir, CONFIG_FILE)
+    written = _read_json(path)
+    written.update(carried)
+    with open(path, "w") as fh:
+      json.dump(written, fh, indent=2)

@@ -144,7 +144,9 @@ class RunContext:
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
   def export_policy(self, params, directory: str) -> str:
-    """Final policy in HF layout (safetensors + config.json) with its tokenizer beside it.
+    """Policy `params` in HF layout (safetensors + config.json) with its tokenizer beside it, in
+    the stored dtype, model_type, generation config and special tokens of the checkpoint the run
+    started from (`hf.save_like`).
 
     With several processes, all of them gather the parameters (each host then holds the whole
     model in host memory) and process 0 writes.
@@ -153,7 +155,7 @@ class RunContext:
       params = jax.tree_util.tree_map(distributed.to_host, params)
       if not distributed.is_main_process():
         return directory
-    hf.save_hf(directory, self.model_cfg, params)
+    hf.save_like(directory, self.model_cfg, params, self.hf_dir)
     if isinstance(self.tokenizer, CharTokenizer):
       self.tokenizer.save(directory)
     elif hasattr(self.tokenizer, "tokenizer") and hasattr(self.tokenizer.tokenizer,
