@@ -1,0 +1,80 @@
+"""The process-reward lab's gates: can the miniature show a process-reward effect at all?
+
+Checked, in this order, before any learned PRM is judged on the register task:
+
+  G0 capacity: SFT on the clean demonstrator reaches >= 98% per-step greedy accuracy, so the
+     policy's size is not what limits it;
+  G1 base policy: SFT on the buggy demonstrator has mean@8 in [5%, 15%] and pass@8 >= 40% on the
+     eval split: success is sparse but reachable;
+  G2 oracle control: the oracle (the step checker as process reward) reaches RLOO's reward at
+     step 60 (trailing 15-step mean) in at most a third of the steps: a perfect process reward
+     helps here, so a learned one can be judged;
+  G3 PRIME's implicit PRM: step-level AUROC at the first wrong line (prm/step_auroc, trailing
+     15-step mean at the end of the run) >= 0.7.
+
+Each gate is a dict {name, value, threshold, passed, knob}; `knob` names what to turn when it
+fails. The thresholds are those of the lab's design; the measured values are in docs/lab.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from prl_jax.reproduce.claims import final_reward, moving_average, steps_to_reach
+
+REWARD_KEY = "rollout/reward"
+AUROC_KEY = "prm/step_auroc"
+
+
+def _gate(name: str, value: float | None, threshold: str, passed: bool, knob: str) -> dict:
+  return {"name": name, "value": value, "threshold": threshold, "passed": bool(passed),
+          "knob": knob}
+
+
+def capacity_gate(step_accuracy: float, minimum: float = 0.98) -> dict:
+  return _gate("G0 capacity", step_accuracy, f">= {minimum:.0%} per-step greedy accuracy",
+               step_accuracy >= minimum,
+               "a larger model.preset or more sft.steps for the clean demonstrator")
+
+
+def base_policy_gate(mean_at_8: float, pass_at_8: float, band=(0.05, 0.15),
+                     min_pass: float = 0.40) -> dict:
+  ok = band[0] <= mean_at_8 <= band[1] and pass_at_8 >= min_pass
+  return _gate("G1 base policy", {"mean@8": mean_at_8, "pass@8": pass_at_8},
+               f"mean@8 in [{band[0]:.0%}, {band[1]:.0%}], pass@8 >= {min_pass:.0%}", ok,
+               "task.register.bug_rate / min_bugs / max_bugs (harder: more bugged steps)")
+
+
+def _series(rows: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
+  pairs = [(int(r["step"]), float(r[key])) for r in rows if key in r]
+  return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def oracle_gate(rloo_rows: Sequence[Mapping], oracle_rows: Sequence[Mapping], *,
+                at_step: int = 60, window: int = 15, max_ratio: float = 1 / 3) -> dict:
+  """Steps the oracle needs to reach RLOO's trailing-`window` mean reward at `at_step`, over
+  `at_step`; None (failed) when RLOO has not run that far or the oracle never gets there."""
+  steps, rewards = _series(rloo_rows, REWARD_KEY)
+  upto = [r for s, r in zip(steps, rewards) if s <= at_step]
+  if len(upto) < at_step:
+    return _gate("G2 oracle control", None, f"<= {max_ratio:.2f} of RLOO's {at_step} steps",
+                 False, f"run RLOO for at least {at_step} steps")
+  target = final_reward(upto, window)
+  o_steps, o_rewards = _series(oracle_rows, REWARD_KEY)
+  reached = steps_to_reach(o_steps, o_rewards, target, window)
+  ratio = None if reached is None else reached / at_step
+  return _gate("G2 oracle control", {"rloo_target": target, "oracle_steps": reached,
+                                     "ratio": ratio},
+               f"<= {max_ratio:.2f} of RLOO's {at_step} steps",
+               ratio is not None and ratio <= max_ratio,
+               "the task: longer chains (task.min_ops/max_ops) or sparser success "
+               "(task.register.*), so the outcome carries less signal per step")
+
+
+def prime_auroc_gate(prime_rows: Sequence[Mapping], *, window: int = 15,
+                     minimum: float = 0.7) -> dict:
+  _, values = _series(prime_rows, AUROC_KEY)
+  value = float(moving_average(values, min(window, len(values)))[-1]) if values else None
+  return _gate("G3 PRIME step AUROC", value, f">= {minimum}",
+               value is not None and value >= minimum,
+               "algo.prime.* (beta, prm_mini_batch_size) or optim.prm_lr")

@@ -1,0 +1,38 @@
+"""The lab's gates on hand-made numbers and metric rows."""
+
+import pytest
+
+from prl_jax.reproduce import gates
+
+
+def _rows(rewards, key="rollout/reward"):
+  return [{"step": i + 1, key: r} for i, r in enumerate(rewards)]
+
+
+def test_capacity_and_base_policy_gates():
+  assert gates.capacity_gate(0.985)["passed"] and not gates.capacity_gate(0.97)["passed"]
+  assert gates.base_policy_gate(0.10, 0.45)["passed"]
+  assert not gates.base_policy_gate(0.20, 0.60)["passed"]  # success not sparse
+  failed = gates.base_policy_gate(0.10, 0.30)
+  assert not failed["passed"] and "task.register" in failed["knob"]
+
+
+def test_oracle_gate_counts_steps_to_rloos_reward_at_step_60():
+  rloo = _rows([0.1] * 45 + [0.4] * 15)  # trailing 15-step mean at step 60: 0.4
+  fast = _rows([0.1] * 5 + [0.4] * 15 + [0.5] * 40)  # reaches 0.4 (15-step mean) at step 20
+  gate = gates.oracle_gate(rloo, fast)
+  assert gate["value"]["rloo_target"] == pytest.approx(0.4)
+  assert gate["value"]["oracle_steps"] == 20 and gate["passed"]
+  slow = _rows([0.1] * 20 + [0.4] * 40)  # reaches it at step 35: 35/60 > 1/3
+  assert not gates.oracle_gate(rloo, slow)["passed"]
+  assert not gates.oracle_gate(rloo, _rows([0.1] * 60))["passed"]  # never
+  short = gates.oracle_gate(rloo[:30], fast)
+  assert not short["passed"] and "60 steps" in short["knob"]
+
+
+def test_prime_auroc_gate_reads_the_last_window():
+  rows = _rows([0.5] * 30 + [0.8] * 15, key="prm/step_auroc")
+  assert gates.prime_auroc_gate(rows)["value"] == pytest.approx(0.8)
+  assert gates.prime_auroc_gate(rows)["passed"]
+  assert not gates.prime_auroc_gate(_rows([0.6] * 20, key="prm/step_auroc"))["passed"]
+  assert gates.prime_auroc_gate([{"step": 1}])["value"] is None
