@@ -77,10 +77,13 @@ def test_dry_run_validates_and_prints_memory_without_writing(capsys, tmp_path):
     ("lr=0.1", "Did you mean optim.lr"),
     ("kl_coef=0.1", "Did you mean algo.loss.kl_coef?"),
     ("task.name=gsm8", "did you mean gsm8k?"),
+    ("task.train_file=/absent/train.jsonl", "task.train_file=/absent/train.jsonl: no such file"),
 ])
 def test_bad_values_stop_in_one_line_naming_the_key(override, named, capsys, tmp_path,
                                                     monkeypatch):
-  extra = ["--config.task.train_file=x.jsonl"] if override.startswith("task.name") else []
+  data = tmp_path / "x.jsonl"
+  data.write_text("")
+  extra = [f"--config.task.train_file={data}"] if override.startswith("task.name") else []
   # Nothing may be built: the check comes before any model or data.
   monkeypatch.setattr("prl_jax.train.loop.build_context",
                       lambda *a, **k: pytest.fail("built the run"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from typing import Any
 
 import ml_collections
@@ -94,6 +95,10 @@ def _check_task(config) -> None:
       raise ConfigError(f"task.name={name!r} is not a synthetic task ({', '.join(sorted(TASKS))}); "
                         f"with task.train_file it may be a data layout ({', '.join(LAYOUTS)}).")
     return
+  for key in ("task.train_file", "task.eval_file"):
+    path = _get(config, key)
+    if path and "://" not in path and not os.path.exists(path):
+      raise ConfigError(f"{key}={path}: no such file or directory.")
   # Any other name reads the loop's own jsonl schema; a near miss of a layout is a typo that
   # would silently read the file with the wrong schema.
   close = difflib.get_close_matches(name.lower(), LAYOUTS, n=1, cutoff=0.6)
