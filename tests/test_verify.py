@@ -143,13 +143,21 @@ CHECKER_CLASSES = [
   ("1.16\\times10^{-7}", "7.25\\times10^{-11}", False),
   ("1.16e-7", "1.16\\times10^{-7}", True),
   ("0.0000001", "0.0000002", False),
-  ("0.3333", "\\frac{1}{3}", True),  # four significant digits, correctly rounded
+  ("0.333333", "\\frac{1}{3}", True),  # six significant digits, correctly rounded
+  ("0.3333", "\\frac{1}{3}", False),  # four are not the value (math-verify, PRM800K agree)
   ("0.6666", "\\frac{2}{3}", False),  # truncated, not rounded
   ("0.33", "\\frac{1}{3}", False),
   ("0.6666666666666666", "\\frac{2}{3}", True),  # a float printed to 16 places
-  ("1000000.5", "1000000", False),  # relatively close, but not within its last written place
+  ("1000000.5", "1000000", False),  # relatively close, but both are written exactly
+  ("346.0", "346.000001", False),
   ("1.0000005", "1.0000004", False),
   ("5 x", "5", False),  # a single letter after a number is mathematics, not a unit
+  # irrational golds: a correct rounding with six or more digits, never an absolute 1e-6
+  ("3.14159", "\\pi", True),
+  ("3.1416", "\\pi", False),
+  ("3.141592", "\\pi", False),  # truncated
+  ("1e-9", "\\sqrt{2}\\times10^{-8}", False),
+  ("1.414214\\times10^{-8}", "\\sqrt{2}\\times10^{-8}", True),
   ("5 pi", "5", False),
   # multiple choice with the option's text
   ("(D) (2,0)", "D", True),
@@ -167,6 +175,41 @@ CHECKER_CLASSES = [
 @pytest.mark.parametrize("pred,gold,equal", CHECKER_CLASSES)
 def test_checker_classes(pred, gold, equal):
   assert math_equal(pred, gold) is equal
+
+
+def _render(value, rng):
+  """`value` (a Fraction) written in one of the ways answers write numbers."""
+  sign = "-" if value < 0 else ""
+  v = abs(value)
+  forms = [f"{sign}\\frac{{{v.numerator}}}{{{v.denominator}}}", f"{sign}{v.numerator}/{v.denominator}"]
+  if v.denominator == 1:
+    n = v.numerator
+    forms += [f"{sign}{n}", f"{sign}{n:,}", f"{sign}{n:,}".replace(",", "{,}"), f"{sign}{n}.0"]
+  d = v.denominator
+  while d % 2 == 0:
+    d //= 2
+  while d % 5 == 0:
+    d //= 5
+  if d == 1:  # a terminating decimal, written exactly
+    places = 0
+    while (v * 10**places).denominator != 1:
+      places += 1
+    digits = str((v * 10**places).numerator).rjust(places + 1, "0")
+    forms.append(f"{sign}{digits[:-places]}.{digits[-places:]}" if places else f"{sign}{v.numerator}")
+  return rng.choice(forms)
+
+
+def test_numbers_agree_with_exact_arithmetic():
+  """Random rationals in random notations: equal exactly when the Fractions are equal."""
+  import random
+  from fractions import Fraction
+
+  rng = random.Random(0)
+  for _ in range(400):
+    a = Fraction(rng.randint(-3000, 3000), rng.choice([1, 1, 2, 4, 5, 8, 3, 7, 1000]))
+    b = a if rng.random() < 0.5 else a + Fraction(rng.choice([1, -1]), rng.choice([1, 3, 10, 1000, 10**6]))
+    pa, pb = _render(a, rng), _render(b, rng)
+    assert math_equal(pa, pb) is (a == b), (pa, pb)
 
 
 RESPONSES = [

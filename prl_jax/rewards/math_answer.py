@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 
 from prl_jax.rewards.verify_extract import (
@@ -34,7 +35,13 @@ from prl_jax.rewards.verify_extract import (
   reference_answer,
 )
 from prl_jax.rewards.verify_guards import MAX_ANSWER_CHARS, unsafe_for_sympy
-from prl_jax.rewards.verify_numbers import choice_letter, numbers_equal, parse_number, values_close
+from prl_jax.rewards.verify_numbers import (
+  choice_letter,
+  numbers_equal,
+  parse_number,
+  rounds_to,
+  values_close,
+)
 
 __all__ = ["MAX_RESPONSE_CHARS", "extract_answer", "math_equal", "reference_answer", "score_math"]
 
@@ -122,6 +129,51 @@ def _left_out(answer: str, extracted: str) -> tuple[str, str]:
   return " ".join(glued).lower(), " ".join(spaced).lower()
 
 
+def _as_fraction(expr) -> Fraction | None:
+  """A real number's value to 30 significant digits as a Fraction; None for anything else."""
+  import sympy
+
+  value = sympy.N(expr, 30)
+  return Fraction(str(value)) if isinstance(value, sympy.Float) else None
+
+
+def _numbers_recheck(pred_parsed: list, gold_parsed: list) -> bool:
+  """For a numeric pair involving a float, equality by `verify_numbers` rules instead of
+  math-verify's 6-decimal rounding (under which any two numbers below 5e-7 are equal)."""
+  import sympy
+
+  p, g = pred_parsed[0], gold_parsed[0]
+  if not (isinstance(p, sympy.Expr) and isinstance(g, sympy.Expr) and p.is_number and g.is_number):
+    return True
+  if not (p.has(sympy.Float) or g.has(sympy.Float)):
+    return True
+  pn, gn = parse_number(str(pred_parsed[-1])), parse_number(str(gold_parsed[-1]))
+  if pn is not None and gn is not None:
+    return numbers_equal(pn, gn)
+  a, b = _as_fraction(p), _as_fraction(g)
+  if a is None or b is None:
+    return True  # complex values: math-verify's verdict stands
+  # A written decimal against an irrational value: a correct rounding, or a relative 1e-6.
+  return values_close(a, b) or any(
+    n is not None and rounds_to(n, other, exact_value=False) for n, other in ((pn, b), (gn, a))
+  )
+
+
+def _rounded_irrational(pred_parsed: list, gold_parsed: list) -> bool:
+  """Whether one side is a decimal that correctly rounds the other, an irrational number, with
+  at least six significant digits (3.14159 for pi, not 3.1416), as for a rational gold."""
+  import sympy
+
+  for written, other in ((pred_parsed, gold_parsed), (gold_parsed, pred_parsed)):
+    number, value = parse_number(str(written[-1])), other[0]
+    if number is None or number.exact or not isinstance(value, sympy.Expr):
+      continue
+    if value.is_number and value.is_rational is False and (approx := _as_fraction(value)) is not None:
+      if rounds_to(number, approx, exact_value=False):
+        return True
+  return False
+
+
 def _sympy_equal(pred: str, gold: str, timeout: float | None) -> bool:
   """math-verify on the two answers wrapped in \\boxed{} so its extractor takes them whole."""
   import sympy
@@ -133,18 +185,13 @@ def _sympy_equal(pred: str, gold: str, timeout: float | None) -> bool:
   if len(gold_parsed) < 2 or len(pred_parsed) < 2:
     return False
   if not verify(gold_parsed, pred_parsed, timeout_seconds=seconds):
-    return False
+    return _rounded_irrational(pred_parsed, gold_parsed)
   # Both sides truncated, differently, to what math-verify could read: units or words differ.
   (pg, pw), (gg, gw) = _left_out(pred, str(pred_parsed[-1])), _left_out(gold, str(gold_parsed[-1]))
   if pg != gg or (pw and gw and pw != gw):
     return False
   # math-verify rounds floats to 6 decimals (absolute): recheck numbers with a relative tolerance.
-  p, g = pred_parsed[0], gold_parsed[0]
-  if isinstance(p, sympy.Number) and isinstance(g, sympy.Number) and (p.is_Float or g.is_Float):
-    pn, gn = parse_number(str(pred_parsed[-1])), parse_number(str(gold_parsed[-1]))
-    if pn is not None and gn is not None:
-      return numbers_equal(pn, gn)
-    return values_close(sympy.Rational(p), sympy.Rational(g))
+  return _numbers_recheck(pred_parsed, gold_parsed)
   return True
 
 

@@ -4,11 +4,12 @@ A number is read with its unit: 12, -3, 1,000, 10,\\!080, 0.5, .5, 3/4, \\frac{3
 1.5\\times10^{3}, 50\\%, \\$5, "5 cm", "5\\text{ pm}". Two numbers are equal when
 
 - their units agree, or only one side states a unit (a gold "5" accepts "5 cm"; "5 pm" != "5 am");
-- and their values agree: exactly when both are exact (integers, fractions); otherwise, for a
-  written decimal, when the decimal is the other value correctly rounded to its last place and
-  shows at least four significant digits (0.3333 == 1/3, but 0.333 != 1/3, as in Hendrycks et
-  al.'s MATH grader), or when |a - b| <= 1e-6 max(|a|, |b|) (relative, so 1.16e-7 != 7.25e-11)
-  and less than one unit of each decimal's last place (so 1000000.5 != 1000000);
+- and their values agree: exactly when both can be written exactly (integers, fractions with a
+  finite decimal expansion, decimals: 1.16e-7 != 7.25e-11, 346.0 != 346.000001); a decimal
+  against a fraction with no finite expansion (1/3, 1/12) agrees when it is that fraction
+  correctly rounded to its last place with at least six significant digits (0.333333 == 1/3;
+  0.3333 != 1/3, as math-verify, PRM800K's grader and Hendrycks et al.'s MATH grader all
+  decide), or within a relative 1e-6 (0.6666666666666666 == 2/3);
 - a percentage may be read as its number or as a fraction (50% == 50 == 0.5).
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 REL_TOL = Fraction(1, 10**6)
-MIN_ROUNDED_DIGITS = 4
+MIN_ROUNDED_DIGITS = 6  # the precision math-verify compares at (6 decimals of a value near 1)
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,14 @@ def parse_number(s: str) -> Number | None:
   return None
 
 
-def _rounds_to(written: Number, value: Fraction) -> bool:
-  """Whether `written` (a decimal) is `value` rounded half-up to its last written place."""
+def rounds_to(written: Number, value: Fraction, *, exact_value: bool = True) -> bool:
+  """Whether `written` (a decimal) is `value` rounded half-up to its last written place, where
+  `value` has no finite decimal expansion (1/3, 2/3): a value that can be written exactly
+  (346.000001) is not paid by a rounding of it (346.0). exact_value=False: `value` is an
+  irrational number's 30-digit approximation, never written exactly."""
   if written.exact or written.digits < MIN_ROUNDED_DIGITS or written.places > 20:
+    return False
+  if exact_value and terminates(value):
     return False
   scale = Fraction(10) ** written.places
   mag = abs(value) * scale
@@ -120,10 +126,13 @@ def values_close(a: Fraction, b: Fraction) -> bool:
   return abs(a - b) <= REL_TOL * max(abs(a), abs(b))
 
 
-def _within_last_place(written: Number, value: Fraction) -> bool:
-  """|written - value| < one unit of the decimal's last written place (exact numbers: always):
-  1000000.5 is not 1000000, though they agree to a relative 5e-7."""
-  return written.exact or abs(written.value - value) < Fraction(10) ** -written.places
+def terminates(value: Fraction) -> bool:
+  """Whether `value` has a finite decimal expansion (its denominator is 2^a 5^b)."""
+  den = value.denominator
+  for p in (2, 5):
+    while den % p == 0:
+      den //= p
+  return den == 1
 
 
 def numbers_equal(pred: Number, gold: Number) -> bool:
@@ -135,8 +144,9 @@ def numbers_equal(pred: Number, gold: Number) -> bool:
     for b in {gold.value, gold.value / 100} if gold.percent else {gold.value}:
       if a == b:
         return True
-      close = values_close(a, b) and _within_last_place(pred, b) and _within_last_place(gold, a)
-      if not exact and (close or _rounds_to(pred, b) or _rounds_to(gold, a)):
+      if exact or (terminates(a) and terminates(b)):
+        continue  # both can be written exactly: equal only when equal
+      if values_close(a, b) or rounds_to(pred, b) or rounds_to(gold, a):
         return True
   return False
 
