@@ -334,9 +334,10 @@ def cmd_reproduce(argv):
       description="SFT once, every RL method and seed on the configs/mini budget, evaluations, "
                   "the ER-PRM best-of-N experiment, then results.json and report.md. Finished "
                   "stages are skipped on a re-run; interrupted RL runs resume.")
-  parser.add_argument("--preset", choices=sorted(PRESETS), required=True,
+  parser.add_argument("--preset", choices=sorted(PRESETS) + ["lab-gates"], required=True,
                       help="demo: one seed, 20 steps (~6 min on 2 CPU cores); mini: 4 seeds x "
-                           "150 steps (under 3 h)")
+                           "150 steps (under 3 h); lab-gates: the register-chain lab's SFTs and "
+                           "its gates G0-G3 (configs/lab)")
   parser.add_argument("--workdir", required=True, help="where every stage and the report go")
   parser.add_argument("--jobs", type=int, default=1,
                       help="RL runs in parallel worker processes (default 1: in this process)")
@@ -345,6 +346,11 @@ def cmd_reproduce(argv):
   parser.add_argument("--verbose", action="store_true",
                       help="progress bars inside every run too (steps, problems)")
   args = parser.parse_args(argv)
+  if args.preset == "lab-gates":
+    from prl_jax.reproduce.lab import GATES_FILE, run_lab_gates
+    run_lab_gates(args.workdir, verbose=args.verbose)
+    print(f"every lab gate passed: {os.path.join(args.workdir, GATES_FILE)}")
+    return
   results = reproduce(get_preset(args.preset), args.workdir, jobs=args.jobs,
                       configs_dir=args.configs, verbose=args.verbose)
   print(report.main_table(results["aggregates"], results))

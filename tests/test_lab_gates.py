@@ -36,3 +36,25 @@ def test_prime_auroc_gate_reads_the_last_window():
   assert gates.prime_auroc_gate(rows)["passed"]
   assert not gates.prime_auroc_gate(_rows([0.6] * 20, key="prm/step_auroc"))["passed"]
   assert gates.prime_auroc_gate([{"step": 1}])["value"] is None
+
+
+def test_lab_gates_pipeline_stops_at_the_first_failing_gate(tmp_path):
+  """A two-step capacity SFT cannot pass G0: the run stops there, naming the knob, with the gate
+  in gates.json; a re-run reads the finished stage and the saved gate instead of redoing them."""
+  import json
+  import os
+
+  from prl_jax.config import ConfigError
+  from prl_jax.reproduce.lab import LabGates, run_lab_gates
+
+  options = LabGates(eval_problems=4, overrides=(
+      "sft.steps=2", "sft.batch_size=4", "sft.warmup_steps=1", "task.num_train=32",
+      "mesh.num_devices=1", "checkpoint.every=2"))
+  for _ in range(2):
+    with pytest.raises(ConfigError, match="G0 capacity failed.*model.preset"):
+      run_lab_gates(str(tmp_path), options)
+  with open(tmp_path / "gates.json") as fh:
+    saved = json.load(fh)["gates"]
+  assert [g["name"] for g in saved] == ["G0 capacity"] and not saved[0]["passed"]
+  assert 0 <= saved[0]["value"] <= 1
+  assert os.path.exists(tmp_path / "capacity_sft" / "final_hf" / "config.json")

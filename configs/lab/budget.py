@@ -31,3 +31,14 @@ def get_config():
   c.sft.warmup_steps = 50
   c.task.demonstrator = "buggy"
   return c
+
+
+def paper_filter(c):
+  """PRIME's accuracy filter: keep groups with 20-80% correct, refilled from further prompts.
+
+  The lab's RLOO, oracle and PRIME arms all use it, so they differ only in their process reward.
+  """
+  c.filter.enable = True
+  c.filter.acc_lo = 0.2
+  c.filter.acc_hi = 0.8
+  return c

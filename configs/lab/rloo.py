@@ -8,4 +8,5 @@ def get_config():
   c = budget.get_config()
   c.method = "rloo"
   c.init_from = "runs/lab/sft/final_hf"
+  budget.paper_filter(c)
   return c
