@@ -54,7 +54,7 @@ _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
 _CONNECTIVES = re.compile(r"\s*(?:\\text\s*\{\s*(?:and|or)\s*\}|\\(?:text|mbox)\{\s*,?\s*\}|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z]))\s*")
 
 
-def normalize(s: str) -> str:
+def _normalize(s: str) -> str:
   """Remove presentation-only LaTeX so equal answers look alike; keeps the mathematical content."""
   s = s.strip().replace("−", "-").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
   s = s.replace("\\cfrac", "\\frac").replace("\\left", "").replace("\\right", "").replace("\\%", "%")
@@ -208,7 +208,7 @@ def math_equal(pred: str | None, gold: str | None, *, timeout: float | None = 3.
   if len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
     return pred.strip() == gold.strip()  # no answer is that long; keep every regex linear
   try:
-    pred, gold = normalize(pred), normalize(gold)
+    pred, gold = _normalize(pred), _normalize(gold)
     if not pred or not gold:
       return False
     gold_letter = choice_letter(gold, with_text=True)

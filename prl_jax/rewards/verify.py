@@ -83,7 +83,7 @@ def _worker_pid() -> int:
 # ----------------------------------------------------------------------------- the verifier
 
 
-def auto_workers() -> int:
+def _auto_workers() -> int:
   """Pool size of workers=AUTO: half the CPUs, between 1 and 4 (answers take ~10 ms each)."""
   return max(1, min(4, (os.cpu_count() or 2) // 2))
 
@@ -94,7 +94,7 @@ class Verifier:
   workers=0 scores inline in the calling thread (tests, tiny runs): bombs are still refused by
   the input guards (which alone bound every answer's time off the main thread, where
   math-verify's SIGALRM timeouts cannot run). workers=AUTO (-1, the training default) pools
-  the math tasks on `auto_workers()` processes and scores the synthetic tasks, whose checkers
+  the math tasks on `_auto_workers()` processes and scores the synthetic tasks, whose checkers
   are plain Python, inline. workers>0 uses a
   process pool ("forkserver" by default: forking a process that runs JAX is unsafe) in which
   each answer has `timeout` seconds; an answer that overruns scores 0.0 and the pool is killed
@@ -130,7 +130,7 @@ class Verifier:
     if importlib.util.find_spec("math_verify") is None:
       raise ImportError("the math verifier needs math-verify: pip install 'math-verify==0.9.0'")
     self.auto = workers == AUTO
-    self.workers = auto_workers() if self.auto else workers
+    self.workers = _auto_workers() if self.auto else workers
     self.timeout = float(timeout)
     self.start_method = start_method
     self.max_response_chars = max_response_chars

@@ -29,7 +29,7 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)")
 _COMMAND_RE = re.compile(r"\\[a-zA-Z]+")
 
 
-def braced_group(text: str, start: int, limit: int = 20_000) -> str | None:
+def _braced_group(text: str, start: int, limit: int = 20_000) -> str | None:
   """Contents of the {...} group opening at text[start], or None if unbalanced within `limit`."""
   depth = 0
   i, end = start, min(len(text), start + limit)
@@ -57,7 +57,7 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
     while j < len(text) and text[j] == " ":
       j += 1
     if j < len(text) and text[j] == "{":
-      content = braced_group(text, j)
+      content = _braced_group(text, j)
       if content is not None:
         found.append((m.start(), j + len(content) + 2, content))
     elif j > m.end() and j < len(text):
@@ -86,15 +86,15 @@ def boxed_answer(text: str) -> str | None:
     if not _joinable(text[prev[1] : group[0][0]]):
       break
     group.insert(0, prev)
-  parts = [clean_answer(c) for _, _, c in group]
+  parts = [_clean_answer(c) for _, _, c in group]
   return ", ".join(p for p in parts if p) or None
 
 
-def clean_answer(answer: str) -> str:
+def _clean_answer(answer: str) -> str:
   """Strip sentence punctuation and math delimiters around an extracted answer."""
   answer = answer.strip().rstrip(".").strip()
   while answer.startswith(("\\boxed{", "\\fbox{")) and answer.endswith("}"):
-    inner = braced_group(answer, answer.index("{"))
+    inner = _braced_group(answer, answer.index("{"))
     if inner is None or len(inner) != len(answer) - answer.index("{") - 2:
       break
     answer = inner.strip()
@@ -123,9 +123,9 @@ def _stated(sentence: str) -> str | None:
     return None
   spans = _spans(sentence)
   if spans and sentence.startswith(("$", "\\(", "\\[")):
-    return clean_answer(spans[0]) or None
+    return _clean_answer(spans[0]) or None
   if len(sentence.split()) <= 4 and not re.search(r"\b(?:is|are|was)\b", sentence):
-    return clean_answer(sentence) or None
+    return _clean_answer(sentence) or None
   tail = re.split(r"\s(?:is|are|was|equals)\s", sentence)[-1]
   return _last_stated(tail) if tail is not sentence else _last_stated(sentence)
 
@@ -136,7 +136,7 @@ def _after_marker(text: str) -> str | None:
   if rest.startswith("\n"):  # "The answer is\n42": the next non-empty line
     rest = rest.strip()
   if rest.startswith(("$", "\\(", "\\[")) and (spans := _spans(rest[:2000])):
-    return clean_answer(spans[0]) or None
+    return _clean_answer(spans[0]) or None
   m = _SENTENCE_END.search(rest)
   return _stated(rest[: m.start()] if m else rest)
 
@@ -150,9 +150,9 @@ def _last_stated(text: str) -> str | None:
   if numbers and (not spans or numbers[-1].start() > spans[-1].end()):
     return numbers[-1].group(0).replace(" ", "")
   if spans:
-    return clean_answer(next(g for g in spans[-1].groups() if g is not None)) or None
+    return _clean_answer(next(g for g in spans[-1].groups() if g is not None)) or None
   if "\\" in outside and len(text.strip()) <= 100 and "\n" not in text.strip():
-    return clean_answer(text) or None
+    return _clean_answer(text) or None
   return None
 
 
@@ -192,7 +192,7 @@ def reference_answer(gold: str) -> str:
     stated = extract_answer(gold)
     if stated:
       return stated
-  gold = clean_answer(gold)
+  gold = _clean_answer(gold)
   if "$" in gold and not "\\$" in gold:
     gold = gold.replace("$", "")
   return gold.strip()

@@ -91,7 +91,7 @@ def _eval_node(node: ast.AST) -> float:
   raise ValueError("not a numeric expression")
 
 
-def numeric_magnitude(expr: str) -> float | None:
+def _numeric_magnitude(expr: str) -> float | None:
   """An upper bound on |expr| for a purely numeric LaTeX expression (digits, + - * /, \\cdot,
   \\times, \\frac, ^, groups), inf when huge; None when it has anything else (letters)."""
   s = expr.replace("\\cdot", "*").replace("\\times", "*").replace("\\left", "").replace("\\right", "")
@@ -157,7 +157,7 @@ def _group_after(s: str, start: int) -> int:
 
 def _binomial_too_big(n_text: str, k_text: str) -> bool:
   """Whether C(n, k) has more than _MAX_RESULT_DIGITS digits (or n is huge and k unknown)."""
-  n, k = numeric_magnitude(n_text), numeric_magnitude(k_text)
+  n, k = _numeric_magnitude(n_text), _numeric_magnitude(k_text)
   if n is None:
     return False
   if k is None or not math.isfinite(n):
@@ -178,8 +178,8 @@ def _atom_start(s: str, end: int) -> int:
 def _huge_atoms(s: str) -> str | None:
   """Why a power, factorial, binomial, sum or product in `s` is too large to evaluate, or None."""
   for m in re.finditer(r"(?<!\\)!(?!=)", s):
-    value = numeric_magnitude(s[_atom_start(s, m.start()) : m.start()])
-    own = numeric_magnitude(s[_group_before(s, m.start()) : m.start()])
+    value = _numeric_magnitude(s[_atom_start(s, m.start()) : m.start()])
+    own = _numeric_magnitude(s[_group_before(s, m.start()) : m.start()])
     # "2^{10}!" may read 2^(10!): a factorial in an exponent is bounded like an exponent.
     in_exponent = s[: _group_before(s, m.start())].rstrip().endswith("^")
     if (value is not None and value > _MAX_FACTORIAL) or (in_exponent and own is not None and own > 7):
@@ -192,18 +192,18 @@ def _huge_atoms(s: str) -> str | None:
     if _binomial_too_big(m[1], m[2]):
       return "a binomial too large to evaluate"
   for m in re.finditer(r"\\(?:sum|prod)\s*_\s*(?:\{[^{}]*\}|\S)\s*\^", s):
-    limit = numeric_magnitude(s[m.end() : _group_after(s, m.end())])
+    limit = _numeric_magnitude(s[m.end() : _group_after(s, m.end())])
     if limit is not None and limit > _MAX_TERMS:
       return "a sum or product with too many terms"
   for m in re.finditer(r"\^|\*\*", s):
     exponent = s[m.end() : _group_after(s, m.end())]
-    e = numeric_magnitude(exponent)
+    e = _numeric_magnitude(exponent)
     if e is None:
       continue
     base_start = _group_before(s, m.start())
     if _LIMITS_RE.search(s[:base_start]):
       continue  # the upper limit of a sum, product or integral (bounded below), not a power
-    base = numeric_magnitude(s[base_start : m.start()])
+    base = _numeric_magnitude(s[base_start : m.start()])
     if base is None and e > _MAX_SYMBOLIC_EXPONENT:
       return "a symbolic power too large to simplify"
     if e > _MAX_EXPONENT or e * math.log10(max(base or 10.0, 2.0)) > _MAX_RESULT_DIGITS:

@@ -113,7 +113,7 @@ def rounds_to(written: Number, value: Fraction, *, exact_value: bool = True) -> 
   irrational number's 30-digit approximation, never written exactly."""
   if written.exact or written.digits < MIN_ROUNDED_DIGITS or written.places > 20:
     return False
-  if exact_value and terminates(value):
+  if exact_value and _terminates(value):
     return False
   scale = Fraction(10) ** written.places
   mag = abs(value) * scale
@@ -126,7 +126,7 @@ def values_close(a: Fraction, b: Fraction) -> bool:
   return abs(a - b) <= REL_TOL * max(abs(a), abs(b))
 
 
-def terminates(value: Fraction) -> bool:
+def _terminates(value: Fraction) -> bool:
   """Whether `value` has a finite decimal expansion (its denominator is 2^a 5^b)."""
   den = value.denominator
   for p in (2, 5):
@@ -144,7 +144,7 @@ def numbers_equal(pred: Number, gold: Number) -> bool:
     for b in {gold.value, gold.value / 100} if gold.percent else {gold.value}:
       if a == b:
         return True
-      if exact or (terminates(a) and terminates(b)):
+      if exact or (_terminates(a) and _terminates(b)):
         continue  # both can be written exactly: equal only when equal
       if values_close(a, b) or rounds_to(pred, b) or rounds_to(gold, a):
         return True
