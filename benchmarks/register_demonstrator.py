@@ -1,0 +1,58 @@
+"""The buggy demonstrator of the register task: success, pass@8, wrong majorities, coincidences.
+
+    python benchmarks/register_demonstrator.py [--problems 1500] [--bug-seeds 0 1 2]
+
+Prints one markdown row per bug seed (docs/lab.md): mean success of 8 demonstrations per chain,
+pass@8, how often the most common final line is wrong, success by number of bugged operations,
+and the share of wrong chains the outcome checker pays (coincidences).
+"""
+
+import argparse
+import collections
+import random
+
+import numpy as np
+
+from prl_jax.data import register
+
+
+def measure(bug_seed: int, problems: int, samples: int = 8) -> dict:
+  examples = register.generate(problems, seed=1, bug_seed=bug_seed)
+  bugs = register.bug_types(bug_seed)
+  rng = random.Random(0)
+  success, wrong, paid_wrong, majority_wrong = [], 0, 0, 0
+  by_bugs = collections.defaultdict(list)
+  for ex in examples:
+    demos = [register.demonstrate(ex["question"], rng, bugs) for _ in range(samples)]
+    scores = [register.check(d, ex) for d in demos]
+    success.append(scores)
+    by_bugs[ex["bug_ops"]].append(np.mean(scores))
+    for demo, score in zip(demos, scores):
+      if register.first_error(demo, ex) is not None:
+        wrong += 1
+        paid_wrong += score > 0
+    top = collections.Counter(d.splitlines()[-1] for d in demos).most_common(1)[0][0]
+    majority_wrong += top != ex["solution"].splitlines()[-1]
+  success = np.asarray(success)
+  return {"mean": success.mean(), "pass": success.max(axis=1).mean(),
+          "majority_wrong": majority_wrong / problems, "coincidence": paid_wrong / max(1, wrong),
+          "by_bugs": {k: float(np.mean(v)) for k, v in sorted(by_bugs.items())}}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--problems", type=int, default=1500)
+  parser.add_argument("--bug-seeds", type=int, nargs="+", default=[0, 1, 2])
+  args = parser.parse_args()
+  print("| bug seed | mean success | pass@8 | most common final line wrong | success by bug ops "
+        "1 / 2 / 3 / 4 | wrong chains paid |")
+  print("|---|---|---|---|---|---|")
+  for seed in args.bug_seeds:
+    m = measure(seed, args.problems)
+    by = " / ".join(f"{100 * v:.1f}" for v in m["by_bugs"].values())
+    print(f"| {seed} | {100 * m['mean']:.1f}% | {100 * m['pass']:.1f}% | "
+          f"{100 * m['majority_wrong']:.1f}% | {by}% | {100 * m['coincidence']:.2f}% |")
+
+
+if __name__ == "__main__":
+  main()
