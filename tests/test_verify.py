@@ -106,6 +106,12 @@ EXTRACTIONS = [
   ("The answer is\n42\n", "42"),
   ("we get 3, and then 7 apples", "7"),
   ("she has 1/2 left", "1/2"),
+  ("The roots are \\boxed{-2} and \\boxed{1}.", "-2, 1"),
+  ("\\boxed{5}. Final Answer: The final answer is $6$. I hope it is correct.", "6"),  # restated after
+  ("\\boxed{5}. The final answer is 5, since it works.", "5"),  # not a clear restatement: the box
+  ("Final Answer: The largest $n$ is 34.", "34"),
+  ("So $\\frac{1}{3}$ of them.", "\\frac{1}{3}"),
+  ("so \\frac{1}{3}", None),  # LaTeX without delimiters in a sentence: no digit run of it
   ("no numbers here", None),
   ("", None),
 ]

@@ -151,8 +151,9 @@ def _last_stated(text: str) -> str | None:
     return numbers[-1].group(0).replace(" ", "")
   if spans:
     return _clean_answer(next(g for g in spans[-1].groups() if g is not None)) or None
-  if "\\" in outside and len(text.strip()) <= 100 and "\n" not in text.strip():
-    return _clean_answer(text) or None
+  bare = text.strip()
+  if "\\" in outside and len(bare) <= 100 and not re.search(r"[a-zA-Z]{2}", _COMMAND_RE.sub("", bare)):
+    return _clean_answer(bare) or None  # the whole (short, wordless) response is the answer
   return None
 
 
@@ -167,7 +168,10 @@ def extract_answer(text: str) -> str | None:
   boxes = _boxes(text)
   # "Final Answer: The final answer is $X$" after the last box restates the answer (minerva).
   if last is not None and (not boxes or len(text) - len(tail) + last.start() > boxes[-1][1]):
-    if answer := _after_marker(tail[last.end() :]):
+    answer = _after_marker(tail[last.end() :])
+    # After a box, only a clear restatement (a math span or a number) overrides it.
+    restated = tail[last.end() :].lstrip(" \t:*\n").startswith(("$", "\\(", "\\["))
+    if answer and (not boxes or restated or _NUMBER_RE.fullmatch(answer)):
       return answer
   boxed = boxed_answer(text)
   if boxed is not None:
