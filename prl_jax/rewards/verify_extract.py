@@ -5,16 +5,18 @@ LaTeX and expression targets), which the reference graders share in spirit (Hend
 MATH `last_boxed_only_string`, lm-evaluation-harness minerva_math's "Final Answer: The final
 answer is X. I hope it is correct."):
 
-1. "final answer is X" written after the last box (the minerva format restating a result),
-   else \\boxed{...} / \\fbox{...}: the last one, joined with the boxes just before it when only a
-   connector separates them ("\\boxed{-2} and \\boxed{1}" reads "-2, 1");
+1. "final answer is X" written after the last box when X is a math span or a number (the
+   minerva format restating a result), else \\boxed{...} / \\fbox{...}: the last one, joined
+   with the boxes just before it when only a connector separates them ("\\boxed{-2} and
+   \\boxed{1}" reads "-2, 1"; boxes separated by a sentence, such as a correction, are not);
 2. "####" (GSM8K), "final answer is X" / "the answer is X": the first math span after the
-   marker, else the text up to the end of its sentence;
-3. the last math span ($...$, \\(...\\), \\[...\\]) of the response;
-4. in a response with no LaTeX at all, the last plain number (never a digit run inside LaTeX,
-   so "$\\frac{1}{3}$" never reads as 3).
+   marker, else what its sentence states ("The largest $n$ is 34." reads 34);
+3. the last math span ($...$, \\(...\\), \\[...\\]) of the response, or a plain number written
+   after it outside LaTeX; never a digit run inside LaTeX, so "$\\frac{1}{3}$" never reads as 3;
+4. a short response of bare LaTeX with no words is the answer itself.
 
-Every function is linear in the length of the text.
+Markers, spans and numbers are looked for in the last 4,000 characters, boxes among the last 16
+in the last 200,000, so the time is bounded whatever the length of the response.
 """
 
 from __future__ import annotations
