@@ -1,4 +1,4 @@
-"""Advantage estimators vs loop-based NumPy references (ALGORITHMS.md sections 1.6, 2, 3, 4)."""
+"""Advantage estimators vs loop-based NumPy references (docs/algorithms.md: Shared pieces, the baselines, PRIME, PRL)."""
 
 import functools
 

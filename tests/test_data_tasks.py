@@ -168,7 +168,7 @@ def test_countdown_expression_parentheses():
 
 
 def test_get_task():
-  assert set(TASKS) == {"arithmetic", "countdown"}
+  assert set(TASKS) == {"arithmetic", "countdown", "register"}
   task = get_task("countdown")
   (e,) = task.generate(1, 3, 0)
   assert task.check(task.solve(e["question"]), e) == 1.0

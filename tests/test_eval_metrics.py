@@ -1,4 +1,4 @@
-"""Evaluation metrics against exact formulas and loop references (ALGORITHMS.md section 7)."""
+"""Evaluation metrics against exact formulas and loop references (docs/algorithms.md: Evaluation metrics)."""
 
 import math
 

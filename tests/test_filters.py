@@ -1,4 +1,4 @@
-"""Accuracy and truncation filters against loop-based references (ALGORITHMS.md 1.9)."""
+"""Accuracy and truncation filters against loop-based references (docs/algorithms.md: Shared pieces)."""
 
 import chex
 import numpy as np

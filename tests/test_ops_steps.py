@@ -1,4 +1,4 @@
-"""Step segmentation and segment ops vs loop-based NumPy references (ALGORITHMS.md 1.3, 1.4)."""
+"""Step segmentation and segment ops vs loop-based NumPy references (docs/algorithms.md: Shared pieces)."""
 
 import functools
 

@@ -1,6 +1,6 @@
 """Paper configs (configs/paper/*) and the abstract per-device memory report (prl_jax.train.memory).
 
-The expected hyperparameters are copied by hand from ALGORITHMS.md (sections named per entry), and
+The expected hyperparameters are copied by hand from docs/algorithms.md (sections named per entry), and
 the expected parameter bytes are counted by hand from the published model shapes, so neither side
 is read from the code under test.
 """
@@ -33,7 +33,7 @@ SHAPES = {
     "qwen2.5-3b": (151936, 2048, 36, 16, 2, 128, 11008, True, True),
 }
 
-# Hyperparameters as ALGORITHMS.md states them.
+# Hyperparameters as docs/algorithms.md states them.
 EXPECTED = {
     "prime_eurus2_7b": {  # section 3 (+ section 8 for the step count and evaluation)
         "method": "prime", "model.preset": "qwen2.5-math-7b",
@@ -106,7 +106,7 @@ EXPECTED = {
     },
 }
 
-# Evaluation suites (ALGORITHMS.md sections 4, 8; ER-PRM: GSM8K and MATH500).
+# Evaluation suites (docs/algorithms.md: PRL, Sources, paper settings and headline results; ER-PRM: GSM8K and MATH500).
 SUITES = {
     "prime_eurus2_7b": {"aime24", "amc", "math500", "minerva", "olympiadbench"},
     "rloo_eurus2_7b": {"aime24", "amc", "math500", "minerva", "olympiadbench"},
@@ -172,7 +172,7 @@ def test_hyperparameters_are_the_papers(name):
 
 def test_paper_ranges_and_derived_settings():
   prl = _load("prl_qwen25math_7b")
-  assert 100 <= prl.algo.prl.eta <= 200  # ALGORITHMS.md section 4: eta 100-200
+  assert 100 <= prl.algo.prl.eta <= 200  # docs/algorithms.md: PRL: eta 100-200
   assert 1 / _load("frpo_qwen3_1p7b").algo.prl.eta == pytest.approx(0.01)  # FRPO beta
   assert 0.05 <= _load("repirl_qwen25_3b").algo.repirl.lam <= 0.1  # section 6
   # rePIRL: 2x oversampling keeps 64 of 128 prompts; 256 rollouts + 256 demonstrations in RM

@@ -1,4 +1,4 @@
-"""ER-PRM labels and loss against loop references written from ALGORITHMS.md section 5."""
+"""ER-PRM labels and loss against loop references written from docs/algorithms.md: ER-PRM."""
 
 import math
 

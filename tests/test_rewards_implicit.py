@@ -1,4 +1,4 @@
-"""PRIME implicit rewards against slow loop references written from ALGORITHMS.md section 3."""
+"""PRIME implicit rewards against slow loop references written from docs/algorithms.md: PRIME."""
 
 import math
 

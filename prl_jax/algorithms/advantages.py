@@ -1,4 +1,4 @@
-"""Advantage estimators (ALGORITHMS.md sections 1.6, 2, 3, 4).
+"""Advantage estimators (docs/algorithms.md: Shared pieces, the baselines, PRIME, PRL).
 
 Batch layout: B = P * n responses with the n responses of a prompt contiguous
 ([p0r0, ..., p0r(n-1), p1r0, ...]), so every group operation is a reshape to [P, n]. Sequence
@@ -31,7 +31,7 @@ from prl_jax.ops.steps import fill_from_step_end, last_token_mask, next_marked_i
 from prl_jax.rewards.kl_to_go import kl_to_go
 from prl_jax.ops.checks import shape_errors as _shape_errors, is_concrete as _is_concrete
 
-# Added to the group std in GRPO (ALGORITHMS.md section 1.6).
+# Added to the group std in GRPO (docs/algorithms.md: Shared pieces).
 GRPO_EPS = 1e-6
 
 PRIME_MODES = ("code", "paper")
@@ -58,7 +58,7 @@ def _check_gamma(fn_name: str, name: str, gamma) -> None:
 
 
 def group_view(x: chex.Array, group_size: int, fn_name: str = "group_view") -> chex.Array:
-  """Reshapes a contiguous batch [B, ...] to groups [P, n, ...] (ALGORITHMS.md section 0).
+  """Reshapes a contiguous batch [B, ...] to groups [P, n, ...] (docs/algorithms.md: Shared pieces).
 
   Raises ValueError unless group_size is an int >= 1 that divides B.
   """
@@ -142,7 +142,7 @@ def rloo(scores: chex.Array, group_size: int) -> chex.Array:
 
 def reinforce(scores: chex.Array, group_size: int | None = None,
               baseline: str = "none") -> chex.Array:
-  """REINFORCE on the outcome (Williams 1992; ALGORITHMS.md section 2).
+  """REINFORCE on the outcome (Williams 1992; docs/algorithms.md: the baselines).
 
       A_i = r_i                  baseline="none"
       A_i = r_i - mean_batch(r)  baseline="batch"
@@ -241,7 +241,7 @@ def _prime_process_rewards(r: chex.Array, valid: chex.Array, group_size: int, mo
 def prime_returns(process_scores: chex.Array, outcome: chex.Array, mask: chex.Array,
                   group_size: int, mode: str = "code", gamma: float = 1.0, base: str = "rloo",
                   outcome_gamma: float = 1.0) -> chex.Array:
-  """PRIME's returns before whitening (arXiv 2502.01456, Eq. 5; ALGORITHMS.md section 3).
+  """PRIME's returns before whitening (arXiv 2502.01456, Eq. 5; docs/algorithms.md: PRIME).
 
   Each reward source gets its own baseline and return-to-go; the two are added 1:1.
 
@@ -316,7 +316,7 @@ def _prime_returns(process_scores, outcome, mask, gamma, outcome_gamma, *, group
 def prime(process_scores: chex.Array, outcome: chex.Array, mask: chex.Array, group_size: int,
           mode: str = "code", gamma: float = 1.0, base: str = "rloo",
           outcome_gamma: float = 1.0, whiten: bool = True) -> chex.Array:
-  """PRIME advantages (arXiv 2502.01456, Eq. 5; ALGORITHMS.md section 3).
+  """PRIME advantages (arXiv 2502.01456, Eq. 5; docs/algorithms.md: PRIME).
 
       A = masked_whiten(prime_returns(...), mask)    over all valid tokens of the batch
 
@@ -333,7 +333,7 @@ def prime(process_scores: chex.Array, outcome: chex.Array, mask: chex.Array, gro
 def prl(outcome: chex.Array, logp_old: chex.Array, logp_ref: chex.Array, mask: chex.Array,
         step_end: chex.Array | None, group_size: int, eta: float, mode: str = "orm",
         skip_zeros: bool = True, scale_by_std: bool = True) -> chex.Array:
-  """PRL advantages (Process Reward Learning, arXiv 2601.10201; ALGORITHMS.md section 4).
+  """PRL advantages (Process Reward Learning, arXiv 2601.10201; docs/algorithms.md: PRL).
 
   With G_t the KL-to-go (`kl_to_go`: sum_{j >= t} (log pi_old - log pi_ref)_j):
     mode="orm" (the published PRL):

@@ -1,7 +1,7 @@
 """Outcome-reward baselines: RLOO, GRPO, Dr.GRPO, REINFORCE, PPO (critic + GAE) and RAFT.
 
 Each turns the outcome r_o of every response into a token advantage; none needs a reference
-model unless a KL loss is configured (ALGORITHMS.md section 2).
+model unless a KL loss is configured (docs/algorithms.md: the baselines).
 """
 
 from __future__ import annotations

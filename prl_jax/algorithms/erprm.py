@@ -1,4 +1,4 @@
-"""ER-PRM in RL (arXiv 2412.11006, ALGORITHMS.md section 5): RAFT that keeps the best sample by a PRM.
+"""ER-PRM in RL (arXiv 2412.11006, docs/algorithms.md: ER-PRM): RAFT that keeps the best sample by a PRM.
 
 A PRM trained beforehand on entropy-regularised Monte Carlo labels (`prl-jax erprm`) scores every
 response; its solution score is the aggregate of the step scores (algo.erprm.agg, min by default).

@@ -1,4 +1,4 @@
-"""Prompt-level rollout filters (ALGORITHMS.md section 1.9).
+"""Prompt-level rollout filters (docs/algorithms.md: Shared pieces).
 
 Both return a [P] keep mask over the P groups of a contiguous batch of B = P * n responses. The
 host loop drops the rejected groups and refills the batch from further prompts.
@@ -16,7 +16,7 @@ from prl_jax.ops.checks import shape_errors as _shape_errors
 
 
 def accuracy_filter(outcome: chex.Array, group_size: int, lo: float, hi: float) -> chex.Array:
-  """Keeps a prompt iff lo <= mean_g(r_o) <= hi (ALGORITHMS.md 1.9; PRIME section 3: [0.2, 0.8]).
+  """Keeps a prompt iff lo <= mean_g(r_o) <= hi (docs/algorithms.md: Shared pieces; PRIME section 3: [0.2, 0.8]).
 
   Groups that are all right or all wrong carry no group-relative signal, so they are dropped.
   The band is inclusive at both ends.
@@ -40,7 +40,7 @@ def accuracy_filter(outcome: chex.Array, group_size: int, lo: float, hi: float) 
 
 
 def truncation_filter(truncated: chex.Array, group_size: int) -> chex.Array:
-  """Keeps a prompt iff none of its responses hit the length limit (ALGORITHMS.md 1.9).
+  """Keeps a prompt iff none of its responses hit the length limit (docs/algorithms.md: Shared pieces).
 
   A truncated response has no verified outcome, and keeping its siblings alone would bias the
   group baseline, so the whole group goes.

@@ -1,4 +1,4 @@
-"""Policy losses as (numerator, denominator) pairs (ALGORITHMS.md section 1.8).
+"""Policy losses as (numerator, denominator) pairs (docs/algorithms.md: Shared pieces).
 
 Every loss here returns a pair whose ratio is the loss. Pairs add: summing the numerators and the
 denominators of any split of a batch into micro-batches, then dividing once, gives exactly the
@@ -27,7 +27,7 @@ K3_CLAMP = 10.0
 
 def agg_loss(loss: chex.Array, mask: chex.Array,
              agg: str = "token-mean") -> tuple[chex.Array, chex.Array]:
-  """Aggregates a per-token loss into (numerator, denominator) (ALGORITHMS.md section 1.8).
+  """Aggregates a per-token loss into (numerator, denominator) (docs/algorithms.md: Shared pieces).
 
       token-mean:           num = sum_{b,t} l m,             den = sum_{b,t} m
       seq-mean-token-mean:  num = sum_b (sum_t l m / L_b),   den = #{b : L_b > 0}
@@ -168,8 +168,8 @@ def kl(logp: chex.Array, ref_logp: chex.Array, kind: str = "k3") -> chex.Array:
       k1 = -log r = logp - ref_logp          unbiased, high variance, can be negative
       k2 = (log r)^2 / 2                      biased, low variance, >= 0
       k3 = r - 1 - log r                      unbiased, low variance, >= 0 (verl's low_var_kl)
-  ALGORITHMS.md writes k1 = log r; that is the negated estimator (its expectation is -KL), so
-  the sign of the blog post and of verl is used. log r is clamped to [-20, 20] before exp and
+  k1 = +log r would be the negated estimator (its expectation is -KL), so the sign of the blog
+  post and of verl is used. log r is clamped to [-20, 20] before exp and
   k3 to [-10, 10], as verl does.
 
   Args:

@@ -1,7 +1,7 @@
 """PRL (arXiv 2601.10201) and its FRPO form: process rewards from the KL-to-go, no extra model.
 
 R_t = A_b - (1/eta) sum_{j>=t} log(pi_old/pi_ref)(y_j) at step ends, filled back over each step
-(section 4 of ALGORITHMS.md). FRPO is the same with every token a step.
+(docs/algorithms.md: PRL). FRPO is the same with every token a step.
 """
 
 from __future__ import annotations

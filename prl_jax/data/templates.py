@@ -6,7 +6,7 @@ One template per convention, named by the paper whose setting it belongs to:
                  character-tokenizer friendly, "Q: 37+58-19+4\\nA: ".
 - `qwen_math`    PRL/FRPO (arXiv 2601.10201), which trains Qwen2.5-Math-style models: the system
                  message "Please reason step by step, and put your final answer within \\boxed{}."
-                 (quoted from ALGORITHMS.md) and the bare question as the user message.
+                 (the PRL code's prompt) and the bare question as the user message.
 - `prime_eurus2` PRIME (arXiv 2502.01456), Eurus-2 chat style: a system message that lists
                  reasoning actions in square brackets and an instruction to box the final answer.
                  Eurus-2-RL-Data ships its own prompt messages, which `math_files.load_eurus2`

@@ -1,6 +1,6 @@
 """Best-of-N with process reward models: accuracy against N, and the ER-PRM experiment end to end.
 
-ER-PRM (Zhang et al. 2024, arXiv 2412.11006, section 6; ALGORITHMS.md sections 5 and 7). For each
+ER-PRM (Zhang et al. 2024, arXiv 2412.11006, section 6; docs/algorithms.md: ER-PRM, Evaluation metrics). For each
 held-out problem the policy samples N_max candidates once. A scorer gives every candidate a
 solution score: a PRM's step scores aggregated by min (the paper's default), product, last or mean
 (`prl_jax.eval.metrics.best_of_n`). Accuracy at a budget N <= N_max is estimated by drawing, per

@@ -9,7 +9,7 @@ the metrics need about one problem (its correct count c, per-sample verdicts, ex
 lengths, truncation flags and the greedy verdict), and `summarize(records, n)` recomputes the whole
 summary from the records alone, so every number of a run can be re-derived from its results.json.
 
-Metrics (ALGORITHMS.md section 7), overall and per difficulty:
+Metrics (docs/algorithms.md: Evaluation metrics), overall and per difficulty:
   mean@n     mean over problems of c / n (PRL's average@n);
   pass@k     unbiased 1 - C(n - c, k) / C(n, k) averaged over problems, every k = 1..n
              (Chen et al. 2021, arXiv 2107.03374, section 2.1);

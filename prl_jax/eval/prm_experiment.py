@@ -1,6 +1,6 @@
 """The ER-PRM experiment end to end (`prl-jax erprm`) and best-of-N with ready PRMs (`prl-jax best-of-n`).
 
-ER-PRM (Zhang et al. 2024, arXiv 2412.11006, sections 5 and 6; ALGORITHMS.md sections 5 and 7).
+ER-PRM (Zhang et al. 2024, arXiv 2412.11006, sections 5 and 6; docs/algorithms.md: ER-PRM, Evaluation metrics).
 `run_erprm`: Monte Carlo labels from pi_0, PRMs at the configured eta and at the hard and soft
 limits plus an outcome RM, then best-of-N on held-out problems. `run_best_of_n` scores ready PRMs.
 For each held-out problem the policy samples N_max candidates once; every PRM scores them and

@@ -1,4 +1,4 @@
-"""Masked returns, reductions and the log-mean-exp (ALGORITHMS.md section 1.2, 1.5, 1.7).
+"""Masked returns, reductions and the log-mean-exp (docs/algorithms.md: Shared pieces).
 
 Arrays are [B, T] with time on the last axis; `mask` is 1 (or True) on valid response tokens.
 Positions where the mask is 0 never feed a result and come back as 0, so padding may hold any
@@ -89,7 +89,7 @@ def linear_recurrence(a: chex.Array, b: chex.Array, reverse: bool = False) -> ch
 
 
 def reverse_cumsum(x: chex.Array, mask: chex.Array, gamma: float = 1.0) -> chex.Array:
-  """Discounted return-to-go (ALGORITHMS.md section 1.2).
+  """Discounted return-to-go (docs/algorithms.md: Shared pieces).
 
       R_t = x_t + gamma * R_{t'}   on valid t, with t' the next valid position (R = 0 past the end)
 
@@ -127,7 +127,7 @@ def masked_sum(x: chex.Array, mask: chex.Array, axis=None) -> chex.Array:
 
 
 def masked_mean(x: chex.Array, mask: chex.Array, axis=None) -> chex.Array:
-  """sum(x mask) / sum(mask) over `axis`, all axes when None (ALGORITHMS.md section 1.7).
+  """sum(x mask) / sum(mask) over `axis`, all axes when None (docs/algorithms.md: Shared pieces).
 
   An empty selection gives 0 rather than NaN, so an all-padding row cannot poison a batch.
   """
@@ -137,7 +137,7 @@ def masked_mean(x: chex.Array, mask: chex.Array, axis=None) -> chex.Array:
 
 
 def masked_whiten(x: chex.Array, mask: chex.Array) -> chex.Array:
-  """Whitening over all valid tokens of the batch (ALGORITHMS.md section 1.7; PRIME's advantages).
+  """Whitening over all valid tokens of the batch (docs/algorithms.md: Shared pieces; PRIME's advantages).
 
       mu = mean_valid(x),  var = N/(N-1) * mean_valid((x - mu)^2),  out = (x - mu)/sqrt(var + 1e-8)
 
@@ -164,7 +164,7 @@ def masked_whiten(x: chex.Array, mask: chex.Array) -> chex.Array:
 
 
 def log_mean_exp(x: chex.Array, eta, axis: int = -1) -> chex.Array:
-  """Entropy-regularised soft maximum (ALGORITHMS.md section 1.5; the ER-PRM
+  """Entropy-regularised soft maximum (docs/algorithms.md: Shared pieces; the ER-PRM
   step label of arXiv 2412.11006).
 
       LME_eta(x) = (logsumexp(eta * x) - log N) / eta = (1/eta) log( (1/N) sum_i exp(eta x_i) )

@@ -1,4 +1,4 @@
-"""Step segmentation of responses and segment ops over steps (ALGORITHMS.md sections 1.3, 1.4).
+"""Step segmentation of responses and segment ops over steps (docs/algorithms.md: Shared pieces).
 
 A step is a run of valid tokens closed by a step end. Every method that scores steps rather than
 tokens (PRIME's step granularity, PRL's fixed-length or newline steps, ER-PRM's tagged steps)
@@ -30,7 +30,7 @@ def _valid(mask: chex.Array) -> chex.Array:
 
 
 def last_token_mask(mask: chex.Array) -> chex.Array:
-  """True at the last valid token of each row: index L_b - 1 when right-padded (ALGORITHMS.md 0).
+  """True at the last valid token of each row: index L_b - 1 when right-padded (docs/algorithms.md: Shared pieces).
 
       last[b, t] = mask[b, t] and sum_{j >= t} mask[b, j] == 1
 
@@ -52,7 +52,7 @@ def last_token_mask(mask: chex.Array) -> chex.Array:
 def step_end_mask(mask: chex.Array, mode: str, *, length: int | None = None,
                   delimiter_ids: Sequence[int] | None = None,
                   token_ids: chex.Array | None = None) -> chex.Array:
-  """Marks the last token of every step (ALGORITHMS.md section 1.3).
+  """Marks the last token of every step (docs/algorithms.md: Shared pieces).
 
   Modes:
     "token":     every valid token is a step (PRIME's default, FRPO);
@@ -124,7 +124,7 @@ def _valid_ends(step_end: chex.Array, mask: chex.Array) -> chex.Array:
 
 
 def step_ids(step_end: chex.Array, mask: chex.Array) -> chex.Array:
-  """Index of the step each valid token belongs to, step_id of ALGORITHMS.md section 1.3.
+  """Index of the step each valid token belongs to, step_id of docs/algorithms.md: Shared pieces.
 
       id_t = number of step ends strictly before t
 
@@ -178,7 +178,7 @@ def fill_from_step_end(x: chex.Array, step_end: chex.Array, mask: chex.Array,
 
       out_t = x_{e(t)},  e(t) = the first step end at or after t
 
-  skip_zeros=True reproduces the PRL code's "left fill by next non-zero" (ALGORITHMS.md section 4):
+  skip_zeros=True reproduces the PRL code's "left fill by next non-zero" (docs/algorithms.md: PRL):
   a step end whose value is exactly 0 does not count as an end, so its tokens take the next
   non-zero step-end value to the right, and 0 when there is none. Only values at step ends are
   read; x elsewhere is ignored. A valid token with no (counted) step end at or after it gets 0.

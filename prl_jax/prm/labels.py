@@ -1,4 +1,4 @@
-"""ER-PRM step labels from Monte Carlo completions of the initial policy (ALGORITHMS.md section 5).
+"""ER-PRM step labels from Monte Carlo completions of the initial policy (docs/algorithms.md: ER-PRM).
 
 Zhang et al. 2024, "Entropy-Regularized Process Reward Model", arXiv 2412.11006, section 5 (the
 labels) with the data recipe of the official code. For a problem x and a solution y = s_1 ... s_K

@@ -1,4 +1,4 @@
-"""Training an ER-PRM: a causal LM read through two token logits at step ends (ALGORITHMS.md 5).
+"""Training an ER-PRM: a causal LM read through two token logits at step ends (docs/algorithms.md: ER-PRM).
 
 Zhang et al. 2024, arXiv 2412.11006, section 5 and the official code's PRM recipe. The PRM is a
 copy of the SFT policy. Its input is the prompt followed by the solution (and EOS when the solution

@@ -131,7 +131,7 @@ def steps_to_reach(steps: Sequence[int], rewards: Sequence[float], target: float
 
 
 # ------------------------------------------------------------------------------------------------
-# Claims (ALGORITHMS.md section 8).
+# Claims (docs/algorithms.md: Sources, paper settings and headline results).
 
 
 def compare(label: str, favoured: Sequence[float] | None, other: Sequence[float] | None, *,
@@ -195,7 +195,7 @@ def _erprm_claim(agg: Mapping) -> dict:
 
 
 def evaluate_claims(agg: Mapping) -> list[dict]:
-  """The papers' headline claims (ALGORITHMS.md section 8) checked against these numbers."""
+  """The papers' headline claims (docs/algorithms.md: Sources, paper settings and headline results) checked against these numbers."""
   steps = compare("steps to RLOO's final training reward, RLOO - PRIME",
                   _censored_steps(agg, BASELINE), _censored_steps(agg, "prime"), scale=1.0,
                   units="steps")

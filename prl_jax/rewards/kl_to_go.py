@@ -1,4 +1,4 @@
-"""PRL's KL-to-go (Process Reward Learning, arXiv 2601.10201; ALGORITHMS.md section 4).
+"""PRL's KL-to-go (Process Reward Learning, arXiv 2601.10201; docs/algorithms.md: PRL).
 
 At the optimum of E[r] - (1/eta) KL(pi || pi_0) the value r - (1/eta) log(pi/pi_0) is constant
 per prompt, so the process reward of a prefix is the outcome minus (1/eta) times the log-ratio
@@ -16,7 +16,7 @@ from prl_jax.ops.checks import shape_errors as _shape_errors
 
 
 def kl_to_go(logp_old: chex.Array, logp_ref: chex.Array, mask: chex.Array) -> chex.Array:
-  """KL-to-go of PRL (arXiv 2601.10201; ALGORITHMS.md section 4, as in the official code).
+  """KL-to-go of PRL (arXiv 2601.10201; docs/algorithms.md: PRL, as in the official code).
 
       delta_t = (log pi_old(y_t) - log pi_ref(y_t)) * mask_t
       G_t     = sum_{j >= t} delta_j          (the current token included)
