@@ -48,6 +48,7 @@ def _tiny(name, **overrides):
   config.log.progress = False
   config.log.tensorboard = False
   config.mesh.num_devices = 1
+  config.filter.enable = False  # one round of prompts per step: data positions 4, 8, 12, 16
   apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
   return config
 
