@@ -187,3 +187,20 @@ def test_rollouts_in_sampler_calls_of_at_most_max_rows(tmp_path):
                                                   ctx.sampling).tokens))
   with pytest.raises(ConfigError, match="rollout.max_rows"):
     validate(tiny_config("rloo", **{"rollout.max_rows": 6}))
+
+
+def test_train_closes_the_verifier_it_built(tmp_path, monkeypatch):
+  """The answer-checking pool of a math run does not outlive train()."""
+  from prl_jax.run import context
+  from prl_jax.rewards.verify import Verifier
+
+  closed = []
+
+  class Spy(Verifier):
+    def close(self):
+      closed.append(True)
+      super().close()
+
+  monkeypatch.setattr(context, "make_verifier", lambda config: Spy(workers=0))
+  train(tiny_config("rloo", **{"train.steps": 1}), str(tmp_path))
+  assert closed == [True]

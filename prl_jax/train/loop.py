@@ -333,6 +333,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
   """
   distributed.initialize()
   record_config(config, workdir)  # a changed config is refused before the model is built
+  owns_ctx = ctx is None  # a context passed in is the caller's to close
   ctx = ctx or build_context(config, workdir)
   recipe = get_recipe(config.method)
   fns = build_functions(ctx, recipe)
@@ -393,4 +394,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
     stop.restore()
     ckpt.close()
     writer.close()
+    if owns_ctx and hasattr(ctx.verifier, "close"):
+      ctx.verifier.close()  # the answer-checking worker processes of math tasks
   return metrics
