@@ -97,7 +97,8 @@ def answer_extractor(task: str) -> Extractor:
   """`extract(response, example) -> answer string or None` for examples of `task`.
 
   The synthetic tasks use their own answer line (what their checkers read); math data uses
-  `math_answer.extract_answer` (boxed, "####", "The answer is", last number), as the math verifier does.
+  `math_answer.extract_answer` (`prl_jax.rewards.verify_extract`: boxes, answer markers, the last
+  math span), as the math verifier does.
   """
   try:
     return ANSWER_EXTRACTORS[task]
