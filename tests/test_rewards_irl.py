@@ -384,6 +384,19 @@ class RmLossTest(chex.TestCase):
     lp_shift[~expert, 0] -= 2.5
     np.testing.assert_allclose(irl.rm_loss(r, mask, lp_shift, expert, 6), loss(r), atol=1e-7)
 
+  @hypothesis.settings(SETTINGS, max_examples=12)
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), pool=st.sampled_from([1, 2, 4, 8]))
+  def test_uniform_reward_shift_moves_only_one_sided_pools(self, seed, pool):
+    """Along r -> r + c m (every token of every row), Rbar_b -> Rbar_b + c and w is held fixed,
+    so d loss_S / dc = sum_P w - 1[E∩S nonempty] = 1[P∩S nonempty] - 1[E∩S nonempty]: zero for a
+    pool holding both sets, +-1 for a one-sided pool. Pools of one row are all one-sided, so the
+    loss keeps a slope of (#samples - #experts) / #pools along a constant reward offset."""
+    r, mask, logp, _, expert = random_batch(seed)
+    _, slope = jax.jvp(lambda x: irl.rm_loss(x, mask, logp, expert, pool), (r,), (mask,))
+    want = [float(np.any(~expert[s:s + pool])) - float(np.any(expert[s:s + pool]))
+            for s in range(0, len(expert), pool)]
+    np.testing.assert_allclose(slope, np.mean(want), atol=1e-6)
+
   def test_pools_of_one_are_signed_mean_rewards(self):
     r, mask, logp, expert = self.example()
     mean = (r * mask).sum(1) / mask.sum(1)
