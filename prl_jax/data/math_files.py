@@ -40,7 +40,7 @@ from typing import Any
 
 from prl_jax.data import rows, templates
 from prl_jax.data.rows import BadRow, RowScreen, Unanswerable
-from prl_jax.rewards.verify_extract import boxed_answer
+from prl_jax.data.boxed import boxed_answer
 
 SCHEMA = ("id", "prompt", "question", "solution", "answer", "difficulty", "task")
 _SUFFIXES = (".jsonl", ".json", ".parquet")
