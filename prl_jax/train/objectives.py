@@ -54,10 +54,11 @@ def policy_loss_fn(model_cfg: ModelConfig, loss_cfg: PolicyLossConfig) -> LossFn
     # Diagnostics are token means; rescale them so the shared division by `den` recovers them.
     stats = losses.ppo_clip_stats(logp, batch.old_logp, batch.advantages, mask, **clip)
     metrics = {"pg_loss": num, **{k: n / jnp.maximum(d, 1.0) * den for k, (n, d) in stats.items()}}
+    # The entropy is computed with the log-probs anyway, so it is always logged (collapse shows).
+    ent_num, _ = losses.agg_loss(entropy, mask, loss_cfg.agg)
+    metrics["entropy"] = ent_num
     if need_entropy:
-      ent_num, _ = losses.agg_loss(entropy, mask, loss_cfg.agg)
       num = num - loss_cfg.entropy_coef * ent_num
-      metrics["entropy"] = ent_num
     if loss_cfg.kl_coef != 0.0:
       kl_num, _ = losses.agg_loss(losses.kl(logp, batch.ref_logp, loss_cfg.kl_kind), mask,
                                    loss_cfg.agg)
