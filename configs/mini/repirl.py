@@ -7,8 +7,10 @@ pools of one row, RM mini-batches of 32 rows (16 RM steps per RL step: 256 rollo
 demonstrations), the accuracy filter [0.2, 0.8], dual clip 3, seq-mean-token-mean, entropy 0.001.
 Ours, for the scale: the head is 64 wide instead of 1024, the RM learns at optim.prm_lr = 2e-4
 (a float32 tuning parameter, see configs/paper/repirl_qwen25_3b.py), and the policy keeps the
-shared budget's update schedule (configs/mini/budget.py). The earlier reconstruction runs with
---config.algo.repirl.mode=implicit --config.algo.repirl.lam=0.1.
+shared budget's update schedule (configs/mini/budget.py). With pools of one row the RM drifts to
+r = +1 on every token (experts outnumber samples; docs/algorithms.md, rePIRL, has the measurement);
+--config.algo.repirl.pool_size=8 keeps it separating correct from failed rollouts. The earlier
+reconstruction runs with --config.algo.repirl.mode=implicit --config.algo.repirl.lam=0.1.
 """
 
 from configs.mini import budget
