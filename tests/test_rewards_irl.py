@@ -213,7 +213,7 @@ def ragged(rows, length=5):
 
 
 def ref_token_advantages(r, mask, outcome, n, lam):
-  """ALGORITHMS section 6 written as loops over rows and token indices."""
+  """docs/algorithms.md (rePIRL) written as loops over rows and token indices."""
   b_size, t_size = r.shape
   act = [[bool(mask[b, t]) for t in range(t_size)] for b in range(b_size)]
   go = [[sum(r[b, s] for s in range(t, t_size) if act[b][s]) for t in range(t_size)]

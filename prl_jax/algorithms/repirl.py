@@ -52,7 +52,7 @@ def unit_rows(pool_size: int) -> int:
   return pool_size if pool_size % 2 == 0 else 2 * pool_size
 
 
-# --- the official recipe (mode "code") ------------------------------------------------------------
+# --- the official recipe (mode "code") -----------------------------------------------------------
 
 
 def code_advantages(options, x: RLInputs) -> Advantages:
@@ -155,7 +155,7 @@ def rm_batch(options, x: PrmInputs):
                     pseudo_experts=o.pseudo_experts)
 
 
-# --- the earlier reconstruction (mode "implicit") ---------------------------------------------------
+# --- the earlier reconstruction (mode "implicit") -----------------------------------------------
 
 
 def implicit_advantages(options, x: RLInputs) -> Advantages:

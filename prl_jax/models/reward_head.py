@@ -1,7 +1,7 @@
 """A token reward model: a scalar tanh-MLP head on the final hidden states of a causal LM.
 
-rePIRL's reward model (arXiv 2602.07832; the official code's `RewardModule`, github.com/ucsb-mlsec/irl,
-recipe/irl/rm.py, commit 0159023):
+rePIRL's reward model (arXiv 2602.07832; the official code's `RewardModule`,
+github.com/ucsb-mlsec/irl, recipe/irl/rm.py, commit 0159023):
 
     r_phi[b, t] = tanh(W3 relu(W2 relu(W1 h[b, t] + b1) + b2) + b3)  in [-1, 1]
 
@@ -10,7 +10,8 @@ W2: width x width, W3: width x 1 (width 1024 in the official code). The reward o
 reads the hidden state *at* y_t, so it depends on the token itself, r(s_t, a_t): the shipped run
 script scores without padding removal, which takes the last response_length positions of the
 sequence. The backbone is a full copy of the policy LM and is trained with the head; there is no
-reference model. Parameters are {"backbone": LM params, "head": {"w1", "b1", "w2", "b2", "w3", "b3"}}.
+reference model. Parameters are {"backbone": LM params, "head": {"w1", "b1", "w2", "b2", "w3",
+"b3"}}.
 """
 
 from __future__ import annotations

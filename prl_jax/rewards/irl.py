@@ -37,7 +37,7 @@ Z_EPS = 1e-6
 
 
 def sequence_reward(token_rewards: chex.Array, mask: chex.Array) -> chex.Array:
-  """Trajectory return R(tau_b) = sum_t r_{b,t} mask_{b,t} (rePIRL section 6).
+  """Trajectory return R(tau_b) = sum_t r_{b,t} mask_{b,t} (docs/algorithms.md, rePIRL).
 
   Args:
     token_rewards: [B, T] token rewards (e.g. beta * (log pi_phi - log pi_ref) for the implicit PRM,
@@ -56,7 +56,8 @@ def sequence_reward(token_rewards: chex.Array, mask: chex.Array) -> chex.Array:
 
 def irl_loss(expert_returns: chex.Array, sample_returns: chex.Array, sample_logp: chex.Array,
              sample_valid: chex.Array | None = None) -> tuple[chex.Array, dict[str, chex.Array]]:
-  """Maximum-entropy IRL loss with an importance-sampled partition function (rePIRL section 6).
+  """Maximum-entropy IRL loss with an importance-sampled partition function (docs/algorithms.md,
+  rePIRL, implicit mode).
 
       w   = softmax_j( R_phi(tau_j) - log pi_theta(tau_j) )        over valid samples j
       L   = -( mean_e R_phi(tau_e) - sum_j stop_gradient(w_j) R_phi(tau_j) )
