@@ -47,7 +47,10 @@ def sft_policy(tmp_path_factory):
 
 def _rewards(method, sft_policy, workdir):
   """Mean outcome of all sampled responses per step (before any filter), in step order."""
-  config = _config(method, init_from=sft_policy, **{"train.steps": RL_STEPS, "task.max_ops": 1})
+  # One-operation chains are few (81 questions): all of them train, none is left for an eval
+  # split (which never repeats a training question), and no eval runs here.
+  config = _config(method, init_from=sft_policy, **{"train.steps": RL_STEPS, "task.max_ops": 1,
+                                                    "task.num_eval": 0})
   train(config, workdir)
   return np.asarray([row["rollout/reward"] for row in
                      read_metrics(os.path.join(workdir, "metrics.jsonl"))])
