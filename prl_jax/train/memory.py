@@ -32,8 +32,8 @@ log-prob chunk (train.logprob_chunk, or N).
                       default the micro-batch), one block at a time: (m/R) (T d c + W(T)) + logits(m/R)
   policy update       gradients (accumulator + one micro-batch's: 2 x policy params) + for
                       rows = micro/R: rows (kept + 2 W(T)) + logits(rows, with gradients)
-  PRM / value update  the same with their params (rePIRL's IRL update runs the batch and the
-                      demonstrations in micro-batches too: `rewards.irl.irl_coefficients`)
+  PRM / value update  the same with their params (rePIRL's reward-model update runs the rollouts
+                      and their demonstrations in micro-batches too, one pool at a time)
 
 peak = state + the largest phase. A plan fits when the peak is within USABLE_FRACTION of HBM: XLA
 needs scratch space and its allocator fragments, which this model does not see.
@@ -371,8 +371,8 @@ def memory_report(config: ml_collections.ConfigDict, *, devices: int | None = No
                                          policy_params)
   phases["policy_update"] = activations + gradients
   if recipe.prm is not None and kinds.get("prm_params") == "params":
-    # Both PRM updates run micro-batches (rePIRL's over the batch plus one demonstration per
-    # prompt, its IRL normaliser folded into per-row coefficients beforehand).
+    # Both PRM updates run micro-batches (rePIRL's over the rollouts and their demonstrations,
+    # its self-normalised weights computed inside each pool).
     phases["prm_update"] = sum(_update_bytes(model_cfg, rows_micro, seq, chunk, tensor,
                                              parts["prm_params"]))
   if "value_params" in parts:
