@@ -73,20 +73,7 @@ def test_too_small_a_task_for_its_eval_split_is_a_config_error():
 # ----------------------------------------------------------------- one run per workdir
 
 
-@pytest.fixture
-def no_build(monkeypatch):
-  """Building the model raises Built, so a test sees where a run stopped without compiling."""
-  from prl_jax.train import loop, sft
-
-  def build(*args, **kwargs):
-    raise Built()
-
-  monkeypatch.setattr(loop, "build_context", build)
-  monkeypatch.setattr(sft, "build_context", build)
-
-
-class Built(Exception):
-  """Raised in place of build_context: the run got past the workdir checks."""
+from tests.test_run_config import Built, no_build  # noqa: E402,F401  (no_build is a fixture)
 
 
 def _used_workdir(path):
