@@ -25,7 +25,7 @@ def get_config():
   c.optim.value_lr = 1e-4
   c.train.ppo_epochs = 2
   c.train.mini_batch_size = 64
-  c.sft.steps = 2000
+  c.sft.steps = 3000
   c.sft.batch_size = 64
   c.sft.lr = 3e-3
   c.sft.warmup_steps = 50
