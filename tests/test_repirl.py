@@ -190,3 +190,40 @@ def test_rm_steps_per_rl_step_and_config_errors():
   assert "algo.repirl.mode" in recipe.check(_options(mode="paper"))
   assert "rm_mini_batch_size" in recipe.check(_options(rm_mini_batch_size=31))
   assert "pool_size" in recipe.check(_options(pool_size=0))
+
+
+@pytest.mark.parametrize("mode", ["code", "implicit"])
+def test_process_reward_is_the_per_token_reward_on_the_response_tokens(mode):
+  """prm/step_auroc reads `Advantages.process_reward`: r_phi[b, t] (code) or beta log(pi_phi /
+  pi_ref)(y_t) (implicit), on the same response tokens, zero on padding."""
+  from prl_jax.data import register
+  from prl_jax.models.tokenizer import CharTokenizer
+  from prl_jax.train.step_diagnostics import step_auroc
+
+  tok = CharTokenizer()
+  ex = register.generate(1, seed=3)[0]
+  lines = ex["solution"].splitlines()
+  bad = (int(lines[4][-1]) + 2) % 10
+  texts = [ex["solution"], "\n".join(lines[:4] + [lines[4][:3] + str(bad)] + lines[5:])]
+  width = 48
+  tokens = np.zeros((2, width), np.int32)
+  mask = np.zeros((2, width), np.float32)
+  for b, text in enumerate(texts):
+    ids = tok.encode(text) + [tok.eos_id]
+    tokens[b, :len(ids)], mask[b, :len(ids)] = ids, 1
+  # A reward that blames exactly the characters of the wrong line (line 4: tokens 20..24) and
+  # puts garbage on the padding, which the process reward must not carry.
+  reward = np.where(mask > 0, 0.3, 7.0).astype(np.float32)
+  reward[1, 20:25] = -0.4
+  beta = 0.05
+  prm_token = reward if mode == "code" else reward / beta
+  zeros = jnp.zeros_like(mask)
+  x = RLInputs(outcome=jnp.asarray([1.0, 0.0]), mask=jnp.asarray(mask), old_logp=zeros,
+               ref_logp=zeros, prm_token=jnp.asarray(prm_token), values=zeros,
+               step_end=zeros.astype(bool), group_size=2)
+  out = get_recipe("repirl").advantages(_options(mode=mode, beta=beta), x)
+  assert out.process_reward is not None, "rePIRL must return its per-token process reward"
+  np.testing.assert_allclose(np.asarray(out.process_reward), reward * mask, rtol=1e-6)
+  newline = tok.encode("\n")
+  auroc = step_auroc(np.asarray(out.process_reward), tokens, mask, newline, texts, [ex, ex])
+  assert auroc == 1.0  # the blamed line scores below every right line before it

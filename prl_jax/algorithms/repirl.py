@@ -56,7 +56,8 @@ def unit_rows(pool_size: int) -> int:
 
 
 def code_advantages(options, x: RLInputs) -> Advantages:
-  """Token advantages from the updated RM's rewards (`irl.token_advantages`)."""
+  """Token advantages from the updated RM's rewards (`irl.token_advantages`); the masked
+  r_phi[b, t] itself is the process reward of prm/step_auroc (`Advantages.process_reward`)."""
   r = x.prm_token * x.mask
   token = irl.token_advantages(r, x.mask, x.outcome, x.group_size, options.repirl.lam)
   length = jnp.maximum(jnp.sum(x.mask, axis=1), 1.0)
@@ -67,7 +68,8 @@ def code_advantages(options, x: RLInputs) -> Advantages:
       "repirl/z": irl.process_return_scale(r, x.mask),
       "repirl/return_mean": jnp.mean(jnp.sum(r, axis=1)),
       # Length-normalised RM reward of correct and failed rollouts: the RM's separation.
-      "repirl/reward_correct": mean_over(expert), "repirl/reward_failed": mean_over(1.0 - expert)})
+      "repirl/reward_correct": mean_over(expert), "repirl/reward_failed": mean_over(1.0 - expert)},
+      process_reward=r)
 
 
 def rm_score_fn(model_cfg, options, chunk: int = 0):
@@ -159,11 +161,13 @@ def rm_batch(options, x: PrmInputs):
 
 
 def implicit_advantages(options, x: RLInputs) -> Advantages:
-  """RLOO over s_b = r_o + lambda * R_phi(y_b), constant over the response."""
+  """RLOO over s_b = r_o + lambda * R_phi(y_b), constant over the response; the per-token
+  r_phi(y_t) = beta log(pi_phi / pi_ref)(y_t) is the process reward of prm/step_auroc."""
   prm_rewards = options.repirl.beta * (x.prm_token - x.ref_logp) * x.mask
   score = x.outcome + options.repirl.lam * irl.sequence_reward(prm_rewards, x.mask)
   return Advantages(adv.rloo(score, x.group_size)[:, None] * x.mask, {
-      "repirl/prm_return": jnp.mean(irl.sequence_reward(prm_rewards, x.mask))})
+      "repirl/prm_return": jnp.mean(irl.sequence_reward(prm_rewards, x.mask))},
+      process_reward=prm_rewards)
 
 
 def implicit_loss_fn(model_cfg, options, chunk: int = 0):
