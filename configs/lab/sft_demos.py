@@ -1,0 +1,40 @@
+"""SFT of the lab policy, continued on the solver's clean demonstrations that the rePIRL arm is
+given: the first half of "SFT on the same demonstrations + RLOO" (configs/lab/sft_demos_rloo.py),
+the control that asks whether rePIRL's gain comes from IRL or from the demonstrations.
+
+    prl-jax sft --config configs/lab/sft_demos.py --workdir runs/lab/sft_demos
+
+What "the same demonstrations" means here: rePIRL's experts are the `solution` of each prompt it
+trains on (the register solver's chains, every line right), one new prompt per accepted group,
+rollout.prompts_per_step = 16 per RL step, drawn from the training split (task.seed,
+task.num_train) in the order of the run's seed. This SFT draws sft.batch_size = 16 problems of the
+same split per step for sft.steps = the arm's train.steps, seeded by the same `seed`: the same
+number of clean demonstrations from the same problems' distribution. Which 16 problems rePIRL
+keeps at a step depends on its own policy (the accuracy filter), so the sets are equal in
+distribution and count, not problem by problem. Pass the RL arms' length when it is not the
+budget's train.steps: `--config configs/lab/sft_demos.py:rl_steps=N`.
+
+Knobs that differ from configs/lab/sft.py, and why:
+- init_from="runs/lab/sft/final_hf": continue from the policy every RL arm starts from.
+- task.demonstrator="solver": the task's own solutions (`prl_jax.data.demonstrations`), not the
+  buggy demonstrator's.
+- sft.batch_size = rollout.prompts_per_step, sft.steps = rl_steps: the count above.
+- sft.warmup_steps = 5% of sft.steps (at least 1): a fresh optimizer on a trained policy; the lab
+  SFT's 50 steps were for training from scratch. sft.lr stays the lab SFT's 3e-3 (cosine decay),
+  so the demonstrations are used as the lab SFT would use them.
+"""
+
+from configs.lab import budget
+from prl_jax.config import parse_config_arg
+
+
+def get_config(arg=None):
+  c = budget.get_config()
+  args = parse_config_arg(arg, {"rl_steps": c.train.steps})
+  c.method = "rloo"  # unused by SFT; kept valid so the shared validation passes
+  c.init_from = "runs/lab/sft/final_hf"
+  c.task.demonstrator = "solver"
+  c.sft.batch_size = c.rollout.prompts_per_step
+  c.sft.steps = args["rl_steps"]
+  c.sft.warmup_steps = max(1, args["rl_steps"] // 20)
+  return c
