@@ -9,7 +9,7 @@
   prl-jax best-of-n --config FILE --workdir DIR --config.init_from=SFT_DIR --prm DIR [--prm DIR]
   prl-jax import-gguf --gguf FILE.gguf --out DIR   (or --smollm2: the packaged SmolLM2-135M)
   prl-jax memory --config configs/paper/prime_eurus2_7b.py [--devices 64 --hbm-gib 88]
-  prl-jax reproduce --preset demo|mini --workdir runs/demo [--jobs N]
+  prl-jax reproduce --preset demo|mini|lab --workdir runs/demo [--jobs N]
   prl-jax report runs/demo   (report.md + plots again from the saved JSON)
   prl-jax export --workdir runs/prime --out DIR [--step N] [--what policy|prm]
 
@@ -337,18 +337,20 @@ def cmd_reproduce(argv):
   parser.add_argument("--preset", choices=sorted(PRESETS) + ["lab-gates"], required=True,
                       help="demo: one seed, 20 steps (~6 min on 2 CPU cores); mini: 4 seeds x "
                            "150 steps (under 3 h); lab-gates: the register-chain lab's SFTs and "
-                           "its gates G0-G3 (configs/lab)")
+                           "its gates G0-G3 (configs/lab); lab: the gates, then every lab arm x "
+                           "3 paired seeds, t-tested claims (~3 h with --jobs 2)")
   parser.add_argument("--workdir", required=True, help="where every stage and the report go")
   parser.add_argument("--jobs", type=int, default=1,
                       help="RL runs in parallel worker processes (default 1: in this process)")
   parser.add_argument("--configs", default=None,
-                      help="the configs/mini folder (default: the source checkout's)")
+                      help="the preset's configs folder (default: the source checkout's "
+                           "configs/mini, or configs/lab for lab)")
   parser.add_argument("--verbose", action="store_true",
                       help="progress bars inside every run too (steps, problems)")
   args = parser.parse_args(argv)
   if args.preset == "lab-gates":
     from prl_jax.reproduce.lab import GATES_FILE, run_lab_gates
-    run_lab_gates(args.workdir, verbose=args.verbose)
+    run_lab_gates(args.workdir, verbose=args.verbose, jobs=args.jobs)
     print(f"every lab gate passed: {os.path.join(args.workdir, GATES_FILE)}")
     return
   results = reproduce(get_preset(args.preset), args.workdir, jobs=args.jobs,

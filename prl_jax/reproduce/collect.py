@@ -16,6 +16,8 @@ import numpy as np
 from prl_jax.eval.best_of_n import MAJORITY, ORACLE
 from prl_jax.reproduce.claims import (BASELINE, ERPRM_ROLES, evaluate_claims, final_reward,
                                       steps_to_reach)
+from prl_jax.reproduce.lab_claims import evaluate_lab_claims
+from prl_jax.reproduce.lab_collect import collect_lab
 from prl_jax.run.metrics_file import read_metrics
 
 RESULTS_FILE = "results.json"
@@ -126,6 +128,10 @@ def collect(workdir: str, manifest: Mapping) -> dict:
     entry = policies.setdefault(SFT, _new_policy())
     entry["seeds"].append(None)
     _add_evals(entry, _policy_evals(workdir, manifest["sft"]["evals"], n))
+  for name, stage in manifest.get("extra_sft", {}).items():  # e.g. the lab's sft_demos
+    entry = policies.setdefault(name, _new_policy())
+    entry["seeds"].append(None)
+    _add_evals(entry, _policy_evals(workdir, stage["evals"], n))
   prm_accuracy: dict[str, dict] = {}
   for run in loaded:
     entry = policies.setdefault(run["method"], _new_policy())
@@ -139,9 +145,18 @@ def collect(workdir: str, manifest: Mapping) -> dict:
   for entry in policies.values():
     for bucket in entry["eval"].values():
       bucket["curve"] = mean_curve(bucket["curve"])
-  return {"eval_n": n, "window": window, "rl_steps": preset["rl_steps"], "target": target,
-          "policies": policies, "prm_accuracy": prm_accuracy,
-          "erprm": collect_erprm(workdir, manifest.get("erprm")), "times": _times(manifest)}
+  agg = {"eval_n": n, "window": window, "rl_steps": preset["rl_steps"], "target": target,
+         "policies": policies, "prm_accuracy": prm_accuracy,
+         "erprm": collect_erprm(workdir, manifest.get("erprm")), "times": _times(manifest)}
+  if preset.get("claims") == "lab":
+    agg["lab"] = collect_lab(workdir, manifest, n, window, target)
+  return agg
+
+
+def judge_claims(agg: Mapping) -> list[dict]:
+  """The preset's claims: the lab's t-tests when the aggregate holds the lab's numbers, else the
+  mini presets' z-test (`prl_jax.reproduce.claims`)."""
+  return evaluate_lab_claims(agg["lab"]) if "lab" in agg else evaluate_claims(agg)
 
 
 def _erprm_columns(results: Mapping, agg: str) -> dict[str, str]:
@@ -180,6 +195,9 @@ def _times(manifest: Mapping) -> dict:
   if sft:
     out["SFT"] = sft["train"]["seconds"]
     out["SFT evaluation"] = sum(e["seconds"] for e in sft["evals"].values())
+  for name, stage in manifest.get("extra_sft", {}).items():
+    out[name] = stage["train"]["seconds"]
+    out[f"{name} evaluation"] = sum(e["seconds"] for e in stage["evals"].values())
   if manifest.get("erprm"):
     out["ER-PRM experiment"] = manifest["erprm"]["stage"]["seconds"]
   return out
@@ -202,7 +220,7 @@ def write_json_atomic(path: str, value) -> None:
 def save_results(workdir: str, manifest: Mapping) -> dict:
   """Writes WORKDIR/results.json: the manifest, every aggregate number and the claims."""
   agg = collect(workdir, manifest)
-  results = {**manifest, "aggregates": agg, "claims": evaluate_claims(agg)}
+  results = {**manifest, "aggregates": agg, "claims": judge_claims(agg)}
   write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
   return results
 

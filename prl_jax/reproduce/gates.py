@@ -18,12 +18,33 @@ fails. The thresholds are those of the lab's design; the measured values are in 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 from prl_jax.reproduce.claims import final_reward, moving_average, steps_to_reach
 
 REWARD_KEY = "rollout/reward"
 AUROC_KEY = "prm/step_auroc"
+
+
+@dataclasses.dataclass(frozen=True)
+class LabGates:
+  """Sizes of the gate runs (`prl_jax.reproduce.lab`).
+
+  Attributes:
+    rl_steps: steps of the RLOO, oracle and PRIME runs (G2 compares at `gate_step`). In the
+      `lab` preset these runs are the first steps of the arms' seed-0 runs, which resume them.
+    gate_step: RLOO's step whose trailing-`window` reward the oracle must reach.
+    window: smoothing window of the rewards (steps).
+    eval_problems: eval-split problems of G0 and G1.
+    overrides: config overrides of every stage (e.g. smaller runs for a test).
+  """
+
+  rl_steps: int = 60
+  gate_step: int = 60
+  window: int = 15
+  eval_problems: int = 256
+  overrides: tuple[str, ...] = ()
 
 
 def _gate(name: str, value: float | None, threshold: str, passed: bool, knob: str) -> dict:

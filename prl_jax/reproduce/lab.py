@@ -26,8 +26,9 @@ from prl_jax.eval.evaluate import evaluate, load_policy
 from prl_jax.progress import say
 from prl_jax.reproduce import gates
 from prl_jax.reproduce.collect import write_json_atomic
-from prl_jax.reproduce.pipeline import (cli_command, config_file, load, logging_overrides,
-                                        run_stage, stage_inputs)
+from prl_jax.reproduce.gates import LabGates
+from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file, in_parallel,
+                                      load, logging_overrides, run_stage, stage_inputs)
 from prl_jax.run.context import build_context
 from prl_jax.run.metrics_file import read_metrics
 from prl_jax.train.loop import train
@@ -36,29 +37,27 @@ from prl_jax.train.sft import sft
 GATES_FILE = "gates.json"
 
 
-@dataclasses.dataclass(frozen=True)
-class LabGates:
-  """Sizes of the gate runs.
-
-  Attributes:
-    rl_steps: steps of the RLOO, oracle and PRIME runs (G2 compares at `gate_step`).
-    gate_step: RLOO's step whose trailing-`window` reward the oracle must reach.
-    window: smoothing window of the rewards (steps).
-    eval_problems: eval-split problems of G0 and G1.
-    overrides: config overrides of every stage (e.g. smaller runs for a test).
-  """
-
-  rl_steps: int = 60
-  gate_step: int = 60
-  window: int = 15
-  eval_problems: int = 256
-  overrides: tuple[str, ...] = ()
+__all__ = ["GATES_FILE", "LabGates", "gate_sft_overrides", "gate_rl_overrides", "run_lab_gates"]
 
 
 def lab_configs_dir() -> str:
   """configs/lab of the source checkout this package is installed from."""
-  checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  return os.path.join(checkout, "configs", "lab")
+  return checkout_configs("lab")
+
+
+def gate_sft_overrides(options: LabGates, verbose: bool) -> list[str]:
+  """What the G1 SFT (every arm's starting policy) changes in configs/lab/sft.py; the `lab`
+  preset's SFT stage uses exactly these, so it is this stage, not a second SFT."""
+  return [*options.overrides, f"eval.num_problems={options.eval_problems}",
+          f"task.num_eval={options.eval_problems}", *logging_overrides(verbose)]
+
+
+def gate_rl_overrides(options: LabGates, sft_hf: str, verbose: bool) -> list[str]:
+  """What a gate's RL run changes in configs/lab/<arm>.py. They differ from the `lab` preset's
+  seed-0 runs only in keys a resume may change (train.steps, checkpoint.save_hf, log.*), so the
+  preset continues these runs instead of training them again."""
+  return [*options.overrides, f"init_from={sft_hf}", f"train.steps={options.rl_steps}", "seed=0",
+          *logging_overrides(verbose)]
 
 
 def _evaluate(config, workdir: str, hf_dir: str, n: int) -> tuple[dict, list[str], list[dict]]:
@@ -76,10 +75,7 @@ def _sft_gate(workdir: str, name: str, overrides: list[str], configs: str, gate_
   """SFT into WORKDIR/<name> (a stage), then its gate, measured once and kept in <name>/gate.json."""
   path = config_file(configs, "sft")
   run_dir = os.path.join(workdir, name)
-  run_stage(workdir, f"{name}/train", stage_inputs(overrides),
-            cli_command("sft", path, run_dir, overrides),
-            lambda: sft(load(path, overrides), run_dir),
-            outputs=[f"{name}/final_hf/config.json"])
+  _sft_train(workdir, name, overrides, configs)
   saved = os.path.join(run_dir, "gate.json")
   if os.path.exists(saved):
     with open(saved) as fh:
@@ -99,23 +95,42 @@ def _base_policy(config, run_dir: str, hf_dir: str) -> dict:
   return gates.base_policy_gate(summary["mean@8"], summary["pass@8"])
 
 
-def _rl_rows(workdir: str, method: str, sft_hf: str, options: LabGates, configs: str,
-             verbose: bool) -> list[dict]:
+def _sft_train(workdir: str, name: str, overrides: list[str], configs: str) -> None:
+  """The SFT stage WORKDIR/<name> (skipped when finished); top level, so a worker can run it."""
+  path = config_file(configs, "sft")
+  run_dir = os.path.join(workdir, name)
+  run_stage(workdir, f"{name}/train", stage_inputs(overrides),
+            cli_command("sft", path, run_dir, overrides),
+            lambda: sft(load(path, overrides), run_dir),
+            outputs=[f"{name}/final_hf/config.json"])
+
+
+def _rl_train(workdir: str, method: str, sft_hf: str, options: LabGates, configs: str,
+              verbose: bool) -> None:
+  """The gate's RL stage rl/<method>/seed0 (skipped when finished)."""
   path = config_file(configs, method)
-  overrides = [*options.overrides, f"init_from={sft_hf}", f"train.steps={options.rl_steps}",
-               "seed=0", *logging_overrides(verbose)]
+  overrides = gate_rl_overrides(options, sft_hf, verbose)
   rel = os.path.join("rl", method, "seed0")
   run_dir = os.path.join(workdir, rel)
   run_stage(workdir, f"{rel}/train", stage_inputs(overrides),
             cli_command("train", path, run_dir, overrides),
             lambda: train(load(path, overrides), run_dir), outputs=[f"{rel}/metrics.jsonl"])
-  return read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+
+
+def _rl_rows(workdir: str, method: str, sft_hf: str, options: LabGates, configs: str,
+             verbose: bool) -> list[dict]:
+  _rl_train(workdir, method, sft_hf, options, configs, verbose)
+  return read_metrics(os.path.join(workdir, "rl", method, "seed0", "metrics.jsonl"))
 
 
 def run_lab_gates(workdir: str, options: LabGates = LabGates(), *, configs_dir: str | None = None,
-                  verbose: bool = False) -> list[dict]:
+                  verbose: bool = False, jobs: int = 1) -> list[dict]:
   """Runs (or resumes) the gate stages; returns the gates measured. Raises ConfigError naming the
-  knob to turn at the first failing gate (WORKDIR/gates.json holds every gate so far)."""
+  knob to turn at the first failing gate (WORKDIR/gates.json holds every gate so far).
+
+  With jobs > 1 the two SFTs train side by side, then the three RL runs (PRIME's may then be
+  trained although G2 fails); the gates are still measured and recorded in order.
+  """
   configs = configs_dir or lab_configs_dir()
   workdir = os.path.normpath(workdir)
   measured: list[dict] = []
@@ -131,12 +146,17 @@ def run_lab_gates(workdir: str, options: LabGates = LabGates(), *, configs_dir: 
       raise ConfigError(f"lab gate {gate['name']} failed: {value}, needs {gate['threshold']}; "
                         f"turn {gate['knob']} (details in {GATES_FILE}).")
 
-  sft_overrides = [*options.overrides, f"eval.num_problems={options.eval_problems}",
-                   f"task.num_eval={options.eval_problems}", *logging_overrides(verbose)]
-  record(_sft_gate(workdir, "capacity_sft", [*sft_overrides, "task.demonstrator=solver"],
-                   configs, _capacity))
-  record(_sft_gate(workdir, "sft", sft_overrides, configs, _base_policy))
+  sft_overrides = gate_sft_overrides(options, verbose)
+  capacity_overrides = [*sft_overrides, "task.demonstrator=solver"]
   sft_hf = os.path.join(workdir, "sft", "final_hf")
+  if jobs > 1:
+    in_parallel(_sft_train, [(workdir, "capacity_sft", capacity_overrides, configs),
+                             (workdir, "sft", sft_overrides, configs)], jobs)
+  record(_sft_gate(workdir, "capacity_sft", capacity_overrides, configs, _capacity))
+  record(_sft_gate(workdir, "sft", sft_overrides, configs, _base_policy))
+  if jobs > 1:
+    in_parallel(_rl_train, [(workdir, m, sft_hf, options, configs, verbose)
+                            for m in ("rloo", "oracle", "prime")], jobs)
   rloo = _rl_rows(workdir, "rloo", sft_hf, options, configs, verbose)
   oracle = _rl_rows(workdir, "oracle", sft_hf, options, configs, verbose)
   record(gates.oracle_gate(rloo, oracle, at_step=options.gate_step, window=options.window))

@@ -2,6 +2,7 @@
 
     prl-jax reproduce --preset demo --workdir runs/demo   # one seed, few steps (~6 min, 2 CPUs)
     prl-jax reproduce --preset mini --workdir runs/mini   # 4 seeds x 150 steps (< 3 h)
+    prl-jax reproduce --preset lab --workdir runs/lab     # the lab's gates, then its arms
 
 The pipeline (a preset says how big each part is):
   1. SFT of the tiny policy with configs/mini/sft.py                   -> WORKDIR/sft/final_hf
@@ -13,6 +14,13 @@ The pipeline (a preset says how big each part is):
   4. the ER-PRM best-of-N experiment from the same SFT policy          -> WORKDIR/erprm
   5. WORKDIR/results.json and WORKDIR/report.md (`prl_jax.reproduce.collect`, `.report`).
 
+A preset names its configs folder (configs/mini, configs/lab). With `gates` (the lab) the gates
+G0-G3 (`prl_jax.reproduce.lab`) run first and stop the pipeline at the first failure; their SFT
+is step 1 and their RL runs are the first steps of the seed-0 runs of step 2, which resume them.
+Arms named in `arm_stages` start from an extra SFT stage (e.g. configs/lab/sft_demos.py from the
+main SFT policy) instead of the main SFT. With `kl_problems` each final policy's KL to the policy
+it started from is estimated on its own samples (`prl_jax.eval.policy_kl`) -> <run>/kl_init.json.
+
 Every stage leaves a marker WORKDIR/stages/<stage>.json (its wall time, equivalent command and
 inputs) when it finishes, and is skipped when its marker holds the same inputs, so a killed
 `reproduce` restarts where it stopped: finished stages are skipped and an interrupted RL run
@@ -23,109 +31,52 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import multiprocessing
 import os
 import shlex
 import time
 from collections.abc import Callable, Sequence
 
-from prl_jax.config import ConfigError, apply_overrides, load_config_file
+from prl_jax.config import ConfigError
 from prl_jax.eval.evaluate import default_out_dir, run_eval
+from prl_jax.eval.policy_kl import KL_FILE, run_policy_kl
 from prl_jax.eval.prm_experiment import ErprmOptions, run_erprm
 from prl_jax.eval.summary import RESULTS_JSON
-from prl_jax.progress import progress_bar, say
-from prl_jax.reproduce.collect import save_results, write_json_atomic
+from prl_jax.progress import progress_bar
+from prl_jax.reproduce.collect import save_results
+from prl_jax.reproduce.lab import gate_sft_overrides, run_lab_gates
 from prl_jax.reproduce.presets import SPLITS, Preset
 from prl_jax.reproduce.report import write_report
+from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file, load,
+                                      logging_overrides, read_marker, run_stage, stage_inputs,
+                                      stage_marker)
 from prl_jax.train.loop import train
 from prl_jax.train.sft import sft
 
-
-# ------------------------------------------------------------------------------------------------
-# Stage markers: what finished, how long it took, how to run it alone.
-
-
-def stage_marker(workdir: str, stage: str) -> str:
-  """WORKDIR/stages/<stage>.json (stage names use "/" to nest, e.g. "rl/rloo/seed0/train")."""
-  return os.path.join(workdir, "stages", stage + ".json")
-
-
-def read_marker(workdir: str, stage: str) -> dict | None:
-  """The finished stage's record, or None when it has not finished."""
-  path = stage_marker(workdir, stage)
-  if not os.path.exists(path):
-    return None
-  with open(path) as fh:
-    return json.load(fh)
-
-
-def run_stage(workdir: str, stage: str, inputs: dict, command: str, fn: Callable[[], object],
-              outputs: Sequence[str] = ()) -> dict:
-  """Runs `fn` unless the stage already finished with the same `inputs` and its outputs exist.
-
-  Returns the stage record {"stage", "inputs", "command", "seconds", "cached"}; "seconds" is the
-  wall time of the run that produced the outputs (also when this call skipped it).
-  """
-  record = read_marker(workdir, stage)
-  if (record is not None and record.get("inputs") == inputs
-      and all(os.path.exists(os.path.join(workdir, p)) for p in outputs)):
-    say(f"[reproduce] {stage}: finished earlier ({record['seconds']:.0f}s), skipped")
-    return {**record, "cached": True}
-  say(f"[reproduce] {stage}: running")
-  start = time.perf_counter()
-  fn()
-  record = {"stage": stage, "inputs": inputs, "command": command,
-            "seconds": round(time.perf_counter() - start, 3)}
-  write_json_atomic(stage_marker(workdir, stage), record)
-  say(f"[reproduce] {stage}: done in {record['seconds']:.0f}s")
-  return {**record, "cached": False}
+# Re-exported: the stage helpers lived here before prl_jax.reproduce.stages.
+__all__ = ["Job", "reproduce", "read_marker", "run_stage", "stage_marker", "config_file", "load",
+           "stage_inputs", "logging_overrides", "cli_command"]
 
 
 # ------------------------------------------------------------------------------------------------
 # Configs and the equivalent commands.
 
 
-def default_configs_dir() -> str:
-  """configs/mini of the source checkout this package is installed from."""
-  checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  return os.path.join(checkout, "configs", "mini")  # this file is prl_jax/reproduce/pipeline.py
-
-
-def config_file(configs_dir: str, name: str) -> str:
-  """configs_dir/<name>.py, relative to the current directory when it lies below it."""
-  path = os.path.join(configs_dir, f"{name}.py")
-  relative = os.path.relpath(path)
-  path = path if relative.startswith(os.pardir) else relative
-  if not os.path.isfile(path):
-    raise ConfigError(f"{path!r} does not exist: `reproduce` reads configs/mini/<method>.py from "
-                      f"the source checkout; pass --configs DIR pointing at configs/mini.")
-  return path
-
-
-def load(path: str, overrides: Sequence[str]):
-  """The config file with `a.b=value` overrides applied."""
-  return apply_overrides(load_config_file(path), list(overrides))
-
-
-def stage_inputs(overrides: Sequence[str], **more) -> dict:
-  """What decides a stage's outputs: its overrides (logging ones aside) and `more`."""
-  return {"overrides": [o for o in overrides if not o.startswith("log.")], **more}
-
-
-def logging_overrides(verbose: bool) -> list[str]:
-  """TensorBoard files in every run's workdir (as a single `prl-jax train` writes them); per-run
-  progress bars only when asked (runs are many and short)."""
-  return [f"log.progress={str(verbose).lower()}", "log.tensorboard=true"]
+def default_configs_dir(preset: Preset | None = None) -> str:
+  """configs/<preset.configs> (configs/mini without a preset) of the source checkout."""
+  return checkout_configs(preset.configs if preset else "mini")
 
 
 def sft_overrides(preset: Preset, verbose: bool) -> list[str]:
-  """What the SFT stage (and the SFT policy's evals) change in configs/mini/sft.py."""
+  """What the SFT stage (and the SFT policy's evals) change in <configs>/sft.py; with gates,
+  those of the gates' G1 SFT, which is this stage."""
+  if preset.gates is not None:
+    return gate_sft_overrides(preset.gates, verbose)
   return [*preset.overrides, *preset.sft_overrides, *logging_overrides(verbose)]
 
 
 def rl_overrides(preset: Preset, sft_hf: str, seed: int, verbose: bool) -> list[str]:
-  """What an RL run changes in configs/mini/<method>.py: the same for every method."""
+  """What an RL run changes in <configs>/<arm>.py: the same for every arm."""
   return [*preset.overrides, f"init_from={sft_hf}", f"train.steps={preset.rl_steps}",
           f"seed={seed}", "checkpoint.save_hf=true", *logging_overrides(verbose)]
 
@@ -138,15 +89,8 @@ def eval_overrides(preset: Preset, split: str) -> list[str]:
     out.append(f"task.num_eval={problems}")  # the eval split holds task.num_eval problems
   else:
     out.append(f"rollout.max_new_tokens={preset.heldout_max_new_tokens}")
+    out += preset.heldout_overrides
   return out
-
-
-def cli_command(command: str, config: str, workdir: str, overrides: Sequence[str],
-                extra: Sequence[str] = ()) -> str:
-  """The `prl-jax` command line that runs one stage on its own."""
-  args = ["prl-jax", command, "--config", config, "--workdir", workdir, *extra]
-  args += [f"--config.{o}" for o in overrides]
-  return shlex.join(args)
 
 
 def erprm_flags(options: ErprmOptions) -> list[str]:
@@ -177,7 +121,7 @@ class Job:
   workdir: str
   preset: Preset
   configs_dir: str
-  sft_hf: str
+  sft_hf: str  # the policy the run starts from (the main SFT or an arm's extra SFT stage)
   verbose: bool
   method: str = ""
   seed: int = 0
@@ -197,19 +141,45 @@ def evaluate_stage(workdir: str, stage: str, config_path: str, base_overrides: S
   return {**record, "results": os.path.relpath(os.path.join(out_dir, RESULTS_JSON), workdir)}
 
 
-def sft_stage(workdir: str, preset: Preset, configs_dir: str, verbose: bool) -> dict:
-  """SFT once (skipped when WORKDIR/sft/final_hf is complete), then its evals."""
-  path = config_file(configs_dir, "sft")
+def sft_stage(workdir: str, preset: Preset, configs_dir: str, verbose: bool,
+              name: str = "sft", init_hf: str | None = None) -> dict:
+  """SFT once into WORKDIR/<name> (skipped when its final_hf is complete), then its evals.
+
+  `name` is also the config (<configs>/<name>.py); `init_hf` starts it from that policy (an
+  extra stage such as sft_demos continues the main SFT).
+  """
+  path = config_file(configs_dir, name)
   overrides = sft_overrides(preset, verbose)
-  sft_dir = os.path.join(workdir, "sft")
+  if init_hf:
+    overrides = [*overrides, f"init_from={init_hf}"]
+  sft_dir = os.path.join(workdir, name)
   hf_dir = os.path.join(sft_dir, "final_hf")
-  train = run_stage(workdir, "sft/train", stage_inputs(overrides),
+  train = run_stage(workdir, f"{name}/train", stage_inputs(overrides),
                     cli_command("sft", path, sft_dir, overrides),
                     lambda: sft(load(path, overrides), sft_dir),
-                    outputs=["sft/final_hf/config.json", "sft/final_hf/model.safetensors"])
-  evals = {split: evaluate_stage(workdir, f"sft/{split}", path, overrides, sft_dir, hf_dir,
+                    outputs=[f"{name}/final_hf/config.json", f"{name}/final_hf/model.safetensors"])
+  evals = {split: evaluate_stage(workdir, f"{name}/{split}", path, overrides, sft_dir, hf_dir,
                                  preset, split) for split in SPLITS}
-  return {"dir": "sft", "hf": os.path.relpath(hf_dir, workdir), "train": train, "evals": evals}
+  return {"dir": name, "hf": os.path.relpath(hf_dir, workdir), "train": train, "evals": evals}
+
+
+def kl_stage(job: Job, rel: str, path: str, overrides: Sequence[str]) -> dict:
+  """KL(final policy || the policy it started from) on its own samples -> <run>/kl_init.json."""
+  run_dir = os.path.join(job.workdir, rel)
+  p = job.preset
+  overrides = [*overrides, *eval_overrides(p, "eval")]
+  out = os.path.join(rel, KL_FILE)
+  model = os.path.join(run_dir, "final_hf")
+  command = cli_command("kl", path, run_dir, overrides,
+                        ["--model", model, "--reference", job.sft_hf,
+                         "--problems", str(p.kl_problems)])
+  fn = lambda: run_policy_kl(load(path, overrides), run_dir, model_dir=model,
+                             reference_dir=job.sft_hf, num_problems=p.kl_problems,
+                             out_path=os.path.join(job.workdir, out))
+  record = run_stage(job.workdir, f"{rel}/kl", stage_inputs(overrides, reference=job.sft_hf,
+                                                             problems=p.kl_problems),
+                     command, fn, outputs=[out])
+  return {**record, "results": out}
 
 
 def rl_job(job: Job) -> dict:
@@ -225,8 +195,11 @@ def rl_job(job: Job) -> dict:
   hf_dir = os.path.join(run_dir, "final_hf")
   evals = {split: evaluate_stage(job.workdir, f"{rel}/{split}", path, overrides, run_dir, hf_dir,
                                  job.preset, split) for split in SPLITS}
-  return {"method": job.method, "seed": job.seed, "dir": rel,
-          "metrics": os.path.join(rel, "metrics.jsonl"), "train": record, "evals": evals}
+  out = {"method": job.method, "seed": job.seed, "dir": rel, "init": job.sft_hf,
+         "metrics": os.path.join(rel, "metrics.jsonl"), "train": record, "evals": evals}
+  if job.preset.kl_problems:
+    out["kl"] = kl_stage(job, rel, path, overrides)
+  return out
 
 
 def erprm_job(job: Job) -> dict:
@@ -290,7 +263,7 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
     preset: what to run.
     workdir: where everything goes; reusing it skips finished stages.
     jobs: RL runs (and the ER-PRM experiment) in parallel worker processes; 1 runs them here.
-    configs_dir: the configs/mini folder (default: the source checkout's).
+    configs_dir: the preset's configs folder (default: the source checkout's configs/<configs>).
     verbose: the progress bars of every run too (steps, problems); the bar over the stages is
       always drawn.
     command: the command line to record (default: the equivalent `prl-jax reproduce`).
@@ -301,21 +274,34 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
   if jobs < 1:
     raise ConfigError(f"--jobs must be >= 1, got {jobs}.")
   workdir = os.path.normpath(workdir)  # "runs/demo/" and "runs/demo" are one workdir
-  configs_dir = configs_dir or default_configs_dir()
-  for name in ("sft", *preset.methods):
+  configs_dir = configs_dir or default_configs_dir(preset)
+  extra_sfts = list(dict.fromkeys(stage for _, stage in preset.arm_stages))
+  needed = ["sft", *extra_sfts, *preset.methods]
+  for name in needed:
     config_file(configs_dir, name)  # every config exists before hours of work start
   command = command or shlex.join(["prl-jax", "reproduce", "--preset", preset.name,
                                    "--workdir", workdir, "--jobs", str(jobs)])
   start = time.perf_counter()
   manifest = {"preset": dataclasses.asdict(preset), "command": command, "workdir": workdir,
-              "configs_dir": configs_dir, "runs": [], "erprm": None}
-  # One stage per training run and per evaluation of its policy, plus the ER-PRM experiment.
-  per_run = 1 + len(SPLITS)
-  bar = progress_bar(per_run * (1 + len(preset.methods) * len(preset.seeds)) + 1, "reproduce",
-                     unit="stage")
+              "configs_dir": configs_dir, "runs": [], "erprm": None, "extra_sft": {}}
+  if preset.gates is not None:
+    # Raises ConfigError naming the knob at the first failing gate: no arm runs on a task
+    # where a process reward cannot show (WORKDIR/gates.json keeps what was measured).
+    manifest["gates"] = run_lab_gates(workdir, preset.gates, configs_dir=configs_dir,
+                                      verbose=verbose, jobs=jobs)
+  # One stage per training run and per evaluation of its policy (plus its KL), and the ER-PRM
+  # experiment.
+  per_run = 1 + len(SPLITS) + bool(preset.kl_problems)
+  per_sft = 1 + len(SPLITS)
+  total = (per_sft * (1 + len(extra_sfts)) + per_run * len(preset.methods) * len(preset.seeds)
+           + (preset.erprm is not None))
+  bar = progress_bar(total, "reproduce", unit="stage")
   manifest["sft"] = sft_stage(workdir, preset, configs_dir, verbose)
-  bar.update(per_run)
+  bar.update(per_sft)
   sft_hf = os.path.join(workdir, manifest["sft"]["hf"])
+  for name in extra_sfts:
+    manifest["extra_sft"][name] = sft_stage(workdir, preset, configs_dir, verbose, name, sft_hf)
+    bar.update(per_sft)
   save = lambda: save_results(workdir, manifest)
   save()
 
@@ -328,9 +314,14 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
       manifest["erprm"] = result
     save()  # after every run, so a report can be made from a partial reproduction
 
-  todo = [Job("rl", workdir, preset, configs_dir, sft_hf, verbose, m, s)
+  def start_of(arm: str) -> str:
+    stage = preset.init_stage(arm)
+    return sft_hf if stage is None else os.path.join(workdir, manifest["extra_sft"][stage]["hf"])
+
+  todo = [Job("rl", workdir, preset, configs_dir, start_of(m), verbose, m, s)
           for m in preset.methods for s in preset.seeds]
-  todo.append(Job("erprm", workdir, preset, configs_dir, sft_hf, verbose))
+  if preset.erprm is not None:
+    todo.append(Job("erprm", workdir, preset, configs_dir, sft_hf, verbose))
   failures = run_jobs(todo, jobs, on_done)
   bar.close()
   manifest["wall_seconds_this_call"] = round(time.perf_counter() - start, 1)

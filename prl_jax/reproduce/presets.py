@@ -1,7 +1,7 @@
-"""Reproduction presets: which methods and seeds, how many steps, how big each evaluation is.
+"""Reproduction presets: which arms and seeds, how many steps, how big each evaluation is.
 
-`prl-jax reproduce --preset demo|mini` (`prl_jax.reproduce.pipeline`); everything a preset does not
-say comes from configs/mini unchanged.
+`prl-jax reproduce --preset demo|mini|lab` (`prl_jax.reproduce.pipeline`); everything a preset
+does not say comes from its configs folder (configs/mini, configs/lab) unchanged.
 """
 
 from __future__ import annotations
@@ -10,8 +10,14 @@ import dataclasses
 
 from prl_jax.config import ConfigError
 from prl_jax.eval.prm_experiment import ErprmOptions
+from prl_jax.reproduce.gates import LabGates
 
 METHODS = ("rloo", "grpo", "reinforce", "ppo", "raft", "prime", "prl", "frpo", "repirl")
+# The process-reward lab's arms (docs/lab.md), each configs/lab/<arm>.py. sft_demos_rloo starts
+# from an extra SFT stage (configs/lab/sft_demos.py) instead of the lab SFT.
+LAB_ARMS = ("rloo", "grpo", "grpo_kl", "oracle", "prime", "prl", "frpo", "repirl",
+            "sft_demos_rloo")
+KNOWN_ARMS = tuple(dict.fromkeys(METHODS + LAB_ARMS))
 SPLITS = ("eval", "heldout")
 
 
@@ -34,6 +40,16 @@ class Preset:
     overrides: config overrides applied to every stage alike (e.g. a smaller batch for a test);
       empty for the real presets, so the configs/mini budget is what runs.
     sft_overrides: config overrides of the SFT stage only.
+    configs: the folder under configs/ the arms' files come from ("mini" or "lab").
+    arm_stages: (arm, SFT config) pairs: that arm starts from the policy of an extra SFT stage
+      (<configs>/<SFT config>.py, initialised from the main SFT policy) instead of the main one.
+    gates: the lab's gates G0-G3, run (or read back) before any arm; their SFT is the arms' SFT
+      and their RL runs are the first gates.rl_steps steps of the arms' seed-0 runs.
+    heldout_overrides: config overrides of the held-out evaluations only.
+    kl_problems: eval problems whose eval_n samples of the final policy estimate its KL to the
+      policy it started from (0: no KL stage).
+    claims: which claims the report judges ("mini": the z-test of claims.py; "lab": the t-tests
+      of lab_claims.py).
   """
 
   name: str
@@ -45,15 +61,27 @@ class Preset:
   eval_problems: int = 64
   heldout_problems: int = 64
   heldout_max_new_tokens: int = 96
-  erprm: ErprmOptions = ErprmOptions()
+  erprm: ErprmOptions | None = ErprmOptions()
   erprm_overrides: tuple[str, ...] = ("optim.prm_lr=0.001",)
   overrides: tuple[str, ...] = ()
   sft_overrides: tuple[str, ...] = ()
+  configs: str = "mini"
+  arm_stages: tuple[tuple[str, str], ...] = ()
+  gates: LabGates | None = None
+  heldout_overrides: tuple[str, ...] = ()
+  kl_problems: int = 0
+  claims: str = "mini"
 
   def __post_init__(self):
-    unknown = sorted(set(self.methods) - set(METHODS))
+    unknown = sorted(set(self.methods) - set(KNOWN_ARMS))
     if unknown:
-      raise ConfigError(f"Preset {self.name!r}: unknown methods {unknown}; choose from {METHODS}.")
+      raise ConfigError(f"Preset {self.name!r}: unknown methods {unknown}; choose from "
+                        f"{KNOWN_ARMS}.")
+    if self.claims not in ("mini", "lab"):
+      raise ConfigError(f"Preset {self.name!r}: claims must be 'mini' or 'lab'.")
+    if self.gates is not None and self.gates.rl_steps > self.rl_steps:
+      raise ConfigError(f"Preset {self.name!r}: the gate runs ({self.gates.rl_steps} steps) are "
+                        f"the arms' first steps; rl_steps ({self.rl_steps}) must not be shorter.")
     if not self.methods or not self.seeds:
       raise ConfigError(f"Preset {self.name!r} needs at least one method and one seed.")
     if len(set(self.seeds)) != len(self.seeds):
@@ -63,6 +91,14 @@ class Preset:
       if getattr(self, field) < 1:
         raise ConfigError(f"Preset {self.name!r}: {field} must be >= 1, got "
                           f"{getattr(self, field)}.")
+    if self.gates is not None and (self.gates.overrides != self.overrides or self.sft_overrides):
+      # The gates' SFT and RL runs are the arms' own only when they change the configs alike.
+      raise ConfigError(f"Preset {self.name!r}: with gates, put every override in both "
+                        "`overrides` and `gates.overrides` (equal), none in `sft_overrides`.")
+
+  def init_stage(self, arm: str) -> str | None:
+    """The extra SFT stage `arm` starts from (None: the main SFT policy)."""
+    return dict(self.arm_stages).get(arm)
 
 
 # Sizes from `prl-jax reproduce --preset demo` on a shared 2-core CPU (its report's wall-time
@@ -72,6 +108,23 @@ class Preset:
 # mini: 4 seeds x 150 steps x 8.3 s = 83 min of RL, plus about 20 s of compile and 10 s of eval
 # per run (18 min for 36 runs) and 3 min of ER-PRM (docs/erprm.md): about 1h45 on an idle
 # machine, under 3 h with the CPU shared.
+#
+# lab (`prl-jax reproduce --preset lab --jobs 2`): measured on this project's shared 2-core CPU
+# while two other reproductions ran on it (load average 5-6), with random initial weights (the
+# accuracy filter then rejects every group, so every step samples its 4 refill rounds: 512
+# responses, the most a step can cost), e.g.
+#   prl-jax train --config configs/lab/rloo.py --workdir /tmp/f_rloo --config.init_from= \
+#     --config.train.steps=6 --config.mesh.num_devices=1   (time/step_s in metrics.jsonl)
+# RLOO 5.3-5.8 s per step after the first (27 s with compilation), the oracle 5.4-5.9 s, PRIME
+# 7.6-7.8 s. Not measured (configs written concurrently): GRPO, GRPO+KL, PRL, FRPO and
+# sft_demos_rloo taken as RLOO's ~5.5-6 s, rePIRL as ~14 s (its ratio to RLOO in the demo
+# preset). One step of the nine arms ~61 s, x 3 seeds ~183 s of one core; with --jobs 2, ~92 s
+# of wall time per step. The lab SFTs (3000 steps, batch 64) ran at 1-2 s per step on the same
+# loaded machine, ~50 min for the two gate SFTs trained side by side with --jobs 2.
+# Budget: 50 min SFTs + ~10 min gate RL (3 runs x 60 steps, 2 at a time) + 60 steps x 92 s
+# = 92 min of arms (less the 3 gate runs) + ~10 min sft_demos + ~20 min of compilation,
+# evaluations (256 + 256 problems x 17 decodes per run) and KL stages: ~3 h. Hence 60 RL steps,
+# G2's step, so the three gate runs are already the seed-0 runs of their arms.
 PRESETS = {
     "demo": Preset(
         name="demo", methods=METHODS, seeds=(0,), rl_steps=20, window=5,
@@ -83,6 +136,12 @@ PRESETS = {
         eval_problems=256, heldout_problems=128,
         erprm=ErprmOptions(label_problems=800, solutions_per_problem=4, prm_steps=500,
                            prm_batch_size=32, eval_problems=512, n_max=16, draws=200)),
+    "lab": Preset(
+        name="lab", methods=LAB_ARMS, seeds=(0, 1, 2), rl_steps=60, window=15, eval_n=16,
+        eval_problems=256, heldout_problems=256, heldout_max_new_tokens=64,
+        heldout_overrides=("eval.heldout_max_new_tokens=64",), erprm=None, configs="lab",
+        arm_stages=(("sft_demos_rloo", "sft_demos"),), gates=LabGates(rl_steps=60),
+        kl_problems=64, claims="lab"),
 }
 
 

@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from prl_jax.eval import plots
 from prl_jax.reproduce.claims import (NOT_RUN, Z_THRESHOLD, evaluate_claims, format_spread,
                                       moving_average)
-from prl_jax.reproduce.collect import (PRM_ACC_KEY, REWARD_KEY, SFT, collect, load_results,
-                                       mean_curve, metric_rows)
+from prl_jax.reproduce.collect import (PRM_ACC_KEY, REWARD_KEY, SFT, collect, judge_claims,
+                                       load_results, mean_curve, metric_rows)
+from prl_jax.reproduce.lab_report import format_lab_report, make_lab_plots
 
 REPORT_FILE, PLOTS_DIR = "report.md", "plots"
 
@@ -205,8 +206,10 @@ def _stage_commands(manifest: Mapping) -> list[str]:
   sft = manifest.get("sft")
   if sft:
     records += [sft["train"], *sft["evals"].values()]
+  for stage in manifest.get("extra_sft", {}).values():
+    records += [stage["train"], *stage["evals"].values()]
   for run in manifest.get("runs", []):
-    records += [run["train"], *run["evals"].values()]
+    records += [run["train"], *run["evals"].values(), *([run["kl"]] if "kl" in run else [])]
   if manifest.get("erprm"):
     records.append(manifest["erprm"]["stage"])
   return [f"# {r['stage']} ({r['seconds']:.0f}s)\n{r['command']}" for r in records]
@@ -283,12 +286,17 @@ def format_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping],
             "~100k-parameter policy on arithmetic chains, so only the direction of each claim is "
             "tested.", ""]
   lines += claims_section(claims)
-  lines += ["", "## Wall time", "", time_table(agg, manifest), "",
-            "## Commands", "",
-            "Each stage alone (the overrides are the complete difference from the config file):",
-            "", "<details><summary>every stage's command</summary>", "", "```",
-            *_stage_commands(manifest), "```", "", "</details>", ""]
+  lines += ["", *tail_sections(agg, manifest)]
   return "\n".join(lines)
+
+
+def tail_sections(agg: Mapping, manifest: Mapping) -> list[str]:
+  """The wall-time table and every stage's command (the last sections of every report)."""
+  return ["## Wall time", "", time_table(agg, manifest), "",
+          "## Commands", "",
+          "Each stage alone (the overrides are the complete difference from the config file):",
+          "", "<details><summary>every stage's command</summary>", "", "```",
+          *_stage_commands(manifest), "```", "", "</details>", ""]
 
 
 def write_report(workdir: str) -> str:
@@ -296,8 +304,12 @@ def write_report(workdir: str) -> str:
   the path of report.md."""
   manifest = load_results(workdir)
   agg = collect(workdir, manifest)
-  made = make_plots(workdir, manifest, agg)
-  text = format_report(manifest, agg, evaluate_claims(agg), made)
+  if "lab" in agg:
+    made = make_lab_plots(workdir, manifest, agg, os.path.join(workdir, PLOTS_DIR))
+    text = format_lab_report(manifest, agg, judge_claims(agg), made,
+                             tail_sections(agg, manifest))
+  else:
+    text = format_report(manifest, agg, evaluate_claims(agg), make_plots(workdir, manifest, agg))
   path = os.path.join(workdir, REPORT_FILE)
   with open(path, "w") as fh:
     fh.write(text)

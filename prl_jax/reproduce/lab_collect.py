@@ -1,0 +1,87 @@
+"""The lab's numbers per arm and seed, gathered into results.json["lab"] (`--preset lab`).
+
+    per_seed[arm][metric][seed] = value
+
+metrics: "<split> mean@n" / "pass@n" / "greedy" for split eval (K = 8) and heldout (K = 12) from
+the final evaluations; "steps" and "rollouts" to RLOO's final training reward and "censored"
+(`lab_metrics.cost_to_target`; a censored run counts its run's length, a lower bound);
+"final_reward", "entropy" (`policy/entropy`) and "auroc" (`prm/step_auroc`) as means over the
+last `window` steps; "kl" (nats per sequence) and "kl_token" to the policy the run started from
+(`prl_jax.eval.policy_kl`); "hacked" (the reward-hacking monitor flagged the run). Plus the
+gates (WORKDIR/gates.json) and each run's monitor windows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+
+from prl_jax.reproduce import lab_metrics
+from prl_jax.run.metrics_file import read_metrics
+
+GATES_FILE = "gates.json"
+SPLITS = ("eval", "heldout")
+EVAL_METRICS = ("mean@n", "pass@n", "greedy")
+
+
+def _read_json(workdir: str, rel: str | None) -> dict | None:
+  path = os.path.join(workdir, rel) if rel else None
+  if not path or not os.path.exists(path):
+    return None
+  with open(path) as fh:
+    return json.load(fh)
+
+
+def run_rows(workdir: str, run: Mapping) -> list[dict]:
+  path = os.path.join(workdir, run["metrics"])
+  return read_metrics(path) if os.path.exists(path) else []
+
+
+def eval_values(workdir: str, run: Mapping, n: int) -> dict[str, float]:
+  """"<split> <metric>" -> value of one run's final evaluations (those that exist)."""
+  out = {}
+  for split, record in run.get("evals", {}).items():
+    results = _read_json(workdir, record.get("results"))
+    if results is None:
+      continue
+    summary = results["summary"]
+    out.update({f"{split} mean@n": summary[f"mean@{n}"], f"{split} pass@n": summary[f"pass@{n}"],
+                f"{split} greedy": summary["greedy"]})
+  return out
+
+
+def run_values(workdir: str, run: Mapping, n: int, target: float | None, window: int) -> dict:
+  """Every per-seed metric of one run (module docstring) and its monitor's windows."""
+  rows = run_rows(workdir, run)
+  summary = lab_metrics.run_summary(rows, target, window, hack_window=2 * window)
+  values = {**eval_values(workdir, run, n), "final_reward": summary["final_reward"],
+            "entropy": summary["entropy"], "auroc": summary["auroc"],
+            "hacked": summary["hacking"]["flagged"]}
+  cost = summary.get("cost")
+  if cost is not None:
+    values.update(censored=cost["censored"],
+                  steps=cost["steps_run"] if cost["censored"] else cost["steps"],
+                  rollouts=cost["rollouts_run"] if cost["censored"] else cost["rollouts"])
+  kl = _read_json(workdir, run.get("kl", {}).get("results"))
+  if kl is not None:
+    values.update(kl=kl["kl_seq"], kl_token=kl["kl_token"])
+  return {"values": values, "hacking": summary["hacking"]}
+
+
+def collect_lab(workdir: str, manifest: Mapping, n: int, window: int,
+                target: Mapping | None) -> dict:
+  """results.json["lab"]: per_seed numbers, monitor windows, gates."""
+  per_seed: dict[str, dict[str, dict[int, object]]] = {}
+  monitor: dict[str, dict[int, dict]] = {}
+  value = None if target is None else target["value"]
+  for run in manifest.get("runs", []):
+    got = run_values(workdir, run, n, value, window)
+    arm, seed = run["method"], int(run["seed"])
+    for metric, v in got["values"].items():
+      per_seed.setdefault(arm, {}).setdefault(metric, {})[seed] = v
+    monitor.setdefault(arm, {})[seed] = got["hacking"]
+  gates = _read_json(workdir, GATES_FILE)
+  return {"eval_n": n, "window": window, "hack_window": 2 * window, "per_seed": per_seed,
+          "monitor": monitor, "gates": gates["gates"] if gates else [],
+          "target": value}

@@ -1,0 +1,114 @@
+"""The building blocks of `prl-jax reproduce`: resumable stages, config files, equivalent commands.
+
+Every stage leaves a marker WORKDIR/stages/<stage>.json (its wall time, equivalent command and
+inputs) when it finishes, and is skipped when its marker holds the same inputs and its outputs
+exist, so a killed reproduction restarts where it stopped. Shared by the presets' pipeline
+(`prl_jax.reproduce.pipeline`) and the lab's gates (`prl_jax.reproduce.lab`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import shlex
+import time
+from collections.abc import Callable, Sequence
+
+from prl_jax.config import ConfigError, apply_overrides, load_config_file
+from prl_jax.progress import say
+from prl_jax.reproduce.collect import write_json_atomic
+
+
+def stage_marker(workdir: str, stage: str) -> str:
+  """WORKDIR/stages/<stage>.json (stage names use "/" to nest, e.g. "rl/rloo/seed0/train")."""
+  return os.path.join(workdir, "stages", stage + ".json")
+
+
+def read_marker(workdir: str, stage: str) -> dict | None:
+  """The finished stage's record, or None when it has not finished."""
+  path = stage_marker(workdir, stage)
+  if not os.path.exists(path):
+    return None
+  with open(path) as fh:
+    return json.load(fh)
+
+
+def run_stage(workdir: str, stage: str, inputs: dict, command: str, fn: Callable[[], object],
+              outputs: Sequence[str] = ()) -> dict:
+  """Runs `fn` unless the stage already finished with the same `inputs` and its outputs exist.
+
+  Returns the stage record {"stage", "inputs", "command", "seconds", "cached"}; "seconds" is the
+  wall time of the run that produced the outputs (also when this call skipped it).
+  """
+  record = read_marker(workdir, stage)
+  if (record is not None and record.get("inputs") == inputs
+      and all(os.path.exists(os.path.join(workdir, p)) for p in outputs)):
+    say(f"[reproduce] {stage}: finished earlier ({record['seconds']:.0f}s), skipped")
+    return {**record, "cached": True}
+  say(f"[reproduce] {stage}: running")
+  start = time.perf_counter()
+  fn()
+  record = {"stage": stage, "inputs": inputs, "command": command,
+            "seconds": round(time.perf_counter() - start, 3)}
+  write_json_atomic(stage_marker(workdir, stage), record)
+  say(f"[reproduce] {stage}: done in {record['seconds']:.0f}s")
+  return {**record, "cached": False}
+
+
+def checkout_configs(name: str) -> str:
+  """configs/<name> of the source checkout this package is installed from."""
+  checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return os.path.join(checkout, "configs", name)  # this file is prl_jax/reproduce/stages.py
+
+
+def config_file(configs_dir: str, name: str) -> str:
+  """configs_dir/<name>.py, relative to the current directory when it lies below it."""
+  path = os.path.join(configs_dir, f"{name}.py")
+  relative = os.path.relpath(path)
+  path = path if relative.startswith(os.pardir) else relative
+  if not os.path.isfile(path):
+    raise ConfigError(f"{path!r} does not exist: `reproduce` reads <configs>/<arm>.py from the "
+                      f"source checkout (configs/mini, configs/lab); pass --configs DIR pointing "
+                      f"at the preset's folder.")
+  return path
+
+
+def load(path: str, overrides: Sequence[str]):
+  """The config file with `a.b=value` overrides applied."""
+  return apply_overrides(load_config_file(path), list(overrides))
+
+
+def stage_inputs(overrides: Sequence[str], **more) -> dict:
+  """What decides a stage's outputs: its overrides (logging ones aside) and `more`."""
+  return {"overrides": [o for o in overrides if not o.startswith("log.")], **more}
+
+
+def logging_overrides(verbose: bool) -> list[str]:
+  """TensorBoard files in every run's workdir (as a single `prl-jax train` writes them); per-run
+  progress bars only when asked (runs are many and short)."""
+  return [f"log.progress={str(verbose).lower()}", "log.tensorboard=true"]
+
+
+def cli_command(command: str, config: str, workdir: str, overrides: Sequence[str],
+                extra: Sequence[str] = ()) -> str:
+  """The `prl-jax` command line that runs one stage on its own."""
+  args = ["prl-jax", command, "--config", config, "--workdir", workdir, *extra]
+  args += [f"--config.{o}" for o in overrides]
+  return shlex.join(args)
+
+
+def in_parallel(fn: Callable, calls: Sequence[tuple], workers: int) -> None:
+  """fn(*args) for each args of `calls` in `workers` fresh processes; the first error is raised
+  after every call ended (finished stages keep their markers, so a re-run skips them).
+
+  `fn` must be a module-level function (pickled by name). "spawn": JAX is not fork-safe once
+  initialised.
+  """
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    futures = [pool.submit(fn, *args) for args in calls]
+  errors = [f.exception() for f in futures if f.exception() is not None]
+  if errors:
+    raise errors[0]

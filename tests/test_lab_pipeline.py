@@ -1,0 +1,205 @@
+"""`prl-jax reproduce --preset lab`: t-test verdicts by hand, sample efficiency with censoring, the
+reward-hacking monitor, and the whole pipeline (gates -> arms -> claims -> report) on a tiny
+model (`slow`)."""
+
+import json
+import math
+import os
+import shutil
+
+import pytest
+from scipy import stats
+
+from prl_jax.config import ConfigError
+from prl_jax.reproduce import claims as claims_lib
+from prl_jax.reproduce import gates, lab_claims, lab_metrics
+from prl_jax.reproduce.presets import LAB_ARMS, Preset, get_preset
+
+
+# ------------------------------------------------------------------------------------------------
+# t-tests, by hand.
+
+
+def test_paired_t_test_by_hand():
+  # d = 2, 3, 4: mean 3, sd 1, t = 3 / (1 / sqrt 3) = 3 sqrt 3 with 2 degrees of freedom, whose
+  # CDF is 1/2 + t / (2 sqrt(2 + t^2)): p = 1 - t / sqrt(2 + t^2) = 1 - sqrt(27 / 29).
+  result = lab_claims.t_test({0: 3.0, 1: 5.0, 2: 7.0}, {0: 1.0, 1: 2.0, 2: 3.0})
+  assert result["test"] == lab_claims.PAIRED
+  assert result["t"] == pytest.approx(3 * math.sqrt(3))
+  assert result["p"] == pytest.approx(1 - math.sqrt(27 / 29))  # 0.0351
+  assert result["diff"] == pytest.approx(3.0)
+  assert lab_claims.t_verdict(result) == claims_lib.REPRODUCED
+
+
+def test_welch_t_test_by_hand_when_seeds_differ():
+  # a: mean 2, var 1 (n 3); b: mean 5.5, var 5/3 (n 4). se^2 = 1/3 + 5/12 = 3/4,
+  # t = -3.5 / sqrt(3/4); Welch df = (3/4)^2 / ((1/3)^2 / 2 + (5/12)^2 / 3).
+  a, b = {0: 1.0, 1: 2.0, 2: 3.0}, {0: 4.0, 1: 5.0, 2: 6.0, 3: 7.0}
+  result = lab_claims.t_test(a, b)
+  t = -3.5 / math.sqrt(0.75)
+  df = 0.75 ** 2 / ((1 / 3) ** 2 / 2 + (5 / 12) ** 2 / 3)
+  assert result["test"] == lab_claims.WELCH
+  assert result["t"] == pytest.approx(t)
+  assert result["p"] == pytest.approx(2 * stats.t.sf(abs(t), df))
+  assert result["p"] < 0.05 and lab_claims.t_verdict(result) == claims_lib.REVERSED
+
+
+def test_t_test_edge_cases():
+  one = lab_claims.t_test({0: 1.0}, {0: 0.0})
+  assert one["p"] is None and lab_claims.t_verdict(one) == claims_lib.UNDETERMINED
+  same_shift = lab_claims.t_test({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0})  # every pair +1
+  assert same_shift["p"] == 0.0 and lab_claims.t_verdict(same_shift) == claims_lib.REPRODUCED
+  equal = lab_claims.t_test({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
+  assert equal["p"] == 1.0 and lab_claims.t_verdict(equal) == claims_lib.NOT_REPRODUCED
+  noisy = lab_claims.t_test({0: 1.0, 1: 3.0, 2: 2.0}, {0: 2.0, 1: 1.0, 2: 2.5})
+  assert noisy["p"] > 0.05 and lab_claims.t_verdict(noisy) == claims_lib.NOT_REPRODUCED
+  # Lower is better (steps): the orientation flips, the verdict favours the faster arm.
+  fast = lab_claims.compare("steps", {0: 10, 1: 12, 2: 11}, {0: 40, 1: 45, 2: 41}, scale=1.0,
+                            units="steps", lower_is_better=True)
+  assert fast["diff"] > 0 and fast["verdict"] == claims_lib.REPRODUCED
+  assert lab_claims.compare("x", None, {0: 1.0})["verdict"] == claims_lib.NOT_RUN
+
+
+def test_lab_claims_on_synthetic_seeds():
+  per_seed = {
+      "rloo": {"steps": {0: 60, 1: 60, 2: 58}, "censored": {0: True, 1: True, 2: False},
+               "rollouts": {0: 9000, 1: 9100, 2: 8800}, "eval mean@n": {0: .3, 1: .32, 2: .31}},
+      "oracle": {"steps": {0: 15, 1: 18, 2: 20}, "censored": {0: False, 1: False, 2: False},
+                 "rollouts": {0: 2000, 1: 2500, 2: 2600}, "eval mean@n": {0: .5, 1: .6, 2: .55}},
+  }
+  claims = {c["key"]: c for c in lab_claims.evaluate_lab_claims({"per_seed": per_seed,
+                                                                 "eval_n": 16})}
+  control = claims["control"]
+  assert control["verdict"] == claims_lib.REPRODUCED
+  assert "2 run(s) never reached" in control["comparisons"][0]["note"]
+  assert claims["frpo"]["verdict"] == claims_lib.NOT_RUN
+  text = "\n".join(lab_claims.claims_lines(list(claims.values())))
+  assert "paired t-test over 3 vs 3 seeds" in text and "p = " in text
+
+
+# ------------------------------------------------------------------------------------------------
+# Sample efficiency, hacking monitor.
+
+
+def _rows(rewards, sampled=100, **series):
+  rows = [{"step": i + 1, "rollout/reward": r, "rollout/sampled": sampled}
+          for i, r in enumerate(rewards)]
+  for key, values in series.items():
+    for row, v in zip(rows, values):
+      row[key.replace("__", "/")] = v
+  return rows
+
+
+def test_cost_to_target_counts_rollouts_and_censors():
+  rows = _rows([0.1, 0.2, 0.5, 0.6, 0.7])
+  hit = lab_metrics.cost_to_target(rows, 0.55, window=2)  # 2-step means 0.15 .35 .55 .65
+  assert hit == {"steps": 4, "rollouts": 400.0, "censored": False, "steps_run": 5,
+                 "rollouts_run": 500.0}
+  for row, total in zip(rows, (512, 1024, 1100, 1200, 1300)):  # refills: the logged total wins
+    row["rollout/sampled_total"] = total
+  assert lab_metrics.cost_to_target(rows, 0.55, window=2)["rollouts"] == 1200.0
+  never = lab_metrics.cost_to_target(rows, 0.9, window=2)
+  assert never["censored"] and never["steps"] is None and never["rollouts"] is None
+  assert (never["steps_run"], never["rollouts_run"]) == (5, 1300.0)
+
+
+def test_hacking_monitor_flags_rising_process_return_with_falling_outcome():
+  steps = 30
+  falling = [0.5 - 0.01 * i for i in range(steps)]
+  rising = [0.1 * i for i in range(steps)]
+  hacked = lab_metrics.hacking_monitor(_rows(falling, repirl__return_mean=rising), hack_window=10)
+  assert hacked["key"] == "repirl/return_mean" and hacked["flagged"]
+  assert hacked["windows"][0]["from"] == 1 and hacked["windows"][0]["to"] == 10
+  honest = lab_metrics.hacking_monitor(_rows(rising, repirl__return_mean=rising), hack_window=10)
+  assert honest["flagged"] is False and honest["windows"] == []
+  flat = lab_metrics.hacking_monitor(_rows([0.5, 0.49] * 15, repirl__return_mean=rising),
+                                     hack_window=10)  # noise, not a fall of > 0.02
+  assert flat["flagged"] is False
+  assert lab_metrics.hacking_monitor(_rows(falling))["flagged"] is None  # nothing to monitor
+
+
+def test_lab_preset():
+  lab = get_preset("lab")
+  assert lab.methods == LAB_ARMS and len(lab.seeds) >= 3 and lab.eval_n == 16
+  assert lab.gates.rl_steps <= lab.rl_steps and lab.init_stage("sft_demos_rloo") == "sft_demos"
+  assert lab.init_stage("rloo") is None and lab.claims == "lab"
+  with pytest.raises(ConfigError, match="must not be shorter"):
+    Preset(name="x", methods=("rloo",), seeds=(0,), rl_steps=10, window=1,
+           gates=gates.LabGates(rl_steps=20))
+  with pytest.raises(ConfigError, match="gates.overrides"):
+    Preset(name="x", methods=("rloo",), seeds=(0,), rl_steps=10, window=1,
+           gates=gates.LabGates(rl_steps=5), overrides=("a.b=1",))
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end on a tiny model.
+
+TINY_OVERRIDES = ("model.preset=tiny", "sft.steps=4", "sft.batch_size=8", "sft.warmup_steps=1",
+                  "task.num_train=64", "mesh.num_devices=1", "checkpoint.every=2",
+                  "rollout.prompts_per_step=4", "rollout.n=4", "train.mini_batch_size=16",
+                  "filter.max_rounds=1")
+TINY_LAB = Preset(
+    name="tiny-lab", methods=("rloo", "oracle", "prime", "sft_demos_rloo"), seeds=(0, 1),
+    rl_steps=4, window=2, eval_n=4, eval_problems=4, heldout_problems=4,
+    heldout_max_new_tokens=64, heldout_overrides=("eval.heldout_max_new_tokens=64",),
+    erprm=None, configs="lab", arm_stages=(("sft_demos_rloo", "sft_demos"),),
+    gates=gates.LabGates(rl_steps=3, gate_step=3, window=2, eval_problems=4,
+                         overrides=TINY_OVERRIDES),
+    overrides=TINY_OVERRIDES, kl_problems=2, claims="lab")
+
+
+def _tiny_configs(tmp_path):
+  """configs/lab's files and two stand-ins for arms written elsewhere (an SFT on the clean
+  demonstrator, and RLOO from it)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "configs"
+  out.mkdir()
+  for name in ("sft", "rloo", "oracle", "prime"):
+    shutil.copy(os.path.join(root, "configs", "lab", f"{name}.py"), out / f"{name}.py")
+  (out / "sft_demos.py").write_text(
+      "from configs.lab import sft\n\n\ndef get_config():\n  c = sft.get_config()\n"
+      "  c.task.demonstrator = 'solver'\n  return c\n")
+  (out / "sft_demos_rloo.py").write_text("from configs.lab import rloo\n\nget_config = "
+                                         "rloo.get_config\n")
+  return str(out)
+
+
+@pytest.mark.slow
+def test_lab_preset_end_to_end(tmp_path, monkeypatch):
+  """Gates (made to pass: a 4-step SFT cannot reach them), arms x seeds with the seed-0 gate runs
+  continued rather than retrained, KL stages, claims and the report; a re-run skips everything."""
+  from prl_jax.reproduce.pipeline import reproduce
+  from prl_jax.run.metrics_file import read_metrics
+
+  for name in ("capacity_gate", "base_policy_gate", "oracle_gate", "prime_auroc_gate"):
+    original = getattr(gates, name)
+    monkeypatch.setattr(gates, name, lambda *a, _f=original, **k: {**_f(*a, **k), "passed": True})
+  root, configs = str(tmp_path / "work"), _tiny_configs(tmp_path)
+  results = reproduce(TINY_LAB, root, configs_dir=configs)
+  assert [g["name"] for g in results["gates"]] == ["G0 capacity", "G1 base policy",
+                                                   "G2 oracle control", "G3 PRIME step AUROC"]
+  # The gate's 3 steps were continued to 4, not retrained: one row per step.
+  rows = read_metrics(os.path.join(root, "rl", "rloo", "seed0", "metrics.jsonl"))
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  demos = next(r for r in results["runs"] if r["method"] == "sft_demos_rloo")
+  assert demos["init"].endswith(os.path.join("sft_demos", "final_hf"))
+  lab = results["aggregates"]["lab"]
+  assert set(lab["per_seed"]) == {"rloo", "oracle", "prime", "sft_demos_rloo"}
+  for arm, values in lab["per_seed"].items():
+    assert len(values["eval mean@n"]) == 2 and len(values["heldout pass@n"]) == 2
+    assert all(v >= -1e-3 for v in values["kl"].values())  # KL >= 0 up to sampling noise
+  assert lab["per_seed"]["prime"]["auroc"]
+  with open(os.path.join(root, "rl", "prime", "seed1", "eval_heldout", "results.json")) as fh:
+    assert json.load(fh)["settings"]["max_new_tokens"] == 64
+  assert {c["key"] for c in results["claims"]} >= {"control", "prime_speed", "repirl"}
+  text = open(os.path.join(root, "report.md")).read()
+  for part in ("## Gates", "G2 oracle control", "## Sample efficiency", "## Step AUROC",
+               "## Reward-hacking monitor", "paired t-test", "## Deviations", "| sft_demos |"):
+    assert part in text
+  for png in ("lab_reward", "lab_auroc", "lab_entropy"):
+    assert os.path.getsize(os.path.join(root, "plots", f"{png}.png")) > 0
+  markers = os.stat(os.path.join(root, "stages", "rl", "prime", "seed1", "kl.json")).st_mtime_ns
+  again = reproduce(TINY_LAB, root, configs_dir=configs)
+  assert again["aggregates"]["lab"]["per_seed"] == json.loads(json.dumps(lab["per_seed"]))
+  assert os.stat(os.path.join(root, "stages", "rl", "prime", "seed1",
+                              "kl.json")).st_mtime_ns == markers
