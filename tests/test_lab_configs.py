@@ -146,9 +146,12 @@ def test_sft_demos_trains_on_the_solvers_demonstrations_as_many_as_repirl_sees(t
   # The lab SFT's buggy demonstrator on the same problems does write wrong lines.
   buggy = [demonstrator(_load("sft").task)(ex, rng) for ex in ctx.train_examples]
   assert any(register.first_error(d["solution"], d) is not None for d in buggy)
-  # As many demonstrations as rePIRL's RM gets: one per accepted prompt per RL step.
+  # As many demonstrations as rePIRL's RM gets: one per accepted prompt per RL step, over the
+  # lab preset's RL steps (or those passed).
+  from prl_jax.reproduce.presets import PRESETS
   arm = _load("repirl")
-  for demo_config, steps in ((config, arm.train.steps), (_load("sft_demos", "rl_steps=150"), 150)):
+  lab_steps = PRESETS["lab"].rl_steps
+  for demo_config, steps in ((config, lab_steps), (_load("sft_demos", "rl_steps=150"), 150)):
     assert demo_config.sft.steps * demo_config.sft.batch_size == (
         steps * arm.rollout.prompts_per_step)
     assert 1 <= demo_config.sft.warmup_steps < demo_config.sft.steps

@@ -2,7 +2,8 @@
 completions of the lab SFT policy, PRMs at three label temperatures from the same labels, and
 RAFT that keeps, of each prompt's 8 responses, the one a frozen PRM scores best.
 
-    r_k(eta) = (1/eta) log(1 + (c_k/N)(e^eta - 1))     c_k of N completions of line k's prefix correct
+    r_k(eta) = (1/eta) log(1 + (c_k/N)(e^eta - 1)),   c_k of N completions of line k's prefix
+                                                      correct
 
 1. Labels and PRMs (one run; the same labels give all three PRMs and an outcome RM):
 

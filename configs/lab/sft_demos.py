@@ -8,17 +8,20 @@ What "the same demonstrations" means here: rePIRL's experts are the `solution` o
 trains on (the register solver's chains, every line right), one new prompt per accepted group,
 rollout.prompts_per_step = 16 per RL step, drawn from the training split (task.seed,
 task.num_train) in the order of the run's seed. This SFT draws sft.batch_size = 16 problems of the
-same split per step for sft.steps = the arm's train.steps, seeded by the same `seed`: the same
+same split per step for sft.steps = the arms' RL steps, seeded by the same `seed`: the same
 number of clean demonstrations from the same problems' distribution. Which 16 problems rePIRL
 keeps at a step depends on its own policy (the accuracy filter), so the sets are equal in
-distribution and count, not problem by problem. Pass the RL arms' length when it is not the
-budget's train.steps: `--config configs/lab/sft_demos.py:rl_steps=N`.
+distribution and count, not problem by problem. The count assumes the arms run RL_STEPS = 60 RL
+steps, the `lab` reproduction preset's length (`prl_jax.reproduce.presets`, G2's step; the test
+checks the two agree); for arms of another length pass it:
+`--config configs/lab/sft_demos.py:rl_steps=N`.
 
 Knobs that differ from configs/lab/sft.py, and why:
 - init_from="runs/lab/sft/final_hf": continue from the policy every RL arm starts from.
 - task.demonstrator="solver": the task's own solutions (`prl_jax.data.demonstrations`), not the
   buggy demonstrator's.
-- sft.batch_size = rollout.prompts_per_step, sft.steps = rl_steps: the count above.
+- sft.batch_size = rollout.prompts_per_step, sft.steps = rl_steps (default RL_STEPS): the count
+  above.
 - sft.warmup_steps = 5% of sft.steps (at least 1): a fresh optimizer on a trained policy; the lab
   SFT's 50 steps were for training from scratch. sft.lr stays the lab SFT's 3e-3 (cosine decay),
   so the demonstrations are used as the lab SFT would use them.
@@ -27,10 +30,12 @@ Knobs that differ from configs/lab/sft.py, and why:
 from configs.lab import budget
 from prl_jax.config import parse_config_arg
 
+RL_STEPS = 60  # RL steps of each lab arm in `prl-jax reproduce --preset lab`
+
 
 def get_config(arg=None):
+  args = parse_config_arg(arg, {"rl_steps": RL_STEPS})
   c = budget.get_config()
-  args = parse_config_arg(arg, {"rl_steps": c.train.steps})
   c.method = "rloo"  # unused by SFT; kept valid so the shared validation passes
   c.init_from = "runs/lab/sft/final_hf"
   c.task.demonstrator = "solver"
