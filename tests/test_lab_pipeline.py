@@ -5,7 +5,6 @@ model (`slow`)."""
 import json
 import math
 import os
-import shutil
 
 import pytest
 from scipy import stats
@@ -148,22 +147,6 @@ TINY_LAB = Preset(
     overrides=TINY_OVERRIDES, kl_problems=2, claims="lab")
 
 
-def _tiny_configs(tmp_path):
-  """configs/lab's files and two stand-ins for arms written elsewhere (an SFT on the clean
-  demonstrator, and RLOO from it)."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = tmp_path / "configs"
-  out.mkdir()
-  for name in ("sft", "rloo", "oracle", "prime"):
-    shutil.copy(os.path.join(root, "configs", "lab", f"{name}.py"), out / f"{name}.py")
-  (out / "sft_demos.py").write_text(
-      "from configs.lab import sft\n\n\ndef get_config():\n  c = sft.get_config()\n"
-      "  c.task.demonstrator = 'solver'\n  return c\n")
-  (out / "sft_demos_rloo.py").write_text("from configs.lab import rloo\n\nget_config = "
-                                         "rloo.get_config\n")
-  return str(out)
-
-
 @pytest.mark.slow
 def test_lab_preset_end_to_end(tmp_path, monkeypatch):
   """Gates (made to pass: a 4-step SFT cannot reach them), arms x seeds with the seed-0 gate runs
@@ -174,8 +157,8 @@ def test_lab_preset_end_to_end(tmp_path, monkeypatch):
   for name in ("capacity_gate", "base_policy_gate", "oracle_gate", "prime_auroc_gate"):
     original = getattr(gates, name)
     monkeypatch.setattr(gates, name, lambda *a, _f=original, **k: {**_f(*a, **k), "passed": True})
-  root, configs = str(tmp_path / "work"), _tiny_configs(tmp_path)
-  results = reproduce(TINY_LAB, root, configs_dir=configs)
+  root = str(tmp_path / "work")
+  results = reproduce(TINY_LAB, root)  # configs/lab of the checkout
   assert [g["name"] for g in results["gates"]] == ["G0 capacity", "G1 base policy",
                                                    "G2 oracle control", "G3 PRIME step AUROC"]
   # The gate's 3 steps were continued to 4, not retrained: one row per step.
@@ -196,10 +179,11 @@ def test_lab_preset_end_to_end(tmp_path, monkeypatch):
   for part in ("## Gates", "G2 oracle control", "## Sample efficiency", "## Step AUROC",
                "## Reward-hacking monitor", "paired t-test", "## Deviations", "| sft_demos |"):
     assert part in text
-  for png in ("lab_reward", "lab_auroc", "lab_entropy"):
+  # (No AUROC band here: a tiny batch rarely holds both a right and a first wrong line.)
+  for png in ("lab_reward", "lab_entropy"):
     assert os.path.getsize(os.path.join(root, "plots", f"{png}.png")) > 0
   markers = os.stat(os.path.join(root, "stages", "rl", "prime", "seed1", "kl.json")).st_mtime_ns
-  again = reproduce(TINY_LAB, root, configs_dir=configs)
+  again = reproduce(TINY_LAB, root)
   assert again["aggregates"]["lab"]["per_seed"] == json.loads(json.dumps(lab["per_seed"]))
   assert os.stat(os.path.join(root, "stages", "rl", "prime", "seed1",
                               "kl.json")).st_mtime_ns == markers

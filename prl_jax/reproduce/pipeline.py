@@ -146,12 +146,16 @@ def sft_stage(workdir: str, preset: Preset, configs_dir: str, verbose: bool,
   """SFT once into WORKDIR/<name> (skipped when its final_hf is complete), then its evals.
 
   `name` is also the config (<configs>/<name>.py); `init_hf` starts it from that policy (an
-  extra stage such as sft_demos continues the main SFT).
+  extra stage such as sft_demos continues the main SFT), and its config file then takes the
+  argument `:rl_steps=<preset.rl_steps>`.
   """
   path = config_file(configs_dir, name)
   overrides = sft_overrides(preset, verbose)
   if init_hf:
     overrides = [*overrides, f"init_from={init_hf}"]
+    # An extra stage sizes itself from the arms' length (configs/lab/sft_demos.py: as many clean
+    # demonstrations as rePIRL sees in rl_steps steps).
+    path = f"{path}:rl_steps={preset.rl_steps}"
   sft_dir = os.path.join(workdir, name)
   hf_dir = os.path.join(sft_dir, "final_hf")
   train = run_stage(workdir, f"{name}/train", stage_inputs(overrides),

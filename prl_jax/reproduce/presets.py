@@ -116,15 +116,15 @@ class Preset:
 #   prl-jax train --config configs/lab/rloo.py --workdir /tmp/f_rloo --config.init_from= \
 #     --config.train.steps=6 --config.mesh.num_devices=1   (time/step_s in metrics.jsonl)
 # RLOO 5.3-5.8 s per step after the first (27 s with compilation), the oracle 5.4-5.9 s, PRIME
-# 7.6-7.8 s. Not measured (configs written concurrently): GRPO, GRPO+KL, PRL, FRPO and
-# sft_demos_rloo taken as RLOO's ~5.5-6 s, rePIRL as ~14 s (its ratio to RLOO in the demo
-# preset). One step of the nine arms ~61 s, x 3 seeds ~183 s of one core; with --jobs 2, ~92 s
-# of wall time per step. The lab SFTs (3000 steps, batch 64) ran at 1-2 s per step on the same
-# loaded machine, ~50 min for the two gate SFTs trained side by side with --jobs 2.
-# Budget: 50 min SFTs + ~10 min gate RL (3 runs x 60 steps, 2 at a time) + 60 steps x 92 s
-# = 92 min of arms (less the 3 gate runs) + ~10 min sft_demos + ~20 min of compilation,
-# evaluations (256 + 256 problems x 17 decodes per run) and KL stages: ~3 h. Hence 60 RL steps,
-# G2's step, so the three gate runs are already the seed-0 runs of their arms.
+# 7.6-7.8 s, rePIRL 15-20 s (load average 9.5 by then). Not measured: GRPO, GRPO+KL, PRL, FRPO and
+# sft_demos_rloo, taken as RLOO's ~5.5-6 s. One step of the nine arms ~63 s, x 3 seeds ~190 s of
+# one core; with --jobs 2, ~95 s of wall time per step. The lab SFTs (3000 steps, batch 64) ran
+# at 1-2 s per step on the same loaded machine: ~50 min for the two gate SFTs side by side.
+# Budget: 50 min SFTs + ~10 min gate RL (RLOO, oracle, PRIME seed 0, 2 at a time) + 60 steps x
+# 95 s = 95 min of arms less the ~10 min the gate runs already did + ~2 min sft_demos (60 steps
+# of 16) + ~20 min of compilation, evaluations (256 + 256 problems x 17 decodes per run) and KL
+# stages: ~2 h 50 min. Hence 60 RL steps, G2's step, so the three gate runs are already the
+# seed-0 runs of their arms. On a machine not shared with other runs it should be well under.
 PRESETS = {
     "demo": Preset(
         name="demo", methods=METHODS, seeds=(0,), rl_steps=20, window=5,
