@@ -171,7 +171,7 @@ def test_lab_preset_end_to_end(tmp_path, monkeypatch):
   for arm, values in lab["per_seed"].items():
     assert len(values["eval mean@n"]) == 2 and len(values["heldout pass@n"]) == 2
     assert all(v >= -1e-3 for v in values["kl"].values())  # KL >= 0 up to sampling noise
-  assert lab["per_seed"]["prime"]["auroc"]
+  assert set(lab["per_seed"]["prime"]["auroc"]) == {0, 1}  # None where no batch could judge
   with open(os.path.join(root, "rl", "prime", "seed1", "eval_heldout", "results.json")) as fh:
     assert json.load(fh)["settings"]["max_new_tokens"] == 64
   assert {c["key"] for c in results["claims"]} >= {"control", "prime_speed", "repirl"}
@@ -184,6 +184,6 @@ def test_lab_preset_end_to_end(tmp_path, monkeypatch):
     assert os.path.getsize(os.path.join(root, "plots", f"{png}.png")) > 0
   markers = os.stat(os.path.join(root, "stages", "rl", "prime", "seed1", "kl.json")).st_mtime_ns
   again = reproduce(TINY_LAB, root)
-  assert again["aggregates"]["lab"]["per_seed"] == json.loads(json.dumps(lab["per_seed"]))
+  assert again["aggregates"]["lab"]["per_seed"] == lab["per_seed"]
   assert os.stat(os.path.join(root, "stages", "rl", "prime", "seed1",
                               "kl.json")).st_mtime_ns == markers

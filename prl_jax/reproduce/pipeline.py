@@ -174,9 +174,11 @@ def kl_stage(job: Job, rel: str, path: str, overrides: Sequence[str]) -> dict:
   overrides = [*overrides, *eval_overrides(p, "eval")]
   out = os.path.join(rel, KL_FILE)
   model = os.path.join(run_dir, "final_hf")
-  command = cli_command("kl", path, run_dir, overrides,
-                        ["--model", model, "--reference", job.sft_hf,
-                         "--problems", str(p.kl_problems)])
+  # No `prl-jax` subcommand runs this stage alone: the record names the function and its inputs.
+  command = (f"python -c 'from prl_jax.eval.policy_kl import run_policy_kl' "
+             f"# run_policy_kl(load({path!r}, overrides), {run_dir!r}, model_dir={model!r}, "
+             f"reference_dir={job.sft_hf!r}, num_problems={p.kl_problems}); overrides: "
+             + " ".join(overrides))
   fn = lambda: run_policy_kl(load(path, overrides), run_dir, model_dir=model,
                              reference_dir=job.sft_hf, num_problems=p.kl_problems,
                              out_path=os.path.join(job.workdir, out))
