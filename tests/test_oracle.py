@@ -98,6 +98,8 @@ def test_oracle_trains_on_register_chains(tmp_path):
   rows = read_metrics(os.path.join(tmp_path, "metrics.jsonl"))
   assert [r["step"] for r in rows] == [1, 2]
   assert all(0 <= r["oracle/step_accuracy"] <= 1 for r in rows)
+  # The oracle's process return is the number of right lines: 0..K (K = 4 here).
+  assert all(0 <= r["process/return_mean"] <= 4 for r in rows)
   assert all(r["policy/entropy"] > 0 for r in rows)  # logged without an entropy bonus too
   with pytest.raises(ConfigError, match="delimiter"):
     from prl_jax.run.context import validate

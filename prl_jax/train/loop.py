@@ -194,12 +194,17 @@ def _step_ends(ctx: RunContext, recipe: Recipe, seq: SequenceBatch):
 
 def _step_diagnostics(ctx: RunContext, seq: SequenceBatch, rollouts: Rollouts,
                       process_reward) -> dict:
-  """prm/step_auroc of the method's process reward when the task has a step checker."""
+  """process/return_mean = mean_i sum_t r_p(i, t) over the batch's responses (the reward-hacking
+  monitor compares it with the outcome reward), and prm/step_auroc of the method's process reward
+  when the task has a step checker."""
   host = distributed.to_host
-  auroc = step_auroc(host(process_reward), host(seq.tokens[:, seq.prompt_len:]),
-                     host(seq.response_mask), ctx.tokenizer.encode("\n"), rollouts.texts,
-                     rollouts.examples)
-  return {} if auroc is None else {"prm/step_auroc": auroc}
+  reward, mask = host(process_reward), host(seq.response_mask)
+  metrics = {"process/return_mean": float((reward * mask).sum(-1).mean())}
+  auroc = step_auroc(reward, host(seq.tokens[:, seq.prompt_len:]), mask,
+                     ctx.tokenizer.encode("\n"), rollouts.texts, rollouts.examples)
+  if auroc is not None:
+    metrics["prm/step_auroc"] = auroc
+  return metrics
 
 
 def _prm_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainState,
