@@ -26,6 +26,11 @@ def test_oracle_gate_counts_steps_to_rloos_reward_at_step_60():
   slow = _rows([0.1] * 20 + [0.4] * 40)  # reaches it at step 35: 35/60 > 1/3
   assert not gates.oracle_gate(rloo, slow)["passed"]
   assert not gates.oracle_gate(rloo, _rows([0.1] * 60))["passed"]  # never
+  # RLOO that never rose (noise around its start): the oracle would reach its "target" at once,
+  # which proves nothing, so the gate fails and names the learning rate.
+  flat = _rows([0.07, 0.06, 0.08] * 20)
+  degenerate = gates.oracle_gate(flat, fast)
+  assert not degenerate["passed"] and "optim.lr" in degenerate["knob"]
   short = gates.oracle_gate(rloo[:30], fast)
   assert not short["passed"] and "60 steps" in short["knob"]
 

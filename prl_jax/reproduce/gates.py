@@ -6,9 +6,10 @@ Checked, in this order, before any learned PRM is judged on the register task:
      policy's size is not what limits it;
   G1 base policy: SFT on the buggy demonstrator has mean@8 in [5%, 15%] and pass@8 >= 40% on the
      eval split: success is sparse but reachable;
-  G2 oracle control: the oracle (the step checker as process reward) reaches RLOO's reward at
-     step 60 (trailing 15-step mean) in at most a third of the steps: a perfect process reward
-     helps here, so a learned one can be judged;
+  G2 oracle control: RLOO improves over its 60 steps (first vs last 15 steps, t >= 2), and the
+     oracle (the step checker as process reward) reaches RLOO's reward at step 60 (trailing
+     15-step mean) in at most a third of the steps: a perfect process reward helps here, so a
+     learned one can be judged;
   G3 PRIME's implicit PRM: step-level AUROC at the first wrong line (prm/step_auroc, trailing
      15-step mean at the end of the run) >= 0.7.
 
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from prl_jax.reproduce.claims import final_reward, moving_average, steps_to_reach
 
@@ -71,6 +74,17 @@ def _series(rows: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
   return [s for s, _ in pairs], [v for _, v in pairs]
 
 
+MIN_T = 2.0
+
+
+def _improved(first: Sequence[float], last: Sequence[float]) -> bool:
+  """mean(last) > mean(first) with Welch's t = diff / sqrt(var_f/n_f + var_l/n_l) >= MIN_T over
+  the per-step rewards of the two windows (any rise counts when both windows are constant)."""
+  diff = float(np.mean(last) - np.mean(first))
+  se = float(np.sqrt(np.var(first, ddof=1) / len(first) + np.var(last, ddof=1) / len(last)))
+  return diff > 0 and (se == 0 or diff / se >= MIN_T)
+
+
 def oracle_gate(rloo_rows: Sequence[Mapping], oracle_rows: Sequence[Mapping], *,
                 at_step: int = 60, window: int = 15, max_ratio: float = 1 / 3) -> dict:
   """Steps the oracle needs to reach RLOO's trailing-`window` mean reward at `at_step`, over
@@ -81,6 +95,16 @@ def oracle_gate(rloo_rows: Sequence[Mapping], oracle_rows: Sequence[Mapping], *,
     return _gate("G2 oracle control", None, f"<= {max_ratio:.2f} of RLOO's {at_step} steps",
                  False, f"run RLOO for at least {at_step} steps")
   target = final_reward(upto, window)
+  if not _improved(upto[:window], upto[-window:]):
+    # Reaching a reward RLOO never raised says nothing about the process reward: the oracle
+    # would "pass" at its first window.
+    return _gate("G2 oracle control", {"rloo_start": float(np.mean(upto[:window])),
+                                       "rloo_target": target, "oracle_steps": None,
+                                       "ratio": None},
+                 f"RLOO improves over its {at_step} steps (t >= {MIN_T:g} between its first and "
+                 f"last {window} steps), then <= {max_ratio:.2f} of its steps", False,
+                 "optim.lr or the gate's rl_steps: RLOO itself must learn for the control to "
+                 "mean anything")
   o_steps, o_rewards = _series(oracle_rows, REWARD_KEY)
   reached = steps_to_reach(o_steps, o_rewards, target, window)
   ratio = None if reached is None else reached / at_step
