@@ -18,7 +18,7 @@ from prl_jax.reproduce.claims import (BASELINE, ERPRM_ROLES, evaluate_claims, fi
                                       steps_to_reach)
 from prl_jax.reproduce.lab_claims import evaluate_lab_claims
 from prl_jax.reproduce.lab_collect import collect_lab
-from prl_jax.run.metrics_file import read_metrics
+from prl_jax.reproduce.run_files import metric_rows, read_json
 
 RESULTS_FILE = "results.json"
 REWARD_KEY, PRM_ACC_KEY, STEP_TIME_KEY = "rollout/reward", "prm/pairwise_accuracy", "time/step_s"
@@ -27,19 +27,6 @@ SFT = "sft"
 
 # ------------------------------------------------------------------------------------------------
 # Gathering the numbers.
-
-
-def _read_json(workdir: str, rel: str | None) -> dict | None:
-  path = os.path.join(workdir, rel) if rel else None
-  if not path or not os.path.exists(path):
-    return None
-  with open(path) as fh:
-    return json.load(fh)
-
-
-def metric_rows(workdir: str, run: Mapping) -> list[dict]:
-  path = os.path.join(workdir, run["metrics"])
-  return read_metrics(path) if os.path.exists(path) else []
 
 
 def _eval_numbers(summary: Mapping, n: int) -> dict:
@@ -51,7 +38,7 @@ def _policy_evals(workdir: str, evals: Mapping, n: int) -> dict:
   """split -> numbers of one policy's eval results (splits not evaluated yet are left out)."""
   out = {}
   for split, record in evals.items():
-    results = _read_json(workdir, record.get("results"))
+    results = read_json(workdir, record.get("results"))
     if results is not None:
       out[split] = _eval_numbers(results["summary"], n)
   return out
@@ -175,7 +162,7 @@ def _erprm_columns(results: Mapping, agg: str) -> dict[str, str]:
 
 def collect_erprm(workdir: str, erprm: Mapping | None) -> dict | None:
   """Accuracy ± standard error over problems against N for each role, from best_of_n.json."""
-  results = _read_json(workdir, erprm["results"]) if erprm else None
+  results = read_json(workdir, erprm["results"]) if erprm else None
   if results is None:
     return None
   columns = _erprm_columns(results, erprm["agg"])

@@ -13,36 +13,21 @@ gates (WORKDIR/gates.json) and each run's monitor windows.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 
 from prl_jax.reproduce import lab_metrics
-from prl_jax.run.metrics_file import read_metrics
+from prl_jax.reproduce.run_files import metric_rows, read_json
 
 GATES_FILE = "gates.json"
 SPLITS = ("eval", "heldout")
 EVAL_METRICS = ("mean@n", "pass@n", "greedy")
 
 
-def _read_json(workdir: str, rel: str | None) -> dict | None:
-  path = os.path.join(workdir, rel) if rel else None
-  if not path or not os.path.exists(path):
-    return None
-  with open(path) as fh:
-    return json.load(fh)
-
-
-def run_rows(workdir: str, run: Mapping) -> list[dict]:
-  path = os.path.join(workdir, run["metrics"])
-  return read_metrics(path) if os.path.exists(path) else []
-
-
 def eval_values(workdir: str, run: Mapping, n: int) -> dict[str, float]:
   """"<split> <metric>" -> value of one run's final evaluations (those that exist)."""
   out = {}
   for split, record in run.get("evals", {}).items():
-    results = _read_json(workdir, record.get("results"))
+    results = read_json(workdir, record.get("results"))
     if results is None:
       continue
     summary = results["summary"]
@@ -53,7 +38,7 @@ def eval_values(workdir: str, run: Mapping, n: int) -> dict[str, float]:
 
 def run_values(workdir: str, run: Mapping, n: int, target: float | None, window: int) -> dict:
   """Every per-seed metric of one run (module docstring) and its monitor's windows."""
-  rows = run_rows(workdir, run)
+  rows = metric_rows(workdir, run)
   summary = lab_metrics.run_summary(rows, target, window, hack_window=2 * window)
   values = {**eval_values(workdir, run, n), "final_reward": summary["final_reward"],
             "entropy": summary["entropy"], "auroc": summary["auroc"],
@@ -63,7 +48,7 @@ def run_values(workdir: str, run: Mapping, n: int, target: float | None, window:
     values.update(censored=cost["censored"],
                   steps=cost["steps_run"] if cost["censored"] else cost["steps"],
                   rollouts=cost["rollouts_run"] if cost["censored"] else cost["rollouts"])
-  kl = _read_json(workdir, run.get("kl", {}).get("results"))
+  kl = read_json(workdir, run.get("kl", {}).get("results"))
   if kl is not None:
     values.update(kl=kl["kl_seq"], kl_token=kl["kl_token"])
   return {"values": values, "hacking": summary["hacking"]}
@@ -81,7 +66,7 @@ def collect_lab(workdir: str, manifest: Mapping, n: int, window: int,
     for metric, v in got["values"].items():
       per_seed.setdefault(arm, {}).setdefault(metric, {})[seed] = v
     monitor.setdefault(arm, {})[seed] = got["hacking"]
-  gates = _read_json(workdir, GATES_FILE)
+  gates = read_json(workdir, GATES_FILE)
   return {"eval_n": n, "window": window, "hack_window": 2 * window, "per_seed": per_seed,
           "monitor": monitor, "gates": gates["gates"] if gates else [],
           "target": value}

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from prl_jax.reproduce.claims import format_spread
 from prl_jax.reproduce.lab_claims import ALPHA, claims_lines
-from prl_jax.reproduce.lab_collect import run_rows
+from prl_jax.reproduce.run_files import metric_rows
 from prl_jax.reproduce.lab_metrics import AUROC_KEY, ENTROPY_KEY, REWARD_KEY
 from prl_jax.reproduce.lab_plots import arm_curves, band_plot
 
@@ -133,7 +133,7 @@ def hacking_table(lab: Mapping, manifest: Mapping) -> str:
 
 def make_lab_plots(workdir: str, manifest: Mapping, agg: Mapping, out_dir: str) -> dict[str, str]:
   """Band plots of reward, step AUROC and entropy; {name: path relative to WORKDIR}."""
-  rows = [(run["method"], run_rows(workdir, run)) for run in manifest.get("runs", [])]
+  rows = [(run["method"], metric_rows(workdir, run)) for run in manifest.get("runs", [])]
   lab, w = agg["lab"], agg["window"]
   made = {}
   specs = [("lab_reward", REWARD_KEY, "training reward (outcome)"),

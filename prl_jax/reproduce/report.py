@@ -18,7 +18,8 @@ from prl_jax.eval import plots
 from prl_jax.reproduce.claims import (NOT_RUN, Z_THRESHOLD, evaluate_claims, format_spread,
                                       moving_average)
 from prl_jax.reproduce.collect import (PRM_ACC_KEY, REWARD_KEY, SFT, collect, judge_claims,
-                                       load_results, mean_curve, metric_rows)
+                                       load_results, mean_curve)
+from prl_jax.reproduce.run_files import metric_rows
 from prl_jax.reproduce.lab_report import format_lab_report, make_lab_plots
 
 REPORT_FILE, PLOTS_DIR = "report.md", "plots"
