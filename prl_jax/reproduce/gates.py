@@ -25,9 +25,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from prl_jax.reproduce.claims import final_reward, moving_average, steps_to_reach
+from prl_jax.reproduce.lab_metrics import AUROC_KEY, REWARD_KEY, series
 
-REWARD_KEY = "rollout/reward"
-AUROC_KEY = "prm/step_auroc"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +68,6 @@ def base_policy_gate(mean_at_8: float, pass_at_8: float, band=(0.05, 0.15),
                "task.register.bug_rate / min_bugs / max_bugs (harder: more bugged steps)")
 
 
-def _series(rows: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
-  pairs = [(int(r["step"]), float(r[key])) for r in rows if key in r]
-  return [s for s, _ in pairs], [v for _, v in pairs]
-
-
 MIN_T = 2.0
 
 
@@ -89,7 +83,7 @@ def oracle_gate(rloo_rows: Sequence[Mapping], oracle_rows: Sequence[Mapping], *,
                 at_step: int = 60, window: int = 15, max_ratio: float = 1 / 3) -> dict:
   """Steps the oracle needs to reach RLOO's trailing-`window` mean reward at `at_step`, over
   `at_step`; None (failed) when RLOO has not run that far or the oracle never gets there."""
-  steps, rewards = _series(rloo_rows, REWARD_KEY)
+  steps, rewards = series(rloo_rows, REWARD_KEY)
   upto = [r for s, r in zip(steps, rewards) if s <= at_step]
   if len(upto) < at_step:
     return _gate("G2 oracle control", None, f"<= {max_ratio:.2f} of RLOO's {at_step} steps",
@@ -105,7 +99,7 @@ def oracle_gate(rloo_rows: Sequence[Mapping], oracle_rows: Sequence[Mapping], *,
                  f"last {window} steps), then <= {max_ratio:.2f} of its steps", False,
                  "optim.lr or the gate's rl_steps: RLOO itself must learn for the control to "
                  "mean anything")
-  o_steps, o_rewards = _series(oracle_rows, REWARD_KEY)
+  o_steps, o_rewards = series(oracle_rows, REWARD_KEY)
   reached = steps_to_reach(o_steps, o_rewards, target, window)
   ratio = None if reached is None else reached / at_step
   return _gate("G2 oracle control", {"rloo_target": target, "oracle_steps": reached,
@@ -118,7 +112,7 @@ def oracle_gate(rloo_rows: Sequence[Mapping], oracle_rows: Sequence[Mapping], *,
 
 def prime_auroc_gate(prime_rows: Sequence[Mapping], *, window: int = 15,
                      minimum: float = 0.7) -> dict:
-  _, values = _series(prime_rows, AUROC_KEY)
+  _, values = series(prime_rows, AUROC_KEY)
   value = float(moving_average(values, min(window, len(values)))[-1]) if values else None
   return _gate("G3 PRIME step AUROC", value, f">= {minimum}",
                value is not None and value >= minimum,
