@@ -28,7 +28,6 @@ from prl_jax.reproduce.claims import final_reward, moving_average, steps_to_reac
 from prl_jax.reproduce.lab_metrics import AUROC_KEY, REWARD_KEY, series
 
 
-
 @dataclasses.dataclass(frozen=True)
 class LabGates:
   """Sizes of the gate runs (`prl_jax.reproduce.lab`).
