@@ -53,6 +53,10 @@ def get_config():
   c.task.register.max_bugs = 4
   c.task.register.bug_rate = 0.7
   c.task.register.slip_rate = 0.02
+  # Columns of the trl data layout (task.name="trl"): the prompt (text fed as is, or chat
+  # messages) and the reference answer ("": "solution" if present, else "answer").
+  c.task.prompt_column = "prompt"
+  c.task.answer_column = ""
   c.task.verify_workers = -1  # -1: math answers in a process pool, synthetic tasks inline; 0: inline; n: n workers
 
   c.mesh = ml_collections.ConfigDict()

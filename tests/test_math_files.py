@@ -147,7 +147,7 @@ def test_eurus2_parquet(tmp_path):
   out = math_files.load_eurus2(path)
   assert [r["answer"] for r in out] == ["\\frac{3}{4}", "7"]
   assert out[0]["prompt"] == [system, {"role": "user", "content": "What is 3/4?"}]  # stored chat kept
-  assert out[0]["id"] == "eurus2-numina_olympiads-0" and out[0]["task"] == "eurus2"
+  assert out[0]["id"] == "eurus2-numina_olympiads-0" and out[0]["task"] == "numina"
   assert len(math_files.load_eurus2(path, ability=None)) == 3
   templated = math_files.load_eurus2(tmp_path / "eurus", "train", template="qwen_math")
   assert templated[1]["prompt"][-1]["content"] == "3+4?"

@@ -7,8 +7,10 @@ a list of dicts with the keys every task shares::
   {"id", "prompt", "question", "solution", "answer", "difficulty", "task"}
 
 "answer" is the reference the verifier compares against; "task" selects its scorer ("gsm8k",
-"math", "numina", "eurus2" all use the math-answer scorer); "difficulty" is an int or None;
-"prompt" is a string for text templates or a list of chat messages for chat templates.
+"math", "numina" all use the math-answer scorer; verl rows pick it from their data_source,
+`prl_jax.data.sources`); "difficulty" is an int or None; "prompt" is a string for text templates
+or a list of chat messages for chat templates. verl and TRL rows also keep "data_source" and
+their other columns ("extra_info", "columns"), which a `task.reward_fn` receives.
 
 Supported layouts:
 
@@ -19,8 +21,13 @@ Supported layouts:
   joined with the boxes just before it when only a connector separates them (a solution ending
   "$x=\\boxed{-2}$ and $x=\\boxed{1}$" has the answer "-2, 1", not "1").
 - NuminaMath-CoT: rows {problem, solution, [messages], [source]}; the boxed answer likewise.
-- Eurus-2-RL-Data (PRIME): rows {prompt: [{role, content}], reward_model: {ground_truth},
-  data_source, ability, [extra_info: {index}]}; the stored chat prompt is kept by default.
+- verl (RLHFDataset rows; `eurus2` is the same layout, as PRIME's Eurus-2-RL-Data ships it): rows
+  {prompt: [{role, content}], reward_model: {ground_truth}, data_source, ability,
+  [extra_info: {index}]}; the stored chat prompt is kept by default; `ability` matches in any
+  case; `data_source` picks the scorer as verl's reward dispatch does.
+- TRL / open-r1 (`trl`): rows with a prompt column (default "prompt": a string fed as is, or a
+  list of {role, content} messages) and an answer column (default: "solution", else "answer"); a
+  solution with \\boxed{} is graded by its boxed answer.
 
 `write_jsonl` / `load_task` store and reload generated synthetic tasks in the same schema.
 
@@ -39,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from prl_jax.data import rows, templates
+from prl_jax.data.sources import source_task
 from prl_jax.data.rows import BadRow, RowScreen, Unanswerable
 from prl_jax.data.boxed import boxed_answer
 
@@ -57,8 +65,12 @@ LAYOUTS = {
   "eurus2": "a .parquet or .jsonl file (or a directory of them, e.g. train.parquet) whose rows have "
   "'prompt' (a list of {role, content} messages), 'reward_model' with 'ground_truth', "
   "'data_source' and 'ability'",
+  "trl": "a .jsonl/.json/.parquet file (or a directory of them) whose rows have a prompt column "
+  "(task.prompt_column, default 'prompt': text or a list of {role, content} messages) and an "
+  "answer column (task.answer_column, default 'solution' or 'answer')",
   "task": "a .jsonl file written by write_jsonl, one example per line with keys " + ", ".join(SCHEMA),
 }
+LAYOUTS["verl"] = LAYOUTS["eurus2"]  # verl's RLHFDataset rows under their own name
 
 
 # ----------------------------------------------------------------------------- files
@@ -231,7 +243,7 @@ def load_numina(
   return _keep(path, "numina", split, example, screen)
 
 
-# ----------------------------------------------------------------------------- Eurus-2-RL-Data
+# ----------------------------------------------------------------------------- verl / Eurus-2-RL-Data
 
 
 def load_eurus2(
@@ -241,16 +253,20 @@ def load_eurus2(
   template: str | None = None,
   ability: str | None = "math",
   screen: RowScreen | None = None,
+  kind: str = "eurus2",
 ) -> list[dict[str, Any]]:
-  """Eurus-2-RL-Data rows (PRIME's RL prompts); only `ability` rows (None: all).
+  """verl RLHFDataset rows (PRIME's Eurus-2-RL-Data is one); only `ability` rows (None: all).
 
-  Code rows are skipped by default because their ground truth is test cases, which the math
-  verifier cannot run. The question is the last user message; the stored chat prompt is kept
-  unless a template is named. Rows of other abilities are a choice, not bad rows: not counted.
+  `ability` matches in any case ("Math" is "math"). Code rows are skipped by default because
+  their ground truth is test cases, which the math verifier cannot run. The question is the last
+  user message; the stored chat prompt is kept unless a template is named. The scorer is picked
+  from `data_source` (`prl_jax.data.sources.source_task`). Rows of other abilities are a choice,
+  not bad rows: not counted.
   """
+  wanted = None if ability is None else ability.lower()
 
   def example(i: int, row: Mapping[str, Any]) -> dict | None:
-    if ability is not None and row.get("ability") != ability:
+    if wanted is not None and str(row.get("ability") or "").lower() != wanted:
       return None
     _require(row, ("prompt", "reward_model"))
     messages = _messages(row["prompt"])
@@ -262,22 +278,79 @@ def load_eurus2(
     truth = row["reward_model"].get("ground_truth") if isinstance(row["reward_model"], dict) else None
     if truth is None or not str(truth).strip():
       raise BadRow("reward_model.ground_truth", "missing" if truth is None else "empty")
-    index = (row.get("extra_info") or {}).get("index")
-    parts = ("eurus2", row.get("data_source"), i if index is None else index)
+    extra = row.get("extra_info") if isinstance(row.get("extra_info"), dict) else {}
+    index = extra.get("index")
+    parts = (kind, row.get("data_source"), i if index is None else index)
     rid = "-".join(str(x) for x in parts if x is not None)
     prompt = _prompt(template, question, messages)
-    return _record(rid, prompt, question, "", str(truth).strip(), None, "eurus2")
+    task = source_task(row.get("data_source"), row.get("ability"))
+    record = _record(rid, prompt, question, "", str(truth).strip(), None, task)
+    return {**record, "data_source": row.get("data_source"), "extra_info": extra}
 
-  return _keep(path, "eurus2", split, example, screen)
+  return _keep(path, kind, split, example, screen)
 
 
-def _messages(prompt: Any) -> list[dict[str, str]]:
+def load_verl(path: str | Path, split: str | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+  """verl's RLHFDataset rows: `load_eurus2` under verl's name."""
+  return load_eurus2(path, split, kind="verl", **kwargs)
+
+
+# ----------------------------------------------------------------------------- TRL / open-r1
+
+
+def load_trl(
+  path: str | Path,
+  split: str | None = None,
+  *,
+  prompt_column: str = "prompt",
+  answer_column: str = "",
+  template: str | None = None,
+  screen: RowScreen | None = None,
+) -> list[dict[str, Any]]:
+  """TRL-style prompt rows: a prompt (text, or chat messages) and a reference answer.
+
+  The prompt column holds the text fed to the policy as is (TRL's standard format) or a list of
+  {role, content} messages (its conversational format); with a `template`, a text column is the
+  question put into that template instead (open-r1's `problem` column). The answer column
+  (default: "solution" if the row has one, else "answer") may be a bare answer or a worked
+  solution whose last \\boxed{} is the answer. The row's other columns are kept in "columns", as
+  TRL hands them to its reward functions.
+  """
+
+  def example(i: int, row: Mapping[str, Any]) -> dict:
+    _require(row, (prompt_column,))
+    stored = row[prompt_column]
+    if isinstance(stored, str):
+      question = stored
+      prompt = stored if template is None else templates.render(template, stored)
+    else:
+      messages = _messages(stored, prompt_column)
+      question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+      if not question.strip():
+        raise BadRow(prompt_column, "malformed", "no user message with text")
+      prompt = messages
+    column = answer_column or next((c for c in ("solution", "answer") if c in row), "solution")
+    if isinstance(row.get(column), (int, float)) and not isinstance(row.get(column), bool):
+      text = str(row[column])  # a numeric answer column (GSM8K-style sets converted to TRL)
+    else:
+      text = _text(row, column).strip()
+    answer = (boxed_answer(text) or text).strip()
+    rid = str(row.get("id") or f"trl-{split or 'data'}-{i}")
+    task = source_task(row.get("data_source"), row.get("ability") or "math")
+    record = _record(rid, prompt, question, text, answer, None, task)
+    columns = {k: v for k, v in row.items() if k != prompt_column}
+    return {**record, "data_source": row.get("data_source"), "columns": columns}
+
+  return _keep(path, "trl", split, example, screen)
+
+
+def _messages(prompt: Any, column: str = "prompt") -> list[dict[str, str]]:
   """The {role, content} chat messages of a stored prompt; BadRow when it is not such a list."""
   if not isinstance(prompt, list) or not all(
     isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
     for m in prompt
   ):
-    raise BadRow("prompt", "malformed", "not a list of {role, content} messages")
+    raise BadRow(column, "malformed", "not a list of {role, content} messages")
   return [{"role": m["role"], "content": m["content"]} for m in prompt]
 
 
@@ -286,6 +359,8 @@ LOADERS: dict[str, Callable[..., list[dict[str, Any]]]] = {
   "math": load_math,
   "numina": load_numina,
   "eurus2": load_eurus2,
+  "verl": load_verl,
+  "trl": load_trl,
 }
 
 

@@ -180,7 +180,9 @@ class Verifier:
   def _scorer(self, task: str) -> Scorer:
     """The task's scorer, with the math scorer's internal timeout bound in (picklable)."""
     if task not in self.scorers:
-      raise ValueError(f"no verifier for task {task!r}; known tasks are {sorted(self.scorers)}")
+      raise ValueError(f"no verifier for task {task!r}; known tasks are {sorted(self.scorers)}. "
+                       "Score it with your own function: task.reward_fn=path.py:name "
+                       "(docs/data_and_rewards.md).")
     scorer = self.scorers[task]
     return functools.partial(score_math, timeout=self._inner_timeout) if scorer is score_math else scorer
 

@@ -32,7 +32,7 @@ import prl_jax.algorithms.registry  # noqa: F401  (registers every method)
 logger = logging.getLogger(__name__)
 
 # The data layouts of prl_jax.data.math_files.LOADERS (not imported: it pulls in `datasets`).
-LAYOUTS = ("gsm8k", "math", "numina", "eurus2")
+LAYOUTS = ("gsm8k", "math", "numina", "eurus2", "verl", "trl")
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 
 

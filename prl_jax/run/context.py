@@ -69,9 +69,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.task.template not in templates.TEMPLATES:
     raise ConfigError(f"task.template={config.task.template!r}; choose one of "
                       f"{sorted(templates.TEMPLATES)}.")
-  if config.task.train_file and config.task.template != "plain":
-    raise ConfigError("task.template applies to the synthetic tasks; data files carry the "
-                      "template of their layout (prl_jax.data.math_files), so leave it 'plain'.")
+  if config.task.train_file and config.task.template != "plain" and config.task.name != "trl":
+    raise ConfigError("task.template applies to the synthetic tasks and to text prompts of the "
+                      "trl layout; other data files carry the template of their layout "
+                      "(prl_jax.data.math_files), so leave it 'plain'.")
   if recipe.frozen_prm and not config.algo.erprm.prm_dir:
     raise ConfigError(f"method={config.method} scores rollouts with a trained PRM: set "
                       "algo.erprm.prm_dir to a PRM directory written by `prl-jax erprm`.")
@@ -203,6 +204,16 @@ def task_options(config) -> dict[str, Any]:
   return options
 
 
+def layout_options(config) -> dict[str, Any]:
+  """Keyword arguments of the data layout's loader: the trl layout's column names and template
+  ("plain": text prompts as stored)."""
+  task = config.task
+  if task.name != "trl":
+    return {}
+  return dict(prompt_column=task.prompt_column, answer_column=task.answer_column,
+              template=None if task.template == "plain" else task.template)
+
+
 def render_prompts(examples: list[dict], tokenizer) -> list[dict]:
   """The examples with chat-message prompts rendered to text by the tokenizer's chat template.
 
@@ -246,7 +257,8 @@ def _examples(config, tokenizer) -> tuple[list[dict], list[dict], RowScreen]:
     # A data-set layout name (gsm8k, math, numina, eurus2) reads that layout; any other name
     # reads the loop's own jsonl schema (e.g. synthetic tasks written by math_files.write_jsonl).
     if task.name in math_files.LOADERS:
-      read = lambda path: math_files.load(task.name, path, screen=screen)
+      options = layout_options(config)
+      read = lambda path: math_files.load(task.name, path, screen=screen, **options)
     else:
       read = lambda path: math_files.load_task(path, screen=screen)
     train = read(task.train_file)
