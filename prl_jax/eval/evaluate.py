@@ -45,6 +45,7 @@ from prl_jax.models.config import ModelConfig
 from prl_jax.models.tokenizer import load_tokenizer
 from prl_jax.progress import progress_bar, say
 from prl_jax.rewards import math_answer, verify
+from prl_jax.run import paths
 from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.context import build_context, render_prompts, task_options
 from prl_jax.run.state import init_state
@@ -299,11 +300,11 @@ def load_policy(ctx, model_dir: str | None = None) -> Policy:
     if os.path.basename(path) == "checkpoints":
       return policy_from_checkpoint(ctx, path)
     return _policy_from_hf(ctx, model_dir)
-  final = os.path.join(ctx.workdir, "final_hf")
-  if os.path.isdir(final):
-    return _policy_from_hf(ctx, final)
-  checkpoints = os.path.join(ctx.workdir, "checkpoints")
-  if os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints)):
+  final = paths.join(ctx.workdir, "final_hf")
+  if paths.isdir(final):  # a gs:// workdir's export is copied here first
+    return _policy_from_hf(ctx, paths.local_copy(final, "--workdir", refresh=True))
+  checkpoints = paths.join(ctx.workdir, "checkpoints")
+  if any(name.isdigit() for name in paths.listdir(checkpoints)):
     return policy_from_checkpoint(ctx, checkpoints)
   raise FileNotFoundError(
       f"No policy to evaluate in {ctx.workdir!r}: expected {final} (the final export of "
@@ -366,7 +367,7 @@ def warn_unfit_solutions(examples: Sequence[Mapping], tokenizer: Any, budget: in
 
 def default_out_dir(workdir: str, split: str) -> str:
   """WORKDIR/eval for the eval split, WORKDIR/eval_<split> for the others."""
-  return os.path.join(workdir, "eval" if split == "eval" else f"eval_{split}")
+  return paths.join(workdir, "eval" if split == "eval" else f"eval_{split}")
 
 
 def run_eval(config: ml_collections.ConfigDict, workdir: str, *, model_dir: str | None = None,

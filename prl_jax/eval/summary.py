@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from prl_jax.eval import metrics, plots
+from prl_jax.run import paths as run_paths
 
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -158,19 +159,20 @@ def results_json(results: Mapping) -> str:
 def write_results(results: Mapping, out_dir: str) -> dict[str, str]:
   """Writes results.json, results.md and pass_at_k.png (overall and per difficulty) to `out_dir`.
 
-  Returns the three paths by file name.
+  Returns the three paths by file name. `out_dir` may be a URL (a gs:// workdir's eval).
   """
-  os.makedirs(out_dir, exist_ok=True)
-  paths = {name: os.path.join(out_dir, name) for name in (RESULTS_JSON, RESULTS_MD, PASS_AT_K_PNG)}
-  with open(paths[RESULTS_JSON], "w") as fh:
-    fh.write(results_json(results))
-  with open(paths[RESULTS_MD], "w") as fh:
-    fh.write(format_markdown(results))
-  n, summary = results["settings"]["n"], results["summary"]
-  curve = lambda s: [s[f"pass@{k}"] for k in range(1, n + 1)]
-  curves = {"all": curve(summary)}
-  curves.update({f"difficulty {d}": curve(s) for d, s in summary["by_difficulty"].items()})
-  plots.pass_at_k_plot(curves, paths[PASS_AT_K_PNG], title=f"pass@k ({n} samples per problem)")
-  return paths
+  names = (RESULTS_JSON, RESULTS_MD, PASS_AT_K_PNG)
+  with run_paths.local_dir(out_dir) as local:
+    files = {name: os.path.join(local, name) for name in names}
+    with open(files[RESULTS_JSON], "w") as fh:
+      fh.write(results_json(results))
+    with open(files[RESULTS_MD], "w") as fh:
+      fh.write(format_markdown(results))
+    n, summary = results["settings"]["n"], results["summary"]
+    curve = lambda s: [s[f"pass@{k}"] for k in range(1, n + 1)]
+    curves = {"all": curve(summary)}
+    curves.update({f"difficulty {d}": curve(s) for d, s in summary["by_difficulty"].items()})
+    plots.pass_at_k_plot(curves, files[PASS_AT_K_PNG], title=f"pass@k ({n} samples per problem)")
+  return {name: run_paths.join(out_dir, name) for name in names}
 
 

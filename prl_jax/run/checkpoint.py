@@ -44,6 +44,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from prl_jax.run import paths
 from prl_jax.run.checkpoint_tree import data_to_keys, keys_to_data, storage_target, to_json
 
 logger = logging.getLogger(__name__)
@@ -113,10 +114,9 @@ class Checkpointer:
           f"keep must be >= 1 (or None to keep every step), got {keep}: the newest step "
           "is what a restarted run resumes from."
       )
-    # Orbax wants absolute paths; a relative local path is taken from the working directory.
-    if "://" not in str(directory):
-      directory = os.path.abspath(directory)
-    self.directory = epath.Path(directory)
+    # Orbax wants absolute paths (a relative local path is taken from the working directory)
+    # or a URL of its own (gs://); file:// URLs become local paths (prl_jax.run.paths).
+    self.directory = epath.Path(paths.orbax_path(str(directory)))
     self.read_only = read_only
     self._write_failed = False
     self.best_metric = best_metric

@@ -38,7 +38,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import os
 import time
 from typing import Any, Mapping
 
@@ -46,6 +45,7 @@ import ml_collections
 
 from prl_jax import distributed
 from prl_jax.config import ConfigError
+from prl_jax.run import paths
 from prl_jax.run.config_checks import check_config
 from prl_jax.run.workdir import has_checkpoint, prepare_workdir
 
@@ -115,19 +115,10 @@ def refusal_message(workdir: str, changes: Mapping[str, tuple[Any, Any]],
 
 def _read(path: str) -> dict:
   try:
-    with open(path) as fh:
-      return json.load(fh)
+    return json.loads(paths.read_text(path))
   except (OSError, ValueError) as err:
     raise ConfigError(f"{path} cannot be read ({err}); it records the config of the run being "
                       "resumed. Restore it, or delete it to resume without the check.") from err
-
-
-def _write_atomic(path: str, text: str) -> None:
-  """A reader (or a kill) never sees half a file: write beside it, then rename over it."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as fh:
-    fh.write(text)
-  os.replace(tmp, path)
 
 
 def record_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, tuple[Any, Any]]:
@@ -141,9 +132,9 @@ def record_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   check_config(config)  # an illegal value names its key before anything is written
   prepare_workdir(config, workdir)  # resume=false on an earlier run: refused or cleared
   new = json.loads(json.dumps(config.to_dict()))  # as it reads back: tuples become lists
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = paths.join(workdir, CONFIG_FILE)
   changes = {}
-  if config.checkpoint.resume and has_checkpoint(workdir) and os.path.exists(path):
+  if config.checkpoint.resume and has_checkpoint(workdir) and paths.exists(path):
     changes = config_changes(_read(path), new)
   allowed = allowed_changes(config)
   refused = [key for key in changes if not matches(key, RESUMABLE) and not matches(key, allowed)]
@@ -155,13 +146,12 @@ def record_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
                    workdir, "; ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}"
                                       for k in forced))
   if distributed.is_main_process():
-    os.makedirs(workdir, exist_ok=True)
-    _write_atomic(path, json.dumps(new, indent=2, sort_keys=True) + "\n")
+    paths.makedirs(workdir)
+    paths.write_atomic(path, json.dumps(new, indent=2, sort_keys=True) + "\n")
     if changes:
       record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "forced": forced,
                 "changes": {k: {"old": None if old is ABSENT else old,
                                 "new": None if value is ABSENT else value}
                             for k, (old, value) in changes.items()}}
-      with open(os.path.join(workdir, CHANGES_FILE), "a") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
+      paths.append_line(paths.join(workdir, CHANGES_FILE), json.dumps(record, sort_keys=True))
   return changes

@@ -26,6 +26,7 @@ from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig, preset
 from prl_jax.models.tokenizer import CharTokenizer, load_tokenizer
 from prl_jax.models.transformer import init_params
+from prl_jax.run import paths
 from prl_jax.sampling import SamplingConfig
 
 AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
@@ -80,7 +81,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                     ("algo.erprm.prm_dir", config.algo.erprm.prm_dir),
                     ("task.eval_file", config.task.eval_file),
                     ("init_from", config.init_from), ("model.hf_dir", config.model.hf_dir)):
-    if path and not os.path.exists(path):
+    if path and not paths.exists(path):
       raise ConfigError(f"{key}={path!r} does not exist; fix the path or leave it empty.")
   devices = config.mesh.num_devices or jax.device_count()
   try:  # any one axis may be -1 (the rest), e.g. mesh.fsdp=-1 for FSDP over every device
@@ -156,12 +157,13 @@ class RunContext:
       params = jax.tree_util.tree_map(distributed.to_host, params)
       if not distributed.is_main_process():
         return directory
-    hf.save_like(directory, self.model_cfg, params, self.hf_dir)
-    if isinstance(self.tokenizer, CharTokenizer):
-      self.tokenizer.save(directory)
-    elif hasattr(self.tokenizer, "tokenizer") and hasattr(self.tokenizer.tokenizer,
-                                                          "save_pretrained"):
-      self.tokenizer.tokenizer.save_pretrained(directory)
+    with paths.local_dir(directory) as local:  # a gs:// workdir: written here, then uploaded
+      hf.save_like(local, self.model_cfg, params, self.hf_dir)
+      if isinstance(self.tokenizer, CharTokenizer):
+        self.tokenizer.save(local)
+      elif hasattr(self.tokenizer, "tokenizer") and hasattr(self.tokenizer.tokenizer,
+                                                            "save_pretrained"):
+        self.tokenizer.tokenizer.save_pretrained(local)
     return directory
 
 
@@ -279,17 +281,25 @@ def _examples(config, tokenizer) -> tuple[list[dict], list[dict], RowScreen]:
 
 
 def make_verifier(config) -> Callable[[list[str], list[dict]], list[float]]:
-  """Outcome reward of each (response text, example): the task checker or the math verifier.
+  """Outcome reward of each (response text, example): the task checker or the math verifier,
+  or the weighted sum of the functions in task.reward_fn (`prl_jax.rewards.plugins`).
 
   One argument order everywhere, that of every task's check(response, example).
   """
-  from prl_jax.rewards import verify
-  return verify.Verifier(workers=config.task.verify_workers)
+  from prl_jax.rewards import plugins, verify
+  verifier = verify.Verifier(workers=config.task.verify_workers)
+  if not config.task.reward_fn:
+    return verifier
+  try:
+    rewards = plugins.load_rewards(config.task.reward_fn, config.task.reward_weights, verifier)
+  except plugins.RewardFnError as err:
+    raise ConfigError(str(err)) from err
+  return plugins.RewardSet(rewards, verifier)
 
 
 def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
   validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   tokenizer = _tokenizer(config)
   model_cfg = _load_model_config(config, tokenizer)
   devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None

@@ -4,15 +4,19 @@ Only the main process writes (every process computes the same replicated metrics
 is appended to, so a resumed run continues its history; lines of steps past the resume point
 (written after the last checkpoint by the run that died) are dropped first, and so is a line torn
 by a write that was cut short. Each line is one write, fsynced, so readers see whole rows.
+
+The workdir may be a URL (`gs://bucket/run`): every file goes through prl_jax.run.paths, and
+TensorBoard's event files through an fsspec record writer registered for the URL's scheme.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 
 from prl_jax.progress import progress_bar
+from prl_jax.run import paths
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ class MetricsWriter:
                progress: bool = True, total: int | None = None, resume_step: int = 0,
                filename: str = "metrics.jsonl", desc: str | None = None):
     self.enabled, self.progress, self.total = enabled, progress, total
-    self.path = os.path.join(workdir, filename)
+    self.path = paths.join(workdir, filename)
     self._tb = None
     # By default the file names the job: "metrics.jsonl" -> "train", "sft_metrics.jsonl" -> "sft".
     desc = desc or filename.replace("metrics.jsonl", "").rstrip("_") or "train"
@@ -42,14 +46,16 @@ class MetricsWriter:
                              initial=resume_step)
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
+    paths.makedirs(workdir)
     truncate_after(self.path, resume_step)
     if tensorboard:
       try:
         from tensorboardX import SummaryWriter
+        if paths.is_url(workdir):
+          _register_tensorboard_scheme(paths.scheme(workdir))
         # purge_step: TensorBoard hides the old run's events past the resumed step, which
         # would otherwise show twice (once from before the kill, once from the resume).
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"),
+        self._tb = SummaryWriter(paths.join(workdir, "tb"),
                                  purge_step=resume_step + 1 if resume_step else None)
       except ImportError:  # TensorBoard output is optional; JSONL is always written
         self._tb = None
@@ -72,23 +78,12 @@ class MetricsWriter:
 
 
 def append_line(path: str, line: str) -> None:
-  """Appends `line` and a newline to `path` in one write, then fsyncs it.
+  """Appends `line` and a newline to `path` as one whole row (prl_jax.run.paths.append_line).
 
-  One `os.write` on an O_APPEND descriptor puts the whole line in the file at once, so a killed
-  process leaves the line or nothing rather than half a row (Python's buffered file may split a
-  long line over several writes); the fsync makes a written line survive a machine crash too.
-  What can still tear a line (a full disk, a fatal signal inside a very large write, a power cut
-  before the fsync) leaves a torn last line, which `truncate_after` drops at resume.
+  What can still tear a local line (a full disk, a fatal signal inside a very large write, a
+  power cut before the fsync) leaves a torn last line, which `truncate_after` drops at resume.
   """
-  data = (line + "\n").encode()
-  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-  try:
-    done = os.write(fd, data)
-    while done < len(data):  # a short write appends the rest, still before any other line
-      done += os.write(fd, data[done:])
-    os.fsync(fd)
-  finally:
-    os.close(fd)
+  paths.append_line(path, line)
 
 
 def truncate_after(path: str, step: int) -> None:
@@ -96,12 +91,12 @@ def truncate_after(path: str, step: int) -> None:
 
   A line that does not parse is dropped with a warning: the last line can be the torn tail of a
   write cut short by a kill or a full disk, and a run must still resume. The file is rewritten
-  through a temporary file and `os.replace`, so a kill during the truncation leaves the old file
-  or the new one, never a mix.
+  through a temporary file and a rename (one upload on an object store), so a kill during the
+  truncation leaves the old file or the new one, never a mix.
   """
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return
-  with open(path, "rb") as fh:
+  with paths.open(path, "rb") as fh:
     text = fh.read().decode("utf-8", errors="replace")
   lines = text.splitlines(keepends=True)
   kept, torn = [], []
@@ -117,7 +112,7 @@ def truncate_after(path: str, step: int) -> None:
     logger.warning("%s: dropped line(s) %s that do not parse (torn by an interrupted write).",
                    path, torn)
   if "".join(kept) != text:
-    _replace_file(path, "".join(kept))
+    paths.write_atomic(path, "".join(kept))
 
 
 def _parse_row(line: str) -> dict | None:
@@ -128,23 +123,41 @@ def _parse_row(line: str) -> dict | None:
   return row if isinstance(row, dict) else None
 
 
-def _replace_file(path: str, text: str) -> None:
-  """Replaces the contents of `path` atomically: write a sibling, fsync it, rename over."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as fh:
-    fh.write(text)
-    fh.flush()
-    os.fsync(fh.fileno())
-  os.replace(tmp, path)
-  # The rename itself is durable only once the directory entry is synced.
-  fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
 def read_metrics(path: str) -> list[dict]:
   """All rows of a metrics.jsonl file."""
-  with open(path) as fh:
+  with paths.open(path) as fh:
     return [json.loads(line) for line in fh if line.strip()]
+
+
+class _FsspecRecordWriter:
+  """TensorBoard's record file on an fsspec URL: the events are kept in memory and every flush
+  uploads the whole file (object stores cannot append), as tensorboardX's own gs:// writer does.
+  Event files of scalar metrics stay small."""
+
+  def __init__(self, path: str):
+    self.path, self.buffer = path, io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self.buffer.write(data)
+
+  def flush(self) -> None:
+    with paths.open(self.path, "wb") as fh:
+      fh.write(self.buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _FsspecRecordWriterFactory:
+  def open(self, path: str) -> _FsspecRecordWriter:
+    return _FsspecRecordWriter(path)
+
+  def directory_check(self, path: str) -> None:
+    paths.makedirs(path)
+
+
+def _register_tensorboard_scheme(scheme: str) -> None:
+  """Routes tensorboardX's event files under `scheme://` through prl_jax.run.paths (it would
+  otherwise write gs:// only with google-cloud-storage and any other URL to a local directory)."""
+  from tensorboardX import record_writer
+  record_writer.register_writer_factory(scheme, _FsspecRecordWriterFactory())

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 
 import ml_collections
 
 from prl_jax import distributed
 from prl_jax.config import ConfigError
+from prl_jax.run import paths
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +30,9 @@ def has_checkpoint(workdir: str) -> bool:
 
   Orbax names a finished step by its number; a save in progress has a longer temporary name.
   """
-  directory = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(directory) and any(
-      name.isdigit() and os.path.isdir(os.path.join(directory, name))
-      for name in os.listdir(directory))
+  directory = paths.join(workdir, "checkpoints")
+  return any(name.isdigit() and paths.isdir(paths.join(directory, name))
+             for name in paths.listdir(directory))
 
 
 def earlier_run(workdir: str) -> list[str]:
@@ -41,16 +40,14 @@ def earlier_run(workdir: str) -> list[str]:
 
   A config.json alone (a run refused or killed before its first step) is not an earlier run.
   """
-  if not os.path.isdir(workdir):
-    return []
   found = []
-  for name in sorted(os.listdir(workdir)):
-    path = os.path.join(workdir, name)
+  for name in sorted(paths.listdir(workdir)):
+    path = paths.join(workdir, name)
     if name == "checkpoints":
       if has_checkpoint(workdir):
         found.append(name)
     elif name in ("metrics.jsonl", "sft_metrics.jsonl"):
-      if os.path.getsize(path):
+      if paths.getsize(path):
         found.append(name)
     elif name in ("final_hf", "eval") or name.startswith("eval_"):
       found.append(name)
@@ -58,7 +55,16 @@ def earlier_run(workdir: str) -> list[str]:
 
 
 def check_writable(workdir: str) -> None:
-  """A workdir that is a file, or that cannot be created or written, is a user error."""
+  """A workdir that is a file, or that cannot be created or written, is a user error.
+
+  A URL workdir is checked by the first write into it (object stores have no permission bits to
+  read beforehand).
+  """
+  if paths.is_url(workdir):
+    if paths.isfile(workdir):
+      raise ConfigError(f"--workdir {workdir} is a file, not a directory; pass a directory.")
+    paths.makedirs(workdir)  # an unknown scheme or a missing package is named here
+    return
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"--workdir {workdir} is a file, not a directory; pass a directory.")
   try:
@@ -73,19 +79,16 @@ def check_writable(workdir: str) -> None:
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses checkpoint.resume=false on an earlier run; checkpoint.overwrite=true clears it.
 
-  A remote workdir (`gs://...`) is not checked: only the checkpointer writes there.
+  Local and URL workdirs (`gs://...`) alike, through prl_jax.run.paths.
   """
-  if "://" in workdir:
-    return
   check_writable(workdir)
   found = earlier_run(workdir)
   if config.checkpoint.get("overwrite", False):
     if distributed.is_main_process():
-      cleared = [name for name in os.listdir(workdir)
+      cleared = [name for name in paths.listdir(workdir)
                  if name in RUN_OUTPUTS or name.startswith("eval_")]
       for name in cleared:
-        path = os.path.join(workdir, name)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        paths.remove(paths.join(workdir, name))
       if cleared:
         logger.warning("checkpoint.overwrite=true: removed the earlier run's %s from %s",
                        ", ".join(sorted(cleared)), workdir)

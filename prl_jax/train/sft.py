@@ -13,7 +13,6 @@ generator seeded with `seed`, so a run draws the batches it drew before checkpoi
 
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +22,7 @@ import numpy as np
 from prl_jax import distributed
 from prl_jax.data.demonstrations import demonstrator
 from prl_jax.config import ConfigError
-from prl_jax.run import nonfinite, updates
+from prl_jax.run import nonfinite, paths, updates
 from prl_jax.run.batch import make_sequences
 from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.config_record import record_config
@@ -83,7 +82,7 @@ def sft(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | Non
                      skip)
   rng = np.random.default_rng(config.seed)
   demo = demonstrator(config.task)  # the solver's solutions, or a buggy demonstrator's
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
+  ckpt = Checkpointer(paths.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
   step = skipped = 0
   if config.checkpoint.resume and ckpt.latest_step() is not None:
     state, meta = ckpt.restore_latest_good(ctx.abstract(state))  # past a corrupt newest step
@@ -124,7 +123,7 @@ def sft(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | Non
     stop.restore()
     ckpt.close()
     writer.close()
-  final = os.path.join(workdir, "final_hf")
-  if step >= s.steps and (done or not os.path.isdir(final)):  # a finished rerun keeps its export
+  final = paths.join(workdir, "final_hf")
+  if step >= s.steps and (done or not paths.isdir(final)):  # a finished rerun keeps its export
     ctx.export_policy(state.params, final)
   return metrics
