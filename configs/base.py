@@ -14,13 +14,16 @@ def get_config():
   c.seed = 0
 
   # Policy model: a preset name (prl_jax.models.config.PRESETS) or an HF directory in `hf_dir`.
+  # hf_dir, tokenizer, init_from, task.*_file and algo.erprm.prm_dir also take a URL (gs://...,
+  # copied to a local cache) and the model keys a Hugging Face Hub id such as
+  # Qwen/Qwen2.5-Math-7B (from the HF cache; downloaded unless HF_HUB_OFFLINE=1).
   c.model = ml_collections.ConfigDict()
   c.model.preset = "tiny"
   c.model.hf_dir = ""
   c.model.dtype = "float32"
   c.model.remat = "none"
   c.model.attention_chunk = 0  # queries per attention block without a KV cache; 0 = all at once
-  c.model.tokenizer = "char"  # "char" or a directory with tokenizer files
+  c.model.tokenizer = "char"  # "char", a directory with tokenizer files, a URL or a Hub id
   # Start from this checkpoint directory (e.g. an SFT run's workdir); "" = random init or hf_dir.
   c.init_from = ""
 

@@ -66,12 +66,10 @@ def _load(parser: argparse.ArgumentParser, argv, *, data: bool = True):
                       f"see {parser.prog} --help.")
   config = apply_overrides(load_config_file(spec), overrides)
   check_config(config, data=data)
-  from prl_jax.run.model_dir import resolve_model_dir
-  # A run's workdir where a model is expected stands for its final export.
-  if config.get("init_from"):
-    config.init_from = resolve_model_dir(config.init_from, "init_from")
-  if "model" in config and config.model.get("hf_dir"):
-    config.model.hf_dir = resolve_model_dir(config.model.hf_dir, "model.hf_dir")
+  from prl_jax.run.model_dir import resolve_inputs
+  # A run's workdir where a model is expected stands for its final export; URLs and Hub ids
+  # become local copies.
+  resolve_inputs(config)
   if args.print_config:
     print(config)
     return None, args

@@ -7,6 +7,7 @@ must never touch the local disk, and a Hugging Face cache laid out in a temporar
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -122,3 +123,49 @@ def test_rl_run_and_resume_in_a_url_workdir(tmp_path, monkeypatch):
   results = run_eval(config, workdir)
   assert json.load(open(where / "eval" / "results.json"))["settings"]["n"] == 2
   assert sorted(os.listdir(tmp_path)) == ["bucket"]
+
+
+def test_config_with_a_hub_model_and_a_url_data_file_loads_offline(tmp_path, monkeypatch):
+  """model.hf_dir as a Hub id (from a pre-populated offline cache) and task.train_file as a URL
+  resolve to local copies that the run builds its context and weights from."""
+  import huggingface_hub.constants as hub_constants
+  import jax
+  from prl_jax.data import math_files
+  from prl_jax.models import hf
+  from prl_jax.models.config import preset
+  from prl_jax.models.tokenizer import CharTokenizer
+  from prl_jax.models.transformer import init_params
+  from prl_jax.run.context import build_context, initial_policy_params
+  from prl_jax.run.model_dir import resolve_inputs
+  from tests.test_train_loop import tiny_config
+
+  model = tmp_path / "model"
+  cfg = preset("tiny", vocab_size=CharTokenizer().vocab_size)
+  hf.save_hf(str(model), cfg, init_params(cfg, jax.random.key(3)))
+  CharTokenizer().save(str(model))
+  cache = tmp_path / "hub"
+  snapshot = _fake_hub_cache(cache, "someone/tiny-char", {})
+  shutil.copytree(model, snapshot, dirs_exist_ok=True)
+  monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+  monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+  monkeypatch.setenv("PRL_JAX_CACHE", str(tmp_path / "cache"))
+  monkeypatch.chdir(tmp_path)
+  data = tmp_path / "bucket" / "train.jsonl"
+  data.parent.mkdir()
+  from prl_jax.data.registry import get_task
+  math_files.write_jsonl(get_task("arithmetic").generate(8, (1, 2), 0, low=1, high=9), str(data))
+
+  config = tiny_config("rloo", **{"model.hf_dir": "someone/tiny-char", "task.name": "arithmetic",
+                                  "task.train_file": f"file://{data}"})
+  resolve_inputs(config)
+  assert config.model.hf_dir == snapshot
+  assert config.task.train_file.startswith(str(tmp_path / "cache"))
+  ctx = build_context(config, str(tmp_path / "run"))
+  assert len(ctx.train_examples) == 8
+  params = initial_policy_params(ctx)
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      init_params(cfg, jax.random.key(0)))
+
+  config.model.hf_dir = "someone/not-cached"
+  with pytest.raises(ConfigError, match="model.hf_dir='someone/not-cached'"):
+    resolve_inputs(config)

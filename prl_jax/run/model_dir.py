@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from prl_jax.config import ConfigError
+from prl_jax.run import paths
 
 
 def is_hf_dir(path: str) -> bool:
@@ -42,9 +43,11 @@ def checkpoint_source(path: str) -> tuple[str, int | None] | None:
 def resolve_model_dir(path: str, flag: str) -> str:
   """`path` if it is an HF-layout directory, else WORKDIR/final_hf for a run's workdir.
 
-  `flag` names the option or key in the error (e.g. "init_from"). Remote paths pass unchanged.
+  `flag` names the option or key in the error (e.g. "init_from"). A URL (gs://...) or a Hugging
+  Face Hub id (Qwen/Qwen2.5-Math-7B) is first made a local directory (prl_jax.run.paths).
   """
-  if not path or "://" in path:
+  path = paths.resolve_input(path, flag)
+  if not path:
     return path
   if not os.path.isdir(path):
     raise ConfigError(f"{flag}={path}: no such directory; pass an HF-layout model directory "
@@ -75,3 +78,22 @@ def locate(path: str, flag: str) -> tuple[str, str | None, int | None]:
     resolve_model_dir(path, flag)  # raises, naming what the path is
     return "hf", path, None
   return "checkpoint", source[0], source[1]
+
+
+def resolve_inputs(config) -> None:
+  """Makes every model, tokenizer and data file the config names local, in place: a run's
+  workdir stands for its final export, URLs are copied into the cache and Hub ids come from the
+  Hugging Face cache (prl_jax.run.paths). Each process resolves its own copy."""
+  if config.get("init_from"):
+    config.init_from = resolve_model_dir(config.init_from, "init_from")
+  if "model" in config and config.model.get("hf_dir"):
+    config.model.hf_dir = resolve_model_dir(config.model.hf_dir, "model.hf_dir")
+  if "model" in config and config.model.get("tokenizer") not in (None, "", "char"):
+    config.model.tokenizer = paths.resolve_input(config.model.tokenizer, "model.tokenizer")
+  if "task" in config:
+    for key in ("train_file", "eval_file"):
+      if config.task.get(key):
+        config.task[key] = paths.local_copy(config.task[key], f"task.{key}")
+  erprm = config.get("algo", {}).get("erprm", {})
+  if erprm.get("prm_dir"):
+    config.algo.erprm.prm_dir = paths.resolve_input(erprm.prm_dir, "algo.erprm.prm_dir")
