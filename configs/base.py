@@ -61,6 +61,12 @@ def get_config():
   c.task.prompt_column = "prompt"
   c.task.answer_column = ""
   c.task.verify_workers = -1  # -1: math answers in a process pool, synthetic tasks inline; 0: inline; n: n workers
+  # Reward functions (docs/data_and_rewards.md): "path.py:name" in verl's compute_score(data_source,
+  # solution_str, ground_truth, extra_info) or TRL's f(completions, **kwargs) form, several
+  # comma-separated, "verify" for the task's verifier; "" = the verifier alone. Each is logged as
+  # reward/<name>; the outcome is their weighted sum (reward_weights: comma-separated, "" = 1 each).
+  c.task.reward_fn = ""
+  c.task.reward_weights = ""
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all devices not used by the other axes
@@ -101,6 +107,10 @@ def get_config():
   c.algo.steps.mode = "token"  # token whole fixed delimiter
   c.algo.steps.length = 1
   c.algo.steps.delimiter = "\n"
+  # A step scorer "path.py:name", f(response, example, steps) -> one score per step: a rule-based
+  # or external PRM feeding method=oracle's step rewards (instead of the task's step checker) and
+  # method=erprm's solution scores (instead of algo.erprm.prm_dir); "" = off.
+  c.algo.steps.score_fn = ""
   c.algo.rloo = ml_collections.ConfigDict()
   c.algo.rloo.whiten = False  # true: masked whitening over the batch (PRIME's RLOO baseline)
   c.algo.ppo = ml_collections.ConfigDict()

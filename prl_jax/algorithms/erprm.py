@@ -32,4 +32,4 @@ def erprm_advantages(options, x: RLInputs) -> Advantages:
       "erprm/score_mean": jnp.mean(x.prm_score)})
 
 
-register(Recipe("erprm", erprm_advantages, frozen_prm=True, policy_loss="nll"))
+register(Recipe("erprm", erprm_advantages, frozen_prm=True, policy_loss="nll", unit_outcome=True))

@@ -82,4 +82,4 @@ register(Recipe("prime", prime_advantages, needs_ref=True, min_group_size=2,
                 prm=PrmTraining(prm_loss_fn, prm_batch,
                                 refresh=lambda options: options.prime.double_forward,
                                 mini_batch_rows=prm_mini_batch_rows),
-                step_mode=step_mode, check=check))
+                step_mode=step_mode, check=check, unit_outcome=True))

@@ -152,6 +152,8 @@ class Recipe:
       `RLInputs.step_rewards` (the oracle; no learned method reads it).
     step_mode: (options) -> the `prl_jax.ops.steps.step_end_mask` mode of `RLInputs.step_end`.
     check: (options) -> a message when the method's options are invalid, else None.
+    unit_outcome: the method reads the outcome reward as a probability in [0, 1] (PRIME's CE
+      PRM loss, ER-PRM); a task.reward_fn outcome outside it stops the run with a message.
   """
 
   name: str
@@ -165,6 +167,7 @@ class Recipe:
   step_checker: bool = False
   step_mode: Callable[[Any], str] = configured_steps
   check: Callable[[Any], str | None] = lambda options: None
+  unit_outcome: bool = False
 
 
 _RECIPES: dict[str, Recipe] = {}

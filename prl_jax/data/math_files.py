@@ -9,8 +9,9 @@ a list of dicts with the keys every task shares::
 "answer" is the reference the verifier compares against; "task" selects its scorer ("gsm8k",
 "math", "numina" all use the math-answer scorer; verl rows pick it from their data_source,
 `prl_jax.data.sources`); "difficulty" is an int or None; "prompt" is a string for text templates
-or a list of chat messages for chat templates. verl and TRL rows also keep "data_source" and
-their other columns ("extra_info", "columns"), which a `task.reward_fn` receives.
+or a list of chat messages for chat templates. verl and TRL rows also keep "data_source", their
+other columns ("extra_info", "columns") and whether the prompt was chat messages ("chat"), which
+a `task.reward_fn` receives.
 
 Supported layouts:
 
@@ -285,7 +286,8 @@ def load_eurus2(
     prompt = _prompt(template, question, messages)
     task = source_task(row.get("data_source"), row.get("ability"))
     record = _record(rid, prompt, question, "", str(truth).strip(), None, task)
-    return {**record, "data_source": row.get("data_source"), "extra_info": extra}
+    return {**record, "data_source": row.get("data_source"), "extra_info": extra,
+            "chat": isinstance(prompt, list)}
 
   return _keep(path, kind, split, example, screen)
 
@@ -339,7 +341,8 @@ def load_trl(
     task = source_task(row.get("data_source"), row.get("ability") or "math")
     record = _record(rid, prompt, question, text, answer, None, task)
     columns = {k: v for k, v in row.items() if k != prompt_column}
-    return {**record, "data_source": row.get("data_source"), "columns": columns}
+    return {**record, "data_source": row.get("data_source"), "columns": columns,
+            "chat": isinstance(prompt, list)}
 
   return _keep(path, "trl", split, example, screen)
 

@@ -43,6 +43,7 @@ import numpy as np
 from prl_jax.models.config import ModelConfig
 from prl_jax.progress import progress_bar
 from prl_jax.rewards.er_prm import er_prm_label
+from prl_jax.rewards.plugins import check_unit_outcome
 from prl_jax.sampling import SamplingConfig, bucket_length, sample_in_calls
 from prl_jax.sharding import DEFAULT_RULES
 
@@ -220,6 +221,7 @@ def monte_carlo_counts(problems: Sequence[dict], solutions: Sequence[str],
   if num_completions < 1:
     raise ValueError(f"monte_carlo_counts: num_completions must be >= 1, got {num_completions}")
   outcomes = [float(v) for v in check(list(solutions), list(problems))]
+  check_unit_outcome(np.asarray(outcomes), "erprm")  # labels count outcomes as right or wrong
   records, prompts, owners = [], [], []
   for j, (ex, text, done) in enumerate(zip(problems, solutions, finished)):
     steps = split_steps(text, min_chars, delimiter) or [""]

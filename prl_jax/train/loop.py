@@ -28,6 +28,7 @@ from prl_jax.eval.evaluate import evaluate
 from prl_jax.models.logprobs import response_logprobs
 from prl_jax.ops.steps import step_end_mask
 from prl_jax.prm.frozen import load_frozen_prm, score_rollouts
+from prl_jax.rewards.plugins import check_unit_outcome
 from prl_jax.run import updates
 from prl_jax.run.batch import PolicyBatch, SequenceBatch, make_sequences
 from prl_jax.run.checkpoint import Checkpointer
@@ -238,6 +239,8 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
   step_key = jax.random.fold_in(wrap_key(state.rng), state.step)
   sample_key, update_key = jax.random.split(step_key)
   rollouts = collect_rollouts(ctx, state.policy.params, stream, sample_key)
+  if recipe.unit_outcome:  # PRIME's CE, ER-PRM: a task.reward_fn outcome must be a probability
+    check_unit_outcome(rollouts.outcome, config.method)
   t_rollout = time.perf_counter() - start
   seq = ctx.place_batch(make_sequences(rollouts.prompt_ids, rollouts.response_ids, ctx.prompt_len,
                                        config.rollout.max_new_tokens, ctx.tokenizer.pad_id))

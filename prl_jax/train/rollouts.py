@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from prl_jax.algorithms.filters import accuracy_filter, truncation_filter
+from prl_jax.rewards.plugins import score_with_metrics
 from prl_jax.run.context import RunContext
 from prl_jax.sampling import sample_in_calls
 
@@ -122,7 +123,7 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
   draw = want * config.filter.oversample if filtering else want
   max_rounds = config.filter.max_rounds if filtering else 1
   accepted, rejected = [], []  # (stream position, group)
-  rounds, sampled_tokens, all_outcomes = 0, 0, []
+  rounds, sampled_tokens, all_outcomes, reward_metrics = 0, 0, [], []
   while len(accepted) < want and rounds < max_rounds:
     positions, stream.buffer = stream.buffer[:draw], stream.buffer[draw:]
     positions += stream.take_positions(draw - len(positions))
@@ -132,8 +133,10 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
     responses = [row[m].tolist() for row, m in zip(tokens, mask)]
     sampled_tokens += int(mask.sum())
     texts = [ctx.tokenizer.decode(r) for r in responses]
-    outcome = np.asarray(ctx.verifier(texts, [ex for ex in examples for _ in range(n)]),
-                         np.float32)
+    rewards, round_metrics = score_with_metrics(ctx.verifier, texts,
+                                                [ex for ex in examples for _ in range(n)])
+    outcome = np.asarray(rewards, np.float32)
+    reward_metrics.append(round_metrics)  # reward/<name> of task.reward_fn's functions
     all_outcomes.append(outcome)
     keep = np.ones(draw, bool)
     if filtering:
@@ -154,7 +157,9 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
   stream.buffer += [position for position, _ in accepted[want:]]
   groups = [group for _, group in (accepted + rejected)[:want]]
   sampled = np.concatenate(all_outcomes)
-  return Rollouts.of(groups, {
+  per_reward = {k: float(np.mean([m[k] for m in reward_metrics if k in m]))
+                for k in reward_metrics[0]}  # rounds are equal-sized: the mean of round means
+  return Rollouts.of(groups, {**per_reward,
       "rollout/reward": float(sampled.mean()), "rollout/rounds": rounds,
       "rollout/sampled": len(sampled), "rollout/buffered": len(stream.buffer),
       "filter/accepted": min(len(accepted), want) / want,
