@@ -12,7 +12,7 @@
 #
 # Example:
 #   launch/tpu_vm.sh -s my-run us-central2-b v4-32 tpu-ubuntu2204-base -- \
-#       prl-jax train --config configs/paper/prime.py --workdir gs://my-bucket/runs/prime
+#       prl-jax train --config configs/paper/prime_eurus2_7b.py --workdir gs://my-bucket/runs/prime
 set -euo pipefail
 
 usage() {
