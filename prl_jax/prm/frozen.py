@@ -3,14 +3,15 @@
 The PRM is an HF directory written by `prl-jax erprm` (weights, config.json and prm.json). Each
 response is split into steps as the PRM's labels were, its step scores softmax([z+, z-])[0] are
 read at the step ends (`prl_jax.prm.model.prm_step_scores`) and aggregated into one solution
-score with `algo.erprm.agg` (min, product, last or mean; ER-PRM uses min).
+score with `algo.erprm.agg` (min, product, last or mean; ER-PRM uses min). A step scorer in
+algo.steps.score_fn (`prl_jax.prm.step_fn`) takes the trained PRM's place (`frozen_scorer`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -20,6 +21,7 @@ from prl_jax.config import ConfigError
 from prl_jax.models.config import ModelConfig
 from prl_jax.prm import model as prm_lib
 from prl_jax.prm.scoring import prm_step_score_lists, solution_scores
+from prl_jax.prm.step_fn import load_step_fn, step_score_lists
 from prl_jax.rewards.er_prm import AGGREGATIONS
 
 
@@ -64,3 +66,18 @@ def score_rollouts(prm: FrozenPrm, ctx: Any, examples: Sequence[dict], texts: Se
       np.asarray(finished).reshape(-1, group_size), ctx.prompt_len,
       ctx.config.rollout.max_new_tokens, rows=rows, place=ctx.place_batch)
   return solution_scores(steps, prm.agg, (rows // group_size, group_size)).reshape(-1)
+
+
+def frozen_scorer(ctx: Any) -> Callable[[Any], np.ndarray]:
+  """Rollouts -> [B] solution scores: of algo.steps.score_fn's step scores when it is set, else
+  of the trained PRM in algo.erprm.prm_dir; both aggregated with algo.erprm.agg."""
+  config = ctx.config
+  if config.algo.steps.score_fn:
+    fn, agg = load_step_fn(config.algo.steps.score_fn), config.algo.erprm.agg
+    if agg not in AGGREGATIONS:
+      raise ConfigError(f"algo.erprm.agg={agg!r}; choose one of {AGGREGATIONS}.")
+    return lambda r: solution_scores(
+        step_score_lists(fn, r.texts, r.examples, config.algo.steps.delimiter), agg,
+        (len(r.texts), 1)).reshape(-1)
+  prm = load_frozen_prm(ctx)
+  return lambda r: score_rollouts(prm, ctx, r.examples, r.texts, ~r.truncated, config.rollout.n)

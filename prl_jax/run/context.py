@@ -26,6 +26,7 @@ from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig, preset
 from prl_jax.models.tokenizer import CharTokenizer, load_tokenizer
 from prl_jax.models.transformer import init_params
+from prl_jax.rewards import plugins
 from prl_jax.run import paths
 from prl_jax.sampling import SamplingConfig
 
@@ -74,9 +75,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("task.template applies to the synthetic tasks and to text prompts of the "
                       "trl layout; other data files carry the template of their layout "
                       "(prl_jax.data.math_files), so leave it 'plain'.")
-  if recipe.frozen_prm and not config.algo.erprm.prm_dir:
+  if recipe.frozen_prm and not (config.algo.erprm.prm_dir or config.algo.steps.score_fn):
     raise ConfigError(f"method={config.method} scores rollouts with a trained PRM: set "
-                      "algo.erprm.prm_dir to a PRM directory written by `prl-jax erprm`.")
+                      "algo.erprm.prm_dir to a PRM directory written by `prl-jax erprm`, or "
+                      "algo.steps.score_fn=path.py:name to a step scorer.")
+  if config.algo.steps.score_fn:  # a missing file or function fails here, before any compile
+    try:
+      plugins.load_function(config.algo.steps.score_fn, "algo.steps.score_fn")
+    except plugins.RewardFnError as err:
+      raise ConfigError(str(err)) from err
   for key, path in (("task.train_file", config.task.train_file),
                     ("algo.erprm.prm_dir", config.algo.erprm.prm_dir),
                     ("task.eval_file", config.task.eval_file),

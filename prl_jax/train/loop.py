@@ -27,7 +27,7 @@ from prl_jax.algorithms.registry import get_recipe
 from prl_jax.eval.evaluate import evaluate
 from prl_jax.models.logprobs import response_logprobs
 from prl_jax.ops.steps import step_end_mask
-from prl_jax.prm.frozen import load_frozen_prm, score_rollouts
+from prl_jax.prm.frozen import frozen_scorer
 from prl_jax.rewards.plugins import check_unit_outcome
 from prl_jax.run import updates
 from prl_jax.run.batch import PolicyBatch, SequenceBatch, make_sequences
@@ -170,10 +170,8 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
                                                           s.token_mask, s.prompt_len, chunk))
 
   prm_scores = None
-  if recipe.frozen_prm:
-    frozen = load_frozen_prm(ctx)
-    prm_scores = lambda r: score_rollouts(frozen, ctx, r.examples, r.texts, ~r.truncated,
-                                          config.rollout.n)
+  if recipe.frozen_prm:  # a PRM from algo.erprm.prm_dir, or the step scorer algo.steps.score_fn
+    prm_scores = frozen_scorer(ctx)
 
   return RunFunctions(
       logprobs=jax.jit(logprobs),
@@ -263,7 +261,8 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
   step_end = _step_ends(ctx, recipe, seq)
   if recipe.step_checker:
     step_rewards = ctx.place_batch(checker_step_rewards(rollouts.texts, rollouts.examples,
-                                                        distributed.to_host(step_end)))
+                                                        distributed.to_host(step_end),
+                                                        config.algo.steps))
   inputs = RLInputs(outcome=outcome, mask=seq.response_mask, old_logp=old_logp, ref_logp=ref_logp,
                     prm_token=prm_token, values=values, step_end=step_end,
                     group_size=config.rollout.n, prm_score=prm_score, step_rewards=step_rewards)
