@@ -214,7 +214,18 @@ def get_config():
   c.checkpoint.allow_changes = ""
 
   c.log = ml_collections.ConfigDict()
-  c.log.every = 1
+  c.log.every = 1  # a metrics row every k steps (eval steps, the first and the last always)
   c.log.tensorboard = True
   c.log.progress = True
   return c
+  # Weights & Biases (the optional wandb extra): every row, and the sample tables. wandb_mode:
+  # "offline" writes the run under WORKDIR/wandb without network (`wandb sync` later), "" leaves
+  # it to wandb (WANDB_MODE). The run id comes from the workdir, so a resume continues it.
+  c.log.wandb = False
+  c.log.wandb_project = "prl_jax"
+  c.log.wandb_name = ""  # "" = the workdir's name
+  c.log.wandb_mode = ""
+  # Every k RL steps (0 = never), log.num_samples rollouts (prompt, response, reward, per-step
+  # process rewards) to WORKDIR/samples.jsonl and a wandb table.
+  c.log.samples_every = 0
+  c.log.num_samples = 4

@@ -107,7 +107,7 @@ TRAIN = [sys.executable, "-c", "import sys; from prl_jax.cli import main; sys.ex
          "--config.eval.n=2", "--config.checkpoint.save_hf=True", "--config.log.progress=False",
          "--config.log.tensorboard=False", f"--config.optim.lr={LR}"]
 COMPARED = ("prm/loss", "prm/grad_norm", "policy/loss", "policy/grad_norm", "policy/approx_kl",
-            "rollout/tokens", "eval/mean_at_n", "eval/greedy")
+            "rollout/tokens", "eval/mean@2", "eval/greedy")
 
 
 @pytest.mark.slow  # three processes compile PRIME (about 3 min on 2 cores); the worker test above is fast

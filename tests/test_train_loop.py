@@ -157,10 +157,10 @@ def test_periodic_eval_is_logged_and_reproducible(tmp_path):
   train(config, second)
   rows = read_metrics(os.path.join(first, "metrics.jsonl"))
   evals = [{k: v for k, v in r.items() if k.startswith("eval/")} for r in rows]
-  assert [sorted(e) for e in evals] == [[], sorted(["eval/mean_at_n", "eval/pass_at_n",
+  assert [sorted(e) for e in evals] == [[], sorted(["eval/mean@2", "eval/pass@2",
                                                    "eval/greedy"])] * 2
   for e in evals[1::2]:
-    assert 0.0 <= e["eval/mean_at_n"] <= e["eval/pass_at_n"] <= 1.0
+    assert 0.0 <= e["eval/mean@2"] <= e["eval/pass@2"] <= 1.0
   resumed = read_metrics(os.path.join(second, "metrics.jsonl"))
   assert [{k: v for k, v in r.items() if k.startswith("eval/")} for r in resumed] == evals
 

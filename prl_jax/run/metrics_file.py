@@ -1,4 +1,5 @@
-"""Metrics out of a run: one JSON line per step, TensorBoard event files, and a progress bar.
+"""Metrics out of a run: one JSON line per step, TensorBoard event files, wandb (log.wandb), rollout
+samples (samples.jsonl) and a progress bar.
 
 Only the main process writes (every process computes the same replicated metrics). The JSONL file
 is appended to, so a resumed run continues its history; lines of steps past the resume point
@@ -14,9 +15,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+from typing import Any, Mapping
 
 from prl_jax.progress import progress_bar
-from prl_jax.run import paths
+from prl_jax.run import paths, tracking
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +38,12 @@ class MetricsWriter:
 
   def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True,
                progress: bool = True, total: int | None = None, resume_step: int = 0,
-               filename: str = "metrics.jsonl", desc: str | None = None):
+               filename: str = "metrics.jsonl", desc: str | None = None,
+               wandb: Mapping[str, Any] | None = None):
     self.enabled, self.progress, self.total = enabled, progress, total
     self.path = paths.join(workdir, filename)
-    self._tb = None
+    self.samples_path = paths.join(workdir, tracking.SAMPLES_FILE)
+    self._tb = self._wandb = None
     # By default the file names the job: "metrics.jsonl" -> "train", "sft_metrics.jsonl" -> "sft".
     desc = desc or filename.replace("metrics.jsonl", "").rstrip("_") or "train"
     self._bar = progress_bar(total, desc, enabled=enabled and progress, unit="step",
@@ -48,6 +52,9 @@ class MetricsWriter:
       return
     paths.makedirs(workdir)
     truncate_after(self.path, resume_step)
+    truncate_after(self.samples_path, resume_step)
+    if wandb is not None:  # wandb.init arguments (prl_jax.run.tracking.wandb_settings)
+      self._wandb = tracking.WandbRun(wandb)
     if tensorboard:
       try:
         from tensorboardX import SummaryWriter
@@ -67,14 +74,28 @@ class MetricsWriter:
     if self._tb is not None:
       for key, value in metrics.items():
         self._tb.add_scalar(key, value, step)
+    if self._wandb is not None:
+      self._wandb.log(step, metrics)
     self._bar.set_postfix({label: metrics[k] for k, label in self.PROGRESS_KEYS if k in metrics},
                           refresh=False)
     self._bar.update(step - self._bar.n)  # steps between writes (log.every > 1) count too
+
+  def write_samples(self, step: int, rows: list[dict]) -> None:
+    """A few rollouts of `step` (prl_jax.run.tracking.sample_rows): one line each in
+    WORKDIR/samples.jsonl, and a table in wandb when it is on."""
+    if not self.enabled or not rows:
+      return
+    for row in rows:
+      append_line(self.samples_path, json.dumps({"step": step, **row}, sort_keys=True))
+    if self._wandb is not None:
+      self._wandb.log_samples(step, rows)
 
   def close(self) -> None:
     self._bar.close()
     if self._tb is not None:
       self._tb.close()
+    if self._wandb is not None:
+      self._wandb.finish()
 
 
 def append_line(path: str, line: str) -> None:

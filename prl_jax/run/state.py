@@ -102,6 +102,31 @@ def optimizers(config: ml_collections.ConfigDict):
           adamw(o.value_lr, grad_clip=o.grad_clip, weight_decay=o.weight_decay, **common))
 
 
+def update_count(opt_state) -> int:
+  """How many updates an AdamW state (`adamw`) has applied: its schedule's step counter."""
+  is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+  found = [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_schedule) if is_schedule(x)]
+  return int(jax.device_get(found[0].count)) if found else 0
+
+
+def applied_learning_rates(config: ml_collections.ConfigDict, state: TrainState) -> dict:
+  """optim/lr (and optim/prm_lr, optim/value_lr when trained): the learning rate each optimizer
+  used for its last update, its schedule at (its update count - 1).
+
+  An RL step makes ppo_epochs x mini-batches optimizer updates and the optax schedule counts
+  those, not RL steps, so the schedule evaluated at the RL step would name a rate never used.
+  """
+  o = config.optim
+  rates = {}
+  for name, lr, model in (("optim/lr", o.lr, state.policy), ("optim/prm_lr", o.prm_lr, state.prm),
+                          ("optim/value_lr", o.value_lr, state.value)):
+    if model is None:
+      continue
+    schedule = learning_rate_schedule(lr, o.schedule, o.warmup_steps, config.train.steps)
+    rates[name] = float(schedule(max(update_count(model.opt_state) - 1, 0)))
+  return rates
+
+
 def needs_reference(config: ml_collections.ConfigDict, recipe: Recipe) -> bool:
   """Whether the run holds a frozen reference: the recipe asks for one (in the configured mode
   of the method) or the policy loss has a KL term."""

@@ -37,7 +37,9 @@ from prl_jax.run.context import RunContext, build_context
 from prl_jax.run.interrupt import StopSignals, nothing_to_do
 from prl_jax.run.metrics_file import MetricsWriter
 from prl_jax.run.nonfinite import NonFiniteError, error_message, nonfinite
-from prl_jax.run.state import TrainState, init_state, optimizers, wrap_key
+from prl_jax.run import tracking
+from prl_jax.run.state import (TrainState, applied_learning_rates, init_state, optimizers,
+                               wrap_key)
 from prl_jax.train import objectives
 from prl_jax.train.rollouts import PromptStream, Rollouts, collect_rollouts
 from prl_jax.train.step_checker import checker_step_rewards
@@ -230,8 +232,11 @@ def _prm_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainSt
 
 
 def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainState,
-            stream: PromptStream) -> tuple[TrainState, dict]:
-  """One synchronous RL step; returns the new state and host-side metrics."""
+            stream: PromptStream, samples: list | None = None) -> tuple[TrainState, dict]:
+  """One synchronous RL step; returns the new state and host-side metrics.
+
+  A `samples` list receives log.num_samples of the step's rollouts (prl_jax.run.tracking).
+  """
   config = ctx.config
   start = time.perf_counter()
   step_key = jax.random.fold_in(wrap_key(state.rng), state.step)
@@ -270,6 +275,12 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
   advantages = out.token
   if out.process_reward is not None:
     metrics.update(_step_diagnostics(ctx, seq, rollouts, out.process_reward))
+  if samples is not None:
+    host = distributed.to_host
+    samples.extend(tracking.sample_rows(
+        [ex["prompt"] for ex in rollouts.examples], rollouts.texts, rollouts.outcome,
+        None if out.process_reward is None else host(out.process_reward), host(step_end),
+        host(seq.response_mask), config.log.num_samples))
   metrics.update({f"adv/{k}" if "/" not in k else k: v for k, v in out.metrics.items()})
   value_state = state.value
   if recipe.value:
@@ -281,6 +292,7 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
                                 advantages=advantages), update_key)
   metrics.update({f"policy/{k}": v for k, v in policy_metrics.items()})
   new_state = state.replace(step=state.step + 1, policy=policy, prm=prm_state, value=value_state)
+  metrics.update(applied_learning_rates(config, new_state))
   metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
   elapsed = time.perf_counter() - start
   lengths = np.asarray([len(r) for r in rollouts.response_ids])
@@ -309,7 +321,7 @@ def periodic_eval(ctx: RunContext, params, step: int) -> dict:
                      batch_prompts=max(1, rows // config.eval.n))
   overall = results["summary"]
   n = config.eval.n
-  return {"eval/mean_at_n": overall[f"mean@{n}"], "eval/pass_at_n": overall[f"pass@{n}"],
+  return {f"eval/mean@{n}": overall[f"mean@{n}"], f"eval/pass@{n}": overall[f"pass@{n}"],
           "eval/greedy": overall["greedy"]}
 
 
@@ -360,7 +372,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
   stream = PromptStream(ctx.train_examples, config.seed, position, buffer)
   writer = MetricsWriter(workdir, enabled=distributed.is_main_process(), resume_step=int(state.step),
                          tensorboard=config.log.tensorboard, progress=config.log.progress,
-                         total=config.train.steps)
+                         total=config.train.steps, wandb=tracking.wandb_settings(config, workdir))
   metrics: dict = {}
   done = 0
   stop = StopSignals().install()  # Ctrl-C / SIGTERM: save the step under way, then stop
@@ -371,7 +383,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
       before = None
       if config.train.skip_nonfinite:  # the updates donate the state: keep a copy to go back to
         before = jax.tree_util.tree_map(jnp.copy, (state.policy, state.prm, state.value))
-      state, metrics = rl_step(ctx, recipe, fns, state, stream)
+      samples = [] if tracking.samples_due(config, int(state.step) + 1) else None
+      state, metrics = rl_step(ctx, recipe, fns, state, stream, samples)
       totals = _add_totals(totals, metrics)
       metrics.update(totals)
       done += 1
@@ -388,9 +401,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
         skipped += bool(bad)
         metrics["train/skipped_updates"] = skipped
       is_last = step == config.train.steps
-      if config.eval.every and (step % config.eval.every == 0 or is_last):
+      evaluated = config.eval.every and (step % config.eval.every == 0 or is_last)
+      if evaluated:
         metrics.update(periodic_eval(ctx, state.policy.params, step))
-      writer.write(step, metrics)
+      if step % config.log.every == 0 or is_last or evaluated or step == 1 or bad:
+        writer.write(step, metrics)  # log.every thins the rows; evals and the ends always show
+      writer.write_samples(step, samples or [])
       if step % config.checkpoint.every == 0 or is_last or stop.requested:
         _save(ckpt, state, stream, ctx, metrics, force=True)
       stop.raise_if_requested(step, workdir)

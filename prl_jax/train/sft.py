@@ -22,7 +22,7 @@ import numpy as np
 from prl_jax import distributed
 from prl_jax.data.demonstrations import demonstrator
 from prl_jax.config import ConfigError
-from prl_jax.run import nonfinite, paths, updates
+from prl_jax.run import nonfinite, paths, tracking, updates
 from prl_jax.run.batch import make_sequences
 from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.config_record import record_config
@@ -93,7 +93,8 @@ def sft(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | Non
   state = ctx.place_state(state)
   writer = MetricsWriter(workdir, enabled=distributed.is_main_process(), resume_step=step,
                          tensorboard=config.log.tensorboard, progress=config.log.progress,
-                         total=s.steps, filename="sft_metrics.jsonl")
+                         total=s.steps, filename="sft_metrics.jsonl",
+                         wandb=tracking.wandb_settings(config, workdir))
   metrics, done = {}, 0
   stop = StopSignals().install()  # Ctrl-C / SIGTERM: save the step under way, then stop
   try:
