@@ -217,7 +217,6 @@ def get_config():
   c.log.every = 1  # a metrics row every k steps (eval steps, the first and the last always)
   c.log.tensorboard = True
   c.log.progress = True
-  return c
   # Weights & Biases (the optional wandb extra): every row, and the sample tables. wandb_mode:
   # "offline" writes the run under WORKDIR/wandb without network (`wandb sync` later), "" leaves
   # it to wandb (WANDB_MODE). The run id comes from the workdir, so a resume continues it.
@@ -229,3 +228,4 @@ def get_config():
   # process rewards) to WORKDIR/samples.jsonl and a wandb table.
   c.log.samples_every = 0
   c.log.num_samples = 4
+  return c
