@@ -103,6 +103,7 @@ def test_rl_run_and_resume_in_a_url_workdir(tmp_path, monkeypatch):
   events, checkpoints and eval outputs at the URL's place (none under the working directory,
   where a path-unaware open() would create "file:/..."), and a resume continues from step 2."""
   from prl_jax.eval.evaluate import run_eval
+  from prl_jax.run.export import export_checkpoint
   from prl_jax.train.loop import train
   from tests.test_train_loop import tiny_config
 
@@ -120,8 +121,11 @@ def test_rl_run_and_resume_in_a_url_workdir(tmp_path, monkeypatch):
   train(config, workdir)
   assert [r["step"] for r in read_metrics(str(where / "metrics.jsonl"))] == [1, 2, 3]
   assert "3" in os.listdir(where / "checkpoints")
-  results = run_eval(config, workdir)
+  run_eval(config, workdir)
   assert json.load(open(where / "eval" / "results.json"))["settings"]["n"] == 2
+  assert (where / "eval" / "pass_at_k.png").stat().st_size > 0
+  assert export_checkpoint(workdir, f"{workdir}/export", step=2) == 2  # config.json read back
+  assert {"config.json", "model.safetensors"} <= set(os.listdir(where / "export"))
   assert sorted(os.listdir(tmp_path)) == ["bucket"]
 
 

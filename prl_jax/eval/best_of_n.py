@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy as np
 
 from prl_jax.eval.metrics import best_of_n_select, majority_vote, pass_at_k
 from prl_jax.eval.plots import line_plot
+from prl_jax.run import paths as run_paths
 
 ORACLE, MAJORITY = "oracle (pass@N)", "majority vote"
 
@@ -189,10 +189,8 @@ def markdown_table(results: dict, columns: Sequence[str] | None = None) -> str:
 def write_report(results: dict, out_dir: str, main_columns: Sequence[str], *,
                  stem: str = "best_of_n", title: str = "Best-of-N") -> dict[str, str]:
   """Writes {stem}.json, {stem}.md (main table, then every method) and {stem}.png."""
-  os.makedirs(out_dir, exist_ok=True)
-  paths = {ext: os.path.join(out_dir, f"{stem}.{ext}") for ext in ("json", "md", "png")}
-  with open(paths["json"], "w") as fh:
-    json.dump(results, fh, indent=2, sort_keys=True)
+  paths = {ext: run_paths.join(out_dir, f"{stem}.{ext}") for ext in ("json", "md", "png")}
+  run_paths.write_text(paths["json"], json.dumps(results, indent=2, sort_keys=True))
   i_max = len(results["budgets"]) - 1
   lines = [f"# {title}", "",
            f"{results['num_problems']} problems, {results['n_max']} candidates each, "
@@ -220,8 +218,7 @@ def write_report(results: dict, out_dir: str, main_columns: Sequence[str], *,
     lines += ["", "The same AUC for the Monte Carlo training labels themselves, by eta:", ""]
     lines += [f"- eta={eta}: {auc:.3f}" for eta, auc in label_auc.items()]
   lines += ["", "Every method:", "", markdown_table(results), ""]
-  with open(paths["md"], "w") as fh:
-    fh.write("\n".join(lines))
+  run_paths.write_text(paths["md"], "\n".join(lines))
   ns = results["budgets"]
   line_plot({name: (ns, [100 * a for a in results["methods"][name]["accuracy"]])
              for name in main_columns}, paths["png"], xlabel="N (candidates per problem)",

@@ -11,13 +11,14 @@ notebook that imports this module keeps its own backend.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from prl_jax.run import paths
 
 
 def _check_series(label: str, x: np.ndarray, y: np.ndarray) -> None:
@@ -30,8 +31,9 @@ def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], pat
               **options) -> str:
   """`line_figure(series, **options)` saved to `path` (PNG; its folder is created); returns it."""
   fig = line_figure(series, **options)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, format="png")
+  paths.makedirs(paths.parent(path))
+  with paths.open(path, "wb") as fh:  # a local file or a URL (prl_jax.run.paths)
+    fig.savefig(fh, format="png")
   return path
 
 

@@ -15,13 +15,13 @@ difficulty, prompts are). The same pass gives pi's token entropy on its own samp
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import numpy as np
 
 from prl_jax.eval.evaluate import load_policy, prompt_ids
 from prl_jax.models.logprobs import response_logprobs
+from prl_jax.run import paths
 from prl_jax.run.batch import make_sequences
 from prl_jax.run.context import build_context
 from prl_jax.sampling import SamplingConfig, sample_in_calls
@@ -90,9 +90,7 @@ def run_policy_kl(config, workdir: str, *, model_dir: str, reference_dir: str, n
   out = policy_kl(policy, reference, examples, policy.tokenizer, n=config.eval.n,
                   max_new_tokens=config.rollout.max_new_tokens, seed=config.seed)
   out.update(model=model_dir, reference=reference_dir)
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  with open(out_path, "w") as fh:
-    json.dump(out, fh, indent=1, sort_keys=True)
+  paths.write_text(out_path, json.dumps(out, indent=1, sort_keys=True))
   if hasattr(ctx.verifier, "close"):
     ctx.verifier.close()
   return out

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import jax
 import ml_collections
 
 from prl_jax.algorithms.registry import get_recipe
 from prl_jax.config import ConfigError
+from prl_jax.run import paths
 from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.context import build_context
 from prl_jax.run.state import init_state
@@ -37,12 +37,11 @@ def _tuples(tree):
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a run recorded in WORKDIR/config.json."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  path = paths.join(workdir, "config.json")
+  if not paths.isfile(path):
     raise ConfigError(f"{workdir} has no config.json (written by `prl-jax train`/`sft` when a "
                       "run starts); pass the workdir of a run.")
-  with open(path) as fh:
-    return ml_collections.ConfigDict(_tuples(json.load(fh)))
+  return ml_collections.ConfigDict(_tuples(json.loads(paths.read_text(path))))
 
 
 def export_checkpoint(workdir: str, out: str, *, step: int | None = None,
@@ -52,7 +51,7 @@ def export_checkpoint(workdir: str, out: str, *, step: int | None = None,
   if what not in WHAT:
     raise ConfigError(f"--what {what}: choose one of {WHAT}.")
   config = run_config(workdir)
-  directory = os.path.join(workdir, "checkpoints")
+  directory = paths.join(workdir, "checkpoints")
   with Checkpointer(directory, read_only=True) as ckpt:
     steps = ckpt.all_steps()
     if not steps:

@@ -131,6 +131,19 @@ def open(path: str, mode: str = "r", **kwargs) -> IO:  # pylint: disable=redefin
   return fsspec.open(path, mode, **kwargs).open()
 
 
+def parent(path: str) -> str:
+  """The directory holding `path` (absolute for a local path)."""
+  if is_url(path):
+    return posixpath.dirname(path.rstrip("/"))
+  return os.path.dirname(os.path.abspath(path))
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` whole (`write_atomic`), creating its directory first."""
+  makedirs(parent(path))
+  write_atomic(path, text)
+
+
 def read_text(path: str) -> str:
   with open(path, "r", encoding="utf-8") as fh:
     return fh.read()
