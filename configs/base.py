@@ -155,6 +155,15 @@ def get_config():
   c.algo.erprm.plus_token = "+"
   c.algo.erprm.minus_token = "-"
   c.algo.erprm.agg = "min"  # min | product | last | mean over step scores
+  # `prl-jax erprm` on step labels from files instead of Monte Carlo labels (docs/data_and_rewards.md):
+  # TRL stepwise-supervision rows (prompt, completions, labels) or Math-Shepherd rows (input with
+  # data_tag after each step, label with +/- in its place); format "auto" tells them by columns.
+  c.algo.erprm.prm_data = ""
+  c.algo.erprm.prm_data_format = "auto"  # auto | trl | math_shepherd
+  c.algo.erprm.data_tag = "ки"  # the step tag in Math-Shepherd-style data
+  # The PRM reads step k at this tag inserted after the step (e.g. " ки", as Math-Shepherd's and
+  # ER-PRM's PRMs are read); "" = at the step's own last token, nothing inserted.
+  c.algo.erprm.step_tag = ""
   c.algo.loss = ml_collections.ConfigDict()
   c.algo.loss.clip_low = 0.2
   c.algo.loss.clip_high = 0.2

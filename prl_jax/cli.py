@@ -256,6 +256,7 @@ def _erprm_args(argv, command, with_prm, description):
   config, args = _load(parser, argv)
   args = vars(args)
   args.pop("print_config")
+  args.pop("config", None)  # --config is read by split_config_args; argparse only lists it
   workdir, prms = args.pop("workdir"), args.pop("prm", None)
   return config, workdir, prms, ErprmOptions(**args)
 

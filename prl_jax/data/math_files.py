@@ -72,6 +72,8 @@ LAYOUTS = {
   "task": "a .jsonl file written by write_jsonl, one example per line with keys " + ", ".join(SCHEMA),
 }
 LAYOUTS["verl"] = LAYOUTS["eurus2"]  # verl's RLHFDataset rows under their own name
+LAYOUTS["prm"] = ("step-labelled PRM data (algo.erprm.prm_data): TRL stepwise-supervision or "
+                  "Math-Shepherd rows")
 
 
 # ----------------------------------------------------------------------------- files

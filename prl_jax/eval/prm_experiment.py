@@ -25,7 +25,9 @@ from prl_jax.eval.best_of_n import (MAJORITY, ORACLE, accuracy_curves, roc_auc,
                                     within_problem_auc, write_report)
 from prl_jax.eval.metrics import AGGREGATIONS
 from prl_jax.models.config import ModelConfig
-from prl_jax.prm import labels
+from prl_jax.data.math_files import resolve_files
+from prl_jax.data.rows import DataFileError, RowScreen
+from prl_jax.prm import imports, labels
 from prl_jax.prm import model as prm_model
 from prl_jax.prm.scoring import prm_step_score_lists, solution_scores
 from prl_jax.progress import say
@@ -285,8 +287,13 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
   ctx = build_context(config, out)
   for key in ("plus_token", "minus_token"):
     prm_model.token_id(ctx.tokenizer, e[key], f"algo.erprm.{key}")
+  _check_step_tag(ctx.tokenizer, e.step_tag)
   policy = _policy(ctx)
   delimiter = config.algo.steps.delimiter
+  base = dict(plus_token=e.plus_token, minus_token=e.minus_token,
+              min_step_chars=options.min_step_chars, delimiter=delimiter, step_tag=e.step_tag)
+  if e.prm_data:  # step labels from a data set instead of Monte Carlo rollouts
+    return _run_on_prm_data(ctx, policy, out, options, base)
 
   # 1. Monte Carlo labels on training problems (distinct questions, in a seeded random order).
   rng = np.random.default_rng(config.seed)
@@ -321,8 +328,6 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
   say(f"labels: {label_stats}")
 
   # 2. PRMs at the ER-PRM eta, the hard and the soft limit, and an outcome RM.
-  base = dict(plus_token=e.plus_token, minus_token=e.minus_token,
-              min_step_chars=options.min_step_chars, delimiter=delimiter)
   eta_text = f"{float(e.eta):g}"
   specs = [(f"prm_eta{eta_text}", prm_model.PrmSpec(f"ER-PRM (eta={eta_text})", "prm",
                                                   labels.eta_key(e.eta), **base)),
@@ -343,5 +348,50 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
   # 3. Best-of-N on held-out problems (unseen by SFT and by the labels).
   results, main = evaluate_prms(ctx, policy, trained, options, _train_questions(ctx), agg=e.agg)
   results["labels"] = label_stats
+  write_report(results, out, main, title=f"Best-of-N on held-out problems, aggregation {e.agg}")
+  return results
+
+
+def _check_step_tag(tokenizer, tag: str) -> None:
+  """A step tag the tokenizer cannot encode is a config error naming algo.erprm.step_tag."""
+  try:
+    ids = tokenizer.encode(tag) if tag else [0]
+  except (ValueError, KeyError) as err:
+    raise ConfigError(f"algo.erprm.step_tag={tag!r} cannot be encoded by the tokenizer ({err}); "
+                      "choose a tag in its vocabulary, or '' to read each step's last token.")
+  if not ids:
+    raise ConfigError(f"algo.erprm.step_tag={tag!r} encodes to no tokens; choose a visible tag.")
+
+
+def _run_on_prm_data(ctx: Any, policy: Any, out: str, options: ErprmOptions, base: dict) -> dict:
+  """`prl-jax erprm` on step labels from files (algo.erprm.prm_data): one PRM trained on them
+  (WORKDIR/erprm/prm_data), then best-of-N as after Monte Carlo labelling."""
+  config, e = ctx.config, ctx.config.algo.erprm
+  screen = RowScreen(skip=config.task.skip_bad_rows)
+  try:
+    records = imports.load_prm_rows(resolve_files(e.prm_data, "prm"), e.prm_data_format,
+                                    tag=e.data_tag, delimiter=base["delimiter"], screen=screen)
+  except (DataFileError, FileNotFoundError, ValueError) as err:
+    raise ConfigError(f"algo.erprm.prm_data: {err}") from err
+  if screen.total:
+    say(screen.warning())
+  if not records:
+    raise ConfigError(f"algo.erprm.prm_data={e.prm_data!r} holds no usable rows.")
+  stats = {"solutions": len(records), "steps": int(sum(len(r["steps"]) for r in records)),
+           "mean_label": float(np.mean([v for r in records for v in r["labels"]["data"]])),
+           **screen.metrics()}
+  say(f"PRM data: {stats}")
+  spec = prm_model.PrmSpec("PRM (data labels)", "prm", imports.DATA_LABEL, **base)
+  t0 = time.perf_counter()
+  summary = prm_model.train_prm(ctx, policy, records, spec, os.path.join(out, "prm_data"),
+                                steps=options.prm_steps, batch_size=options.prm_batch_size,
+                                lr=config.optim.prm_lr, grad_clip=config.optim.prm_grad_clip,
+                                seed=config.seed)
+  summary["seconds"] = time.perf_counter() - t0
+  say(f"{spec.name}: {summary}")
+  exclude = _train_questions(ctx) | {r["question"] for r in records}
+  results, main = evaluate_prms(ctx, policy, [(os.path.join(out, "prm_data"), summary)], options,
+                                exclude, agg=e.agg)
+  results["labels"] = stats
   write_report(results, out, main, title=f"Best-of-N on held-out problems, aggregation {e.agg}")
   return results

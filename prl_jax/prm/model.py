@@ -10,7 +10,10 @@ the step's closing newline, or for the final step the last token, EOS when there
 logits at sequence position P + e_k, i.e. the model's next-token logits after it has read the whole
 step (those of `Transformer.apply(params, seq.tokens, token_mask=seq.token_mask)[0][:, P + e_k]`).
 This is the step-tag position of ER-PRM and Math-Shepherd with the step's own last token as the tag
-(no tag token is inserted, so the text the PRM reads is exactly the policy's). With the logits
+(no tag token is inserted, so the text the PRM reads is exactly the policy's). A PRM trained with
+a step tag (`PrmSpec.step_tag`, e.g. " ки" for Math-Shepherd's and ER-PRM's released PRMs) reads
+each step with the tag inserted after it (before its closing delimiter) and is read at the tag's
+last token, as those PRMs expect; no EOS follows then. With the logits
 z+ and z- of `plus_token` and `minus_token` there,
 
     score_k = softmax([z+, z-])[0] = sigmoid(z+ - z-)
@@ -77,6 +80,8 @@ class PrmSpec:
     label: the eta key of the labels it was trained on ("2.0", "inf", "0.0"; "" for an ORM).
     plus_token, minus_token: the two tokens whose logits are read.
     min_step_chars, delimiter: how solutions were split into steps (`split_steps`).
+    step_tag: "" (read at each step's last token) or the text inserted after every step and
+      read at its last token (algo.erprm.step_tag, e.g. " ки").
   """
 
   name: str
@@ -86,6 +91,7 @@ class PrmSpec:
   minus_token: str = "-"
   min_step_chars: int = 0
   delimiter: str = "\n"
+  step_tag: str = ""
 
   def __post_init__(self):
     if self.kind not in PRM_KINDS:
@@ -197,12 +203,17 @@ def make_prm_update(model_cfg: ModelConfig, tx: optax.GradientTransformation, pl
 
 
 def pack_solution(encode: Callable[[str], list[int]], eos_id: int, steps: Sequence[str],
-                  finished: bool) -> tuple[list[int], list[int]]:
+                  finished: bool, tag: str = "", delimiter: str = "\n"
+                  ) -> tuple[list[int], list[int]]:
   """Response ids of a solution (+ EOS when it finished) and the response index of each step end.
 
   The final step ends at the last token: the EOS when there is one, so the last score is read
   after the model has seen the whole response (as `step_end_mask` marks the last valid token).
+  With a `tag`, every step is encoded as body + tag + its closing `delimiter` and ends at the
+  tag's last token (`tagged_solution`).
   """
+  if tag:
+    return tagged_solution(encode, steps, tag, delimiter)
   steps = list(steps) or [""]
   ids, ends = encode_steps(encode, steps)
   if finished:
@@ -210,6 +221,26 @@ def pack_solution(encode: Callable[[str], list[int]], eos_id: int, steps: Sequen
     ends[-1] = len(ids) - 1
   if not ids:
     raise ValueError("pack_solution: an unfinished solution without tokens has no step to score")
+  return ids, ends
+
+
+def tagged_solution(encode: Callable[[str], list[int]], steps: Sequence[str], tag: str,
+                    delimiter: str = "\n") -> tuple[list[int], list[int]]:
+  """Ids of the steps with `tag` after each (before its closing `delimiter`), and the index of
+  each tag's last token: where a Math-Shepherd-style PRM is read.
+
+      ids = enc(body_1) enc(tag) enc(delim) ... enc(body_K) enc(tag) [enc(delim)]
+
+  Encoded piece by piece, so the tag is its own token(s) whatever the text around it.
+  """
+  ids, ends = [], []
+  for step in list(steps) or [""]:
+    closed = bool(delimiter) and step.endswith(delimiter)
+    ids.extend(encode(step[:-len(delimiter)] if closed else step))
+    ids.extend(encode(tag))
+    ends.append(len(ids) - 1)
+    if closed:
+      ids.extend(encode(delimiter))
   return ids, ends
 
 
@@ -225,12 +256,13 @@ def record_targets(record: dict, kind: str, label: str) -> tuple[list[int], list
 
 
 def prm_batch(tokenizer: Any, records: Sequence[dict], kind: str, label: str, prompt_len: int,
-              response_len: int) -> PrmBatch:
+              response_len: int, tag: str = "", delimiter: str = "\n") -> PrmBatch:
   """Host-side PrmBatch (NumPy) of labelled records; place it on devices afterwards."""
   encode = lambda text: tokenizer.encode(text)
   prompts, responses, ends_list, targets_list = [], [], [], []
   for rec in records:
-    ids, ends = pack_solution(encode, tokenizer.eos_id, rec["steps"], rec["finished"])
+    ids, ends = pack_solution(encode, tokenizer.eos_id, rec["steps"], rec["finished"], tag,
+                              delimiter)
     which, targets = record_targets(rec, kind, label)
     prompts.append(encode(rec["prompt"]))
     responses.append(ids)
@@ -291,7 +323,7 @@ def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec
   for step in range(1, steps + 1):
     rows = rng.choice(len(records), size=size, replace=False)
     batch = prm_batch(tok, [records[i] for i in rows], spec.kind, spec.label, ctx.prompt_len,
-                      response_len)
+                      response_len, spec.step_tag, spec.delimiter)
     state, metrics = update(state, ctx.place_batch(batch))
     metrics = {f"prm/{k}": float(v) for k, v in jax.device_get(metrics).items()}
     history.append(metrics)

@@ -47,7 +47,8 @@ def prm_step_score_lists(model_cfg: ModelConfig, params: Any, spec: model.PrmSpe
     prompt = encode(ex["prompt"])
     for text, fin in zip(group, done):
       steps = labels.split_steps(text, spec.min_step_chars, spec.delimiter)
-      ids, ends = model.pack_solution(encode, tokenizer.eos_id, steps, bool(fin))
+      ids, ends = model.pack_solution(encode, tokenizer.eos_id, steps, bool(fin), spec.step_tag,
+                                      spec.delimiter)
       prompts.append(prompt)
       packed.append((ids, ends[-1:] if spec.kind == "orm" else ends))
   # Per-step encoding can make a response longer than sampled; grow the width once, in 8s.

@@ -51,6 +51,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       "algo.prl.mode": PRL_MODES,
       "algo.repirl.mode": REPIRL_MODES,
       "algo.erprm.agg": AGGREGATIONS,
+      "algo.erprm.prm_data_format": ("auto", "trl", "math_shepherd"),  # prl_jax.prm.imports
       "algo.loss.agg": LOSS_AGGS,
       "algo.loss.kl_kind": KL_KINDS,
       "optim.schedule": ("constant", "cosine", "linear"),
