@@ -49,7 +49,9 @@ def test_metrics_and_tensorboard_go_to_the_url_and_resume_truncates(memory_root,
   assert [(r["step"], r["train/reward"]) for r in rows] == [(1, 0.1), (2, 0.2), (3, 0.9)]
 
 
-def test_orbax_path_and_bad_urls():
+def test_orbax_path_normpath_and_bad_urls():
+  assert paths.normpath("gs://bucket//run/") == "gs://bucket/run"
+  assert paths.normpath("runs/demo/") == "runs/demo"
   assert paths.orbax_path("file:///tmp/run/checkpoints") == "/tmp/run/checkpoints"
   assert paths.orbax_path("gs://bucket/run") == "gs://bucket/run"
   with pytest.raises(ConfigError, match="checkpoints.*local path"):

@@ -8,7 +8,6 @@ Aggregates are means over seeds with their spreads (`prl_jax.reproduce.claims`).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -19,6 +18,7 @@ from prl_jax.reproduce.claims import (BASELINE, ERPRM_ROLES, evaluate_claims, fi
 from prl_jax.reproduce.lab_claims import evaluate_lab_claims
 from prl_jax.reproduce.lab_collect import collect_lab
 from prl_jax.reproduce.run_files import metric_rows, read_json
+from prl_jax.run import paths
 
 RESULTS_FILE = "results.json"
 REWARD_KEY, PRM_ACC_KEY, STEP_TIME_KEY = "rollout/reward", "prm/pairwise_accuracy", "time/step_s"
@@ -195,29 +195,23 @@ def _times(manifest: Mapping) -> dict:
 
 
 def write_json_atomic(path: str, value) -> None:
-  """Writes JSON through a temporary file and a rename, so a kill never leaves half a file."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as fh:
-    json.dump(value, fh, indent=1, sort_keys=True)
-    fh.write("\n")
-  os.replace(tmp, path)
+  """Writes JSON whole (prl_jax.run.paths.write_text), so a kill never leaves half a file."""
+  paths.write_text(path, json.dumps(value, indent=1, sort_keys=True) + "\n")
 
 
 def save_results(workdir: str, manifest: Mapping) -> dict:
   """Writes WORKDIR/results.json: the manifest, every aggregate number and the claims."""
   agg = collect(workdir, manifest)
   results = {**manifest, "aggregates": agg, "claims": judge_claims(agg)}
-  write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+  write_json_atomic(paths.join(workdir, RESULTS_FILE), results)
   return results
 
 
 def load_results(workdir: str) -> dict:
-  path = os.path.join(workdir, RESULTS_FILE)
-  if not os.path.exists(path):
+  path = paths.join(workdir, RESULTS_FILE)
+  if not paths.exists(path):
     raise FileNotFoundError(f"{path} does not exist: run `prl-jax reproduce --workdir {workdir}` "
                             "first (it writes results.json after every stage).")
-  with open(path) as fh:
-    return json.load(fh)
+  return json.loads(paths.read_text(path))
 
 

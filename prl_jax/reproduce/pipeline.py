@@ -50,6 +50,7 @@ from prl_jax.reproduce.report import write_report
 from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file, load,
                                       logging_overrides, read_marker, run_stage, stage_inputs,
                                       stage_marker)
+from prl_jax.run import paths
 from prl_jax.train.loop import train
 from prl_jax.train.sft import sft
 
@@ -279,7 +280,7 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
   """
   if jobs < 1:
     raise ConfigError(f"--jobs must be >= 1, got {jobs}.")
-  workdir = os.path.normpath(workdir)  # "runs/demo/" and "runs/demo" are one workdir
+  workdir = paths.normpath(workdir)  # "runs/demo/" and "runs/demo" are one workdir (gs:// too)
   configs_dir = configs_dir or default_configs_dir(preset)
   extra_sfts = list(dict.fromkeys(stage for _, stage in preset.arm_stages))
   needed = ["sft", *extra_sfts, *preset.methods]

@@ -21,6 +21,7 @@ from prl_jax.reproduce.collect import (PRM_ACC_KEY, REWARD_KEY, SFT, collect, ju
                                        load_results, mean_curve)
 from prl_jax.reproduce.run_files import metric_rows
 from prl_jax.reproduce.lab_report import format_lab_report, make_lab_plots
+from prl_jax.run import paths
 
 REPORT_FILE, PLOTS_DIR = "report.md", "plots"
 
@@ -311,7 +312,6 @@ def write_report(workdir: str) -> str:
                              tail_sections(agg, manifest))
   else:
     text = format_report(manifest, agg, evaluate_claims(agg), make_plots(workdir, manifest, agg))
-  path = os.path.join(workdir, REPORT_FILE)
-  with open(path, "w") as fh:
-    fh.write(text)
+  path = paths.join(workdir, REPORT_FILE)
+  paths.write_text(path, text)
   return path

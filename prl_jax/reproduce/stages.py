@@ -19,20 +19,20 @@ from collections.abc import Callable, Sequence
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
 from prl_jax.progress import say
 from prl_jax.reproduce.collect import write_json_atomic
+from prl_jax.run import paths
 
 
 def stage_marker(workdir: str, stage: str) -> str:
   """WORKDIR/stages/<stage>.json (stage names use "/" to nest, e.g. "rl/rloo/seed0/train")."""
-  return os.path.join(workdir, "stages", stage + ".json")
+  return paths.join(workdir, "stages", stage + ".json")
 
 
 def read_marker(workdir: str, stage: str) -> dict | None:
   """The finished stage's record, or None when it has not finished."""
   path = stage_marker(workdir, stage)
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return None
-  with open(path) as fh:
-    return json.load(fh)
+  return json.loads(paths.read_text(path))
 
 
 def run_stage(workdir: str, stage: str, inputs: dict, command: str, fn: Callable[[], object],
@@ -44,7 +44,7 @@ def run_stage(workdir: str, stage: str, inputs: dict, command: str, fn: Callable
   """
   record = read_marker(workdir, stage)
   if (record is not None and record.get("inputs") == inputs
-      and all(os.path.exists(os.path.join(workdir, p)) for p in outputs)):
+      and all(paths.exists(paths.join(workdir, p)) for p in outputs)):
     say(f"[reproduce] {stage}: finished earlier ({record['seconds']:.0f}s), skipped")
     return {**record, "cached": True}
   say(f"[reproduce] {stage}: running")

@@ -52,6 +52,15 @@ def join(base: str, *parts: str) -> str:
   return posixpath.join(base, *parts) if is_url(base) else os.path.join(base, *parts)
 
 
+def normpath(path: str) -> str:
+  """`path` without redundant separators or a trailing "/" ("gs://b/run/" -> "gs://b/run");
+  os.path.normpath would turn "gs://" into "gs:/"."""
+  if not is_url(path):
+    return os.path.normpath(path)
+  head, rest = path.split("://", 1)
+  return f"{head}://{posixpath.normpath(rest)}" if rest else path
+
+
 def _fs(path: str):
   """(fsspec file system, path inside it) of the URL `path`; a ConfigError names what to fix."""
   import fsspec
