@@ -175,3 +175,17 @@ def test_config_with_a_hub_model_and_a_url_data_file_loads_offline(tmp_path, mon
   config.model.hf_dir = "someone/not-cached"
   with pytest.raises(ConfigError, match="model.hf_dir='someone/not-cached'"):
     resolve_inputs(config)
+
+
+def test_locate_a_model_given_as_a_url(tmp_path, monkeypatch):
+  """`--model URL` (generate, eval) names the local copy of the HF directory, not the URL."""
+  from prl_jax.run.model_dir import locate
+  monkeypatch.setenv("PRL_JAX_CACHE", str(tmp_path / "cache"))
+  model = tmp_path / "bucket" / "final_hf"
+  model.mkdir(parents=True)
+  (model / "config.json").write_text("{}")
+  (model / "model.safetensors").write_bytes(b"")
+  kind, directory, step = locate(f"file://{model}", "--model")
+  assert (kind, step) == ("hf", None)
+  assert directory.startswith(str(tmp_path / "cache")) and os.path.isfile(
+      os.path.join(directory, "config.json"))

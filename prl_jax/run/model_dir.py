@@ -75,8 +75,8 @@ def locate(path: str, flag: str) -> tuple[str, str | None, int | None]:
     return "hf", resolve_model_dir(path, flag), None
   source = checkpoint_source(path) if os.path.isdir(path) else None
   if source is None:
-    resolve_model_dir(path, flag)  # raises, naming what the path is
-    return "hf", path, None
+    # a local HF directory, or a URL / Hub id made local; raises, naming what the path is
+    return "hf", resolve_model_dir(path, flag), None
   return "checkpoint", source[0], source[1]
 
 
