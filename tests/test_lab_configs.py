@@ -23,7 +23,7 @@ from prl_jax.run.context import build_context, validate
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 LAB = os.path.join(ROOT, "configs", "lab")
-SFT_CONFIGS = ("sft", "sft_demos")
+SFT_CONFIGS = ("sft_clean", "sft", "sft_demos")
 RL_ARMS = ("rloo", "grpo", "grpo_kl", "oracle", "prime", "prl", "frpo", "repirl",
            "sft_demos_rloo", "erprm")
 
@@ -86,7 +86,7 @@ def test_every_lab_config_loads_and_validates_on_the_lab_preset(tmp_path):
     assert config.task.name == "register", name
     check_config(config)
     if name != "budget":
-      assert config.init_from or name == "sft", name
+      assert config.init_from or name == "sft_clean", name
     # validate() wants the starting policy and the PRM on disk: stand-ins for the runs' outputs.
     config.init_from = str(tmp_path) if config.init_from else ""
     if config.algo.erprm.prm_dir:

@@ -11,10 +11,20 @@ def _rows(rewards, key="rollout/reward"):
 
 def test_capacity_and_base_policy_gates():
   assert gates.capacity_gate(0.985)["passed"] and not gates.capacity_gate(0.97)["passed"]
-  assert gates.base_policy_gate(0.10, 0.45)["passed"]
-  assert not gates.base_policy_gate(0.20, 0.60)["passed"]  # success not sparse
-  failed = gates.base_policy_gate(0.10, 0.30)
+  demo_like = {"plain": 0.03, "bug": 0.72, "bug_rule": 0.70}
+  base = lambda mean, passed, rates=demo_like: gates.base_policy_gate(
+      mean, passed, rates, slip_rate=0.02, bug_rate=0.7)
+  assert base(0.10, 0.45)["passed"]
+  assert not base(0.20, 0.60)["passed"]  # success not sparse
+  failed = base(0.10, 0.30)
   assert not failed["passed"] and "task.register" in failed["knob"]
+  # Success in the band, but the policy slips on plain lines (noise, not the demonstrator's
+  # bugs) or has not learned the bugs' rule: failed, and the knob is the SFT.
+  for rates in ({"plain": 0.23, "bug": 0.77, "bug_rule": 0.59},
+                {"plain": 0.04, "bug": 0.9, "bug_rule": 0.45}):
+    failed = base(0.09, 0.52, rates)
+    assert not failed["passed"] and "sft" in failed["knob"]
+    assert failed["value"]["plain_error"] == rates["plain"]
 
 
 def test_oracle_gate_counts_steps_to_rloos_reward_at_step_60():

@@ -2,6 +2,7 @@
 reward-hacking monitor, and the whole pipeline (gates -> arms -> claims -> report) on a tiny
 model (`slow`)."""
 
+import glob
 import json
 import math
 import os
@@ -170,7 +171,12 @@ def test_lab_preset_end_to_end(tmp_path, monkeypatch):
   assert set(lab["per_seed"]) == {"rloo", "oracle", "prime", "sft_demos_rloo"}
   for arm, values in lab["per_seed"].items():
     assert len(values["eval mean@n"]) == 2 and len(values["heldout pass@n"]) == 2
-    assert all(v >= -1e-3 for v in values["kl"].values())  # KL >= 0 up to sampling noise
+  kl_files = glob.glob(os.path.join(root, "rl", "*", "seed*", "kl_init.json"))
+  assert len(kl_files) == 8  # 4 arms x 2 seeds
+  for path in kl_files:
+    with open(path) as fh:
+      kl = json.load(fh)
+    assert kl["kl_seq"] >= -3 * kl["kl_seq_se"] - 1e-6, path  # KL >= 0 up to sampling noise
   assert set(lab["per_seed"]["prime"]["auroc"]) == {0, 1}  # None where no batch could judge
   with open(os.path.join(root, "rl", "prime", "seed1", "eval_heldout", "results.json")) as fh:
     assert json.load(fh)["settings"]["max_new_tokens"] == 64

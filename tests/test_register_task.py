@@ -143,6 +143,28 @@ def test_buggy_demonstrator_error_rates_and_success():
   assert majority_wrong / len(examples) > 0.8
 
 
+def test_line_error_rates_recover_the_demonstrators_rates_and_count_exactly():
+  """On the demonstrator's own chains line_error_rates gives bug_rate / slip_rate (binomial 5
+  sigma), every bug-type error by the fixed rule; on hand-made lines the counts are exact."""
+  rng = random.Random(3)
+  examples = register.generate(400, seed=11)
+  demos = [register.demonstrate(ex["question"], rng, BUGS) for ex in examples]
+  rates = register.line_error_rates(demos, examples, BUGS)
+  bug_lines = sum(op in BUGS for ex in examples for op in register.parse_question(ex["question"])[1])
+  plain_lines = 8 * len(examples) - bug_lines
+  assert abs(rates["bug"] - 0.7) < 5 * np.sqrt(0.21 / bug_lines)
+  assert abs(rates["plain"] - 0.02) < 5 * np.sqrt(0.0196 / plain_lines)
+  assert rates["bug_rule"] == rates["bug"]
+  # 2:+1-5 with the bug {(+, 1): shift 2}: "+1=5" is the bug's rule (2+1+2), "-5=0" is right
+  # from the written 5; a wrong echo, a wrong value and a missing line are plain errors.
+  ex = {"question": "2:+1-5"}
+  bugs = {("+", 1): 2}
+  assert register.line_error_rates(["+1=5\n-5=0"], [ex], bugs) == {
+      "plain": 0.0, "bug": 1.0, "bug_rule": 1.0}
+  assert register.line_error_rates(["+1=3\n-4=9", "+1=4\n-5=8", "+1=3"], [ex] * 3, bugs) == {
+      "plain": 1.0, "bug": 1 / 3, "bug_rule": 0.0}
+
+
 def test_coincidental_success_is_rare():
   rng = random.Random(2)
   examples = register.generate(400, seed=9)

@@ -22,9 +22,9 @@ Knobs that differ from configs/lab/sft.py, and why:
   buggy demonstrator's.
 - sft.batch_size = rollout.prompts_per_step, sft.steps = rl_steps (default RL_STEPS): the count
   above.
-- sft.warmup_steps = 5% of sft.steps (at least 1): a fresh optimizer on a trained policy; the lab
-  SFT's 50 steps were for training from scratch. sft.lr stays the lab SFT's 3e-3 (cosine decay),
-  so the demonstrations are used as the lab SFT would use them.
+- sft.warmup_steps = 5% of sft.steps (at least 1): a fresh optimizer on a trained policy. sft.lr
+  is the lab SFT's 1e-3 (cosine decay), the lab SFT being itself a fine-tune of a trained
+  policy, so the demonstrations are used as the lab SFT would use them.
 """
 
 from configs.lab import budget
@@ -39,6 +39,7 @@ def get_config(arg=None):
   c.method = "rloo"  # unused by SFT; kept valid so the shared validation passes
   c.init_from = "runs/lab/sft/final_hf"
   c.task.demonstrator = "solver"
+  c.sft.lr = 1e-3  # configs/lab/sft.py's
   c.sft.batch_size = c.rollout.prompts_per_step
   c.sft.steps = args["rl_steps"]
   c.sft.warmup_steps = max(1, args["rl_steps"] // 20)

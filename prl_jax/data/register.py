@@ -278,3 +278,36 @@ def step_accuracy(responses: Sequence[str], examples: Sequence[Mapping[str, Any]
     k = len(parse_question(_question(example))[1])
     fractions.append(sum(step_labels(response, example)[:k]) / k)
   return sum(fractions) / max(1, len(fractions))
+
+
+def line_error_rates(responses: Sequence[str], examples: Sequence[Mapping[str, Any]],
+                     bugs: Mapping[Op, int]) -> dict[str, float]:
+  """How a policy errs, per line class, over the K lines of every response:
+
+      plain     = wrong lines / lines whose operation is not a bug type      (demonstrator: slip_rate)
+      bug       = wrong lines / lines whose operation is a bug type          (demonstrator: bug_rate)
+      bug_rule  = lines written by the bug's own rule, (v_prev op d + s) mod 10, / bug-type lines
+
+  "Wrong" is `step_labels` (judged from the value written on the line before; a missing line is
+  wrong). A policy that imitates the buggy demonstrator shows its rates; one whose errors are
+  mostly plain slips has not learned the demonstrator, and its failures are noise rather than the
+  systematic errors a process reward can localise.
+  """
+  counts = {"plain": 0, "plain_wrong": 0, "bug": 0, "bug_wrong": 0, "bug_rule": 0}
+  for response, example in zip(responses, examples):
+    start, ops = parse_question(_question(example))
+    labels = step_labels(response, example)
+    labels += [False] * (len(ops) - len(labels))
+    lines = _lines(response)
+    previous: int | None = start
+    for i, op in enumerate(ops):
+      kind = "bug" if op in bugs else "plain"
+      counts[kind] += 1
+      counts[f"{kind}_wrong"] += not labels[i]
+      m = _LINE_RE.match(lines[i]) if i < len(lines) else None
+      if kind == "bug" and m and previous is not None and (m[1], int(m[2])) == op:
+        counts["bug_rule"] += int(m[3]) == (apply(previous, op) + bugs[op]) % 10
+      previous = int(m[3]) if m else None
+  rate = lambda num, den: counts[num] / counts[den] if counts[den] else float("nan")
+  return {"plain": rate("plain_wrong", "plain"), "bug": rate("bug_wrong", "bug"),
+          "bug_rule": rate("bug_rule", "bug")}

@@ -150,7 +150,7 @@ def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequ
              verifier: Callable[[list, list[str]], Sequence[float]], *, n: int,
              temperature: float, max_new_tokens: int, seed: int, mesh: Any = None,
              rules: Any = DEFAULT_RULES, batch_prompts: int = 32, top_p: float = 1.0, top_k: int = 0,
-             progress: bool = False) -> dict:
+             progress: bool = False, keep_responses: bool = False) -> dict:
   """Samples n responses and one greedy decode per problem, verifies them and summarises.
 
   Deterministic in `seed` for fixed examples and `batch_prompts`: sampled chunk i draws its
@@ -173,6 +173,8 @@ def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequ
     top_p, top_k: nucleus / top-k truncation of the n samples.
     progress: a bar on stderr over the problems, one for the samples and one for greedy
       (`prl_jax.progress`; off for the training loop's periodic evaluation).
+    keep_responses: also keep each problem's n sampled texts in its record ("responses"), for
+      diagnostics that read the responses themselves (off by default: results.json stays small).
 
   Returns:
     {"settings": ..., "summary": summarize(records, n), "records": [...]}, JSON-serialisable.
@@ -222,6 +224,7 @@ def evaluate(params: Any, model_cfg: ModelConfig, tokenizer: Any, examples: Sequ
         "greedy_correct": float(greedy_rewards[p]) >= CORRECT_THRESHOLD,
         "greedy_answer": extract(greedy_texts[p], ex),
         "greedy_response": greedy_texts[p],
+        **({"responses": list(texts[rows])} if keep_responses else {}),
     })
   settings = {"n": n, "temperature": float(temperature), "top_p": float(top_p),
               "top_k": int(top_k), "max_new_tokens": int(max_new_tokens), "seed": int(seed),

@@ -5,7 +5,9 @@ Checked, in this order, before any learned PRM is judged on the register task:
   G0 capacity: SFT on the clean demonstrator reaches >= 98% per-step greedy accuracy, so the
      policy's size is not what limits it;
   G1 base policy: SFT on the buggy demonstrator has mean@8 in [5%, 15%] and pass@8 >= 40% on the
-     eval split: success is sparse but reachable;
+     eval split (success is sparse but reachable), and it errs as the demonstrator does: plain
+     lines wrong at most 3 points above the slip rate, bug types written by the bug's rule within
+     15 points of the bug rate (`register.line_error_rates` on the same samples);
   G2 oracle control: RLOO improves over its 60 steps (first vs last 15 steps, t >= 2), and the
      oracle (the step checker as process reward) reaches RLOO's reward at step 60 (trailing
      15-step mean) in at most a third of the steps: a perfect process reward helps here, so a
@@ -59,12 +61,31 @@ def capacity_gate(step_accuracy: float, minimum: float = 0.98) -> dict:
                "a larger model.preset or more sft.steps for the clean demonstrator")
 
 
-def base_policy_gate(mean_at_8: float, pass_at_8: float, band=(0.05, 0.15),
-                     min_pass: float = 0.40) -> dict:
-  ok = band[0] <= mean_at_8 <= band[1] and pass_at_8 >= min_pass
-  return _gate("G1 base policy", {"mean@8": mean_at_8, "pass@8": pass_at_8},
-               f"mean@8 in [{band[0]:.0%}, {band[1]:.0%}], pass@8 >= {min_pass:.0%}", ok,
-               "task.register.bug_rate / min_bugs / max_bugs (harder: more bugged steps)")
+def base_policy_gate(mean_at_8: float, pass_at_8: float, line_rates: Mapping[str, float],
+                     *, slip_rate: float, bug_rate: float, band=(0.05, 0.15),
+                     min_pass: float = 0.40, plain_margin: float = 0.03,
+                     rule_margin: float = 0.15) -> dict:
+  """G1: success sparse but reachable, and the policy errs the way the demonstrator does.
+
+  `line_rates` is `register.line_error_rates` on the same samples: the plain-line error must stay
+  within `plain_margin` of the demonstrator's slip_rate and the bug-rule rate within
+  `rule_margin` of its bug_rate. A policy that slips on plain lines fails for noise rather than
+  for the systematic errors a process reward can localise, whatever its success rate.
+  """
+  success_ok = band[0] <= mean_at_8 <= band[1] and pass_at_8 >= min_pass
+  plain_ok = line_rates["plain"] <= slip_rate + plain_margin
+  rule_ok = abs(line_rates["bug_rule"] - bug_rate) <= rule_margin
+  knob = ("task.register.bug_rate / min_bugs / max_bugs (harder: more bugged steps)"
+          if plain_ok and rule_ok else
+          "the buggy SFT: more sft.steps, or start it from the clean SFT (init_from) so it "
+          "learns the bugs, not the task")
+  return _gate("G1 base policy",
+               {"mean@8": mean_at_8, "pass@8": pass_at_8, "plain_error": line_rates["plain"],
+                "bug_rule": line_rates["bug_rule"]},
+               f"mean@8 in [{band[0]:.0%}, {band[1]:.0%}], pass@8 >= {min_pass:.0%}, plain-line "
+               f"error <= {slip_rate + plain_margin:.0%}, bug-rule rate "
+               f"{bug_rate:.0%} +- {rule_margin:.0%}",
+               success_ok and plain_ok and rule_ok, knob)
 
 
 MIN_T = 2.0

@@ -3,7 +3,8 @@
     prl-jax reproduce --preset lab-gates --workdir runs/lab
 
   1. SFT of the lab policy on the clean demonstrator      -> WORKDIR/capacity_sft   G0
-  2. SFT on the buggy demonstrator (every arm starts here) -> WORKDIR/sft            G1
+  2. (1) continued on the buggy demonstrator (every arm   -> WORKDIR/sft            G1
+     starts here)
   3. RLOO and the oracle control from (2), seed 0         -> WORKDIR/rl/<m>/seed0   G2
   4. PRIME from (2), seed 0                               -> WORKDIR/rl/prime/seed0 G3
 
@@ -35,6 +36,7 @@ from prl_jax.train.loop import train
 from prl_jax.train.sft import sft
 
 GATES_FILE = "gates.json"
+CAPACITY = "capacity_sft"  # the clean SFT's stage: G0, and where the buggy SFT starts
 
 
 __all__ = ["GATES_FILE", "LabGates", "gate_sft_overrides", "gate_rl_overrides", "run_lab_gates"]
@@ -45,11 +47,18 @@ def lab_configs_dir() -> str:
   return checkout_configs("lab")
 
 
-def gate_sft_overrides(options: LabGates, verbose: bool) -> list[str]:
-  """What the G1 SFT (every arm's starting policy) changes in configs/lab/sft.py; the `lab`
-  preset's SFT stage uses exactly these, so it is this stage, not a second SFT."""
+def capacity_overrides(options: LabGates, verbose: bool) -> list[str]:
+  """What the G0 SFT (configs/lab/sft_clean.py, the clean demonstrator) changes."""
   return [*options.overrides, f"eval.num_problems={options.eval_problems}",
           f"task.num_eval={options.eval_problems}", *logging_overrides(verbose)]
+
+
+def gate_sft_overrides(options: LabGates, verbose: bool, workdir: str) -> list[str]:
+  """What the G1 SFT (every arm's starting policy) changes in configs/lab/sft.py: it continues
+  WORKDIR/capacity_sft. The `lab` preset's SFT stage uses exactly these, so it is this stage,
+  not a second SFT."""
+  return [*capacity_overrides(options, verbose),
+          f"init_from={os.path.join(workdir, CAPACITY, 'final_hf')}"]
 
 
 def gate_rl_overrides(options: LabGates, sft_hf: str, verbose: bool) -> list[str]:
@@ -60,22 +69,25 @@ def gate_rl_overrides(options: LabGates, sft_hf: str, verbose: bool) -> list[str
           *logging_overrides(verbose)]
 
 
-def _evaluate(config, workdir: str, hf_dir: str, n: int) -> tuple[dict, list[str], list[dict]]:
-  """(summary, greedy responses, problems) of `hf_dir` on the run's eval split."""
+def _evaluate(config, workdir: str, hf_dir: str, n: int) -> tuple[dict, list[dict], list[dict]]:
+  """(summary, records with the sampled "responses", problems) of `hf_dir` on the eval split."""
   ctx = build_context(config, workdir)
   policy = load_policy(ctx, hf_dir)
   examples = ctx.eval_examples[:config.eval.num_problems]
   results = evaluate(policy.params, policy.model_cfg, policy.tokenizer, examples, ctx.verifier,
                      n=n, temperature=config.eval.temperature,
-                     max_new_tokens=config.rollout.max_new_tokens, seed=config.seed)
-  return results["summary"], [r["greedy_response"] for r in results["records"]], examples
+                     max_new_tokens=config.rollout.max_new_tokens, seed=config.seed,
+                     keep_responses=True)
+  return results["summary"], results["records"], examples
 
 
-def _sft_gate(workdir: str, name: str, overrides: list[str], configs: str, gate_fn) -> dict:
-  """SFT into WORKDIR/<name> (a stage), then its gate, measured once and kept in <name>/gate.json."""
-  path = config_file(configs, "sft")
+def _sft_gate(workdir: str, name: str, config: str, overrides: list[str], configs: str,
+              gate_fn) -> dict:
+  """SFT with <configs>/<config>.py into WORKDIR/<name> (a stage), then its gate, measured once
+  and kept in <name>/gate.json."""
+  path = config_file(configs, config)
   run_dir = os.path.join(workdir, name)
-  _sft_train(workdir, name, overrides, configs)
+  _sft_train(workdir, name, config, overrides, configs)
   saved = os.path.join(run_dir, "gate.json")
   if os.path.exists(saved):
     with open(saved) as fh:
@@ -86,18 +98,24 @@ def _sft_gate(workdir: str, name: str, overrides: list[str], configs: str, gate_
 
 
 def _capacity(config, run_dir: str, hf_dir: str) -> dict:
-  _, greedy, examples = _evaluate(config, run_dir, hf_dir, n=1)
-  return gates.capacity_gate(register.step_accuracy(greedy, examples))
+  _, records, examples = _evaluate(config, run_dir, hf_dir, n=1)
+  return gates.capacity_gate(register.step_accuracy([r["greedy_response"] for r in records],
+                                                    examples))
 
 
 def _base_policy(config, run_dir: str, hf_dir: str) -> dict:
-  summary, _, _ = _evaluate(config, run_dir, hf_dir, n=8)
-  return gates.base_policy_gate(summary["mean@8"], summary["pass@8"])
+  summary, records, examples = _evaluate(config, run_dir, hf_dir, n=8)
+  reg = config.task.register
+  rates = register.line_error_rates([t for r in records for t in r["responses"]],
+                                    [ex for ex in examples for _ in range(8)],
+                                    register.bug_types(reg.bug_seed, reg.num_bugs))
+  return gates.base_policy_gate(summary["mean@8"], summary["pass@8"], rates,
+                                slip_rate=reg.slip_rate, bug_rate=reg.bug_rate)
 
 
-def _sft_train(workdir: str, name: str, overrides: list[str], configs: str) -> None:
-  """The SFT stage WORKDIR/<name> (skipped when finished); top level, so a worker can run it."""
-  path = config_file(configs, "sft")
+def _sft_train(workdir: str, name: str, config: str, overrides: list[str], configs: str) -> None:
+  """The SFT stage WORKDIR/<name> with <configs>/<config>.py (skipped when finished)."""
+  path = config_file(configs, config)
   run_dir = os.path.join(workdir, name)
   run_stage(workdir, f"{name}/train", stage_inputs(overrides),
             cli_command("sft", path, run_dir, overrides),
@@ -128,8 +146,9 @@ def run_lab_gates(workdir: str, options: LabGates = LabGates(), *, configs_dir: 
   """Runs (or resumes) the gate stages; returns the gates measured. Raises ConfigError naming the
   knob to turn at the first failing gate (WORKDIR/gates.json holds every gate so far).
 
-  With jobs > 1 the two SFTs train side by side, then the three RL runs (PRIME's may then be
-  trained although G2 fails); the gates are still measured and recorded in order.
+  The buggy SFT continues the clean one, so the two run in turn. With jobs > 1 the three RL runs
+  train side by side (PRIME's may then be trained although G2 fails); the gates are still
+  measured and recorded in order.
   """
   configs = configs_dir or lab_configs_dir()
   workdir = os.path.normpath(workdir)
@@ -146,14 +165,11 @@ def run_lab_gates(workdir: str, options: LabGates = LabGates(), *, configs_dir: 
       raise ConfigError(f"lab gate {gate['name']} failed: {value}, needs {gate['threshold']}; "
                         f"turn {gate['knob']} (details in {GATES_FILE}).")
 
-  sft_overrides = gate_sft_overrides(options, verbose)
-  capacity_overrides = [*sft_overrides, "task.demonstrator=solver"]
   sft_hf = os.path.join(workdir, "sft", "final_hf")
-  if jobs > 1:
-    in_parallel(_sft_train, [(workdir, "capacity_sft", capacity_overrides, configs),
-                             (workdir, "sft", sft_overrides, configs)], jobs)
-  record(_sft_gate(workdir, "capacity_sft", capacity_overrides, configs, _capacity))
-  record(_sft_gate(workdir, "sft", sft_overrides, configs, _base_policy))
+  record(_sft_gate(workdir, CAPACITY, "sft_clean", capacity_overrides(options, verbose), configs,
+                   _capacity))
+  record(_sft_gate(workdir, "sft", "sft", gate_sft_overrides(options, verbose, workdir), configs,
+                   _base_policy))
   if jobs > 1:
     in_parallel(_rl_train, [(workdir, m, sft_hf, options, configs, verbose)
                             for m in ("rloo", "oracle", "prime")], jobs)

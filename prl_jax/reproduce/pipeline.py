@@ -68,11 +68,11 @@ def default_configs_dir(preset: Preset | None = None) -> str:
   return checkout_configs(preset.configs if preset else "mini")
 
 
-def sft_overrides(preset: Preset, verbose: bool) -> list[str]:
+def sft_overrides(preset: Preset, verbose: bool, workdir: str) -> list[str]:
   """What the SFT stage (and the SFT policy's evals) change in <configs>/sft.py; with gates,
   those of the gates' G1 SFT, which is this stage."""
   if preset.gates is not None:
-    return gate_sft_overrides(preset.gates, verbose)
+    return gate_sft_overrides(preset.gates, verbose, workdir)
   return [*preset.overrides, *preset.sft_overrides, *logging_overrides(verbose)]
 
 
@@ -151,7 +151,7 @@ def sft_stage(workdir: str, preset: Preset, configs_dir: str, verbose: bool,
   argument `:rl_steps=<preset.rl_steps>`.
   """
   path = config_file(configs_dir, name)
-  overrides = sft_overrides(preset, verbose)
+  overrides = sft_overrides(preset, verbose, workdir)
   if init_hf:
     overrides = [*overrides, f"init_from={init_hf}"]
     # An extra stage sizes itself from the arms' length (configs/lab/sft_demos.py: as many clean
