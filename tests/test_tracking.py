@@ -123,3 +123,33 @@ def test_real_wandb_offline_run_needs_no_network(tmp_path, monkeypatch):
                             "process_rewards": [0.5]}])
   writer.close()
   assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+
+def test_raft_logs_the_entropy_of_the_tokens_it_trains_on():
+  """RAFT's weighted NLL reports policy/entropy like the PPO objectives: after the update's
+  division by its denominator, the mean entropy over the tokens with a nonzero weight."""
+  import jax
+  import jax.numpy as jnp
+  from prl_jax.models.config import preset
+  from prl_jax.models.logprobs import response_logprobs
+  from prl_jax.models.transformer import init_params
+  from prl_jax.run.batch import PolicyBatch, make_sequences
+  from prl_jax.train.objectives import PolicyLossConfig, policy_loss_fn
+
+  cfg = preset("tiny", vocab_size=40)
+  params = init_params(cfg, jax.random.key(0))
+  seq = make_sequences([[1, 2, 3], [4, 5]], [[6, 7, 8, 9], [10, 11]], 4, 5)
+  seq = jax.tree_util.tree_map(jnp.asarray, seq)
+  mask = np.asarray(seq.response_mask, bool)
+  weights = np.zeros(mask.shape, np.float32)
+  weights[0] = 1.0  # RAFT keeps the first response only
+  batch = PolicyBatch(seq=seq, old_logp=jnp.zeros(mask.shape), ref_logp=jnp.zeros(mask.shape),
+                      advantages=jnp.asarray(weights))
+  _, (den, metrics) = policy_loss_fn(cfg, PolicyLossConfig(kind="nll"))(params, batch)
+  _, entropy = response_logprobs(cfg, params, seq.tokens, seq.token_mask, seq.prompt_len,
+                                 with_entropy=True)
+  kept = mask & (weights != 0)
+  assert float(den) == kept.sum() == 4
+  assert float(metrics["entropy"] / den) == pytest.approx(float(np.asarray(entropy)[kept].mean()),
+                                                          rel=1e-5)

@@ -280,10 +280,12 @@ def local_copy(url: str, key: str, refresh: bool = False) -> str:
         _get(fs, posixpath.join(inner, name), os.path.join(partial, name))
     else:
       fs.get_file(inner, partial)
-    if os.path.isdir(target):  # another process finished first
-      shutil.rmtree(partial, ignore_errors=True)
-    else:
+    try:
       os.replace(partial, target)
+    except OSError:  # another process on this host finished the same copy first
+      if not os.path.exists(target):
+        raise
+      shutil.rmtree(partial, ignore_errors=True) if os.path.isdir(partial) else os.remove(partial)
     builtins.open(done, "w").close()
   return target
 

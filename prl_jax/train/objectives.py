@@ -45,8 +45,10 @@ def policy_loss_fn(model_cfg: ModelConfig, loss_cfg: PolicyLossConfig) -> LossFn
     mask = seq.response_mask
     if loss_cfg.kind == "nll":
       num = -jnp.sum(batch.advantages * logp * mask)
-      den = jnp.sum((batch.advantages != 0) * mask)
-      return num, (den, {"nll": num})
+      kept = (batch.advantages != 0) * mask
+      den = jnp.sum(kept)
+      # Entropy of the tokens trained on: divided by `den` downstream, a token mean like PPO's.
+      return num, (den, {"nll": num, "entropy": jnp.sum(entropy * kept)})
     clip = dict(clip_low=loss_cfg.clip_low, clip_high=loss_cfg.clip_high,
                 dual_clip=loss_cfg.dual_clip)
     num, den = losses.ppo_clip(logp, batch.old_logp, batch.advantages, mask, agg=loss_cfg.agg,
