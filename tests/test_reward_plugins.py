@@ -64,6 +64,7 @@ def test_unit_outcome_check_names_the_method_and_the_fix():
 
 @pytest.mark.parametrize("spec, weights, message", [
     ("rewards.py", "", "expected FILE.py:FUNCTION"),
+    ("no_such_module_xyz:f", "", "importing no_such_module_xyz failed"),
     ("missing.py:f", "", "no such file 'missing.py'"),
     (f"{TRL_FN}:nope", "", "has no function 'nope'"),
     (f"{TRL_FN}:not_a_reward", "", "neither verl's compute_score"),
@@ -73,6 +74,12 @@ def test_unit_outcome_check_names_the_method_and_the_fix():
 def test_bad_reward_configs_name_the_key(spec, weights, message):
   with pytest.raises(plugins.RewardFnError, match=message):
     plugins.load_rewards(spec, weights, Verifier(workers=0))
+
+
+def test_an_installed_module_names_a_function_too():
+  # A module path (as for verl's reward_score package, whose files import each other).
+  (reward,) = plugins.load_rewards("tests.fixtures.reward_trl:format_reward", "", None)
+  assert reward.kind == "trl" and reward.fn(["\\boxed{1}", "1"]) == [1.0, 0.0]
 
 
 def test_verl_dict_without_score_is_an_error(tmp_path):

@@ -23,6 +23,7 @@ reads the outcome as a probability checks its range (`check_unit_outcome`).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import inspect
 import os
@@ -41,23 +42,36 @@ class RewardFnError(ValueError):
 
 
 def load_function(spec: str, key: str) -> Callable:
-  """The function `name` of the Python file in `spec` = "path.py:name"."""
+  """The function `name` of `spec` = "path.py:name" (a file) or "package.module:name" (an
+  installed module, e.g. one of verl's reward_score modules, whose relative imports a file
+  path would break)."""
   path, sep, name = spec.rpartition(":")
   if not sep or not path or not name.isidentifier():
-    raise RewardFnError(f"{key}={spec!r}: expected FILE.py:FUNCTION, e.g. rewards.py:compute_score.")
-  if not os.path.isfile(path):
-    raise RewardFnError(f"{key}={spec!r}: no such file {path!r}.")
-  module_name = "prl_jax_plugin_" + "".join(c if c.isalnum() else "_" for c in path)
-  module_spec = importlib.util.spec_from_file_location(module_name, path)
-  module = importlib.util.module_from_spec(module_spec)
+    raise RewardFnError(f"{key}={spec!r}: expected FILE.py:FUNCTION or MODULE:FUNCTION, e.g. "
+                        "rewards.py:compute_score.")
   try:
-    module_spec.loader.exec_module(module)
+    module = _module(path)
+  except FileNotFoundError:
+    raise RewardFnError(f"{key}={spec!r}: no such file {path!r}.") from None
   except Exception as err:
     raise RewardFnError(f"{key}={spec!r}: importing {path} failed: {err!r}.") from err
   fn = getattr(module, name, None)
   if not callable(fn):
     raise RewardFnError(f"{key}={spec!r}: {path} has no function {name!r}.")
   return fn
+
+
+def _module(path: str):
+  """The module of a .py file (FileNotFoundError when there is none) or a dotted module name."""
+  if not path.endswith(".py"):
+    return importlib.import_module(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(path)
+  module_name = "prl_jax_plugin_" + "".join(c if c.isalnum() else "_" for c in path)
+  module_spec = importlib.util.spec_from_file_location(module_name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
 
 
 def calling_convention(fn: Callable, spec: str, key: str = "task.reward_fn") -> str:
