@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 from prl_jax.config import ConfigError
 from prl_jax.data import register
@@ -30,6 +29,7 @@ from prl_jax.reproduce.collect import write_json_atomic
 from prl_jax.reproduce.gates import LabGates
 from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file, in_parallel,
                                       load, logging_overrides, run_stage, stage_inputs)
+from prl_jax.run import paths
 from prl_jax.run.context import build_context
 from prl_jax.run.metrics_file import read_metrics
 from prl_jax.train.loop import train
@@ -58,7 +58,7 @@ def gate_sft_overrides(options: LabGates, verbose: bool, workdir: str) -> list[s
   WORKDIR/capacity_sft. The `lab` preset's SFT stage uses exactly these, so it is this stage,
   not a second SFT."""
   return [*capacity_overrides(options, verbose),
-          f"init_from={os.path.join(workdir, CAPACITY, 'final_hf')}"]
+          f"init_from={paths.join(workdir, CAPACITY, 'final_hf')}"]
 
 
 def gate_rl_overrides(options: LabGates, sft_hf: str, verbose: bool) -> list[str]:
@@ -86,13 +86,12 @@ def _sft_gate(workdir: str, name: str, config: str, overrides: list[str], config
   """SFT with <configs>/<config>.py into WORKDIR/<name> (a stage), then its gate, measured once
   and kept in <name>/gate.json."""
   path = config_file(configs, config)
-  run_dir = os.path.join(workdir, name)
+  run_dir = paths.join(workdir, name)
   _sft_train(workdir, name, config, overrides, configs)
-  saved = os.path.join(run_dir, "gate.json")
-  if os.path.exists(saved):
-    with open(saved) as fh:
-      return json.load(fh)
-  gate = gate_fn(load(path, overrides), run_dir, os.path.join(run_dir, "final_hf"))
+  saved = paths.join(run_dir, "gate.json")
+  if paths.exists(saved):
+    return json.loads(paths.read_text(saved))
+  gate = gate_fn(load(path, overrides), run_dir, paths.join(run_dir, "final_hf"))
   write_json_atomic(saved, gate)
   return gate
 
@@ -116,7 +115,7 @@ def _base_policy(config, run_dir: str, hf_dir: str) -> dict:
 def _sft_train(workdir: str, name: str, config: str, overrides: list[str], configs: str) -> None:
   """The SFT stage WORKDIR/<name> with <configs>/<config>.py (skipped when finished)."""
   path = config_file(configs, config)
-  run_dir = os.path.join(workdir, name)
+  run_dir = paths.join(workdir, name)
   run_stage(workdir, f"{name}/train", stage_inputs(overrides),
             cli_command("sft", path, run_dir, overrides),
             lambda: sft(load(path, overrides), run_dir),
@@ -128,8 +127,8 @@ def _rl_train(workdir: str, method: str, sft_hf: str, options: LabGates, configs
   """The gate's RL stage rl/<method>/seed0 (skipped when finished)."""
   path = config_file(configs, method)
   overrides = gate_rl_overrides(options, sft_hf, verbose)
-  rel = os.path.join("rl", method, "seed0")
-  run_dir = os.path.join(workdir, rel)
+  rel = paths.join("rl", method, "seed0")
+  run_dir = paths.join(workdir, rel)
   run_stage(workdir, f"{rel}/train", stage_inputs(overrides),
             cli_command("train", path, run_dir, overrides),
             lambda: train(load(path, overrides), run_dir), outputs=[f"{rel}/metrics.jsonl"])
@@ -138,7 +137,7 @@ def _rl_train(workdir: str, method: str, sft_hf: str, options: LabGates, configs
 def _rl_rows(workdir: str, method: str, sft_hf: str, options: LabGates, configs: str,
              verbose: bool) -> list[dict]:
   _rl_train(workdir, method, sft_hf, options, configs, verbose)
-  return read_metrics(os.path.join(workdir, "rl", method, "seed0", "metrics.jsonl"))
+  return read_metrics(paths.join(workdir, "rl", method, "seed0", "metrics.jsonl"))
 
 
 def run_lab_gates(workdir: str, options: LabGates = LabGates(), *, configs_dir: str | None = None,
@@ -151,12 +150,12 @@ def run_lab_gates(workdir: str, options: LabGates = LabGates(), *, configs_dir: 
   measured and recorded in order.
   """
   configs = configs_dir or lab_configs_dir()
-  workdir = os.path.normpath(workdir)
+  workdir = paths.normpath(workdir)
   measured: list[dict] = []
 
   def record(gate: dict) -> None:
     measured.append(gate)
-    write_json_atomic(os.path.join(workdir, GATES_FILE), {"gates": measured,
+    write_json_atomic(paths.join(workdir, GATES_FILE), {"gates": measured,
                                                           "options": dataclasses.asdict(options)})
     value = json.dumps(gate["value"])
     say(f"[lab] {gate['name']}: {value} ({gate['threshold']}): "
@@ -165,7 +164,7 @@ def run_lab_gates(workdir: str, options: LabGates = LabGates(), *, configs_dir: 
       raise ConfigError(f"lab gate {gate['name']} failed: {value}, needs {gate['threshold']}; "
                         f"turn {gate['knob']} (details in {GATES_FILE}).")
 
-  sft_hf = os.path.join(workdir, "sft", "final_hf")
+  sft_hf = paths.join(workdir, "sft", "final_hf")
   record(_sft_gate(workdir, CAPACITY, "sft_clean", capacity_overrides(options, verbose), configs,
                    _capacity))
   record(_sft_gate(workdir, "sft", "sft", gate_sft_overrides(options, verbose, workdir), configs,
