@@ -4,6 +4,12 @@ Every arm starts from the same SFT policy (configs/lab/sft.py: the "lab" preset,
 parameters, trained on the buggy demonstrator) and spends the same budget: 16 prompts x 8
 responses per step, the same optimizer and update schedule. Chains have K = 8 operations in
 training and K = 12 in the held-out split.
+
+The demonstrator (task.register.*): 3 of the 8 operations of every chain are of its 5 bug types,
+each applied by the bug's rule with probability 0.55, so success is ~9% (0.45^3), the policy's
+greedy answer is wrong and no chain is easy. With 1-4 bug operations per chain at 0.7 (the
+first design), the one-bug chains succeed 27% of the time and outcome RLOO learned the bugs from
+them as fast as the oracle (docs/lab.md, "Gates measured").
 """
 
 from configs import base
@@ -30,6 +36,8 @@ def get_config():
   c.sft.lr = 3e-3
   c.sft.warmup_steps = 50
   c.task.demonstrator = "buggy"
+  c.task.register.min_bugs = c.task.register.max_bugs = 3
+  c.task.register.bug_rate = 0.55
   return c
 
 
