@@ -189,3 +189,15 @@ def test_locate_a_model_given_as_a_url(tmp_path, monkeypatch):
   assert (kind, step) == ("hf", None)
   assert directory.startswith(str(tmp_path / "cache")) and os.path.isfile(
       os.path.join(directory, "config.json"))
+
+
+def test_erprm_refuses_a_url_workdir_before_any_work():
+  """prl-jax erprm writes its labels and PRMs locally: a URL workdir is refused up front (it
+  would otherwise become a local directory named after its scheme)."""
+  from prl_jax.config import load_config_file
+  from prl_jax.eval.prm_experiment import run_erprm
+
+  config = load_config_file("configs/mini/sft.py")
+  with pytest.raises(ConfigError, match="local --workdir"):
+    run_erprm(config, "gs://bucket/run")
+  assert not os.path.exists("gs:")

@@ -32,6 +32,7 @@ from prl_jax.prm import model as prm_model
 from prl_jax.prm.scoring import prm_step_score_lists, solution_scores
 from prl_jax.progress import say
 from prl_jax.rewards.math_answer import extract_answer
+from prl_jax.run import paths
 from prl_jax.run.context import build_context, initial_policy_params
 from prl_jax.sampling import SamplingConfig
 from prl_jax.sharding import DEFAULT_RULES
@@ -283,6 +284,11 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
                       f"got {e.eta}.")
   if e.num_completions < 1:
     raise ConfigError(f"algo.erprm.num_completions must be >= 1, got {e.num_completions}.")
+  if paths.is_url(workdir):
+    # The labels and PRMs are written with local file calls (and the PRMs as HF directories that
+    # best-of-N reloads): a URL would become a local directory named after its scheme.
+    raise ConfigError(f"prl-jax erprm writes to a local --workdir, got {workdir!r}; run it on a "
+                      "local directory and copy WORKDIR/erprm to the bucket afterwards.")
   out = os.path.join(workdir, "erprm")
   ctx = build_context(config, out)
   for key in ("plus_token", "minus_token"):

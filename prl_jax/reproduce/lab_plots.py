@@ -8,7 +8,6 @@ Matplotlib runs with the Agg canvas on the figure only, as `prl_jax.eval.plots`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -16,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from prl_jax.reproduce.lab_metrics import smoothed
+from prl_jax.run import paths
 
 Curves = tuple[Sequence[int], Sequence[Sequence[float]]]
 
@@ -47,8 +47,9 @@ def band_plot(series: Mapping[str, Curves], path: str, *, xlabel: str, ylabel: s
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, format="png")
+  paths.makedirs(paths.parent(path))
+  with paths.open(path, "wb") as fh:  # a local file or a URL (prl_jax.run.paths)
+    fig.savefig(fh, format="png")
   return path
 
 
