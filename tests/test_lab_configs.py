@@ -35,7 +35,7 @@ COMMON = {"method", "algo.rloo.whiten"}
 ALLOWED = {
     "rloo": set(),
     "oracle": COMMON,  # only the process reward (the step checker) differs
-    "prime": COMMON,  # prime.py sets algo.prime.* to the base defaults: nothing else differs
+    "prime": COMMON | {"optim.prm_lr", "algo.prime.beta"},  # the PRM scaled to 40-token chains
     "grpo": COMMON | {"algo.loss.dual_clip"},  # PRL/FRPO's dual clip, FRPO's fair control
     "grpo_kl": COMMON | {"algo.loss.dual_clip", "algo.loss.kl_coef"},  # + FRPO-matched k3 loss
     "prl": COMMON | {"algo.loss.dual_clip", "algo.prl.eta", "algo.steps.mode"},

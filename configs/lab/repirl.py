@@ -20,8 +20,8 @@ recipe/irl, commit 0159023; docs/algorithms.md, rePIRL and Sources):
   learning rates, pools of 8 (4 rollouts + 4 demonstrations of one prompt) did at every step
   (docs/algorithms.md, rePIRL, has the measurement). 8 divides the 2 x 128 RM rows per step.
 - algo.repirl.rm_mini_batch_size=32: the official RM mini-batch, 256 / 32 = 8 RM steps per RL
-  step; the RM learns at the budget's optim.prm_lr (2e-4, shared with PRIME; the official 3e-8
-  is a float16 artefact, docs/algorithms.md).
+  step; the RM learns at the budget's optim.prm_lr (2e-4; PRIME's implicit PRM uses 2e-5; the
+  official 3e-8 is a float16 artefact, docs/algorithms.md).
 Deliberately kept from RLOO rather than the official run script: the policy loss (no dual clip,
 token-mean, no entropy bonus instead of dual clip 3, seq-mean-token-mean, entropy 0.001), so
 repirl, rloo and sft_demos_rloo differ only in the reward; lab responses all have ~40 tokens,
