@@ -150,7 +150,8 @@ def test_line_error_rates_recover_the_demonstrators_rates_and_count_exactly():
   examples = register.generate(400, seed=11)
   demos = [register.demonstrate(ex["question"], rng, BUGS) for ex in examples]
   rates = register.line_error_rates(demos, examples, BUGS)
-  bug_lines = sum(op in BUGS for ex in examples for op in register.parse_question(ex["question"])[1])
+  bug_lines = sum(op in BUGS for ex in examples
+                  for op in register.parse_question(ex["question"])[1])
   plain_lines = 8 * len(examples) - bug_lines
   assert abs(rates["bug"] - 0.7) < 5 * np.sqrt(0.21 / bug_lines)
   assert abs(rates["plain"] - 0.02) < 5 * np.sqrt(0.0196 / plain_lines)

@@ -284,9 +284,9 @@ def line_error_rates(responses: Sequence[str], examples: Sequence[Mapping[str, A
                      bugs: Mapping[Op, int]) -> dict[str, float]:
   """How a policy errs, per line class, over the K lines of every response:
 
-      plain     = wrong lines / lines whose operation is not a bug type      (demonstrator: slip_rate)
-      bug       = wrong lines / lines whose operation is a bug type          (demonstrator: bug_rate)
-      bug_rule  = lines written by the bug's own rule, (v_prev op d + s) mod 10, / bug-type lines
+      plain     = wrong lines / lines whose operation is not a bug type  (demonstrator: slip_rate)
+      bug       = wrong lines / lines whose operation is a bug type      (demonstrator: bug_rate)
+      bug_rule  = lines written by the bug's rule, (v_prev op d + s) mod 10, / bug-type lines
 
   "Wrong" is `step_labels` (judged from the value written on the line before; a missing line is
   wrong). A policy that imitates the buggy demonstrator shows its rates; one whose errors are
