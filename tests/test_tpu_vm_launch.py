@@ -3,7 +3,7 @@ on every worker, and after a preemption delete, re-create and run the same comma
 
 The fake keeps the VM's state in a file, runs each worker's remote command with its own HOME
 (two workers), and records every call. The command is a stand-in trainer that saves its step in
-the workdir after each of its two steps and, the first time only, has the VM preempted under it
+the workdir after each of its two steps and, in the first run only, has the VM preempted under it
 after step 1 (then waits to be stopped, as a real run's ssh session hangs).
 """
 
@@ -27,11 +27,13 @@ case "$verb" in
     command=""
     for arg in "$@"; do case "$arg" in --command=*) command=${arg#--command=} ;; esac; done
     if [[ "$command" == *"pip install"* ]]; then echo install >> "$state_dir/calls"; exit 0; fi
+    run=$(( $(cat "$state_dir/runs" 2>/dev/null || echo 0) + 1 ))
+    echo "$run" > "$state_dir/runs"
     pids=()
     for worker in 0 1; do
       home="$state_dir/worker$worker"
       mkdir -p "$home/prl_jax"
-      HOME=$home WORKER=$worker bash -c "$command" &
+      HOME=$home WORKER=$worker RUN=$run bash -c "$command" &
       pids+=($!)
     done
     rc=0
@@ -51,11 +53,14 @@ echo "start $step" >> "$workdir/log_worker$WORKER"
 while (( step < 2 )); do
   step=$((step + 1))
   echo "$step" > "$saved"
-  if [ "$WORKER" = 0 ] && [ -f "$FAKE_TPU/preempt_once" ]; then
-    rm "$FAKE_TPU/preempt_once"
-    echo PREEMPTED > "$FAKE_TPU/state"
+  if [ "$RUN" = 1 ] && (( step == 1 )); then
+    # The first run loses its VM after step 1: worker 0 marks it preempted and every worker
+    # stops there (waiting for the mark, so a slow worker cannot run ahead), its ssh session
+    # hanging as a real one does until the launcher gives up on it.
+    if [ "$WORKER" = 0 ]; then echo PREEMPTED > "$FAKE_TPU/state"; fi
+    until grep -q PREEMPTED "$FAKE_TPU/state" 2>/dev/null; do sleep 0.1; done
+    sleep 60
   fi
-  if grep -q PREEMPTED "$FAKE_TPU/state" 2>/dev/null; then sleep 60; fi  # the VM is gone
 done
 echo done >> "$workdir/log_worker$WORKER"
 """
@@ -70,7 +75,6 @@ def _script(path, text):
 def test_preempted_vm_is_recreated_and_the_command_resumes(tmp_path):
   state = tmp_path / "tpu"
   state.mkdir()
-  (state / "preempt_once").touch()
   gcloud = _script(tmp_path / "gcloud", FAKE_GCLOUD)
   trainer = _script(tmp_path / "train.sh", FAKE_TRAIN)
   workdir = tmp_path / "bucket" / "run"  # stands for the gs:// workdir that outlives the VM
