@@ -13,8 +13,10 @@ docs/lab.md).
 
 import argparse
 import json
+import sys
 import tempfile
 
+from prl_jax.config import split_config_args
 from prl_jax.data import register
 from prl_jax.eval.evaluate import evaluate, load_policy
 from prl_jax.reproduce.stages import load
@@ -26,12 +28,11 @@ def main():
   parser.add_argument("--policy", required=True, help="an HF directory (e.g. a run's final_hf)")
   parser.add_argument("--problems", type=int, default=256)
   parser.add_argument("--n", type=int, default=8)
-  parser.add_argument("--config", default="configs/lab/sft.py")
-  args, rest = parser.parse_known_args()
-  overrides = [a[len("--config."):] for a in rest if a.startswith("--config.")]
-  if len(overrides) != len(rest):
-    parser.error(f"unknown arguments {[a for a in rest if not a.startswith('--config.')]}")
-  config = load(args.config, [*overrides, f"init_from={args.policy}",
+  parser.add_argument("--config", metavar="FILE", help="default configs/lab/sft.py; then "
+                      "--config.KEY=VALUE overrides")
+  spec, overrides, rest = split_config_args(sys.argv[1:])
+  args = parser.parse_args(rest)
+  config = load(spec or "configs/lab/sft.py", [*overrides, f"init_from={args.policy}",
                               f"task.num_eval={args.problems}"])
   with tempfile.TemporaryDirectory() as workdir:
     ctx = build_context(config, workdir)

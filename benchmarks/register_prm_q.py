@@ -21,11 +21,13 @@ PRM") reads these numbers.
 import argparse
 import collections
 import json
+import sys
 import tempfile
 
 import jax
 import numpy as np
 
+from prl_jax.config import split_config_args
 from prl_jax.data import register
 from prl_jax.eval.evaluate import load_policy, prompt_ids
 from prl_jax.models.logprobs import response_logprobs
@@ -73,12 +75,11 @@ def main():
   parser.add_argument("--policy", required=True, help="the policy whose samples are scored")
   parser.add_argument("--problems", type=int, default=128)
   parser.add_argument("--n", type=int, default=8)
-  parser.add_argument("--config", default="configs/lab/prime.py")
-  args, rest = parser.parse_known_args()
-  overrides = [a[len("--config."):] for a in rest if a.startswith("--config.")]
-  if len(overrides) != len(rest):
-    parser.error(f"unknown arguments {[a for a in rest if not a.startswith('--config.')]}")
-  config = load(args.config, [*overrides, f"init_from={args.reference}",
+  parser.add_argument("--config", metavar="FILE", help="default configs/lab/prime.py; then "
+                      "--config.KEY=VALUE overrides")
+  spec, overrides, rest = split_config_args(sys.argv[1:])
+  args = parser.parse_args(rest)
+  config = load(spec or "configs/lab/prime.py", [*overrides, f"init_from={args.reference}",
                               f"task.num_eval={args.problems}"])
   with tempfile.TemporaryDirectory() as workdir:
     ctx = build_context(config, workdir)
