@@ -74,25 +74,24 @@ def _fs(path: str):
                       "file://).") from err
 
 
-def exists(path: str) -> bool:
+def _ask(path: str, local, method: str):
+  """local(path) for a local path, the fsspec file system's `method` for a URL."""
   if not is_url(path):
-    return os.path.exists(path)
+    return local(path)
   fs, inner = _fs(path)
-  return fs.exists(inner)
+  return getattr(fs, method)(inner)
+
+
+def exists(path: str) -> bool:
+  return _ask(path, os.path.exists, "exists")
 
 
 def isdir(path: str) -> bool:
-  if not is_url(path):
-    return os.path.isdir(path)
-  fs, inner = _fs(path)
-  return fs.isdir(inner)
+  return _ask(path, os.path.isdir, "isdir")
 
 
 def isfile(path: str) -> bool:
-  if not is_url(path):
-    return os.path.isfile(path)
-  fs, inner = _fs(path)
-  return fs.isfile(inner)
+  return _ask(path, os.path.isfile, "isfile")
 
 
 def listdir(path: str) -> list[str]:
@@ -107,10 +106,7 @@ def listdir(path: str) -> list[str]:
 
 
 def getsize(path: str) -> int:
-  if not is_url(path):
-    return os.path.getsize(path)
-  fs, inner = _fs(path)
-  return fs.size(inner)
+  return _ask(path, os.path.getsize, "size")
 
 
 def makedirs(path: str) -> None:
