@@ -127,6 +127,11 @@ def get_config():
   # Code-mode normalisation by the largest |return-to-go| within each of this many contiguous
   # shards of the batch (the official trainer: per data-parallel worker); 1: the whole batch.
   c.algo.prime.norm_shards = 1
+  # method=oracle: weight of the checker's process source against the outcome's. 1 = PRIME's
+  # code mode (returns added 1:1 after the process scores are divided by the batch's largest
+  # |return-to-go|, so one line of K is worth ~1/K of a success); K makes a line worth a success.
+  c.algo.oracle = ml_collections.ConfigDict()
+  c.algo.oracle.coef = 1.0
   c.algo.prl = ml_collections.ConfigDict()
   c.algo.prl.eta = 100.0
   c.algo.prl.mode = "orm"  # orm | prm

@@ -70,14 +70,17 @@ def test_oracle_advantage_is_prime_code_mode_on_the_labels_and_blames_the_wrong_
                prm_token=jnp.zeros(mask.shape), values=jnp.zeros(mask.shape),
                step_end=jnp.asarray(ends), group_size=4, step_rewards=jnp.asarray(rewards))
   import ml_collections
-  options = ml_collections.FrozenConfigDict({"gamma": 1.0, "steps": {"delimiter": "\n"}})
-  out = get_recipe("oracle").advantages(options, x)
-  # Independent of the recipe: scores / max |return-to-go| over the batch, then PRIME's code mode.
   returns_to_go = np.cumsum(rewards[:, ::-1], axis=1)[:, ::-1]
-  scaled = rewards / (np.abs(returns_to_go[mask > 0]).max() + 1e-6)
-  expected = adv.prime(jnp.asarray(scaled), jnp.asarray(outcome), jnp.asarray(mask), 4,
-                       mode="code", gamma=1.0, base="rloo")
-  np.testing.assert_allclose(np.asarray(out.token), np.asarray(expected), rtol=1e-5, atol=1e-6)
+  for coef in (1.0, 8.0):
+    options = ml_collections.FrozenConfigDict({"gamma": 1.0, "steps": {"delimiter": "\n"},
+                                               "oracle": {"coef": coef}})
+    out = get_recipe("oracle").advantages(options, x)
+    # Independent of the recipe: coef * scores / max |return-to-go| over the batch, then PRIME's
+    # code mode.
+    scaled = coef * rewards / (np.abs(returns_to_go[mask > 0]).max() + 1e-6)
+    expected = adv.prime(jnp.asarray(scaled), jnp.asarray(outcome), jnp.asarray(mask), 4,
+                         mode="code", gamma=1.0, base="rloo")
+    np.testing.assert_allclose(np.asarray(out.token), np.asarray(expected), rtol=1e-5, atol=1e-6)
   assert float(out.metrics["oracle/step_accuracy"]) == pytest.approx(rewards.sum() / ends.sum())
   token = np.asarray(out.token)
   for g in range(2):
