@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from prl_jax.models.config import ModelConfig
+from prl_jax.models.dense import Dense
 
 Array = jax.Array
 
@@ -117,7 +118,7 @@ class RMSNorm(nn.Module):
 
 
 def _dense(features, axis, names, use_bias, dtype, name, bias_names=None):
-  return nn.DenseGeneral(
+  return Dense(
       features=features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
       kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), names),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, bias_names or names[-1:]),
