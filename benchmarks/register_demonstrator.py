@@ -23,8 +23,9 @@ from prl_jax.data import register
 def measure(bug_seed: int, problems: int, reg, samples: int = 8) -> dict:
   """The demonstrator's statistics with the task.register settings `reg` and this bug seed."""
   examples = register.generate(problems, seed=1, bug_seed=bug_seed, num_bugs=reg.num_bugs,
-                               min_bugs=reg.min_bugs, max_bugs=reg.max_bugs)
-  bugs = register.bug_types(bug_seed, reg.num_bugs)
+                               min_bugs=reg.min_bugs, max_bugs=reg.max_bugs,
+                               bug_keys=reg.bug_keys)
+  bugs = register.bug_types(bug_seed, reg.num_bugs, reg.bug_keys)
   rng = random.Random(0)
   success, wrong, paid_wrong, majority_wrong = [], 0, 0, 0
   by_bugs = collections.defaultdict(list)

@@ -52,6 +52,9 @@ def get_config():
   c.task.register = ml_collections.ConfigDict()
   c.task.register.bug_seed = 0
   c.task.register.num_bugs = 5
+  # "op": the bugs are (operation, operand) types; "state": (previous value, operation, operand)
+  # triples, num_bugs of the 180 (many rare bugs; prl_jax.data.register.bug_types).
+  c.task.register.bug_keys = "op"
   c.task.register.min_bugs = 1
   c.task.register.max_bugs = 4
   c.task.register.bug_rate = 0.7

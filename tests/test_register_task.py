@@ -166,6 +166,47 @@ def test_line_error_rates_recover_the_demonstrators_rates_and_count_exactly():
       "plain": 1.0, "bug": 1 / 3, "bug_rule": 0.0}
 
 
+def test_state_keyed_bugs_fire_on_their_triples_only():
+  """keys="state": the bugs are (value, operation, operand) triples spread over the ten values; the
+  generator puts them, read along the true values by an independent walk, exactly where it says,
+  and the demonstrator applies them at bug_rate judged on the value it holds."""
+  bugs = register.bug_types(0, 30, keys="state")
+  assert bugs == register.bug_types(0, 30, keys="state") != register.bug_types(1, 30, "state")
+  assert collections.Counter(v for v, _, _ in bugs) == {v: 3 for v in range(10)}
+  assert all(1 <= s <= register.MAX_SHIFT for s in bugs.values())
+  assert len(register.bug_types(0, 25, keys="state")) == 25
+  for bad in (9, 180):
+    with pytest.raises(ValueError, match="state keys"):
+      register.bug_types(0, bad, keys="state")
+  with pytest.raises(ValueError, match="keys"):
+    register.bug_types(0, 5, keys="value")
+  examples = register.generate(300, seed=5, num_bugs=30, min_bugs=3, max_bugs=3,
+                               bug_keys="state")
+  assert examples == register.generate(300, seed=5, num_bugs=30, min_bugs=3, max_bugs=3,
+                                       bug_keys="state")
+  for ex in examples:
+    start, body = ex["question"].split(":")
+    previous = [int(start)] + _reference_values(ex["question"])[:-1]
+    triples = [(v, body[i], int(body[i + 1])) for v, i in zip(previous, range(0, len(body), 2))]
+    assert ex["bug_ops"] == 3 == sum(t in bugs for t in triples)
+  # On the demonstrator's chains the rates are bug_rate and slip_rate (binomial, 5 sigma).
+  rng = random.Random(4)
+  demos = [register.demonstrate(ex["question"], rng, bugs, bug_rate=0.55) for ex in examples]
+  rates = register.line_error_rates(demos, examples, bugs)
+  assert abs(rates["bug"] - 0.55) < 5 * np.sqrt(0.55 * 0.45 / 900)
+  assert abs(rates["plain"] - 0.02) < 5 * np.sqrt(0.02 * 0.98 / 1500)
+  assert rates["bug_rule"] == rates["bug"]
+  # 2:+1+1 with the bug {(2, +, 1): shift 2}: the first "+1" (from 2) is a bug line, the second
+  # (from the written value) is one only when that value is 2 again.
+  ex, state_bug = {"question": "2:+1+1"}, {(2, "+", 1): 2}
+  assert register.line_error_rates(["+1=5\n+1=6"], [ex], state_bug) == {
+      "plain": 0.0, "bug": 1.0, "bug_rule": 1.0}
+  assert register.line_error_rates(["+1=3\n+1=4"], [ex], state_bug) == {
+      "plain": 0.0, "bug": 0.0, "bug_rule": 0.0}
+  assert register.demonstrate("3:+1", random.Random(0), state_bug, bug_rate=1.0,
+                              slip_rate=0.0) == "+1=4"
+
+
 def test_coincidental_success_is_rare():
   rng = random.Random(2)
   examples = register.generate(400, seed=9)

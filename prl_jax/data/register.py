@@ -22,7 +22,8 @@ checker (for diagnostics and the oracle control; learned methods never see it) a
 `first_error` the ground-truth index of the first wrong line.
 
 The buggy demonstrator (`demonstrate`) applies, on a hidden set of (operation, operand) types
-(`bug_types`, fixed by `bug_seed`), a fixed wrong rule -- an off-by-s result with s fixed per type
+(`bug_types`, fixed by `bug_seed`) -- or, with keys="state", of (previous value, operation,
+operand) triples, many rarer bugs the policy must unlearn one by one -- a fixed wrong rule -- an off-by-s result with s fixed per type
 -- with probability `bug_rate`, elsewhere slips to a random wrong digit with probability
 `slip_rate`, and always continues from the value it wrote. Problems mix `min_bugs..max_bugs`
 operations of bug types into each chain, so the demonstrator's success rate is low and its most
@@ -55,6 +56,7 @@ _QUESTION_RE = re.compile(r"^(\d):((?:[+\-]\d)+)$")
 _LINE_RE = re.compile(r"^([+\-])(\d)=(\d)$")
 
 Op = tuple[str, int]
+BUG_KEYS = ("op", "state")
 
 
 def apply(value: int, op: Op) -> int:
@@ -102,27 +104,51 @@ def solve(question: str) -> str:
 # The hidden bugs and the buggy demonstrator.
 
 
-def bug_types(bug_seed: int, num_bugs: int = 5) -> dict[Op, int]:
-  """The demonstrator's bug types and their fixed shifts: {(op, d): s}, s in 1..MAX_SHIFT, so a
-  bugged step writes (v_true + s) mod 10, always wrong."""
-  if not 1 <= num_bugs < len(TYPES):
-    raise ValueError(f"num_bugs must lie in [1, {len(TYPES) - 1}], got {num_bugs}")
-  rng = random.Random(f"{TASK}:bugs:{bug_seed}")
-  chosen = rng.sample(TYPES, num_bugs)
+def bug_types(bug_seed: int, num_bugs: int = 5, keys: str = "op") -> dict[tuple, int]:
+  """The demonstrator's bugs and their fixed shifts, s in 1..MAX_SHIFT, so a bugged step writes
+  (v_true + s) mod 10, always wrong:
+
+    keys="op":    {(op, d): s}, num_bugs of the 18 (operation, operand) types, bugged whatever
+                  the register holds;
+    keys="state": {(v, op, d): s}, num_bugs of the 180 (previous value, operation, operand)
+                  triples, spread evenly over the ten values (num_bugs // 10 or one more each),
+                  so every value has a bugged and a clean operation.
+  """
+  if keys not in BUG_KEYS:
+    raise ValueError(f"bug keys must be one of {BUG_KEYS}, got {keys!r}")
+  rng = random.Random(f"{TASK}:bugs:{bug_seed}" + ("" if keys == "op" else f":{keys}"))
+  if keys == "op":
+    if not 1 <= num_bugs < len(TYPES):
+      raise ValueError(f"num_bugs must lie in [1, {len(TYPES) - 1}], got {num_bugs}")
+    return {t: rng.randint(1, MAX_SHIFT) for t in rng.sample(TYPES, num_bugs)}
+  if not 10 <= num_bugs <= 10 * (len(TYPES) - 1):
+    raise ValueError(f"with state keys num_bugs must lie in [10, {10 * (len(TYPES) - 1)}] (at "
+                     f"least one bugged and one clean operation per value), got {num_bugs}")
+  chosen = [(v, *t) for v in range(10)
+            for t in rng.sample(TYPES, num_bugs // 10 + (v < num_bugs % 10))]
   return {t: rng.randint(1, MAX_SHIFT) for t in chosen}
 
 
-def demonstrate(question: str, rng: random.Random, bugs: Mapping[Op, int], *,
+def bug_shift(bugs: Mapping[tuple, int], value: int | None, op: Op) -> int | None:
+  """The shift of the bug that fires when `op` is applied to `value`, or None: bugs are keyed by
+  the operation (`bug_types(keys="op")`) or by the value and the operation (keys="state")."""
+  shift = bugs.get(op)
+  return shift if shift is not None or value is None else bugs.get((value, *op))
+
+
+def demonstrate(question: str, rng: random.Random, bugs: Mapping[tuple, int], *,
                 bug_rate: float = 0.7, slip_rate: float = 0.02) -> str:
-  """One demonstration: a bug type is applied wrongly with probability `bug_rate` (else right),
-  any other step slips to a uniformly random wrong digit with probability `slip_rate`; each line continues from
-  the value written on the line before."""
+  """One demonstration: a bugged step (`bug_shift`, judged on the value the demonstrator holds)
+  is applied wrongly with probability `bug_rate` (else right), any other step slips to a uniformly
+  random wrong digit with probability `slip_rate`; each line continues from the value written on
+  the line before."""
   start, ops = parse_question(question)
   written, v = [], start
   for op in ops:
     right = apply(v, op)
-    if op in bugs:
-      v = (right + bugs[op]) % 10 if rng.random() < bug_rate else right
+    shift = bug_shift(bugs, v, op)
+    if shift is not None:
+      v = (right + shift) % 10 if rng.random() < bug_rate else right
     elif rng.random() < slip_rate:
       v = (right + rng.randint(1, 9)) % 10
     else:
@@ -135,11 +161,25 @@ def demonstrate(question: str, rng: random.Random, bugs: Mapping[Op, int], *,
 # Problems.
 
 
-def _options(bug_seed: int, num_bugs: int, min_bugs: int, max_bugs: int) -> dict[Op, int]:
+def _options(bug_seed: int, num_bugs: int, min_bugs: int, max_bugs: int,
+             bug_keys: str) -> dict[tuple, int]:
   if not 0 <= min_bugs <= max_bugs:
     raise ValueError(f"bug operations per chain must satisfy 0 <= min_bugs <= max_bugs, got "
                      f"[{min_bugs}, {max_bugs}]")
-  return bug_types(bug_seed, num_bugs)
+  return bug_types(bug_seed, num_bugs, bug_keys)
+
+
+def _state_keyed_chain(rng: random.Random, k: int, where: set[int],
+                       bugs: Mapping[tuple, int]) -> tuple[int, list[Op]]:
+  """A start value and k operations, walked along the true values: a bugged operation for the
+  value the register holds at the positions in `where`, a clean one elsewhere."""
+  start = v = rng.randint(0, 9)
+  ops = []
+  for i in range(k):
+    choices = [t for t in TYPES if ((v, *t) in bugs) == (i in where)]
+    ops.append(rng.choice(choices))
+    v = apply(v, ops[-1])
+  return start, ops
 
 
 def make_example(start: int, ops: Sequence[Op], *, id: str, num_bug_ops: int,
@@ -160,30 +200,34 @@ def make_example(start: int, ops: Sequence[Op], *, id: str, num_bug_ops: int,
 
 def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0, *,
              bug_seed: int = 0, num_bugs: int = 5, min_bugs: int = 1, max_bugs: int = 4,
-             template: str = "plain", split: str = "train",
+             bug_keys: str = "op", template: str = "plain", split: str = "train",
              exclude: Collection[str] = ()) -> list[dict[str, Any]]:
   """`num` chains of `num_ops` operations (an int or an inclusive range), deterministic in seed.
 
   Each chain places m ~ U{min_bugs..max_bugs} operations of the demonstrator's bug types
-  (`bug_types(bug_seed, num_bugs)`) at random positions and fills the rest with other types;
-  the start value is uniform on 0..9. Questions in `exclude` are drawn again.
+  (`bug_types(bug_seed, num_bugs, bug_keys)`; with state keys, bugged for the true value the
+  register holds there) at random positions and fills the rest with clean ones; the start value
+  is uniform on 0..9. Questions in `exclude` are drawn again.
   """
   lo, hi = (num_ops, num_ops) if isinstance(num_ops, int) else tuple(num_ops)
   if not 2 <= lo <= hi:
     raise ValueError(f"register chains need num_ops >= 2 (the answer is the last two values), "
                      f"got {num_ops!r}")
-  bugs = _options(bug_seed, num_bugs, min_bugs, max_bugs)
+  bugs = _options(bug_seed, num_bugs, min_bugs, max_bugs, bug_keys)
   bugged, clean = sorted(bugs), [t for t in TYPES if t not in bugs]
   rng = random.Random(f"{TASK}:{split}:{seed}:{lo}:{hi}:{bug_seed}:{num_bugs}:{min_bugs}:"
-                      f"{max_bugs}")
+                      f"{max_bugs}" + ("" if bug_keys == "op" else f":{bug_keys}"))
   examples, draws = [], 0
   while len(examples) < num:
     draws = unseen_budget(draws, num, len(examples), exclude, split)
     k = rng.randint(lo, hi)
     m = min(rng.randint(min_bugs, max_bugs), k)
     where = set(rng.sample(range(k), m))
-    ops = [rng.choice(bugged) if i in where else rng.choice(clean) for i in range(k)]
-    start = rng.randint(0, 9)
+    if bug_keys == "state":
+      start, ops = _state_keyed_chain(rng, k, where, bugs)
+    else:
+      ops = [rng.choice(bugged) if i in where else rng.choice(clean) for i in range(k)]
+      start = rng.randint(0, 9)
     question = format_question(start, ops)
     if question in exclude:
       continue
@@ -281,12 +325,16 @@ def step_accuracy(responses: Sequence[str], examples: Sequence[Mapping[str, Any]
 
 
 def line_error_rates(responses: Sequence[str], examples: Sequence[Mapping[str, Any]],
-                     bugs: Mapping[Op, int]) -> dict[str, float]:
+                     bugs: Mapping[tuple, int]) -> dict[str, float]:
   """How a policy errs, per line class, over the K lines of every response:
 
       plain     = wrong lines / lines whose operation is not a bug type  (demonstrator: slip_rate)
       bug       = wrong lines / lines whose operation is a bug type      (demonstrator: bug_rate)
       bug_rule  = lines written by the bug's rule, (v_prev op d + s) mod 10, / bug-type lines
+
+  A line is of a bug type when `bug_shift(bugs, v_prev, op)` names a bug, v_prev the value
+  written on the line before (the true one when that line is unreadable), as the demonstrator
+  decides.
 
   "Wrong" is `step_labels` (judged from the value written on the line before; a missing line is
   wrong). A policy that imitates the buggy demonstrator shows its rates; one whose errors are
@@ -300,13 +348,15 @@ def line_error_rates(responses: Sequence[str], examples: Sequence[Mapping[str, A
     labels += [False] * (len(ops) - len(labels))
     lines = _lines(response)
     previous: int | None = start
+    true_previous = [start] + values(start, ops)
     for i, op in enumerate(ops):
-      kind = "bug" if op in bugs else "plain"
+      shift = bug_shift(bugs, true_previous[i] if previous is None else previous, op)
+      kind = "plain" if shift is None else "bug"
       counts[kind] += 1
       counts[f"{kind}_wrong"] += not labels[i]
       m = _LINE_RE.match(lines[i]) if i < len(lines) else None
       if kind == "bug" and m and previous is not None and (m[1], int(m[2])) == op:
-        counts["bug_rule"] += int(m[3]) == (apply(previous, op) + bugs[op]) % 10
+        counts["bug_rule"] += int(m[3]) == (apply(previous, op) + shift) % 10
       previous = int(m[3]) if m else None
   rate = lambda num, den: counts[num] / counts[den] if counts[den] else float("nan")
   return {"plain": rate("plain_wrong", "plain"), "bug": rate("bug_wrong", "bug"),
