@@ -89,21 +89,22 @@ def bench_train_step(warmup: int, repeats: int) -> dict:
           "tokens_per_s": TRAIN_BATCH * TRAIN_LEN / median}
 
 
-def _rl_config(method: str, workdir: str):
+def _rl_config(method: str, workdir: str, old_logp: str = "forward"):
   config = load_config_file(os.path.join(ROOT, "configs", "base.py"))
   apply_overrides(config, [
       f"method={method}", "model.preset=mini", "rollout.prompts_per_step=16", "rollout.n=4",
       f"rollout.max_new_tokens={NEW_TOKENS}", "rollout.temperature=1.0", "train.ppo_epochs=1",
       "train.mini_batch_size=0", "log.progress=False", "log.tensorboard=False",
-      "mesh.num_devices=1", "task.max_ops=2"])
+      "mesh.num_devices=1", "task.max_ops=2", f"train.old_logp_source={old_logp}"])
   if method == "grpo":
     apply_overrides(config, ["algo.loss.kl_coef=0.04"])
   return config
 
 
-def bench_rl_step(method: str, warmup: int, repeats: int) -> dict:
+def bench_rl_step(method: str, warmup: int, repeats: int, old_logp: str = "forward") -> dict:
+  """One `rl_step`; `old_logp` is train.old_logp_source ("sampler": no old-policy forward)."""
   workdir = tempfile.mkdtemp(prefix=f"bench-{method}-")
-  config = _rl_config(method, workdir)
+  config = _rl_config(method, workdir, old_logp)
   ctx = build_context(config, workdir)
   extra = "".join(chr(0x100 + i) for i in range(512 - ctx.tokenizer.vocab_size))
   ctx.tokenizer = CharTokenizer(CharTokenizer.DEFAULT_ALPHABET + extra)
@@ -122,7 +123,8 @@ def bench_rl_step(method: str, warmup: int, repeats: int) -> dict:
   timed = holder["metrics"][warmup:]
   rollout = float(np.median([m["time/rollout_s"] for m in timed]))
   tokens = float(np.median([m["rollout/tokens"] for m in timed]))
-  return {"name": method, "seconds": median, "times": times, "rollout_s": rollout,
+  return {"name": method, "old_logp": old_logp, "seconds": median, "times": times,
+          "rollout_s": rollout,
           "rest_s": median - rollout, "sampled_tokens": tokens}
 
 
@@ -162,7 +164,8 @@ def write_docs(rows: list[dict], info: dict, args, command: str) -> None:
       f"{TRAIN_LEN} tokens, next-token loss, one AdamW update. An RL step is `rl_step` end to "
       f"end: {PROMPTS} arithmetic prompts x {SAMPLES} samples x at most {NEW_TOKENS} new tokens "
       "from a random policy, outcome check, old-policy and reference log-probs, advantages and "
-      "one AdamW update (GRPO with a KL loss; PRIME adds the PRM log-probs and its update). "
+      "one AdamW update (GRPO with a KL loss; PRIME adds the PRM log-probs and its update); "
+      f"old-policy log-probs from {'the sampler' if args.old_logp == 'sampler' else 'a forward pass'}. "
       "The anchor and targets are PERFORMANCE.md's, not re-measured here.")
   write_section("Train and RL steps", [paragraph, table(rows), verdict(rows)], info, command)
 
@@ -176,6 +179,8 @@ def main(argv=None):
   parser.add_argument("--steps", nargs="+", default=["train", "grpo", "prime"],
                       choices=["train", "grpo", "prime"])
   parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+  parser.add_argument("--old-logp", choices=["forward", "sampler"], default="forward",
+                      help="train.old_logp_source of the RL steps")
   args = parser.parse_args(argv)
   if args.quick:
     args.repeats, args.warmup = 2, 1
@@ -185,7 +190,7 @@ def main(argv=None):
   rows = []
   for name in args.steps:
     row = (bench_train_step(args.warmup, args.repeats) if name == "train"
-           else bench_rl_step(name, args.warmup, args.repeats))
+           else bench_rl_step(name, args.warmup, args.repeats, args.old_logp))
     rows.append(row)
     print(f"  {name}: median {row['seconds']:.3f} s; runs "
           f"{', '.join(f'{t:.3f}' for t in row['times'])}"

@@ -201,6 +201,9 @@ def get_config():
   c.train.micro_batch_size = 0  # responses per forward/backward; 0 = the mini-batch
   c.train.logprob_micro_batch_size = 0  # responses per log-prob forward; 0 = micro_batch_size
   c.train.logprob_chunk = 0  # sequence chunk of the log-prob projection; 0 = whole sequence
+  # Old-policy log-probs: "forward" (a teacher-forced pass) or "sampler" (the rollout's own, no
+  # second forward; only at temperature 1, untruncated, float32, where the two agree to ~1e-6).
+  c.train.old_logp_source = "forward"
   # A NaN/inf loss or gradient norm stops the run (RL and SFT) before that step is saved; true:
   # drop such an update instead (state kept, data position advances), counted as
   # train/skipped_updates. RL then keeps a device copy of the state during each step.

@@ -237,6 +237,7 @@ class HostRollout:
   mask: np.ndarray  # bool
   lengths: np.ndarray
   truncated: np.ndarray
+  logprobs: np.ndarray | None = None  # [R, N] float32, 0 past the mask (Rollout.logprobs)
 
 
 def sample_in_calls(params: Any, model_cfg: ModelConfig, calls: Sequence[Sequence[Any]],
@@ -260,9 +261,9 @@ def sample_in_calls(params: Any, model_cfg: ModelConfig, calls: Sequence[Sequenc
     call_key = key if len(calls) == 1 and not fold_single else jax.random.fold_in(key, i)
     rollout = sample(params, model_cfg, padded, call_key, sampling_cfg, mesh=mesh, rules=rules)
     rows = len(prompts) * sampling_cfg.n
-    tokens, mask, lengths, truncated = (to_host(x)[:rows] for x in (
-        rollout.tokens, rollout.mask, rollout.lengths, rollout.truncated))
-    out.append(HostRollout(tokens, mask.astype(bool), lengths, truncated))
+    tokens, mask, lengths, truncated, logprobs = (to_host(x)[:rows] for x in (
+        rollout.tokens, rollout.mask, rollout.lengths, rollout.truncated, rollout.logprobs))
+    out.append(HostRollout(tokens, mask.astype(bool), lengths, truncated, logprobs))
     if on_call is not None:
       on_call(len(prompts))
   return out

@@ -41,7 +41,8 @@ from prl_jax.run import tracking
 from prl_jax.run.state import (TrainState, applied_learning_rates, init_state, optimizers,
                                wrap_key)
 from prl_jax.train import objectives
-from prl_jax.train.rollouts import PromptStream, Rollouts, collect_rollouts
+from prl_jax.train.rollouts import (PromptStream, Rollouts, collect_rollouts, old_logp_source,
+                                    response_array, sampler_logp_refusal)
 from prl_jax.train.step_checker import checker_step_rewards
 from prl_jax.train.step_diagnostics import step_auroc
 
@@ -139,6 +140,11 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
   policy_loss = objectives.policy_loss_fn(model_cfg, loss_cfg)
   options = ml_collections.FrozenConfigDict(config.algo)
   chunk = config.train.logprob_chunk
+  if old_logp_source(config) == "sampler":
+    refusal = sampler_logp_refusal(ctx.sampling, model_cfg)
+    if refusal:
+      raise ValueError(f"train.old_logp_source='sampler': the sampler's log-probs are not the "
+                       f"old policy's here ({refusal}); use 'forward'.")
 
   epochs = config.train.ppo_epochs
 
@@ -249,7 +255,10 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
                                        config.rollout.max_new_tokens, ctx.tokenizer.pad_id))
   outcome = ctx.place_batch(rollouts.outcome)
   zeros = jnp.zeros_like(seq.response_mask)
-  old_logp = fns.logprobs(state.policy.params, seq)
+  if old_logp_source(config) == "sampler":  # the rollout's own log-probs: no second forward
+    old_logp = ctx.place_batch(response_array(rollouts.logprobs, seq.response_mask.shape[1]))
+  else:
+    old_logp = fns.logprobs(state.policy.params, seq)
   ref_logp = fns.logprobs(state.ref_params, seq) if state.ref_params is not None else zeros
   values = fns.value_forward(state.value.params, seq) if recipe.value else zeros
   metrics = dict(rollouts.metrics)

@@ -19,7 +19,8 @@ import numpy as np
 from prl_jax.algorithms.filters import accuracy_filter, truncation_filter
 from prl_jax.rewards.plugins import score_with_metrics
 from prl_jax.run.context import RunContext
-from prl_jax.sampling import sample_in_calls
+from prl_jax.models.config import ModelConfig
+from prl_jax.sampling import HostRollout, SamplingConfig, sample_in_calls
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class RolloutGroup:
   outcome: np.ndarray  # [n]
   truncated: np.ndarray  # [n]
   texts: list[str]  # [n] the decoded responses the verifier checked
+  logprobs: list[np.ndarray]  # [n] the sampler's log-probs of response_ids (see sample_parts)
 
 
 @dataclasses.dataclass
@@ -78,6 +80,7 @@ class Rollouts:
   outcome: np.ndarray  # [B]
   truncated: np.ndarray  # [B]
   metrics: dict
+  logprobs: list[np.ndarray]  # [B] the sampler's log-probs of each response's tokens
 
   @classmethod
   def of(cls, groups: list[RolloutGroup], metrics: dict) -> "Rollouts":
@@ -87,11 +90,12 @@ class Rollouts:
                response_ids=[r for g in groups for r in g.response_ids],
                texts=[t for g in groups for t in g.texts],
                outcome=np.concatenate([g.outcome for g in groups]),
-               truncated=np.concatenate([g.truncated for g in groups]), metrics=metrics)
+               truncated=np.concatenate([g.truncated for g in groups]), metrics=metrics,
+               logprobs=[lp for g in groups for lp in g.logprobs])
 
 
-def sample_rows(ctx: RunContext, params, prompts: list[list[int]], key):
-  """(tokens, bool mask, truncated) on the host: rollout.n responses per prompt, contiguous.
+def sample_parts(ctx: RunContext, params, prompts: list[list[int]], key) -> list[HostRollout]:
+  """rollout.n responses per prompt, contiguous, as the sampler calls' host rollouts.
 
   At most `rollout.max_rows` rows go through one sampler call (0: all at once), so the KV cache
   holds one call's rows; call i draws with fold_in(key, i) (unchunked: `key` itself).
@@ -99,9 +103,14 @@ def sample_rows(ctx: RunContext, params, prompts: list[list[int]], key):
   n, max_rows = ctx.config.rollout.n, ctx.config.rollout.max_rows
   per_call = max(1, max_rows // n) if max_rows else len(prompts)
   calls = [prompts[start:start + per_call] for start in range(0, len(prompts), per_call)]
-  parts = sample_in_calls(params, ctx.model_cfg, calls, key, ctx.sampling,
-                          mesh=ctx.mesh if ctx.mesh.size > 1 else None, rules=ctx.rules,
-                          fold_single=False)
+  return sample_in_calls(params, ctx.model_cfg, calls, key, ctx.sampling,
+                         mesh=ctx.mesh if ctx.mesh.size > 1 else None, rules=ctx.rules,
+                         fold_single=False)
+
+
+def sample_rows(ctx: RunContext, params, prompts: list[list[int]], key):
+  """(tokens, bool mask, truncated) on the host of `sample_parts`, the calls concatenated."""
+  parts = sample_parts(ctx, params, prompts, key)
   return (np.concatenate([p.tokens for p in parts]), np.concatenate([p.mask for p in parts]),
           np.concatenate([p.truncated for p in parts]))
 
@@ -129,8 +138,11 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
     positions += stream.take_positions(draw - len(positions))
     examples = [stream.example(p) for p in positions]
     prompts = [ctx.tokenizer.encode(ex["prompt"]) for ex in examples]
-    tokens, mask, truncated = sample_rows(ctx, params, prompts, jax.random.fold_in(key, rounds))
+    parts = sample_parts(ctx, params, prompts, jax.random.fold_in(key, rounds))
+    tokens, mask, truncated, logprobs = (np.concatenate([getattr(p, k) for p in parts]) for k in
+                                         ("tokens", "mask", "truncated", "logprobs"))
     responses = [row[m].tolist() for row, m in zip(tokens, mask)]
+    response_logprobs = [row[m] for row, m in zip(logprobs, mask)]
     sampled_tokens += int(mask.sum())
     texts = [ctx.tokenizer.decode(r) for r in responses]
     rewards, round_metrics = score_with_metrics(ctx.verifier, texts,
@@ -146,7 +158,7 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
     for p, ex in enumerate(examples):
       rows = slice(p * n, (p + 1) * n)
       group = RolloutGroup(ex, prompts[p], responses[rows], outcome[rows], truncated[rows],
-                           texts[rows])
+                           texts[rows], response_logprobs[rows])
       (accepted if keep[p] else rejected).append((positions[p], group))
     rounds += 1
   exhausted = len(accepted) < want
@@ -164,3 +176,39 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
       "rollout/sampled": len(sampled), "rollout/buffered": len(stream.buffer),
       "filter/accepted": min(len(accepted), want) / want,
       "filter/exhausted": float(exhausted and filtering), "rollout/tokens": sampled_tokens})
+
+
+def old_logp_source(config) -> str:
+  """train.old_logp_source: "forward" (a teacher-forced pass of the sampling policy, the default)
+  or "sampler" (the log-probs the sampler drew the tokens with)."""
+  source = config.train.get("old_logp_source", "forward")
+  if source not in ("forward", "sampler"):
+    raise ValueError(f"train.old_logp_source={source!r}; choose 'forward' or 'sampler'.")
+  return source
+
+
+def sampler_logp_refusal(scfg: SamplingConfig, model_cfg: ModelConfig) -> str | None:
+  """Why the sampler's log-probs are not the old policy's log-probs, or None when they are.
+
+  PPO's old log-prob is log pi_old(y_t | y_<t) of the untempered, untruncated policy. The sampler
+  returns log softmax(z / T)[y] before top-k/top-p truncation, which is that quantity when T = 1
+  (decode and teacher-forced forward then agree to ~1e-6 in float32, tests/test_sampling.py).
+  At T != 1 it is the tempered distribution's; in bfloat16 the two paths round differently.
+  """
+  if scfg.greedy or scfg.temperature != 1.0:
+    return f"rollout.temperature={scfg.temperature} (greedy={scfg.greedy}); needs 1.0"
+  if scfg.top_k or scfg.top_p != 1.0:
+    return f"rollout truncation top_k={scfg.top_k}, top_p={scfg.top_p}; needs 0 and 1.0"
+  if scfg.logprob_mode == "processed":  # equal here, but say the mode a reader expects
+    return "rollout.logprob_mode='processed'; needs 'temperature' or 'raw'"
+  if model_cfg.dtype != "float32":
+    return f"model.dtype={model_cfg.dtype}; needs float32"
+  return None
+
+
+def response_array(rows: list[np.ndarray], width: int) -> np.ndarray:
+  """[B, width] float32: row i's values from position 0, zeros after (make_sequences' layout)."""
+  out = np.zeros((len(rows), width), np.float32)
+  for i, row in enumerate(rows):
+    out[i, :len(row)] = row
+  return out

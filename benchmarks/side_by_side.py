@@ -1,0 +1,128 @@
+"""Our sampler, train step and RL steps beside Tunix 0.1.7's at the same shapes, in one invocation.
+
+    python benchmarks/side_by_side.py --peer-python ENV/bin/python --peer-script ANCHOR.py
+
+`--peer-python` is the interpreter of a virtual environment with google-tunix==0.1.7 installed
+(Tunix is never a dependency of this project: it pins packages ours conflict with);
+`--peer-script` is a script that measures Tunix at PERFORMANCE's shapes and writes JSON with
+`--sections S --runs N --json FILE` (sampler: ["sampler"]["temp1.0"]["tokens_per_s"]; train:
+["train"][variant]["median_s"], the faster variant is taken; GRPO: ["grpo"]["median_s"]).
+Without them only our side runs and the docs are not written.
+
+Sections run in turn, the peer's first and ours right after, so a machine whose load changes
+over minutes hits both sides of a row alike. Shapes are benchmarks/sampler.py's and
+benchmarks/steps.py's: the mini preset (vocab 512, d 256, 4 layers, 4 heads, 4 KV heads,
+MLP 1024, 4.46M parameters), float32, one device. Our RL steps run with both old-policy
+log-prob sources (train.old_logp_source = forward, sampler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import types
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from benchmarks import sampler as sampler_bench  # noqa: E402
+from benchmarks import steps  # noqa: E402
+from benchmarks.docs_section import machine, write_section  # noqa: E402
+
+
+def run_peer(python: str, script: str, section: str, runs: int) -> dict:
+  """One section of the peer's script in its own interpreter; its JSON result."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "peer.json")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["JAX_PLATFORMS"] = "cpu"
+    subprocess.run([python, script, "--sections", section, "--runs", str(runs), "--json", out],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    with open(out) as f:
+      return json.load(f)[section]
+
+
+def peer_figure(section: str, result: dict) -> float:
+  """Tokens/s (sampler) or seconds per step (train, grpo) from the peer's JSON."""
+  if section == "sampler":
+    return result["temp1.0"]["tokens_per_s"]
+  if section == "train":
+    return min(v["median_s"] for v in result.values() if isinstance(v, dict) and "median_s" in v)
+  return result["median_s"]
+
+
+def ours(section: str, runs: int) -> list[tuple[str, float, str]]:
+  """[(row label, figure, unit)] of our side of one section."""
+  if section == "sampler":
+    args = types.SimpleNamespace(warmup=2, repeats=runs, naive_repeats=0, segments=4)
+    row = sampler_bench.bench_variant(4, args)
+    n = sampler_bench.BATCH * sampler_bench.NEW_TOKENS
+    return [("sampler, 64 x 16 -> +128 tokens", n / row["ours_s"], "tokens/s")]
+  if section == "train":
+    row = steps.bench_train_step(2, runs)
+    return [("train step, 32 x 128 tokens", row["seconds"], "s")]
+  rows = []
+  for method in ("grpo", "prime"):
+    for source in ("forward", "sampler"):
+      row = steps.bench_rl_step(method, 2, runs, source)
+      rows.append((f"{method.upper()} step, 16 x 4 x 64 (old log-probs: {source}; rollout "
+                   f"{row['rollout_s']:.2f} s)", row["seconds"], "s"))
+  return rows
+
+
+def table(rows: list[tuple[str, float, str, float | None]]) -> str:
+  lines = ["| measurement | Tunix 0.1.7 | prl_jax | prl_jax vs Tunix |", "|---|---|---|---|"]
+  for label, figure, unit, peer in rows:
+    fmt = (lambda x: f"{x:,.0f} tokens/s") if unit == "tokens/s" else (lambda x: f"{x:.2f} s")
+    if peer is None:
+      lines.append(f"| {label} | - | {fmt(figure)} | - |")
+      continue
+    ratio = figure / peer if unit == "tokens/s" else peer / figure
+    lines.append(f"| {label} | {fmt(peer)} | {fmt(figure)} | {ratio:.2f}x "
+                 f"{'as fast' if unit == 'tokens/s' else 'the speed'} |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--peer-python", help="python of an environment with google-tunix 0.1.7")
+  parser.add_argument("--peer-script", help="the script that measures Tunix at these shapes")
+  parser.add_argument("--runs", type=int, default=3, help="timed runs per figure, both sides")
+  parser.add_argument("--sections", nargs="+", default=["sampler", "train", "grpo"],
+                      choices=["sampler", "train", "grpo"])
+  parser.add_argument("--no-docs", action="store_true")
+  args = parser.parse_args(argv)
+  peer = bool(args.peer_python and args.peer_script and os.path.exists(args.peer_python))
+  info = machine()
+  print(f"machine: {info['cpu']}; {info['cpus']} CPUs; jax {info['jax']}; peer: "
+        f"{'yes' if peer else 'not given'}", flush=True)
+  rows = []
+  for section in args.sections:
+    peer_value = None
+    if peer:
+      peer_value = peer_figure(section, run_peer(args.peer_python, args.peer_script, section,
+                                                 args.runs))
+      print(f"  Tunix {section}: {peer_value:.3f}", flush=True)
+    for label, figure, unit in ours(section, args.runs):
+      print(f"  ours  {label}: {figure:.3f} {unit}", flush=True)
+      # PRIME has no Tunix counterpart; PERFORMANCE compares it with Tunix's GRPO step.
+      rows.append((label, figure, unit, peer_value))
+  print(table(rows))
+  if peer and not args.no_docs:
+    paragraph = (
+        f"Both sides measured in one invocation on the same machine, each section Tunix first "
+        f"and ours right after; median of {args.runs} timed runs after warm-up, float32, one "
+        "device, the mini shapes of the sections above. Tunix's GRPO step (reference "
+        "log-probs, KL loss 0.04, one AdamW update) is the comparison for both our GRPO and "
+        "our PRIME step. Ratios above 1 mean prl_jax is faster. The machine was shared with "
+        "other jobs while this ran, so single figures carry about 10-20% noise.")
+    command = ("python benchmarks/side_by_side.py --peer-python <env with google-tunix 0.1.7>"
+               "/bin/python --peer-script <Tunix anchor script>")
+    write_section("Side by side with Tunix", [paragraph, table(rows)], info, command)
+
+
+if __name__ == "__main__":
+  main()
