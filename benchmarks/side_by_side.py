@@ -6,14 +6,14 @@
 (Tunix is never a dependency of this project: it pins packages ours conflict with);
 `--peer-script` is a script that measures Tunix at PERFORMANCE's shapes and writes JSON with
 `--sections S --runs N --json FILE` (sampler: ["sampler"]["temp1.0"]["tokens_per_s"]; train:
-["train"][variant]["median_s"], the faster variant is taken; GRPO: ["grpo"]["median_s"]).
+["train"][variant]["median_s"], the faster variant is taken; GRPO: ["grpo"]["step"]["median_s"]).
 Without them only our side runs and the docs are not written.
 
 Sections run in turn, the peer's first and ours right after, so a machine whose load changes
 over minutes hits both sides of a row alike. Shapes are benchmarks/sampler.py's and
 benchmarks/steps.py's: the mini preset (vocab 512, d 256, 4 layers, 4 heads, 4 KV heads,
 MLP 1024, 4.46M parameters), float32, one device. Our RL steps run with both old-policy
-log-prob sources (train.old_logp_source = forward, sampler).
+log-prob sources (train.old_logp_source = forward, sampler), their runs alternating.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def peer_figure(section: str, result: dict) -> float:
     return result["temp1.0"]["tokens_per_s"]
   if section == "train":
     return min(v["median_s"] for v in result.values() if isinstance(v, dict) and "median_s" in v)
-  return result["median_s"]
+  return result["step"]["median_s"]
 
 
 def ours(section: str, runs: int) -> list[tuple[str, float, str]]:
@@ -66,10 +66,9 @@ def ours(section: str, runs: int) -> list[tuple[str, float, str]]:
     return [("train step, 32 x 128 tokens", row["seconds"], "s")]
   rows = []
   for method in ("grpo", "prime"):
-    for source in ("forward", "sampler"):
-      row = steps.bench_rl_step(method, 2, runs, source)
-      rows.append((f"{method.upper()} step, 16 x 4 x 64 (old log-probs: {source}; rollout "
-                   f"{row['rollout_s']:.2f} s)", row["seconds"], "s"))
+    for row in steps.bench_old_logp_ab(method, 2, runs):  # the two sources, runs alternating
+      rows.append((f"{method.upper()} step, 16 x 4 x 64 (old log-probs: {row['old_logp']}; "
+                   f"rollout {row['rollout_s']:.2f} s)", row["seconds"], "s"))
   return rows
 
 

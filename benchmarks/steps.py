@@ -101,8 +101,9 @@ def _rl_config(method: str, workdir: str, old_logp: str = "forward"):
   return config
 
 
-def bench_rl_step(method: str, warmup: int, repeats: int, old_logp: str = "forward") -> dict:
-  """One `rl_step`; `old_logp` is train.old_logp_source ("sampler": no old-policy forward)."""
+def rl_step_runner(method: str, old_logp: str = "forward"):
+  """(run, holder): run() does one `rl_step`; holder["metrics"] collects each step's metrics.
+  `old_logp` is train.old_logp_source ("sampler": no old-policy forward)."""
   workdir = tempfile.mkdtemp(prefix=f"bench-{method}-")
   config = _rl_config(method, workdir, old_logp)
   ctx = build_context(config, workdir)
@@ -119,13 +120,36 @@ def bench_rl_step(method: str, warmup: int, repeats: int, old_logp: str = "forwa
     holder["state"], metrics = rl_step(ctx, recipe, fns, holder["state"], stream)
     holder["metrics"].append(metrics)
 
-  median, times = median_time(run, warmup, repeats)
-  timed = holder["metrics"][warmup:]
-  rollout = float(np.median([m["time/rollout_s"] for m in timed]))
-  tokens = float(np.median([m["rollout/tokens"] for m in timed]))
+  return run, holder
+
+
+def _rl_row(method, old_logp, times, timed_metrics) -> dict:
+  median = float(np.median(times))
+  rollout = float(np.median([m["time/rollout_s"] for m in timed_metrics]))
+  tokens = float(np.median([m["rollout/tokens"] for m in timed_metrics]))
   return {"name": method, "old_logp": old_logp, "seconds": median, "times": times,
-          "rollout_s": rollout,
-          "rest_s": median - rollout, "sampled_tokens": tokens}
+          "rollout_s": rollout, "rest_s": median - rollout, "sampled_tokens": tokens}
+
+
+def bench_rl_step(method: str, warmup: int, repeats: int, old_logp: str = "forward") -> dict:
+  run, holder = rl_step_runner(method, old_logp)
+  _, times = median_time(run, warmup, repeats)
+  return _rl_row(method, old_logp, times, holder["metrics"][warmup:])
+
+
+def bench_old_logp_ab(method: str, warmup: int, repeats: int) -> list[dict]:
+  """The step with old log-probs from a forward pass and from the sampler, runs alternating
+  (A, B, A, B, ...) so changing machine load hits both alike."""
+  runners = {source: rl_step_runner(method, source) for source in ("forward", "sampler")}
+  times = {source: [] for source in runners}
+  for i in range(warmup + repeats):
+    for source, (run, _) in runners.items():
+      start = time.perf_counter()
+      run()
+      if i >= warmup:
+        times[source].append(time.perf_counter() - start)
+  return [_rl_row(method, source, times[source], holder["metrics"][warmup:])
+          for source, (_, holder) in runners.items()]
 
 
 def table(rows: list[dict]) -> str:

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ATTENTION_IMPLS = ("chunked", "fused")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,9 @@ class ModelConfig:
     attention_chunk: without a KV cache (training, log-probs), attend `attention_chunk` queries
       at a time so only [chunk, T] scores are alive instead of [T, T] (0: all at once). The
       result is the same; the chunks are recomputed for the backward pass.
+    attention_impl: without a KV cache, "chunked" (the einsum form above, every backend) or
+      "fused" (`jax.nn.dot_product_attention`: cuDNN's fused kernel on NVIDIA GPUs in 16-bit,
+      XLA's composition elsewhere; attention_chunk is then unused).
   """
 
   vocab_size: int
@@ -55,6 +59,7 @@ class ModelConfig:
   dtype: str = "float32"
   remat: str = "none"
   attention_chunk: int = 0
+  attention_impl: str = "chunked"
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
@@ -74,6 +79,9 @@ class ModelConfig:
                        "embeddings.")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"ModelConfig.remat={self.remat!r}; choose one of {REMAT_POLICIES}.")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"ModelConfig.attention_impl={self.attention_impl!r}; choose one of "
+                       f"{ATTENTION_IMPLS}.")
     if self.attention_chunk < 0:
       raise ValueError(f"ModelConfig.attention_chunk must be >= 0 (0: no chunking), got "
                        f"{self.attention_chunk}.")
