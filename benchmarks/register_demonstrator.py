@@ -24,14 +24,15 @@ def measure(bug_seed: int, problems: int, reg, samples: int = 8) -> dict:
   """The demonstrator's statistics with the task.register settings `reg` and this bug seed."""
   examples = register.generate(problems, seed=1, bug_seed=bug_seed, num_bugs=reg.num_bugs,
                                min_bugs=reg.min_bugs, max_bugs=reg.max_bugs,
-                               bug_keys=reg.bug_keys)
+                               bug_keys=reg.bug_keys, rule=reg.rule)
   bugs = register.bug_types(bug_seed, reg.num_bugs, reg.bug_keys)
   rng = random.Random(0)
   success, wrong, paid_wrong, majority_wrong = [], 0, 0, 0
   by_bugs = collections.defaultdict(list)
   for ex in examples:
     demos = [register.demonstrate(ex["question"], rng, bugs, bug_rate=reg.bug_rate,
-                                  slip_rate=reg.slip_rate) for _ in range(samples)]
+                                  slip_rate=reg.slip_rate, rule=reg.rule)
+             for _ in range(samples)]
     scores = [register.check(d, ex) for d in demos]
     success.append(scores)
     by_bugs[ex["bug_ops"]].append(np.mean(scores))

@@ -55,6 +55,9 @@ def get_config():
   # "op": the bugs are (operation, operand) types; "state": (previous value, operation, operand)
   # triples, num_bugs of the 180 (many rare bugs; prl_jax.data.register.bug_types).
   c.task.register.bug_keys = "op"
+  # "add": +d / -d mod 10; "table": each operation symbol names a hidden random permutation of
+  # the digits (a lookup table, nothing to generalise from).
+  c.task.register.rule = "add"
   c.task.register.min_bugs = 1
   c.task.register.max_bugs = 4
   c.task.register.bug_rate = 0.7

@@ -207,6 +207,41 @@ def test_state_keyed_bugs_fire_on_their_triples_only():
                               slip_rate=0.0) == "+1=4"
 
 
+def test_table_rule_is_a_fixed_permutation_per_operation():
+  """rule="table": each symbol is a permutation of 0..9, fixed; the solution, checker and step
+  labels follow it (against an independent walk through the tables), and "add" is unchanged."""
+  tables = register.op_tables()
+  assert tables == register.op_tables() and len(tables) == 18
+  assert all(sorted(t) == list(range(10)) for t in tables.values())
+  assert len(set(tables.values())) == 18
+  examples = register.generate(200, seed=6, num_bugs=30, min_bugs=2, max_bugs=2,
+                               bug_keys="state", rule="table")
+  bugs = register.bug_types(0, 30, keys="state")
+  for ex in examples:
+    assert ex["rule"] == "table"
+    start, body = ex["question"].split(":")
+    v, walk, triples = int(start), [], []
+    for sign, d in zip(body[0::2], body[1::2]):
+      triples.append((v, sign, int(d)))
+      v = tables[(sign, int(d))][v]
+      walk.append(v)
+    assert [int(line[-1]) for line in ex["solution"].splitlines()] == walk
+    assert ex["bug_ops"] == 2 == sum(t in bugs for t in triples)
+    assert register.check(ex["solution"], ex) == 1.0
+    lines = ex["solution"].splitlines()
+    lines[3] = lines[3][:3] + str((walk[3] + 1) % 10)
+    assert register.step_labels("\n".join(lines), ex) == [True] * 3 + [False] * 2 + [True] * 3
+  assert "rule" not in register.generate(1, seed=6)[0]
+  with pytest.raises(ValueError, match="rule"):
+    register.generate(1, rule="mul")
+  rng = random.Random(5)
+  demos = [register.demonstrate(ex["question"], rng, bugs, bug_rate=0.55, rule="table")
+           for ex in examples]
+  rates = register.line_error_rates(demos, examples, bugs)
+  assert abs(rates["bug"] - 0.55) < 5 * np.sqrt(0.55 * 0.45 / 400)
+  assert rates["bug_rule"] == rates["bug"]
+
+
 def test_coincidental_success_is_rare():
   rng = random.Random(2)
   examples = register.generate(400, seed=9)

@@ -41,7 +41,7 @@ def demonstrator(task_config) -> Demonstrator:
   def demo(example: dict, rng: np.random.Generator) -> dict:
     draw = random.Random(int(rng.integers(2**63)))
     text = register.demonstrate(example["question"], draw, bugs, bug_rate=r.bug_rate,
-                                slip_rate=r.slip_rate)
+                                slip_rate=r.slip_rate, rule=r.rule)
     return {**example, "solution": text}
 
   return demo

@@ -14,7 +14,9 @@ Question and solution (start value 3, K = 4)::
   -7=8
   +1=9
 
-Each line echoes its operation and the register's new value, v_i = (v_{i-1} op d_i) mod 10. The
+Each line echoes its operation and the register's new value, v_i = (v_{i-1} op d_i) mod 10 (rule
+"add"; with rule "table" each of the 18 operation symbols names a fixed random permutation of the
+ten digits, v_i = T_{op_i}[v_{i-1}], a lookup with no arithmetic to generalise from). The
 outcome checker asks for exactly K well-formed lines whose last two values are the true last two
 values (v_{K-1}, v_K), so a wrong chain is paid only by a coincidence of two digits (measured by
 tests/test_register_task.py and reported by `coincidence_rate`). `step_labels` is the step
@@ -22,9 +24,9 @@ checker (for diagnostics and the oracle control; learned methods never see it) a
 `first_error` the ground-truth index of the first wrong line.
 
 The buggy demonstrator (`demonstrate`) applies, on a hidden set of (operation, operand) types
-(`bug_types`, fixed by `bug_seed`) -- or, with keys="state", of (previous value, operation,
-operand) triples, many rarer bugs the policy must unlearn one by one -- a fixed wrong rule -- an off-by-s result with s fixed per type
--- with probability `bug_rate`, elsewhere slips to a random wrong digit with probability
+(`bug_types`, fixed by `bug_seed`; with keys="state", of (previous value, operation, operand)
+triples, many rarer bugs), a fixed wrong rule -- an off-by-s result with s fixed per bug -- with
+probability `bug_rate`, elsewhere slips to a random wrong digit with probability
 `slip_rate`, and always continues from the value it wrote. Problems mix `min_bugs..max_bugs`
 operations of bug types into each chain, so the demonstrator's success rate is low and its most
 common final answer is wrong.
@@ -57,11 +59,26 @@ _LINE_RE = re.compile(r"^([+\-])(\d)=(\d)$")
 
 Op = tuple[str, int]
 BUG_KEYS = ("op", "state")
+RULES = ("add", "table")
 
 
-def apply(value: int, op: Op) -> int:
-  """(value op d) mod 10."""
+def op_tables() -> dict[Op, tuple[int, ...]]:
+  """Rule "table": T_op, a fixed random permutation of 0..9 per operation symbol. A permutation
+  keeps two different values different, so a chain that went wrong stays wrong, as with "add"."""
+  rng = random.Random(f"{TASK}:table")
+  return {t: tuple(rng.sample(range(10), 10)) for t in TYPES}
+
+
+_TABLES = op_tables()
+
+
+def apply(value: int, op: Op, rule: str = "add") -> int:
+  """(value op d) mod 10, or T_op[value] with rule "table"."""
   sign, d = op
+  if rule == "table":
+    return _TABLES[op][value]
+  if rule != "add":
+    raise ValueError(f"unknown register rule {rule!r}; choose one of {RULES}")
   if sign == "+":
     return (value + d) % 10
   if sign == "-":
@@ -81,11 +98,11 @@ def parse_question(question: str) -> tuple[int, list[Op]]:
   return int(m[1]), [(body[i], int(body[i + 1])) for i in range(0, len(body), 2)]
 
 
-def values(start: int, ops: Sequence[Op]) -> list[int]:
+def values(start: int, ops: Sequence[Op], rule: str = "add") -> list[int]:
   """The true register values v_1..v_K."""
   out, v = [], start
   for op in ops:
-    v = apply(v, op)
+    v = apply(v, op, rule)
     out.append(v)
   return out
 
@@ -94,10 +111,10 @@ def format_lines(ops: Sequence[Op], written: Sequence[int]) -> str:
   return "\n".join(f"{s}{d}={v}" for (s, d), v in zip(ops, written))
 
 
-def solve(question: str) -> str:
+def solve(question: str, rule: str = "add") -> str:
   """The clean demonstration: every line right."""
   start, ops = parse_question(question)
-  return format_lines(ops, values(start, ops))
+  return format_lines(ops, values(start, ops, rule))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,7 +154,7 @@ def bug_shift(bugs: Mapping[tuple, int], value: int | None, op: Op) -> int | Non
 
 
 def demonstrate(question: str, rng: random.Random, bugs: Mapping[tuple, int], *,
-                bug_rate: float = 0.7, slip_rate: float = 0.02) -> str:
+                bug_rate: float = 0.7, slip_rate: float = 0.02, rule: str = "add") -> str:
   """One demonstration: a bugged step (`bug_shift`, judged on the value the demonstrator holds)
   is applied wrongly with probability `bug_rate` (else right), any other step slips to a uniformly
   random wrong digit with probability `slip_rate`; each line continues from the value written on
@@ -145,7 +162,7 @@ def demonstrate(question: str, rng: random.Random, bugs: Mapping[tuple, int], *,
   start, ops = parse_question(question)
   written, v = [], start
   for op in ops:
-    right = apply(v, op)
+    right = apply(v, op, rule)
     shift = bug_shift(bugs, v, op)
     if shift is not None:
       v = (right + shift) % 10 if rng.random() < bug_rate else right
@@ -169,8 +186,8 @@ def _options(bug_seed: int, num_bugs: int, min_bugs: int, max_bugs: int,
   return bug_types(bug_seed, num_bugs, bug_keys)
 
 
-def _state_keyed_chain(rng: random.Random, k: int, where: set[int],
-                       bugs: Mapping[tuple, int]) -> tuple[int, list[Op]]:
+def _state_keyed_chain(rng: random.Random, k: int, where: set[int], bugs: Mapping[tuple, int],
+                       rule: str) -> tuple[int, list[Op]]:
   """A start value and k operations, walked along the true values: a bugged operation for the
   value the register holds at the positions in `where`, a clean one elsewhere."""
   start = v = rng.randint(0, 9)
@@ -178,29 +195,30 @@ def _state_keyed_chain(rng: random.Random, k: int, where: set[int],
   for i in range(k):
     choices = [t for t in TYPES if ((v, *t) in bugs) == (i in where)]
     ops.append(rng.choice(choices))
-    v = apply(v, ops[-1])
+    v = apply(v, ops[-1], rule)
   return start, ops
 
 
 def make_example(start: int, ops: Sequence[Op], *, id: str, num_bug_ops: int,
-                 template: str = "plain") -> dict[str, Any]:
+                 template: str = "plain", rule: str = "add") -> dict[str, Any]:
   question = format_question(start, ops)
-  true = values(start, ops)
+  true = values(start, ops, rule)
   return {
       "id": id,
       "prompt": templates.render(template, question),
       "question": question,
-      "solution": solve(question),
+      "solution": solve(question, rule),
       "answer": f"{true[-2]},{true[-1]}" if len(true) > 1 else str(true[-1]),
       "difficulty": len(ops),
       "bug_ops": num_bug_ops,
       "task": TASK,
+      **({} if rule == "add" else {"rule": rule}),
   }
 
 
 def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0, *,
              bug_seed: int = 0, num_bugs: int = 5, min_bugs: int = 1, max_bugs: int = 4,
-             bug_keys: str = "op", template: str = "plain", split: str = "train",
+             bug_keys: str = "op", rule: str = "add", template: str = "plain", split: str = "train",
              exclude: Collection[str] = ()) -> list[dict[str, Any]]:
   """`num` chains of `num_ops` operations (an int or an inclusive range), deterministic in seed.
 
@@ -216,7 +234,10 @@ def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0
   bugs = _options(bug_seed, num_bugs, min_bugs, max_bugs, bug_keys)
   bugged, clean = sorted(bugs), [t for t in TYPES if t not in bugs]
   rng = random.Random(f"{TASK}:{split}:{seed}:{lo}:{hi}:{bug_seed}:{num_bugs}:{min_bugs}:"
-                      f"{max_bugs}" + ("" if bug_keys == "op" else f":{bug_keys}"))
+                      f"{max_bugs}" + ("" if bug_keys == "op" else f":{bug_keys}")
+                      + ("" if rule == "add" else f":{rule}"))
+  if rule not in RULES:
+    raise ValueError(f"unknown register rule {rule!r}; choose one of {RULES}")
   examples, draws = [], 0
   while len(examples) < num:
     draws = unseen_budget(draws, num, len(examples), exclude, split)
@@ -224,7 +245,7 @@ def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0
     m = min(rng.randint(min_bugs, max_bugs), k)
     where = set(rng.sample(range(k), m))
     if bug_keys == "state":
-      start, ops = _state_keyed_chain(rng, k, where, bugs)
+      start, ops = _state_keyed_chain(rng, k, where, bugs, rule)
     else:
       ops = [rng.choice(bugged) if i in where else rng.choice(clean) for i in range(k)]
       start = rng.randint(0, 9)
@@ -232,7 +253,7 @@ def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0
     if question in exclude:
       continue
     examples.append(make_example(start, ops, id=f"{TASK}-{split}-{seed}-{len(examples)}",
-                                 num_bug_ops=m, template=template))
+                                 num_bug_ops=m, template=template, rule=rule))
   return examples
 
 
@@ -248,6 +269,11 @@ def generate_heldout(num: int, seed: int = 0, num_ops: int | tuple[int, int] = H
 
 def _question(example: Mapping[str, Any] | str) -> str:
   return example["question"] if isinstance(example, Mapping) else example
+
+
+def _rule(example: Mapping[str, Any] | str) -> str:
+  """The example's rule ("add" unless it says otherwise; a bare question is "add")."""
+  return example.get("rule", "add") if isinstance(example, Mapping) else "add"
 
 
 def _lines(response: str) -> list[str]:
@@ -274,7 +300,7 @@ def check(response: str, example: Mapping[str, Any] | str) -> float:
   parsed = [_LINE_RE.match(line) for line in lines]
   if not all(parsed):
     return 0.0
-  true = values(start, ops)
+  true = values(start, ops, _rule(example))
   return float([int(m[3]) for m in parsed[-2:]] == true[-2:])
 
 
@@ -283,6 +309,7 @@ def step_labels(response: str, example: Mapping[str, Any] | str) -> list[bool]:
   is that operation applied to the value written on the line before (the start value for the
   first line). A line after an unreadable one, or beyond K, is wrong."""
   start, ops = parse_question(_question(example))
+  rule = _rule(example)
   labels, previous = [], start
   for i, line in enumerate(_lines(response)):
     m = _LINE_RE.match(line)
@@ -291,7 +318,7 @@ def step_labels(response: str, example: Mapping[str, Any] | str) -> list[bool]:
       previous = None
       continue
     op = (m[1], int(m[2]))
-    labels.append(op == ops[i] and int(m[3]) == apply(previous, op))
+    labels.append(op == ops[i] and int(m[3]) == apply(previous, op, rule))
     previous = int(m[3])
   return labels
 
@@ -348,7 +375,8 @@ def line_error_rates(responses: Sequence[str], examples: Sequence[Mapping[str, A
     labels += [False] * (len(ops) - len(labels))
     lines = _lines(response)
     previous: int | None = start
-    true_previous = [start] + values(start, ops)
+    rule = _rule(example)
+    true_previous = [start] + values(start, ops, rule)
     for i, op in enumerate(ops):
       shift = bug_shift(bugs, true_previous[i] if previous is None else previous, op)
       kind = "plain" if shift is None else "bug"
@@ -356,7 +384,7 @@ def line_error_rates(responses: Sequence[str], examples: Sequence[Mapping[str, A
       counts[f"{kind}_wrong"] += not labels[i]
       m = _LINE_RE.match(lines[i]) if i < len(lines) else None
       if kind == "bug" and m and previous is not None and (m[1], int(m[2])) == op:
-        counts["bug_rule"] += int(m[3]) == (apply(previous, op) + shift) % 10
+        counts["bug_rule"] += int(m[3]) == (apply(previous, op, rule) + shift) % 10
       previous = int(m[3]) if m else None
   rate = lambda num, den: counts[num] / counts[den] if counts[den] else float("nan")
   return {"plain": rate("plain_wrong", "plain"), "bug": rate("bug_wrong", "bug"),
