@@ -13,9 +13,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # and many are compiled again by later tests and by the CLI runs of subprocess tests.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
-# The files whose tests take longest (2-3 minutes each on 2 cores) are collected first, so the
-# two pytest workers of `make test` start them at once instead of finishing on them one by one.
-FIRST = ("test_train_loop.py", "test_learning.py")
+# The files whose tests take longest (1-3 minutes each on 2 cores, `pytest --durations=30`) are
+# collected first, longest first, so the two pytest workers of `make test` start them early
+# instead of finishing on them one by one.
+FIRST = ("test_train_loop.py", "test_learning.py", "test_prm_cadence.py", "test_lab_gates.py",
+         "test_tracking.py", "test_nonfinite.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
