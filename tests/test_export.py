@@ -56,6 +56,25 @@ def test_export_policy_and_prm_of_a_step(prime_run, tmp_path):
   assert main(["export", "--workdir", prime_run, "--step", "7", "--out", str(tmp_path / "x")]) == 2
 
 
+def test_a_run_recorded_before_a_key_existed_still_exports(prime_run, tmp_path):
+  """config.json without keys added later (here task.register, algo.oracle): they read today's
+  defaults, the recorded values stay."""
+  import json
+  import shutil
+  old = str(tmp_path / "old_run")
+  shutil.copytree(prime_run, old)
+  with open(os.path.join(old, "config.json")) as fh:
+    recorded = json.load(fh)
+  del recorded["task"]["register"], recorded["algo"]["oracle"]
+  with open(os.path.join(old, "config.json"), "w") as fh:
+    json.dump(recorded, fh)
+  config = run_config(old)
+  assert config.task.register.bug_keys == "op" and config.algo.oracle.coef == 1.0
+  assert config.train.steps == 2 and config.method == "prime"
+  assert export_checkpoint(old, str(tmp_path / "policy"), step=1) == 1
+  _assert_same(hf.load_hf(str(tmp_path / "policy"))[1], _restored(prime_run, 1).policy.params)
+
+
 def test_export_errors_are_one_line(tmp_path, capsys):
   assert main(["export", "--workdir", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
   assert "no config.json" in capsys.readouterr().err

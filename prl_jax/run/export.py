@@ -13,13 +13,14 @@ trained: a causal LM, which loads anywhere an HF model does.
 from __future__ import annotations
 
 import dataclasses
+import os
 import json
 
 import jax
 import ml_collections
 
 from prl_jax.algorithms.registry import get_recipe
-from prl_jax.config import ConfigError
+from prl_jax.config import ConfigError, load_config_file
 from prl_jax.run import paths
 from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.context import build_context
@@ -35,13 +36,28 @@ def _tuples(tree):
   return tuple(_tuples(v) for v in tree) if isinstance(tree, list) else tree
 
 
+def _over_defaults(defaults: dict, recorded: dict) -> dict:
+  """The recorded values over the defaults: keys added since the run was recorded read their
+  defaults (a new key's default keeps the earlier behaviour)."""
+  merged = dict(defaults)
+  for key, value in recorded.items():
+    both_dicts = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+    merged[key] = _over_defaults(defaults[key], value) if both_dicts else value
+  return merged
+
+
 def run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config a run recorded in WORKDIR/config.json."""
+  """The resolved config a run recorded in WORKDIR/config.json, over today's defaults
+  (configs/base.py) so that a run recorded before a key existed still loads."""
   path = paths.join(workdir, "config.json")
   if not paths.isfile(path):
     raise ConfigError(f"{workdir} has no config.json (written by `prl-jax train`/`sft` when a "
                       "run starts); pass the workdir of a run.")
-  return ml_collections.ConfigDict(_tuples(json.loads(paths.read_text(path))))
+  recorded = _tuples(json.loads(paths.read_text(path)))
+  base = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configs",
+                      "base.py")
+  defaults = load_config_file(base).to_dict() if os.path.isfile(base) else {}
+  return ml_collections.ConfigDict(_over_defaults(defaults, recorded))
 
 
 def export_checkpoint(workdir: str, out: str, *, step: int | None = None,
