@@ -2,12 +2,16 @@
 the JAX operation that produced each XLA kernel, and the compiled step's cost analysis.
 
     python benchmarks/profile_step.py              # the mini train step, 32 x 128 tokens
-    python benchmarks/profile_step.py --before     # also the step with flax's DenseGeneral,
-                                                   # timed interleaved with ours (before/after)
+    python benchmarks/profile_step.py --before     # also the step as it was: flax's
+                                                   # DenseGeneral, layers scanned one at a time
+    python benchmarks/profile_step.py --scanned    # also ours with the layers scanned one at a
+                                                   # time (scan_unroll=1; mini's default unrolls)
+
+All variants are compiled in one process and timed with their runs alternating.
 
 Shapes: the "mini" preset, float32, the gradient of the next-token loss of 32 random sequences
 of 128 tokens (the train step of benchmarks/steps.py without the AdamW update, which is <1%).
-XLA's cost analysis counts a scanned loop's body once, so its FLOPs are per layer for the layers.
+For a scanned layer loop XLA's cost analysis counts the body once (its FLOPs are then per layer).
 """
 
 from __future__ import annotations
@@ -107,7 +111,9 @@ def interleaved(fns: dict, params, repeats: int) -> dict[str, float]:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--before", action="store_true",
-                      help="also profile and time the step with flax's DenseGeneral")
+                      help="also profile and time the step with flax's DenseGeneral, scanned")
+  parser.add_argument("--scanned", action="store_true",
+                      help="also profile and time the step with the layer scan not unrolled")
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--top", type=int, default=15)
   args = parser.parse_args(argv)
@@ -116,16 +122,19 @@ def main(argv=None):
   cfg = preset("mini")
   params = init_params(cfg, jax.random.key(0))
   tokens = jax.random.randint(jax.random.key(1), (BATCH, LENGTH), 3, cfg.vocab_size)
-  fns = {"ours": compiled_grad(cfg, params, tokens)}
+  fns = {f"ours (scan_unroll={cfg.resolved_scan_unroll})": compiled_grad(cfg, params, tokens)}
   if args.before:
-    fns["DenseGeneral"] = compiled_grad(cfg, params, tokens, _flax_dense)
+    fns["before: DenseGeneral, scanned"] = compiled_grad(cfg.replace(scan_unroll=1), params,
+                                                         tokens, _flax_dense)
+  if args.scanned:
+    fns["ours, scan_unroll=1"] = compiled_grad(cfg.replace(scan_unroll=1), params, tokens)
   for name, f in fns.items():
     cost = f.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     per_op = profile(f, params, runs=3)
     total = sum(per_op.values())
     print(f"\n[{name}] cost analysis: {cost.get('flops', 0):.3g} FLOPs, "
-          f"{cost.get('bytes accessed', 0):.3g} bytes (layer loop body counted once); "
+          f"{cost.get('bytes accessed', 0):.3g} bytes; "
           f"kernels {total:.0f} ms per step")
     for op, ms in per_op.most_common(args.top):
       print(f"  {ms:7.1f} ms {100 * ms / total:5.1f}%  {op[:100]}")

@@ -37,6 +37,11 @@ class ModelConfig:
     attention_chunk: without a KV cache (training, log-probs), attend `attention_chunk` queries
       at a time so only [chunk, T] scores are alive instead of [T, T] (0: all at once). The
       result is the same; the chunks are recomputed for the backward pass.
+    scan_unroll: layers per iteration of the layer scan; 0 (default) unrolls stacks of at most
+      8 layers fully and scans deeper ones one layer at a time. Unrolled, the backward pass
+      reads each layer's saved activations directly instead of stacking them into [layers, ...]
+      buffers (15% of the mini train step's kernel time); scanned, compile time stays flat in
+      depth. Parameters are stacked over "layers" either way.
     attention_impl: without a KV cache, "chunked" (the einsum form above, every backend) or
       "fused" (`jax.nn.dot_product_attention`: cuDNN's fused kernel on NVIDIA GPUs in 16-bit,
       XLA's composition elsewhere; attention_chunk is then unused).
@@ -60,6 +65,7 @@ class ModelConfig:
   remat: str = "none"
   attention_chunk: int = 0
   attention_impl: str = "chunked"
+  scan_unroll: int = 0
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
@@ -82,6 +88,9 @@ class ModelConfig:
     if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(f"ModelConfig.attention_impl={self.attention_impl!r}; choose one of "
                        f"{ATTENTION_IMPLS}.")
+    if self.scan_unroll < 0:
+      raise ValueError(f"ModelConfig.scan_unroll must be >= 0 (0: automatic), got "
+                       f"{self.scan_unroll}.")
     if self.attention_chunk < 0:
       raise ValueError(f"ModelConfig.attention_chunk must be >= 0 (0: no chunking), got "
                        f"{self.attention_chunk}.")
@@ -94,6 +103,13 @@ class ModelConfig:
                          "(supported: 'llama3', 'default').")
       # A dict is unhashable; freeze it so the config stays a valid static jit argument.
       object.__setattr__(self, "rope_scaling", tuple(sorted(dict(self.rope_scaling).items())))
+
+  @property
+  def resolved_scan_unroll(self) -> int:
+    """Layers per scan iteration (`scan_unroll`, with 0 resolved)."""
+    if self.scan_unroll:
+      return min(self.scan_unroll, self.num_layers)
+    return self.num_layers if self.num_layers <= 8 else 1
 
   @property
   def resolved_head_dim(self) -> int:

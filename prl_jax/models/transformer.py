@@ -286,6 +286,7 @@ class Transformer(nn.Module):
     self.layers = nn.scan(
         layer, variable_axes={"params": 0}, split_rngs={"params": True},
         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
+        unroll=cfg.resolved_scan_unroll,
         metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
     self.final_norm = RMSNorm(cfg.rms_norm_eps, jnp.dtype(cfg.dtype), name="final_norm")
     if not cfg.tie_embeddings:
