@@ -4,16 +4,17 @@
 
 `--peer-python` is the interpreter of a virtual environment with google-tunix==0.1.7 installed
 (Tunix is never a dependency of this project: it pins packages ours conflict with);
-`--peer-script` is a script that measures Tunix at PERFORMANCE's shapes and writes JSON with
+`--peer-script` is a script that measures Tunix at these shapes and writes JSON with
 `--sections S --runs N --json FILE` (sampler: ["sampler"]["temp1.0"]["tokens_per_s"]; train:
 ["train"][variant]["median_s"], the faster variant is taken; GRPO: ["grpo"]["step"]["median_s"]).
 Without them only our side runs and the docs are not written.
 
-Sections run in turn, the peer's first and ours right after, so a machine whose load changes
-over minutes hits both sides of a row alike. Shapes are benchmarks/sampler.py's and
-benchmarks/steps.py's: the mini preset (vocab 512, d 256, 4 layers, 4 heads, 4 KV heads,
-MLP 1024, 4.46M parameters), float32, one device. Our RL steps run with both old-policy
-log-prob sources (train.old_logp_source = forward, sampler), their runs alternating.
+Each section runs as `--rounds` rounds of (the peer's, ours), and every figure is the median
+over rounds, so a machine whose load changes over minutes hits both sides of a row alike.
+Shapes are benchmarks/sampler.py's and benchmarks/steps.py's: the mini preset (vocab 512,
+d 256, 4 layers, 4 heads, 4 KV heads, MLP 1024, 4.46M parameters), float32, one device. Our
+RL steps run with both old-policy log-prob sources (train.old_logp_source = forward, sampler),
+their runs alternating.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import types
+
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -67,8 +70,8 @@ def ours(section: str, runs: int) -> list[tuple[str, float, str]]:
   rows = []
   for method in ("grpo", "prime"):
     for row in steps.bench_old_logp_ab(method, 2, runs):  # the two sources, runs alternating
-      rows.append((f"{method.upper()} step, 16 x 4 x 64 (old log-probs: {row['old_logp']}; "
-                   f"rollout {row['rollout_s']:.2f} s)", row["seconds"], "s"))
+      rows.append((f"{method.upper()} step, 16 x 4 x 64 (old log-probs: {row['old_logp']})",
+                   row["seconds"], "s"))
   return rows
 
 
@@ -92,6 +95,8 @@ def main(argv=None):
   parser.add_argument("--runs", type=int, default=3, help="timed runs per figure, both sides")
   parser.add_argument("--sections", nargs="+", default=["sampler", "train", "grpo"],
                       choices=["sampler", "train", "grpo"])
+  parser.add_argument("--rounds", type=int, default=2,
+                      help="(Tunix, ours) rounds per section; figures are medians over rounds")
   parser.add_argument("--no-docs", action="store_true")
   args = parser.parse_args(argv)
   peer = bool(args.peer_python and args.peer_script and os.path.exists(args.peer_python))
@@ -100,24 +105,31 @@ def main(argv=None):
         f"{'yes' if peer else 'not given'}", flush=True)
   rows = []
   for section in args.sections:
-    peer_value = None
-    if peer:
-      peer_value = peer_figure(section, run_peer(args.peer_python, args.peer_script, section,
-                                                 args.runs))
-      print(f"  Tunix {section}: {peer_value:.3f}", flush=True)
-    for label, figure, unit in ours(section, args.runs):
-      print(f"  ours  {label}: {figure:.3f} {unit}", flush=True)
-      # PRIME has no Tunix counterpart; PERFORMANCE compares it with Tunix's GRPO step.
-      rows.append((label, figure, unit, peer_value))
+    peer_values, ours_values, units = [], {}, {}
+    for _ in range(args.rounds):  # Tunix, ours, Tunix, ours, ...: slow load drifts hit both
+      if peer:
+        peer_values.append(peer_figure(section, run_peer(args.peer_python, args.peer_script,
+                                                         section, args.runs)))
+        print(f"  Tunix {section}: {peer_values[-1]:.3f}", flush=True)
+      for label, figure, unit in ours(section, args.runs):
+        print(f"  ours  {label}: {figure:.3f} {unit}", flush=True)
+        ours_values.setdefault(label, []).append(figure)
+        units[label] = unit
+    # PRIME has no Tunix counterpart; the targets compare it with Tunix's GRPO step.
+    peer_value = float(np.median(peer_values)) if peer_values else None
+    rows += [(label, float(np.median(v)), units[label], peer_value)
+             for label, v in ours_values.items()]
   print(table(rows))
   if peer and not args.no_docs:
     paragraph = (
-        f"Both sides measured in one invocation on the same machine, each section Tunix first "
-        f"and ours right after; median of {args.runs} timed runs after warm-up, float32, one "
+        f"Both sides measured in one invocation on the same machine, each section as "
+        f"{args.rounds} rounds of Tunix then ours; each figure is the median over rounds of "
+        f"the median of {args.runs} timed runs after warm-up, float32, one "
         "device, the mini shapes of the sections above. Tunix's GRPO step (reference "
         "log-probs, KL loss 0.04, one AdamW update) is the comparison for both our GRPO and "
-        "our PRIME step. Ratios above 1 mean prl_jax is faster. The machine was shared with "
-        "other jobs while this ran, so single figures carry about 10-20% noise.")
+        "our PRIME step; our two old-log-prob sources run alternating. Ratios above 1 mean "
+        "prl_jax is faster. The machine was shared with other jobs while this ran (its load "
+        "changed over minutes), so single figures carry 10-30% noise.")
     command = ("python benchmarks/side_by_side.py --peer-python <env with google-tunix 0.1.7>"
                "/bin/python --peer-script <Tunix anchor script>")
     write_section("Side by side with Tunix", [paragraph, table(rows)], info, command)
