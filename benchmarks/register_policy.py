@@ -42,7 +42,7 @@ def main():
                        n=args.n, temperature=1.0, max_new_tokens=config.rollout.max_new_tokens,
                        seed=config.seed, keep_responses=True)
   reg = config.task.register
-  bugs = register.bug_types(reg.bug_seed, reg.num_bugs, reg.bug_keys)
+  bugs = register.configured_bugs(reg)
   records = results["records"]
   sampled = register.line_error_rates([t for r in records for t in r["responses"]],
                                       [ex for ex in examples for _ in range(args.n)], bugs)

@@ -104,7 +104,7 @@ def main():
   reg = config.task.register
   tokens = np.asarray(seq.tokens)[:, prompt_len:]
   newline_ids = tok.encode("\n")
-  table = cells(q, tokens, mask, texts, rows, register.bug_types(reg.bug_seed, reg.num_bugs, reg.bug_keys),
+  table = cells(q, tokens, mask, texts, rows, register.configured_bugs(reg),
                 newline_ids)
   print(json.dumps({
       "responses": len(texts), "success": float(outcome.mean()),

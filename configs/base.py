@@ -58,6 +58,8 @@ def get_config():
   # "add": +d / -d mod 10; "table": each operation symbol names a hidden random permutation of
   # the digits (a lookup table, nothing to generalise from).
   c.task.register.rule = "add"
+  # A bug writes the right value + s, s in 1..max_shift fixed per bug (9: a random wrong digit).
+  c.task.register.max_shift = 2
   c.task.register.min_bugs = 1
   c.task.register.max_bugs = 4
   c.task.register.bug_rate = 0.7

@@ -180,6 +180,11 @@ def test_state_keyed_bugs_fire_on_their_triples_only():
       register.bug_types(0, bad, keys="state")
   with pytest.raises(ValueError, match="keys"):
     register.bug_types(0, 5, keys="value")
+  wide = register.bug_types(0, 30, keys="state", max_shift=9)
+  assert wide.keys() == bugs.keys() and len(set(wide.values())) > 2
+  assert all(1 <= s <= 9 for s in wide.values())
+  with pytest.raises(ValueError, match="max_shift"):
+    register.bug_types(0, 30, keys="state", max_shift=10)
   examples = register.generate(300, seed=5, num_bugs=30, min_bugs=3, max_bugs=3,
                                bug_keys="state")
   assert examples == register.generate(300, seed=5, num_bugs=30, min_bugs=3, max_bugs=3,

@@ -36,7 +36,7 @@ def demonstrator(task_config) -> Demonstrator:
     raise ConfigError(f"task.demonstrator='buggy' is the register task's demonstrator; "
                       f"task.name is {task_config.name!r} (use 'solver').")
   r = task_config.register
-  bugs = register.bug_types(r.bug_seed, r.num_bugs, r.bug_keys)
+  bugs = register.configured_bugs(r)
 
   def demo(example: dict, rng: np.random.Generator) -> dict:
     draw = random.Random(int(rng.integers(2**63)))

@@ -121,9 +121,10 @@ def solve(question: str, rule: str = "add") -> str:
 # The hidden bugs and the buggy demonstrator.
 
 
-def bug_types(bug_seed: int, num_bugs: int = 5, keys: str = "op") -> dict[tuple, int]:
-  """The demonstrator's bugs and their fixed shifts, s in 1..MAX_SHIFT, so a bugged step writes
-  (v_true + s) mod 10, always wrong:
+def bug_types(bug_seed: int, num_bugs: int = 5, keys: str = "op",
+              max_shift: int = MAX_SHIFT) -> dict[tuple, int]:
+  """The demonstrator's bugs and their fixed shifts, s in 1..max_shift, so a bugged step writes
+  (v_true + s) mod 10, always wrong (max_shift = 9: a random wrong digit per bug):
 
     keys="op":    {(op, d): s}, num_bugs of the 18 (operation, operand) types, bugged whatever
                   the register holds;
@@ -133,17 +134,25 @@ def bug_types(bug_seed: int, num_bugs: int = 5, keys: str = "op") -> dict[tuple,
   """
   if keys not in BUG_KEYS:
     raise ValueError(f"bug keys must be one of {BUG_KEYS}, got {keys!r}")
+  if not 1 <= max_shift <= 9:
+    raise ValueError(f"max_shift must lie in [1, 9] (a shift of 10 writes the right digit), got "
+                     f"{max_shift}")
   rng = random.Random(f"{TASK}:bugs:{bug_seed}" + ("" if keys == "op" else f":{keys}"))
   if keys == "op":
     if not 1 <= num_bugs < len(TYPES):
       raise ValueError(f"num_bugs must lie in [1, {len(TYPES) - 1}], got {num_bugs}")
-    return {t: rng.randint(1, MAX_SHIFT) for t in rng.sample(TYPES, num_bugs)}
+    return {t: rng.randint(1, max_shift) for t in rng.sample(TYPES, num_bugs)}
   if not 10 <= num_bugs <= 10 * (len(TYPES) - 1):
     raise ValueError(f"with state keys num_bugs must lie in [10, {10 * (len(TYPES) - 1)}] (at "
                      f"least one bugged and one clean operation per value), got {num_bugs}")
   chosen = [(v, *t) for v in range(10)
             for t in rng.sample(TYPES, num_bugs // 10 + (v < num_bugs % 10))]
-  return {t: rng.randint(1, MAX_SHIFT) for t in chosen}
+  return {t: rng.randint(1, max_shift) for t in chosen}
+
+
+def configured_bugs(settings: Any) -> dict[tuple, int]:
+  """The bugs of the task.register settings (bug_seed, num_bugs, bug_keys, max_shift)."""
+  return bug_types(settings.bug_seed, settings.num_bugs, settings.bug_keys, settings.max_shift)
 
 
 def bug_shift(bugs: Mapping[tuple, int], value: int | None, op: Op) -> int | None:

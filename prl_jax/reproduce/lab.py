@@ -107,8 +107,7 @@ def _base_policy(config, run_dir: str, hf_dir: str) -> dict:
   reg = config.task.register
   rates = register.line_error_rates([t for r in records for t in r["responses"]],
                                     [ex for ex in examples for _ in range(8)],
-                                    register.bug_types(reg.bug_seed, reg.num_bugs,
-                                                       reg.bug_keys))
+                                    register.configured_bugs(reg))
   return gates.base_policy_gate(summary["mean@8"], summary["pass@8"], rates,
                                 slip_rate=reg.slip_rate, bug_rate=reg.bug_rate)
 
