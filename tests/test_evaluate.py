@@ -99,7 +99,8 @@ def _scripted_sampler(examples, plan, greedy, tokenizer):
         truncated[row] = cut
         row += 1
     return types.SimpleNamespace(tokens=tokens, mask=mask, truncated=truncated,
-                                 lengths=mask.sum(axis=1))
+                                 lengths=mask.sum(axis=1),
+                                 logprobs=np.zeros(tokens.shape, np.float32))
 
   return fake_sample
 

@@ -99,7 +99,8 @@ def test_evaluate_counts_problems_in_two_bars(monkeypatch, capsys):
     tokens = np.full((len(prompts) * scfg.n, 2), tok.eos_id, np.int32)
     mask = np.ones(tokens.shape, bool)
     return types.SimpleNamespace(tokens=tokens, mask=mask, truncated=np.zeros(len(tokens), bool),
-                                 lengths=mask.sum(axis=1))
+                                 lengths=mask.sum(axis=1),
+                                 logprobs=np.zeros(tokens.shape, np.float32))
 
   monkeypatch.setattr(sampling, "sample", fake_sample)  # under every chunked sampler call
   examples = arithmetic.generate(5, (1, 2), seed=0)
