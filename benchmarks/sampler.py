@@ -3,7 +3,7 @@
     python benchmarks/sampler.py            # the figures in docs/benchmarks.md
     python benchmarks/sampler.py --quick    # fewer repetitions (a smoke run)
 
-Shapes (PERFORMANCE.md): the "mini" preset (Llama architecture, vocab 512, d 256, 4 layers,
+Shapes (the Tunix comparison's): the "mini" preset (Llama architecture, vocab 512, d 256, 4 layers,
 4 heads, head dim 64, MLP 1024) and its 2-KV-head variant; 64 prompts of 16 tokens, 128 new
 tokens (KV cache 16 + 128 = 144 slots), temperature 1.0, no EOS (every row runs all 128 steps),
 float32. Tokens/s = 64 * 128 / (wall time of one rollout: prefill + decode, results on host).
@@ -35,7 +35,8 @@ from prl_jax.sampling import SamplingConfig, sample  # noqa: E402
 from prl_jax.token_choice import choose_tokens  # noqa: E402
 
 BATCH, PROMPT_LEN, NEW_TOKENS = 64, 16, 128
-# Tunix 0.1.7 on the same machine kind and shapes, from PERFORMANCE.md (not measured here).
+# Tunix 0.1.7 on the same machine kind and shapes, measured separately (not here;
+# benchmarks/side_by_side.py measures both in one run).
 ANCHOR = {4: 3409.0, 2: 4777.0}
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md")
 
@@ -137,7 +138,7 @@ def write_docs(rows: list[dict], info: dict, args, command: str) -> None:
       f"{BATCH} x {NEW_TOKENS} / wall time of one rollout (prefill + decode, tokens on host); "
       f"median of {args.repeats} runs after {args.warmup} warm-up runs (naive: median of "
       f"{args.naive_repeats} after 1). The anchor column is Tunix 0.1.7 as measured in "
-      "PERFORMANCE.md, not re-measured here.")
+      "a separate measurement, not re-measured here.")
   write_section("Sampler", [paragraph, table(rows)], info, command)
 
 

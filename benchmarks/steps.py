@@ -3,7 +3,7 @@
     python benchmarks/steps.py            # the figures in docs/benchmarks.md
     python benchmarks/steps.py --quick    # fewer repetitions (a smoke run); docs not written
 
-Shapes (PERFORMANCE.md): the "mini" preset (Llama architecture, vocab 512, d 256, 4 layers,
+Shapes (the Tunix comparison's): the "mini" preset (Llama architecture, vocab 512, d 256, 4 layers,
 4 heads, 4 KV heads, head dim 64, MLP 1024, 4.46M parameters), float32, one device.
 
 - train step: a batch of 32 random sequences of 128 tokens, next-token loss on every token after
@@ -50,7 +50,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
 TRAIN_BATCH, TRAIN_LEN = 32, 128
 PROMPTS, SAMPLES, NEW_TOKENS = 16, 4, 64
-# Tunix 0.1.7 on the same machine kind and shapes, from PERFORMANCE.md (not measured here).
+# Tunix 0.1.7 on the same machine kind and shapes, measured separately (not here;
+# benchmarks/side_by_side.py measures both in one run).
 ANCHOR = {"train": 1.23, "grpo": 2.73}
 TARGET = {"train": 1.23, "grpo": 1.4, "prime": 2.73}
 
@@ -171,7 +172,7 @@ def table(rows: list[dict]) -> str:
 
 
 def verdict(rows: list[dict]) -> str:
-  """Which steps meet PERFORMANCE.md's targets, in words."""
+  """Which steps meet the performance targets, in words."""
   missed = [f"{r['name']} {r['seconds']:.2f} s > {TARGET[r['name']]} s" for r in rows
             if r["seconds"] > TARGET[r["name"]]]
   if not missed:
@@ -190,7 +191,7 @@ def write_docs(rows: list[dict], info: dict, args, command: str) -> None:
       "from a random policy, outcome check, old-policy and reference log-probs, advantages and "
       "one AdamW update (GRPO with a KL loss; PRIME adds the PRM log-probs and its update); "
       f"old-policy log-probs from {'the sampler' if args.old_logp == 'sampler' else 'a forward pass'}. "
-      "The anchor and targets are PERFORMANCE.md's, not re-measured here.")
+      "The anchor is a separate Tunix measurement, not re-measured here.")
   write_section("Train and RL steps", [paragraph, table(rows), verdict(rows)], info, command)
 
 

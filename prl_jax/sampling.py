@@ -25,7 +25,7 @@ Block j is filled by its own `lax.while_loop`, which attends over the prompt, th
 and block j only, so a step reads the cache slots in use (up to one block) rather than the whole
 allocation; the blocks are allocated by the prefill, donated to the decode and updated in place.
 Attention over the pieces is one softmax over their concatenated scores (`_attend`), the model's
-math. Why it is fast on a CPU (PERFORMANCE.md; about 2.4x Tunix at the anchor shapes):
+math. Why it is fast on a CPU (about 2.4x Tunix 0.1.7 at the shapes of docs/benchmarks.md):
   - attention reads are the largest cost after the matmuls and are memory-bound, so reading only
     the slots in use matters; heads-major blocks make the score and value contractions plain
     batched matmuls (the model's [B, slots, kv_heads, head_dim] layout would transpose the cache
