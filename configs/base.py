@@ -208,6 +208,9 @@ def get_config():
   c.train.logprob_chunk = 0  # sequence chunk of the log-prob projection; 0 = whole sequence
   # Old-policy log-probs: "forward" (a teacher-forced pass) or "sampler" (the rollout's own, no
   # second forward; only at temperature 1, untruncated, float32, where the two agree to ~1e-6).
+  # They differ for groups the accuracy filter buffered at an earlier step: "sampler" gives the
+  # policy that drew them (the ratio then also weighs their staleness), "forward" the current
+  # one (PRIME's trainer recomputes them).
   c.train.old_logp_source = "forward"
   # A NaN/inf loss or gradient norm stops the run (RL and SFT) before that step is saved; true:
   # drop such an update instead (state kept, data position advances), counted as
