@@ -1,7 +1,7 @@
 """The buggy demonstrator of the register task: success, pass@8, wrong majorities, coincidences.
 
     python benchmarks/register_demonstrator.py [--problems 1500] [--bug-seeds 0 1 2]
-        [--config configs/lab/budget.py]
+        [--config configs/lab/budget.py] [--config.task.register.KEY=VALUE ...]
 
 Prints one markdown row per bug seed (docs/lab.md): mean success of 8 demonstrations per chain,
 pass@8, how often the most common final line is wrong, success by number of bugged operations,
@@ -13,10 +13,11 @@ config's, the lab's by default.
 import argparse
 import collections
 import random
+import sys
 
 import numpy as np
 
-from prl_jax.config import load_config_file
+from prl_jax.config import apply_overrides, load_config_file, split_config_args
 from prl_jax.data import register
 
 
@@ -53,9 +54,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--problems", type=int, default=1500)
   parser.add_argument("--bug-seeds", type=int, nargs="+", default=[0, 1, 2])
-  parser.add_argument("--config", default="configs/lab/budget.py")
-  args = parser.parse_args()
-  reg = load_config_file(args.config).task.register
+  parser.add_argument("--config", metavar="FILE", help="default configs/lab/budget.py; then "
+                      "--config.KEY=VALUE overrides")
+  spec, overrides, rest = split_config_args(sys.argv[1:])
+  args = parser.parse_args(rest)
+  config = load_config_file(spec or "configs/lab/budget.py")
+  reg = apply_overrides(config, overrides).task.register
   ops = " / ".join(str(b) for b in range(reg.min_bugs, reg.max_bugs + 1))
   print(f"| bug seed | mean success | pass@8 | most common final line wrong | success by bug ops "
         f"{ops} | wrong chains paid |")
