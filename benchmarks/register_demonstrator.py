@@ -25,7 +25,8 @@ def measure(bug_seed: int, problems: int, reg, samples: int = 8) -> dict:
   """The demonstrator's statistics with the task.register settings `reg` and this bug seed."""
   examples = register.generate(problems, seed=1, bug_seed=bug_seed, num_bugs=reg.num_bugs,
                                min_bugs=reg.min_bugs, max_bugs=reg.max_bugs,
-                               bug_keys=reg.bug_keys, rule=reg.rule)
+                               bug_keys=reg.bug_keys, rule=reg.rule, hard_bugs=reg.hard_bugs,
+                               easy_share=reg.easy_share)
   bugs = register.bug_types(bug_seed, reg.num_bugs, reg.bug_keys,
                             reg.max_shift)
   rng = random.Random(0)

@@ -60,6 +60,10 @@ def get_config():
   c.task.register.rule = "add"
   # A bug writes the right value + s, s in 1..max_shift fixed per bug (9: a random wrong digit).
   c.task.register.max_shift = 2
+  # hard_bugs > 0: chains are easy (share easy_share; min..max_bugs bugs of one half of the bugs)
+  # or hard (hard_bugs bugs of the other half, seen in no easy chain); state keys only.
+  c.task.register.hard_bugs = 0
+  c.task.register.easy_share = 0.3
   c.task.register.min_bugs = 1
   c.task.register.max_bugs = 4
   c.task.register.bug_rate = 0.7

@@ -252,6 +252,29 @@ def test_table_rule_is_a_fixed_permutation_per_operation():
   assert rates["bug_rule"] == rates["bug"]
 
 
+def test_hard_chains_carry_the_hard_half_of_the_bugs_only():
+  bugs = register.bug_types(0, 30, keys="state")
+  easy, hard = register.split_bugs(bugs)
+  assert len(easy) == len(hard) == 15 and easy.keys() | hard.keys() == bugs.keys()
+  assert {v for v, _, _ in easy} == {v for v, _, _ in hard} == set(range(10))
+  examples = register.generate(400, seed=7, num_bugs=30, min_bugs=1, max_bugs=1,
+                               bug_keys="state", rule="table", hard_bugs=4, easy_share=0.3)
+  kinds = collections.Counter()
+  for ex in examples:
+    start, body = ex["question"].split(":")
+    v, cells = int(start), []
+    for sign, d in zip(body[0::2], body[1::2]):
+      cells.append((v, sign, int(d)))
+      v = register.apply(v, (sign, int(d)), "table")
+    in_easy, in_hard = sum(c in easy for c in cells), sum(c in hard for c in cells)
+    assert (in_easy, in_hard) in ((1, 0), (0, 4)) and ex["bug_ops"] == in_easy + in_hard
+    kinds[in_hard > 0] += 1
+  assert abs(kinds[False] / 400 - 0.3) < 5 * np.sqrt(0.21 / 400)
+  for bad in ({"bug_keys": "op", "num_bugs": 5}, {"bug_keys": "state", "num_bugs": 12}):
+    with pytest.raises(ValueError, match="hard_bugs"):
+      register.generate(2, hard_bugs=3, **bad)
+
+
 def test_coincidental_success_is_rare():
   rng = random.Random(2)
   examples = register.generate(400, seed=9)

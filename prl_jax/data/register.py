@@ -195,14 +195,22 @@ def _options(bug_seed: int, num_bugs: int, min_bugs: int, max_bugs: int,
   return bug_types(bug_seed, num_bugs, bug_keys)
 
 
+def split_bugs(bugs: Mapping[tuple, int]) -> tuple[dict[tuple, int], dict[tuple, int]]:
+  """(easy, hard): the bugs in sorted order, alternately. With state keys spread evenly over the
+  values (`bug_types`, >= 2 per value), every value has a bug of each half."""
+  ordered = sorted(bugs)
+  return ({t: bugs[t] for t in ordered[0::2]}, {t: bugs[t] for t in ordered[1::2]})
+
+
 def _state_keyed_chain(rng: random.Random, k: int, where: set[int], bugs: Mapping[tuple, int],
-                       rule: str) -> tuple[int, list[Op]]:
-  """A start value and k operations, walked along the true values: a bugged operation for the
-  value the register holds at the positions in `where`, a clean one elsewhere."""
+                       place: Mapping[tuple, int], rule: str) -> tuple[int, list[Op]]:
+  """A start value and k operations, walked along the true values: at the positions in `where`
+  an operation bugged (in `place`) for the value the register holds, elsewhere one not bugged
+  (in `bugs`)."""
   start = v = rng.randint(0, 9)
   ops = []
   for i in range(k):
-    choices = [t for t in TYPES if ((v, *t) in bugs) == (i in where)]
+    choices = [t for t in TYPES if ((v, *t) in (place if i in where else bugs)) == (i in where)]
     ops.append(rng.choice(choices))
     v = apply(v, ops[-1], rule)
   return start, ops
@@ -227,7 +235,8 @@ def make_example(start: int, ops: Sequence[Op], *, id: str, num_bug_ops: int,
 
 def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0, *,
              bug_seed: int = 0, num_bugs: int = 5, min_bugs: int = 1, max_bugs: int = 4,
-             bug_keys: str = "op", rule: str = "add", template: str = "plain", split: str = "train",
+             bug_keys: str = "op", rule: str = "add", hard_bugs: int = 0,
+             easy_share: float = 0.3, template: str = "plain", split: str = "train",
              exclude: Collection[str] = ()) -> list[dict[str, Any]]:
   """`num` chains of `num_ops` operations (an int or an inclusive range), deterministic in seed.
 
@@ -235,28 +244,40 @@ def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0
   (`bug_types(bug_seed, num_bugs, bug_keys)`; with state keys, bugged for the true value the
   register holds there) at random positions and fills the rest with clean ones; the start value
   is uniform on 0..9. Questions in `exclude` are drawn again.
+
+  With hard_bugs > 0 the bugs split in two halves (`split_bugs`): a chain is easy with
+  probability easy_share (m ~ U{min_bugs..max_bugs} bugs of the easy half) and otherwise hard
+  (hard_bugs bugs of the hard half), so the hard half's bugs never appear in a chain the
+  outcome pays often.
   """
   lo, hi = (num_ops, num_ops) if isinstance(num_ops, int) else tuple(num_ops)
   if not 2 <= lo <= hi:
     raise ValueError(f"register chains need num_ops >= 2 (the answer is the last two values), "
                      f"got {num_ops!r}")
   bugs = _options(bug_seed, num_bugs, min_bugs, max_bugs, bug_keys)
-  bugged, clean = sorted(bugs), [t for t in TYPES if t not in bugs]
+  easy, hard = split_bugs(bugs) if hard_bugs else (bugs, bugs)
+  if hard_bugs and (bug_keys != "state" or num_bugs < 20 or not 0 <= easy_share <= 1):
+    raise ValueError(f"hard_bugs needs state-keyed bugs (bug_keys='state', got {bug_keys!r}) with "
+                     f"num_bugs >= 20 (two per value, got {num_bugs}) and easy_share in [0, 1] "
+                     f"(got {easy_share})")
+  clean = [t for t in TYPES if t not in bugs]
   rng = random.Random(f"{TASK}:{split}:{seed}:{lo}:{hi}:{bug_seed}:{num_bugs}:{min_bugs}:"
                       f"{max_bugs}" + ("" if bug_keys == "op" else f":{bug_keys}")
-                      + ("" if rule == "add" else f":{rule}"))
+                      + ("" if rule == "add" else f":{rule}")
+                      + (f":{hard_bugs}:{easy_share}" if hard_bugs else ""))
   if rule not in RULES:
     raise ValueError(f"unknown register rule {rule!r}; choose one of {RULES}")
   examples, draws = [], 0
   while len(examples) < num:
     draws = unseen_budget(draws, num, len(examples), exclude, split)
     k = rng.randint(lo, hi)
-    m = min(rng.randint(min_bugs, max_bugs), k)
+    is_hard = bool(hard_bugs) and rng.random() >= easy_share
+    m = min(hard_bugs if is_hard else rng.randint(min_bugs, max_bugs), k)
     where = set(rng.sample(range(k), m))
     if bug_keys == "state":
-      start, ops = _state_keyed_chain(rng, k, where, bugs, rule)
+      start, ops = _state_keyed_chain(rng, k, where, bugs, hard if is_hard else easy, rule)
     else:
-      ops = [rng.choice(bugged) if i in where else rng.choice(clean) for i in range(k)]
+      ops = [rng.choice(sorted(bugs)) if i in where else rng.choice(clean) for i in range(k)]
       start = rng.randint(0, 9)
     question = format_question(start, ops)
     if question in exclude:

@@ -209,7 +209,8 @@ def task_options(config) -> dict[str, Any]:
   if config.task.name == "register":
     r = config.task.register
     options.update(bug_seed=r.bug_seed, num_bugs=r.num_bugs, min_bugs=r.min_bugs,
-                   max_bugs=r.max_bugs, bug_keys=r.bug_keys, rule=r.rule)
+                   max_bugs=r.max_bugs, bug_keys=r.bug_keys, rule=r.rule,
+                   hard_bugs=r.hard_bugs, easy_share=r.easy_share)
   return options
 
 
