@@ -59,6 +59,7 @@ def test_unrolled_layers_equal_scanned():
   cfg = preset("tiny")
   assert cfg.resolved_scan_unroll == cfg.num_layers  # short stacks unroll by default
   assert preset("qwen2.5-0.5b").resolved_scan_unroll == 1  # deep ones stay scanned
+  assert preset("tiny", remat="full").resolved_scan_unroll == 1  # and so do rematerialised ones
   params = init_params(cfg, jax.random.key(0))
   tokens, mask = _batch(cfg)
 

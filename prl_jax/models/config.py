@@ -38,7 +38,7 @@ class ModelConfig:
       at a time so only [chunk, T] scores are alive instead of [T, T] (0: all at once). The
       result is the same; the chunks are recomputed for the backward pass.
     scan_unroll: layers per iteration of the layer scan; 0 (default) unrolls stacks of at most
-      8 layers fully and scans deeper ones one layer at a time. Unrolled, the backward pass
+      8 layers fully without remat and scans deeper ones, or any under remat, one layer at a time. Unrolled, the backward pass
       reads each layer's saved activations directly instead of stacking them into [layers, ...]
       buffers (15% of the mini train step's kernel time); scanned, compile time stays flat in
       depth. Parameters are stacked over "layers" either way.
@@ -109,7 +109,9 @@ class ModelConfig:
     """Layers per scan iteration (`scan_unroll`, with 0 resolved)."""
     if self.scan_unroll:
       return min(self.scan_unroll, self.num_layers)
-    return self.num_layers if self.num_layers <= 8 else 1
+    # Remat is a memory choice: unrolled, XLA keeps more of the recomputed activations alive at
+    # once (the tiny preset's backward temp +50% under remat="full"), so remat stays scanned.
+    return self.num_layers if self.num_layers <= 8 and self.remat == "none" else 1
 
   @property
   def resolved_head_dim(self) -> int:
