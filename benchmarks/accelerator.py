@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks.docs_section import machine, write_section  # noqa: E402
+from benchmarks.steps import median_time  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
 from prl_jax.models.transformer import init_params  # noqa: E402
 from prl_jax.run import updates  # noqa: E402
@@ -56,14 +56,7 @@ PEAKS = {
 
 def timed(fn, warmup: int, repeats: int) -> float:
   """Median seconds of `fn()` (which blocks on its result) after `warmup` calls."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  return median_time(fn, warmup, repeats)[0]
 
 
 def train_step_seconds(cfg, batch: int, seq: int, chunk: int, repeats: int) -> float:

@@ -260,7 +260,7 @@ def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0
     raise ValueError(f"hard_bugs needs state-keyed bugs (bug_keys='state', got {bug_keys!r}) with "
                      f"num_bugs >= 20 (two per value, got {num_bugs}) and easy_share in [0, 1] "
                      f"(got {easy_share})")
-  clean = [t for t in TYPES if t not in bugs]
+  bugged, clean = sorted(bugs), [t for t in TYPES if t not in bugs]
   rng = random.Random(f"{TASK}:{split}:{seed}:{lo}:{hi}:{bug_seed}:{num_bugs}:{min_bugs}:"
                       f"{max_bugs}" + ("" if bug_keys == "op" else f":{bug_keys}")
                       + ("" if rule == "add" else f":{rule}")
@@ -277,7 +277,7 @@ def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0
     if bug_keys == "state":
       start, ops = _state_keyed_chain(rng, k, where, bugs, hard if is_hard else easy, rule)
     else:
-      ops = [rng.choice(sorted(bugs)) if i in where else rng.choice(clean) for i in range(k)]
+      ops = [rng.choice(bugged) if i in where else rng.choice(clean) for i in range(k)]
       start = rng.randint(0, 9)
     question = format_question(start, ops)
     if question in exclude:
