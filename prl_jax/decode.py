@@ -209,24 +209,32 @@ def response_blocks(max_new_tokens: int, segments: int) -> list[tuple[int, int]]
 
 
 def _prefill(params: Any, tokens: Array, mask: Array, *, model_cfg: ModelConfig,
-             scfg: SamplingConfig, rules: sharding_lib.Rules) -> tuple[DecodeState, list]:
+             scfg: SamplingConfig, rules: sharding_lib.Rules,
+             repeat: int = 1) -> tuple[DecodeState, list]:
   """Run the left-padded prompts [B, P] through the model in one batch.
 
   Returns the decode state (prompt keys/values, next-token logits) and the zeroed response
-  cache blocks, per block a list over layers of (k, v) [B, kv_heads, size, head_dim]. The blocks
-  are donated to the decode, which fills them in place.
+  cache blocks, per block a list over layers of (k, v) [B * repeat, kv_heads, size, head_dim].
+  The blocks are donated to the decode, which fills them in place. With `repeat` r > 1 the
+  prompts are distinct and each is run once, its state copied to r contiguous rows: the n
+  samples of a prompt share its prefill (a prompt's keys, values and logits do not depend on
+  the other rows), so the prefill costs B, not B * r, rows.
   """
   TRACE_COUNTS["prefill"] += 1
-  batch, width = tokens.shape
+  width = tokens.shape[1]
+  batch = tokens.shape[0] * repeat
   model = Transformer(model_cfg)
   positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
   hidden, cache = model.apply(params, tokens, positions=positions, token_mask=mask,
-                              cache=init_cache(model_cfg, batch, width), return_hidden=True)
+                              cache=init_cache(model_cfg, tokens.shape[0], width),
+                              return_hidden=True)
   logits = model.apply(params, hidden[:, -1:], method=Transformer.logits)[:, 0]
   names = ("activation_batch", "activation_kv_heads", None, None)
+  rows = lambda x: x if repeat == 1 else jnp.repeat(x, repeat, axis=0)
+  logits, mask = rows(logits), rows(mask)
 
-  def heads_major(x):  # [B, P, kv, hd] -> [B, kv, P, hd]
-    return sharding_lib.constrain(x.transpose(0, 2, 1, 3), names, rules)
+  def heads_major(x):  # [B, P, kv, hd] -> [B * repeat, kv, P, hd]
+    return sharding_lib.constrain(rows(x.transpose(0, 2, 1, 3)), names, rules)
 
   prompt_cache = [(heads_major(cache.k[i]), heads_major(cache.v[i]))
                   for i in range(model_cfg.num_layers)]
@@ -298,7 +306,7 @@ def _decode(params: Any, state: DecodeState, blocks: list, key: Array, *,
   }, filled
 
 
-prefill_jit = jax.jit(_prefill, static_argnames=("model_cfg", "scfg", "rules"))
+prefill_jit = jax.jit(_prefill, static_argnames=("model_cfg", "scfg", "rules", "repeat"))
 decode_jit = jax.jit(_decode, static_argnames=("model_cfg", "scfg", "rules"),
                       donate_argnames=("blocks",))
 

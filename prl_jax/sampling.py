@@ -207,13 +207,15 @@ def sample(params: Any, model_cfg: ModelConfig, prompts: Any, key: Array,
   rules = sharding_lib.hashable_rules(rules)  # a static jit argument
   statics = dict(model_cfg=model_cfg, scfg=sampling_cfg, rules=rules)
 
-  def run(tokens, mask):
-    state, blocks = prefill_jit(params, tokens, mask, **statics)
+  def run(tokens, mask, repeat=1):
+    state, blocks = prefill_jit(params, tokens, mask, repeat=repeat, **statics)
     out, _ = decode_jit(params, state, blocks, key, **statics)
     return out
 
   if mesh is None:
-    out = run(tokens, mask)
+    # Each prompt is prefilled once for its n samples (rows are [p0] * n + [p1] * n + ...).
+    n = sampling_cfg.n
+    out = run(tokens[::n], mask[::n], n)
   else:
     extra = (-rows) % sharding_lib.batch_shards(mesh, rules)
     padded = [np.concatenate([x, np.repeat(x[-1:], extra, axis=0)]) for x in (tokens, mask)]
