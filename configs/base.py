@@ -44,9 +44,14 @@ def get_config():
   # Prompt template of the synthetic tasks (prl_jax.data.templates): "plain" for the small
   # policies trained here, "arithmetic_chat" for instruct models (their chat template).
   c.task.template = "plain"
-  # SFT demonstrations: "solver" (each example's reference solution) or "buggy" (the register
-  # task's buggy demonstrator, task.register.*; prl_jax.data.register).
+  # SFT demonstrations: "solver" (each example's reference solution), "buggy" (the register
+  # task's buggy demonstrator, task.register.*; prl_jax.data.register) or "uniform" (countdown: a
+  # solution drawn uniformly among all of a problem's; prl_jax.data.countdown_solutions).
   c.task.demonstrator = "solver"
+  # Countdown (task.name="countdown"): keep only problems with at least min_solutions distinct
+  # solutions (prl_jax.data.countdown.count_solutions; 0 keeps all).
+  c.task.countdown = ml_collections.ConfigDict()
+  c.task.countdown.min_solutions = 0
   # The register-chain task (task.name="register"): the demonstrator's hidden bug types (fixed by
   # bug_seed), bug operations per chain, and the demonstrator's error rates.
   c.task.register = ml_collections.ConfigDict()
@@ -192,8 +197,8 @@ def get_config():
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-5
-  c.optim.schedule = "constant"  # constant | cosine | linear
-  c.optim.warmup_steps = 0
+  c.optim.schedule = "constant"  # constant | cosine | linear, over train.steps RL steps
+  c.optim.warmup_steps = 0  # RL steps (a step's epochs x mini-batches share its rate)
   c.optim.weight_decay = 0.0
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999

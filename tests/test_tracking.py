@@ -71,11 +71,10 @@ def test_rl_run_logs_samples_lr_every_and_eval_tags_to_files_and_wandb(tmp_path,
   assert {"eval/pass@2", "eval/mean@2", "eval/greedy"} <= set(rows[-1])
   assert "eval/pass_at_n" not in rows[-1]
   assert all("policy/entropy" in r for r in rows)
-  updates = config.train.ppo_epochs * (16 // config.train.mini_batch_size)
   schedule = learning_rate_schedule(config.optim.lr, "linear", config.optim.warmup_steps, 4)
-  for r in rows:  # the rate of the step's last optimizer update, not the schedule at the RL step
-    assert r["optim/lr"] == pytest.approx(float(schedule(updates * r["step"] - 1)))
-  assert updates > 1 and rows[1]["optim/lr"] != pytest.approx(float(schedule(2)))
+  for r in rows:  # the schedule advances once per RL step (tests/test_lr_schedule.py)
+    assert r["optim/lr"] == pytest.approx(float(schedule(r["step"] - 1)))
+  assert rows[-1]["optim/lr"] > 0
   assert "optim/prm_lr" in rows[0]
 
   samples = [json.loads(line) for line in open(f"{workdir}/samples.jsonl")]

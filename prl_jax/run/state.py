@@ -67,9 +67,17 @@ def learning_rate_schedule(lr: float, schedule: str, warmup_steps: int, total_st
 
 def adamw(lr: float, *, grad_clip: float, weight_decay: float = 0.0, b1: float = 0.9,
           b2: float = 0.999, schedule: str = "constant", warmup_steps: int = 0,
-          total_steps: int = 1) -> optax.GradientTransformation:
-  """Global-norm clipping followed by AdamW (clip <= 0 disables clipping)."""
-  sched = learning_rate_schedule(lr, schedule, warmup_steps, total_steps)
+          total_steps: int = 1, updates_per_step: int = 1) -> optax.GradientTransformation:
+  """Global-norm clipping followed by AdamW (clip <= 0 disables clipping).
+
+  The schedule counts steps of `updates_per_step` optimizer updates each: the rate of update u
+  is schedule(u // updates_per_step), so warm-up and decay are in RL steps whatever the number
+  of epochs and mini-batches per step (as verl steps its scheduler once per RL step).
+  """
+  if updates_per_step < 1:
+    raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}.")
+  by_step = learning_rate_schedule(lr, schedule, warmup_steps, total_steps)
+  sched = by_step if updates_per_step == 1 else (lambda count: by_step(count // updates_per_step))
   parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
   parts.append(optax.adamw(sched, b1=b1, b2=b2, weight_decay=weight_decay))
   return optax.chain(*parts)
@@ -89,41 +97,41 @@ def value_head_init(hidden_size: int) -> dict:
   return {"kernel": jnp.zeros((hidden_size,), jnp.float32), "bias": jnp.zeros((), jnp.float32)}
 
 
-def optimizers(config: ml_collections.ConfigDict):
-  """(policy, PRM, value) optimizers of a run: AdamW with the optim.* schedule and clipping."""
+def optimizers(config: ml_collections.ConfigDict, updates_per_step: tuple[int, int, int] = (1, 1, 1)):
+  """(policy, PRM, value) optimizers of a run: AdamW with the optim.* schedule and clipping.
+
+  `updates_per_step`: how many optimizer updates each model makes per RL step (epochs x
+  mini-batches), so that the schedule advances once per RL step. The optimizer states' structure
+  does not depend on it.
+  """
   o = config.optim
   common = dict(b1=o.b1, b2=o.b2, schedule=o.schedule, warmup_steps=o.warmup_steps,
                 total_steps=config.train.steps)
   # The PRM may decay differently (rePIRL's official RM: 0 beside the actor's 0.01); < 0: as
   # the policy.
   prm_decay = o.prm_weight_decay if o.prm_weight_decay >= 0 else o.weight_decay
-  return (adamw(o.lr, grad_clip=o.grad_clip, weight_decay=o.weight_decay, **common),
-          adamw(o.prm_lr, grad_clip=o.prm_grad_clip, weight_decay=prm_decay, **common),
-          adamw(o.value_lr, grad_clip=o.grad_clip, weight_decay=o.weight_decay, **common))
-
-
-def update_count(opt_state) -> int:
-  """How many updates an AdamW state (`adamw`) has applied: its schedule's step counter."""
-  is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
-  found = [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_schedule) if is_schedule(x)]
-  return int(jax.device_get(found[0].count)) if found else 0
+  policy_k, prm_k, value_k = updates_per_step
+  return (adamw(o.lr, grad_clip=o.grad_clip, weight_decay=o.weight_decay,
+                updates_per_step=policy_k, **common),
+          adamw(o.prm_lr, grad_clip=o.prm_grad_clip, weight_decay=prm_decay,
+                updates_per_step=prm_k, **common),
+          adamw(o.value_lr, grad_clip=o.grad_clip, weight_decay=o.weight_decay,
+                updates_per_step=value_k, **common))
 
 
 def applied_learning_rates(config: ml_collections.ConfigDict, state: TrainState) -> dict:
-  """optim/lr (and optim/prm_lr, optim/value_lr when trained): the learning rate each optimizer
-  used for its last update, its schedule at (its update count - 1).
-
-  An RL step makes ppo_epochs x mini-batches optimizer updates and the optax schedule counts
-  those, not RL steps, so the schedule evaluated at the RL step would name a rate never used.
-  """
+  """optim/lr (and optim/prm_lr, optim/value_lr when trained): the learning rate of the RL step
+  `state` has just completed, the schedule at (state.step - 1) (`optimizers` advances every
+  schedule once per RL step, whatever the number of updates in it)."""
   o = config.optim
+  step = max(int(jax.device_get(state.step)) - 1, 0)
   rates = {}
   for name, lr, model in (("optim/lr", o.lr, state.policy), ("optim/prm_lr", o.prm_lr, state.prm),
                           ("optim/value_lr", o.value_lr, state.value)):
     if model is None:
       continue
     schedule = learning_rate_schedule(lr, o.schedule, o.warmup_steps, config.train.steps)
-    rates[name] = float(schedule(max(update_count(model.opt_state) - 1, 0)))
+    rates[name] = float(schedule(step))
   return rates
 
 

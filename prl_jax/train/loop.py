@@ -104,7 +104,7 @@ def prm_rows(config, recipe: Recipe, rows: int) -> tuple[int, int, int]:
   return rows // mini, mini // micro, n if mini % n == 0 else 1
 
 
-def _prm_functions(config, model_cfg, recipe: Recipe, options, tx_prm, by_rows):
+def _prm_functions(config, model_cfg, recipe: Recipe, options, by_rows):
   """The jitted PRM update (state, batch, seq) -> (state, single-forward scores or None,
   metrics) and the PRM's per-token output (params, seq) -> [B, N] (`PrmTraining`)."""
   chunk = config.train.logprob_chunk
@@ -120,6 +120,8 @@ def _prm_functions(config, model_cfg, recipe: Recipe, options, tx_prm, by_rows):
   def prm_update(state, batch, seq):
     rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
     num_mini, num_micro, block = prm_rows(config, recipe, rows)
+    # Built per batch shape: the schedule advances once per RL step of num_mini PRM updates.
+    tx_prm = optimizers(config, updates_per_step=(1, num_mini, 1))[1]
     if refresh:  # the caller re-scores with the updated PRM
       state, metrics = updates.minibatch_updates(state, tx_prm, prm_loss, batch, num_mini,
                                                  num_micro, block)
@@ -133,8 +135,11 @@ def _prm_functions(config, model_cfg, recipe: Recipe, options, tx_prm, by_rows):
 
 def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
   config, model_cfg = ctx.config, ctx.model_cfg
-  tx_policy, tx_prm, tx_value = optimizers(config)
   num_mini, num_micro, num_logprob_chunks = _batch_split(config)
+  epochs = config.train.ppo_epochs
+  # policy and value: epochs x mini-batches updates per RL step; the PRM's: see _prm_functions
+  tx_policy, _, tx_value = optimizers(config, updates_per_step=(epochs * num_mini, 1,
+                                                                epochs * num_mini))
   batch_rows = config.rollout.prompts_per_step * config.rollout.n
   loss_cfg = dataclasses.replace(_loss_config(config), kind=recipe.policy_loss)
   policy_loss = objectives.policy_loss_fn(model_cfg, loss_cfg)
@@ -145,8 +150,6 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
     if refusal:
       raise ValueError(f"train.old_logp_source='sampler': the sampler's log-probs are not the "
                        f"old policy's here ({refusal}); use 'forward'.")
-
-  epochs = config.train.ppo_epochs
 
   def policy_update(state, batch, key):
     return updates.epoch_updates(state, tx_policy, policy_loss, batch, key, epochs, num_mini,
@@ -164,7 +167,7 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
 
   prm_update = prm_token = None
   if recipe.prm is not None:
-    prm_update, prm_token = _prm_functions(config, model_cfg, recipe, options, tx_prm, by_rows)
+    prm_update, prm_token = _prm_functions(config, model_cfg, recipe, options, by_rows)
 
   value_forward = value_update = None
   if recipe.value:
