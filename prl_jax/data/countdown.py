@@ -24,6 +24,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from prl_jax.data import templates
@@ -172,6 +173,92 @@ def solve(question: str) -> str:
   return "\n".join(lines + [f"The answer is {final}"])
 
 
+# ----------------------------------------------------------------------------- all solutions
+# What counts as a distinct solution: prl_jax.data.countdown_solutions's docstring.
+
+Line = tuple[int, str, int, int]  # (a, op, b, c): "a op b=c"
+Key = tuple[Line, ...]  # sorted canonical lines: one distinct solution
+
+
+def canonical_line(a: int, op: str, b: int, c: int) -> Line:
+  """The line with the larger operand first for the commutative + and *, as is otherwise."""
+  if op in "+*" and b > a:
+    a, b = b, a
+  return (a, op, b, c)
+
+
+def solution_key(lines: Sequence[Line]) -> Key:
+  """What identifies a solution: its canonical lines, sorted (order- and operand-order-free)."""
+  return tuple(sorted(canonical_line(*line) for line in lines))
+
+
+def _format_tree(tree) -> tuple[str, str | None]:
+  """(text, top operator) of a (value, op, left, right) tree, leaves (value,), via `_join`."""
+  if len(tree) == 1:
+    return str(tree[0]), None
+  return _join(_format_tree(tree[2]), tree[1], _format_tree(tree[3]))
+
+
+class _Enough(Exception):
+  """Raised inside the search once `limit` solutions are found."""
+
+
+def _enumerate(numbers: tuple[int, ...], target: int, limit: int | None) -> dict[Key, tuple]:
+  """Depth-first search over every line sequence; stops after `limit` solutions (None: all)."""
+  found: dict[Key, tuple] = {}
+
+  def search(pool: list, lines: list[Line]) -> None:
+    # pool: (value, produced by a line?, tree). A solution ends when the last line's result is
+    # the target and no other line's result is left unused in the pool.
+    for i in range(len(pool)):
+      for j in range(i + 1, len(pool)):
+        rest = [p for k, p in enumerate(pool) if k != i and k != j]
+        open_lines = any(p[1] for p in rest)
+        for (x, _, tx), (y, _, ty) in ((pool[i], pool[j]), (pool[j], pool[i])):
+          for op in OPS:
+            if op in "+*" and x < y:
+              continue  # + and * are written larger operand first; the other order covers it
+            c = _apply(x, op, y)
+            if c is None or c <= 0 or (x == y and op in "-/" and tx is pool[j][2]):
+              continue  # (the second clause: x - x and x / x once, not once per order)
+            line, tree = (x, op, y, c), (c, op, tx, ty)
+            new = lines + [line]
+            if c == target and not open_lines:
+              key = solution_key(new)
+              if key not in found:
+                found[key] = (tuple(new), _format_tree(tree)[0])
+                if limit is not None and len(found) >= limit:
+                  raise _Enough
+            if rest:
+              search(rest + [(c, True, tree)], new)
+
+  try:
+    search([(n, False, (n,)) for n in numbers], [])
+  except _Enough:
+    pass
+  return found
+
+
+@lru_cache(maxsize=4096)
+def _solutions_cached(numbers: tuple[int, ...], target: int) -> tuple[tuple[Key, tuple], ...]:
+  return tuple(sorted(_enumerate(numbers, target, None).items()))
+
+
+def solutions(numbers: Sequence[int], target: int) -> dict[Key, tuple[tuple[Line, ...], str]]:
+  """Every distinct solution (module docstring) -> (its lines in an order they can be written,
+  the final expression). Deterministic; at most len(numbers) - 1 lines each."""
+  return dict(_solutions_cached(tuple(sorted(numbers)), int(target)))
+
+
+def count_solutions(question: str, at_most: int | None = None) -> int:
+  """The number of distinct solutions of a countdown question, or `at_most` once it has that many
+  (a cheaper search for filters)."""
+  numbers, target = parse_question(question)
+  if at_most is None:
+    return len(solutions(numbers, target))
+  return len(_enumerate(tuple(sorted(numbers)), int(target), at_most))
+
+
 # ----------------------------------------------------------------------------- generator
 
 
@@ -215,12 +302,14 @@ def generate(
   template: str = "plain",
   split: str = "train",
   exclude: Collection[str] = (),
+  min_solutions: int = 0,
 ) -> list[dict[str, Any]]:
   """`num` solvable problems with `num_numbers` numbers (int or inclusive range) from [low, high].
 
   The target is the value of a random expression over all the numbers, kept in [1, max_target]
   and different from every given number (otherwise the problem needs no operation). Questions in
-  `exclude` (e.g. the training questions, for an eval split) are skipped and drawn again.
+  `exclude` (e.g. the training questions, for an eval split) are skipped and drawn again, and so
+  are those with fewer than `min_solutions` distinct solutions (`count_solutions`; 0 keeps all).
   """
   lo, hi = (num_numbers, num_numbers) if isinstance(num_numbers, int) else tuple(num_numbers)
   if not 2 <= lo <= hi:
@@ -237,7 +326,7 @@ def generate(
     if target is None:
       continue
     question = format_question(numbers, target)
-    if question in exclude:
+    if question in exclude or (min_solutions > 1 and count_solutions(question, min_solutions) < min_solutions):
       continue
     i = len(examples)
     examples.append(make_example(question, id=f"{TASK}-{split}-{seed}-{i}", difficulty=k, template=template))

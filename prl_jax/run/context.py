@@ -206,6 +206,8 @@ def task_options(config) -> dict[str, Any]:
   options = dict(template=config.task.template)
   if config.task.name == "arithmetic":
     options.update(low=1, high=config.task.max_operand)
+  if config.task.name == "countdown" and config.task.countdown.min_solutions:
+    options.update(min_solutions=config.task.countdown.min_solutions)
   if config.task.name == "register":
     r = config.task.register
     options.update(bug_seed=r.bug_seed, num_bugs=r.num_bugs, min_bugs=r.min_bugs,
