@@ -333,11 +333,14 @@ def cmd_reproduce(argv):
       description="SFT once, every RL method and seed on the configs/mini budget, evaluations, "
                   "the ER-PRM best-of-N experiment, then results.json and report.md. Finished "
                   "stages are skipped on a re-run; interrupted RL runs resume.")
-  parser.add_argument("--preset", choices=sorted(PRESETS) + ["lab-gates"], required=True,
+  parser.add_argument("--preset", choices=sorted(PRESETS) + ["lab-gates", "lab-countdown"],
+                      required=True,
                       help="demo: one seed, 20 steps (~6 min on 2 CPU cores); mini: 4 seeds x "
                            "150 steps (under 3 h); lab-gates: the register-chain lab's SFTs and "
                            "its gates G0-G3 (configs/lab); lab: the gates, then every lab arm x "
-                           "3 paired seeds, t-tested claims (~3 h with --jobs 2)")
+                           "3 paired seeds, t-tested claims (~3 h with --jobs 2); lab-countdown: "
+                           "GRPO, GRPO + KL and FRPO on countdown x 4 seeds, pass@k and distinct "
+                           "solutions (configs/lab/countdown, docs/lab_countdown.md)")
   parser.add_argument("--workdir", required=True, help="where every stage and the report go")
   parser.add_argument("--jobs", type=int, default=1,
                       help="RL runs in parallel worker processes (default 1: in this process)")
@@ -351,6 +354,11 @@ def cmd_reproduce(argv):
     from prl_jax.reproduce.lab import GATES_FILE, run_lab_gates
     run_lab_gates(args.workdir, verbose=args.verbose, jobs=args.jobs)
     print(f"every lab gate passed: {os.path.join(args.workdir, GATES_FILE)}")
+    return
+  if args.preset == "lab-countdown":
+    from prl_jax.reproduce.lab_countdown import run_lab_countdown
+    run_lab_countdown(args.workdir, jobs=args.jobs, verbose=args.verbose)
+    print(f"report: {os.path.join(args.workdir, 'report.md')}")
     return
   results = reproduce(get_preset(args.preset), args.workdir, jobs=args.jobs,
                       configs_dir=args.configs, verbose=args.verbose)

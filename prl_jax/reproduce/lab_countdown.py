@@ -1,0 +1,135 @@
+"""`prl-jax reproduce --preset lab-countdown`: FRPO's exploration claim on countdown.
+
+    prl-jax reproduce --preset lab-countdown --workdir runs/lab_countdown [--jobs 2]
+
+  1. SFT on the uniform demonstrator (configs/lab/countdown/sft.py)      -> WORKDIR/sft
+  2. its exploration measures (the base policy; KL to itself is 0)      -> sft/explore.json
+  3. GRPO, GRPO + k3 KL loss, FRPO x seeds from (1)                       -> rl/<arm>/seed<s>
+  4. each run's exploration measures (`prl_jax.eval.exploration`)        -> <run>/explore.json
+  5. WORKDIR/results.json and report.md (`lab_countdown_report`): mean ± std over seeds, paired
+     t-tests of FRPO against each control on pass@1, pass@64, distinct solutions, entropy, KL.
+
+configs/lab/countdown/<arm>.py are used unchanged but for the starting policy, step count, seed
+and logging. A seed's three arms share the SFT policy and the prompt order, so they are paired.
+Finished stages are skipped on a re-run (`stages.run_stage`); a killed RL run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from prl_jax.eval.exploration import EXPLORE_FILE, run_exploration
+from prl_jax.reproduce import lab_countdown_report
+from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file, in_parallel,
+                                      load, logging_overrides, run_stage, stage_inputs)
+from prl_jax.run import paths
+from prl_jax.train.loop import train
+from prl_jax.train.sft import sft
+
+ARMS = ("grpo", "grpo_kl", "frpo")
+
+
+@dataclasses.dataclass(frozen=True)
+class CountdownLab:
+  """The size of the sub-lab (docs/lab_countdown.md).
+
+  Attributes:
+    arms: configs/lab/countdown/<arm>.py each.
+    seeds: RL seeds; every arm runs every seed.
+    rl_steps: train.steps of every RL run.
+    eval_problems: eval problems of the exploration measures.
+    eval_n: samples per problem (pass@k for k = 1..eval_n).
+    kl_problems, kl_n: problems and samples per problem of the entropy and KL estimate.
+    window: the last steps of training whose `policy/entropy` and reward the report averages.
+    overrides: config overrides of every stage (e.g. a smaller task for a test).
+  """
+
+  arms: tuple[str, ...] = ARMS
+  seeds: tuple[int, ...] = (0, 1, 2, 3)
+  rl_steps: int = 60
+  eval_problems: int = 128
+  eval_n: int = 64
+  kl_problems: int = 64
+  kl_n: int = 16
+  window: int = 10
+  overrides: tuple[str, ...] = ()
+
+
+def configs_dir() -> str:
+  """configs/lab/countdown of the source checkout."""
+  return checkout_configs(os.path.join("lab", "countdown"))
+
+
+def explore_stage(workdir: str, rel: str, path: str, overrides: list[str], model: str,
+                  reference: str, options: CountdownLab) -> str:
+  """The exploration measures of `model` against `reference` -> <rel>/explore.json."""
+  out = os.path.join(rel, EXPLORE_FILE)
+  sizes = dict(num_problems=options.eval_problems, n=options.eval_n,
+               kl_problems=options.kl_problems, kl_n=options.kl_n)
+  # No `prl-jax` subcommand runs this stage alone: the record names the function and its inputs.
+  command = (f"python -c 'from prl_jax.eval.exploration import run_exploration' "
+             f"# run_exploration(load({path!r}, overrides), {os.path.join(workdir, rel)!r}, "
+             f"model_dir={model!r}, reference_dir={reference!r}, **{sizes}); overrides: "
+             + " ".join(overrides))
+  fn = lambda: run_exploration(load(path, overrides), os.path.join(workdir, rel), model_dir=model,
+                               reference_dir=reference, out_path=os.path.join(workdir, out),
+                               **sizes)
+  run_stage(workdir, f"{rel}/explore", stage_inputs(overrides, model=model, reference=reference,
+                                                     **sizes), command, fn, outputs=[out])
+  return out
+
+
+def sft_stage(workdir: str, options: CountdownLab, verbose: bool) -> str:
+  """The SFT (skipped when finished) and its exploration measures; returns its final_hf."""
+  configs = configs_dir()
+  path = config_file(configs, "sft")
+  overrides = [*options.overrides, *logging_overrides(verbose)]
+  run_dir = os.path.join(workdir, "sft")
+  hf = os.path.join(run_dir, "final_hf")
+  run_stage(workdir, "sft/train", stage_inputs(overrides), cli_command("sft", path, run_dir,
+                                                                         overrides),
+            lambda: sft(load(path, overrides), run_dir),
+            outputs=["sft/final_hf/config.json", "sft/final_hf/model.safetensors"])
+  explore_stage(workdir, "sft", path, overrides, hf, hf, options)
+  return hf
+
+
+def rl_overrides(options: CountdownLab, sft_hf: str, seed: int, verbose: bool) -> list[str]:
+  """What an arm's run changes in its config: start, length, seed, export, logging."""
+  return [*options.overrides, f"init_from={sft_hf}", f"train.steps={options.rl_steps}",
+          f"seed={seed}", "checkpoint.save_hf=true", *logging_overrides(verbose)]
+
+
+def rl_run(workdir: str, arm: str, seed: int, sft_hf: str, options: CountdownLab,
+           verbose: bool) -> None:
+  """One arm and seed: training (resumed when interrupted), then its exploration measures."""
+  path = config_file(configs_dir(), arm)
+  overrides = rl_overrides(options, sft_hf, seed, verbose)
+  rel = os.path.join("rl", arm, f"seed{seed}")
+  run_dir = os.path.join(workdir, rel)
+  run_stage(workdir, f"{rel}/train", stage_inputs(overrides),
+            cli_command("train", path, run_dir, overrides),
+            lambda: train(load(path, overrides), run_dir),
+            outputs=[f"{rel}/final_hf/config.json", f"{rel}/metrics.jsonl"])
+  explore_stage(workdir, rel, path, overrides, os.path.join(run_dir, "final_hf"), sft_hf, options)
+
+
+def run_lab_countdown(workdir: str, options: CountdownLab = CountdownLab(), *, jobs: int = 1,
+                      verbose: bool = False) -> dict:
+  """Runs (or resumes) every stage, then writes results.json and report.md; returns the results.
+
+  Runs are ordered seed by seed (all arms of seed 0 first), so a stopped reproduction leaves
+  complete pairs behind.
+  """
+  workdir = paths.normpath(workdir)
+  sft_hf = sft_stage(workdir, options, verbose)
+  calls = [(workdir, arm, seed, sft_hf, options, verbose)
+           for seed in options.seeds for arm in options.arms]
+  if jobs > 1:
+    in_parallel(rl_run, calls, jobs)
+  else:
+    for call in calls:
+      rl_run(*call)
+  return lab_countdown_report.write(workdir, options.arms, options.seeds,
+                                    dataclasses.asdict(options))

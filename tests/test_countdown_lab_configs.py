@@ -1,0 +1,96 @@
+"""The countdown sub-lab (configs/lab/countdown, docs/lab_countdown.md): every config loads and
+validates, the arms differ from GRPO in their KL term only, and the report's tests run."""
+
+import json
+import os
+
+import pytest
+
+from prl_jax.config import load_config_file
+from prl_jax.reproduce import lab_countdown_report as report
+from prl_jax.reproduce.lab_countdown import ARMS, configs_dir
+from prl_jax.run.config_checks import check_config
+from prl_jax.run.context import validate
+
+NAMES = ("budget", "sft", "grpo", "grpo_kl", "frpo")
+# The KL term of each arm: all it may change against configs/lab/countdown/grpo.py.
+KL_TERM = {"grpo": set(), "grpo_kl": {"algo.loss.kl_kind", "algo.loss.kl_coef"},
+           "frpo": {"method", "algo.prl.eta"}}
+
+
+def _load(name):
+  return load_config_file(os.path.join(configs_dir(), f"{name}.py"))
+
+
+def _flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+def _diff(a, b):
+  fa, fb = _flat(a.to_dict()), _flat(b.to_dict())
+  return {k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)}
+
+
+def test_every_config_loads_and_validates(tmp_path):
+  assert set(ARMS) <= set(NAMES)
+  for name in NAMES:
+    config = _load(name)
+    assert (config.model.preset, config.task.name) == ("lab", "countdown"), name
+    assert config.task.countdown.min_solutions >= 2, name
+    check_config(config)
+    config.init_from = str(tmp_path) if config.init_from else ""  # stand-in for the SFT's output
+    validate(config)
+  assert _load("sft").task.demonstrator == "uniform"
+
+
+def test_arms_differ_from_grpo_only_in_their_kl_term():
+  grpo = _load("grpo")
+  for arm in ARMS:
+    diff = _diff(_load(arm), grpo)
+    assert diff <= KL_TERM[arm], (arm, diff - KL_TERM[arm])
+  frpo, grpo_kl = _load("frpo"), _load("grpo_kl")
+  assert grpo_kl.algo.loss.kl_coef * frpo.algo.prl.eta == pytest.approx(1.0)
+  assert grpo_kl.algo.loss.kl_kind == "k3" and frpo.method == "frpo"
+  assert {_load(a).algo.loss.dual_clip for a in ARMS} == {3.0}
+  assert grpo.algo.loss.kl_coef == 0.0 and not grpo.filter.enable
+  # The SFT shares the arms' task, model and budget.
+  assert _diff(_load("sft"), grpo) <= {"method", "init_from", "algo.loss.dual_clip",
+                                       "task.demonstrator", "sft.steps", "checkpoint.every"}
+
+
+def _explore(pass1, pass64, distinct, entropy, kl):
+  return {"pass@1": pass1, "pass@8": pass64, "pass@64": pass64, "distinct_mean": distinct,
+          "distinct_share": 0.5, "greedy": 0.0, "solved": pass64, "pass_at_k": [pass1, pass64],
+          "kl": {"entropy_token": entropy, "kl_seq": kl, "kl_token": kl / 40}}
+
+
+def test_report_pairs_seeds_and_orients_the_claims(tmp_path):
+  wd = str(tmp_path)
+  def put(rel, explore, rows=()):
+    os.makedirs(os.path.join(wd, rel), exist_ok=True)
+    with open(os.path.join(wd, rel, "explore.json"), "w") as fh:
+      json.dump(explore, fh)
+    with open(os.path.join(wd, rel, "metrics.jsonl"), "w") as fh:
+      fh.writelines(json.dumps(r) + "\n" for r in rows)
+
+  put("sft", _explore(0.2, 0.9, 5.0, 0.5, 0.0))
+  for seed in range(3):
+    rows = [{"step": 1, "rollout/reward": 0.5, "policy/entropy": 0.3 + seed}]
+    put(f"rl/grpo/seed{seed}", _explore(0.6, 0.8 + 0.01 * seed, 2.0 + 0.1 * seed, 0.2, 9.0),
+        rows)
+    put(f"rl/grpo_kl/seed{seed}", _explore(0.5, 0.85, 3.0, 0.3, 4.0 + seed), rows)
+    put(f"rl/frpo/seed{seed}", _explore(0.55, 0.9 + 0.02 * seed, 4.0 + 0.3 * seed, 0.4, 2.0),
+        rows)
+  results = report.write(wd, ARMS, (0, 1, 2, 3), {"window": 5})
+  tests = {(t["control"], t["metric"]): t for t in results["tests"]}
+  t = tests[("grpo", "pass@64")]
+  assert t["test"] == "paired t" and t["n"] == [3, 3] and t["diff"] == pytest.approx(10 + 1)
+  assert tests[("grpo", "kl_seq")]["diff"] == pytest.approx(7.0)  # lower KL favours FRPO
+  assert tests[("grpo", "kl_seq")]["verdict"] == "reproduced"
+  assert tests[("grpo", "pass@1")]["diff"] == pytest.approx(-5.0)
+  assert results["per_seed"]["frpo"]["train_entropy"] == {0: 0.3, 1: 1.3, 2: 2.3}
+  text = open(os.path.join(wd, "report.md")).read()
+  assert "| pass@64 (%) | 90 |" in text and "frpo" in text
