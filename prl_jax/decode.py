@@ -248,50 +248,43 @@ def _prefill(params: Any, tokens: Array, mask: Array, *, model_cfg: ModelConfig,
   return state, blocks
 
 
-def _decode(params: Any, state: DecodeState, blocks: list, key: Array, *,
-            model_cfg: ModelConfig, scfg: SamplingConfig,
-            rules: sharding_lib.Rules) -> tuple[dict, list]:
-  """Sample N tokens per row from the prefilled state; exit early once every row hit EOS.
-
-  `blocks` (donated) are filled in place and returned, so no cache buffer is ever copied.
-  """
-  TRACE_COUNTS["decode"] += 1
-  batch, width = state.prompt_mask.shape
-  n_new = scfg.max_new_tokens
-  weights = decode_weights(params, model_cfg, width + n_new, rules)
-  eos = jnp.asarray(scfg.eos_ids if scfg.eos_ids else (-1,), jnp.int32)
-
-  # All random numbers at once: one uniform per row and step, so the loop runs no PRNG.
-  uniforms = jax.random.uniform(key, (n_new, batch), jnp.float32)
+def _first_tokens(state: DecodeState, uniforms: Array, scfg: SamplingConfig, eos: Array):
+  """The decode carry after the first token, drawn from the prefill's logits:
+  (step 1, last tokens [B], done [B], tokens [B, N], log-probs [B, N])."""
+  batch, n_new = state.logits.shape[0], scfg.max_new_tokens
   first, first_logp = choose_tokens(state.logits, uniforms[0], scfg)
   tokens = jnp.full((batch, n_new), scfg.pad_id, jnp.int32).at[:, 0].set(first)
   logprobs = jnp.zeros((batch, n_new), jnp.float32).at[:, 0].set(first_logp)
-  carry = (jnp.int32(1), first, jnp.isin(first, eos), tokens, logprobs)
-  context = [[(k, v, state.prompt_mask)] for k, v in state.prompt_cache]
+  return (jnp.int32(1), first, jnp.isin(first, eos), tokens, logprobs)
 
-  filled = []
-  for (offset, size), current in zip(response_blocks(n_new, scfg.attention_segments), blocks):
-    stop = min(n_new, offset + size + 1)
 
-    def body(carry, context=context, offset=offset):
-      step, last, done, tokens, logprobs, current = carry
-      logits, current = _decode_step(weights, model_cfg, last, state.prompt_lengths + step - 1,
-                                     context, current, step - 1 - offset, rules)
-      new, logp = choose_tokens(logits, uniforms[step], scfg)
-      new = jnp.where(done, scfg.pad_id, new)
-      logp = jnp.where(done, 0.0, logp)
-      tokens = jax.lax.dynamic_update_slice(tokens, new[:, None], (0, step))
-      logprobs = jax.lax.dynamic_update_slice(logprobs, logp[:, None], (0, step))
-      return step + 1, new, done | jnp.isin(new, eos), tokens, logprobs, current
+def _block_loop(weights: dict, model_cfg: ModelConfig, scfg: SamplingConfig, rules, eos: Array,
+                uniforms: Array, prompt_lengths: Array, context: list, carry: tuple,
+                current: list, offset: int, size: int) -> tuple[tuple, list]:
+  """The `lax.while_loop` of the response block at `offset` (`size` slots): the steps whose
+  keys/values go to its slots, until every row is done. Returns the carry and the filled block."""
+  stop = min(scfg.max_new_tokens, offset + size + 1)
 
-    out = jax.lax.while_loop(lambda c, stop=stop: (c[0] < stop) & ~jnp.all(c[2]), body,
-                             carry + (current,))
-    carry = out[:5]
-    filled.append(out[5])
-    # Every slot of a finished block is written (or no later step runs: all rows are done).
-    context = [layer + [(k, v, None)] for layer, (k, v) in zip(context, out[5])]
+  def body(carry):
+    step, last, done, tokens, logprobs, current = carry
+    logits, current = _decode_step(weights, model_cfg, last, prompt_lengths + step - 1,
+                                   context, current, step - 1 - offset, rules)
+    new, logp = choose_tokens(logits, uniforms[step], scfg)
+    new = jnp.where(done, scfg.pad_id, new)
+    logp = jnp.where(done, 0.0, logp)
+    tokens = jax.lax.dynamic_update_slice(tokens, new[:, None], (0, step))
+    logprobs = jax.lax.dynamic_update_slice(logprobs, logp[:, None], (0, step))
+    return step + 1, new, done | jnp.isin(new, eos), tokens, logprobs, current
 
+  out = jax.lax.while_loop(lambda c: (c[0] < stop) & ~jnp.all(c[2]), body, carry + (current,))
+  return out[:5], out[5]
+
+
+def _finish(carry: tuple, scfg: SamplingConfig, eos: Array) -> dict:
+  """The decode's outputs from its final carry: tokens, mask (up to and including the first
+  EOS), log-probs (0 past the mask), truncated, lengths and steps."""
   steps, _, _, tokens, logprobs = carry
+  n_new = scfg.max_new_tokens
   is_eos = jnp.isin(tokens, eos)
   position = jax.lax.broadcasted_iota(jnp.int32, tokens.shape, 1)
   first_eos = jnp.min(jnp.where(is_eos, position, n_new), axis=1, keepdims=True)
@@ -303,7 +296,37 @@ def _decode(params: Any, state: DecodeState, blocks: list, key: Array, *,
       "truncated": ~jnp.any(is_eos & mask, axis=1),
       "lengths": jnp.sum(mask, axis=1).astype(jnp.int32),
       "steps": steps,
-  }, filled
+  }
+
+
+def _eos(scfg: SamplingConfig) -> Array:
+  return jnp.asarray(scfg.eos_ids if scfg.eos_ids else (-1,), jnp.int32)
+
+
+def _decode(params: Any, state: DecodeState, blocks: list, key: Array, *,
+            model_cfg: ModelConfig, scfg: SamplingConfig,
+            rules: sharding_lib.Rules) -> tuple[dict, list]:
+  """Sample N tokens per row from the prefilled state; exit early once every row hit EOS.
+
+  `blocks` (donated) are filled in place and returned, so no cache buffer is ever copied.
+  """
+  TRACE_COUNTS["decode"] += 1
+  batch, width = state.prompt_mask.shape
+  n_new = scfg.max_new_tokens
+  weights = decode_weights(params, model_cfg, width + n_new, rules)
+  eos = _eos(scfg)
+  # All random numbers at once: one uniform per row and step, so the loop runs no PRNG.
+  uniforms = jax.random.uniform(key, (n_new, batch), jnp.float32)
+  carry = _first_tokens(state, uniforms, scfg, eos)
+  context = [[(k, v, state.prompt_mask)] for k, v in state.prompt_cache]
+  filled = []
+  for (offset, size), current in zip(response_blocks(n_new, scfg.attention_segments), blocks):
+    carry, block = _block_loop(weights, model_cfg, scfg, rules, eos, uniforms,
+                               state.prompt_lengths, context, carry, current, offset, size)
+    filled.append(block)
+    # Every slot of a finished block is written (or no later step runs: all rows are done).
+    context = [layer + [(k, v, None)] for layer, (k, v) in zip(context, block)]
+  return _finish(carry, scfg, eos), filled
 
 
 prefill_jit = jax.jit(_prefill, static_argnames=("model_cfg", "scfg", "rules", "repeat"))
@@ -311,3 +334,96 @@ decode_jit = jax.jit(_decode, static_argnames=("model_cfg", "scfg", "rules"),
                       donate_argnames=("blocks",))
 
 
+
+
+# ------------------------------------------------------------------------------------------------
+# Row compaction: rows that have emitted EOS stop costing compute.
+
+
+def _start(params: Any, state: DecodeState, key: Array, *, model_cfg: ModelConfig,
+           scfg: SamplingConfig, rules: sharding_lib.Rules):
+  """(decode weights, uniforms [N, B], carry after the first token): `_decode`'s preamble."""
+  width = state.prompt_mask.shape[1]
+  weights = decode_weights(params, model_cfg, width + scfg.max_new_tokens, rules)
+  uniforms = jax.random.uniform(key, (scfg.max_new_tokens, state.logits.shape[0]), jnp.float32)
+  return weights, uniforms, _first_tokens(state, uniforms, scfg, _eos(scfg))
+
+
+def _one_block(weights: dict, uniforms: Array, prompt_lengths: Array, prompt_cache: list,
+               prompt_mask: Array, filled: list, carry: tuple, current: list, *, block: int,
+               model_cfg: ModelConfig, scfg: SamplingConfig, rules: sharding_lib.Rules):
+  """Response block `block`'s loop of `_decode` on its own: the context is the prompt and the
+  `filled` earlier blocks. Returns (carry, the filled block)."""
+  TRACE_COUNTS["decode_block"] += 1
+  offset, size = response_blocks(scfg.max_new_tokens, scfg.attention_segments)[block]
+  context = [[(k, v, prompt_mask)] + [(bk, bv, None) for bk, bv in layer_blocks]
+             for (k, v), layer_blocks in zip(prompt_cache, zip(*filled) if filled else
+                                             [()] * len(prompt_cache))]
+  return _block_loop(weights, model_cfg, scfg, rules, _eos(scfg), uniforms, prompt_lengths,
+                     context, carry, current, offset, size)
+
+
+_start_jit = jax.jit(_start, static_argnames=("model_cfg", "scfg", "rules"))
+_one_block_jit = jax.jit(_one_block, static_argnames=("block", "model_cfg", "scfg", "rules"),
+                         donate_argnames=("current",))
+_finish_jit = jax.jit(lambda carry, scfg: _finish(carry, scfg, _eos(scfg)),
+                      static_argnames=("scfg",))
+
+
+def compact_size(done: np.ndarray, minimum: int) -> int | None:
+  """Rows of the smaller batch the live rows move to, or None to keep the batch: the live
+  count rounded up to a power of two (at least `minimum`), when that halves the batch or more."""
+  live = int((~done).sum())
+  size = 1 << max(live - 1, 0).bit_length()
+  size = max(size, minimum)
+  return size if live and size <= done.shape[0] // 2 else None
+
+
+def decode_compacting(params: Any, state: DecodeState, blocks: list, key: Array, *,
+                      model_cfg: ModelConfig, scfg: SamplingConfig,
+                      rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES,
+                      minimum: int = 8) -> dict:
+  """`decode_jit`'s outputs, with the rows still decoding moved to a smaller batch between
+  response blocks once at most half of them are left, so finished rows stop costing compute.
+
+  The blocks run as separate programs; after each the host reads which rows are done and, when
+  `compact_size` says so, gathers the live rows' carry, uniforms, prompt and cache into a batch
+  of a power-of-two size (padded with a finished row, which only writes padding). Each row keeps
+  its uniforms, so it draws what it would in the full batch; its tokens and log-probs go back to
+  their rows at the end (tests/test_decode_speed.py checks both against `decode_jit`).
+  """
+  weights, uniforms, carry = _start_jit(params, state, key, model_cfg=model_cfg, scfg=scfg,
+                                        rules=rules)
+  full_tokens, full_logprobs = carry[3], carry[4]
+  rows = None  # original row of each row of the current batch (None: all, in order)
+  lengths, cache, mask, filled = state.prompt_lengths, state.prompt_cache, state.prompt_mask, []
+  statics = dict(model_cfg=model_cfg, scfg=scfg, rules=rules)
+
+  def put_back(tokens, logprobs, carry):  # the current rows' outputs into the full arrays
+    if rows is None:
+      return carry[3], carry[4]
+    return tokens.at[rows].set(carry[3]), logprobs.at[rows].set(carry[4])
+
+  for j in range(len(blocks)):
+    carry, block = _one_block_jit(weights, uniforms, lengths, cache, mask, filled, carry,
+                                  blocks[j], block=j, **statics)
+    filled.append(block)
+    if j == len(blocks) - 1:
+      break
+    done = np.asarray(carry[2])
+    if done.all():  # the later loops would run no step
+      break
+    size = compact_size(done, minimum)
+    if size is None:
+      continue
+    full_tokens, full_logprobs = put_back(full_tokens, full_logprobs, carry)
+    live = np.flatnonzero(~done)
+    pick = np.concatenate([live, np.full(size - live.size, np.flatnonzero(done)[0])])
+    rows = pick if rows is None else rows[pick]
+    take = lambda x: x[pick]
+    carry = (carry[0],) + tuple(take(x) for x in carry[1:3]) + (take(carry[3]), take(carry[4]))
+    uniforms, lengths, mask = uniforms[:, pick], take(lengths), take(mask)
+    cache, filled = jax.tree.map(take, cache), jax.tree.map(take, filled)
+    blocks = blocks[:j + 1] + [jax.tree.map(take, b) for b in blocks[j + 1:]]
+  full_tokens, full_logprobs = put_back(full_tokens, full_logprobs, carry)
+  return _finish_jit((carry[0], None, None, full_tokens, full_logprobs), scfg=scfg)

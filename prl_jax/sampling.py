@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prl_jax import sharding as sharding_lib
-from prl_jax.decode import decode_jit, prefill_jit
+from prl_jax.decode import decode_compacting, decode_jit, prefill_jit
 from prl_jax.distributed import to_host
 from prl_jax.models.config import ModelConfig
 from prl_jax.token_choice import SamplingConfig
@@ -207,15 +207,17 @@ def sample(params: Any, model_cfg: ModelConfig, prompts: Any, key: Array,
   rules = sharding_lib.hashable_rules(rules)  # a static jit argument
   statics = dict(model_cfg=model_cfg, scfg=sampling_cfg, rules=rules)
 
-  def run(tokens, mask, repeat=1):
+  def run(tokens, mask, repeat=1, compact=False):
     state, blocks = prefill_jit(params, tokens, mask, repeat=repeat, **statics)
+    if compact:
+      return decode_compacting(params, state, blocks, key, **statics)
     out, _ = decode_jit(params, state, blocks, key, **statics)
     return out
 
   if mesh is None:
     # Each prompt is prefilled once for its n samples (rows are [p0] * n + [p1] * n + ...).
     n = sampling_cfg.n
-    out = run(tokens[::n], mask[::n], n)
+    out = run(tokens[::n], mask[::n], n, sampling_cfg.compact_rows)
   else:
     extra = (-rows) % sharding_lib.batch_shards(mesh, rules)
     padded = [np.concatenate([x, np.repeat(x[-1:], extra, axis=0)]) for x in (tokens, mask)]

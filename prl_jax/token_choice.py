@@ -48,6 +48,10 @@ class SamplingConfig:
     attention_segments: number of response cache blocks, each filled by its own decode loop
       that attends only over the blocks so far (1: every step attends over all P+N slots).
       More segments read less cache per step and cost one more compiled loop body each.
+    compact_rows: between response blocks, move the rows still decoding to a smaller batch
+      (a power of two) once at most half are left, so rows that emitted EOS stop costing
+      compute (`prl_jax.decode.decode_compacting`; one host sync per block, a compiled block
+      program per batch size). Same tokens; ignored on a mesh.
   """
 
   max_new_tokens: int = 128
@@ -62,6 +66,7 @@ class SamplingConfig:
   min_prompt_bucket: int = 8
   logprob_mode: str = "temperature"
   attention_segments: int = 4
+  compact_rows: bool = False
 
   def __post_init__(self):
     if int(self.max_new_tokens) < 1:

@@ -1,11 +1,11 @@
 """Speed changes of the sampler that must not change its results: the n samples of a prompt
-share one prefill."""
+share one prefill, and rows that emitted EOS move out of the decode batch (compact_rows)."""
 
 import jax
 import numpy as np
 import pytest
 
-from prl_jax import sharding
+from prl_jax import decode, sharding
 from prl_jax.decode import decode_jit, prefill_jit
 from prl_jax.models.config import preset
 from prl_jax.models.transformer import init_params
@@ -42,3 +42,31 @@ def test_shared_prefill_equals_a_prefill_per_row(params, n):
   # them differently: float32 rounding, not a different computation).
   np.testing.assert_allclose(np.asarray(shared.logprobs), np.asarray(every["logprobs"]),
                              atol=1e-5)
+
+
+def test_compact_size():
+  done = np.array([True] * 27 + [False] * 5)
+  assert decode.compact_size(done, 4) == 8 and decode.compact_size(done, 16) == 16
+  assert decode.compact_size(np.array([True] * 15 + [False] * 17), 4) is None  # 32 of 32
+  assert decode.compact_size(np.ones(32, bool), 4) is None
+
+
+def test_compacted_decode_equals_the_full_batch(params, monkeypatch):
+  # One id in 24 ends a response: lengths spread over the whole range, so the batch is
+  # compacted at least once (checked) and some rows still run to the end.
+  scfg = SamplingConfig(max_new_tokens=48, temperature=1.0, n=8, pad_id=0,
+                        eos_id=tuple(range(1, CFG.vocab_size, 24)), attention_segments=4)
+  sizes = []
+  size_of = decode.compact_size
+  monkeypatch.setattr(decode, "compact_size", lambda *a: sizes.append(size_of(*a)) or sizes[-1])
+  key = jax.random.key(7)
+  compact = sample(params, CFG, PROMPTS, key, scfg.replace(compact_rows=True))
+  full = sample(params, CFG, PROMPTS, key, scfg)
+  assert any(s is not None for s in sizes), sizes
+  lengths = np.asarray(full.lengths)
+  assert lengths.min() < 12 and lengths.max() > 24, lengths
+  for name in ("tokens", "mask", "truncated", "lengths"):
+    np.testing.assert_array_equal(np.asarray(getattr(compact, name)),
+                                  np.asarray(getattr(full, name)), err_msg=name)
+  assert int(compact.steps) == int(full.steps)
+  np.testing.assert_allclose(np.asarray(compact.logprobs), np.asarray(full.logprobs), atol=1e-5)
