@@ -2,6 +2,8 @@
 
     python benchmarks/sampler.py            # the figures in docs/benchmarks.md
     python benchmarks/sampler.py --quick    # fewer repetitions (a smoke run)
+    python benchmarks/sampler.py --spread   # responses of spread lengths: early exit and
+                                            # compact_rows (the "Decode early exit" section)
 
 Shapes (the Tunix comparison's): the "mini" preset (Llama architecture, vocab 512, d 256, 4 layers,
 4 heads, head dim 64, MLP 1024) and its 2-KV-head variant; 64 prompts of 16 tokens, 128 new
@@ -114,6 +116,75 @@ def bench_variant(kv_heads: int, args) -> dict:
   return row
 
 
+SPREAD_PROMPTS, SPREAD_N, SPREAD_EOS_IDS = 16, 4, 11
+
+
+def bench_spread(args) -> dict:
+  """16 prompts x 4 samples, 128 new tokens, where 11 of the 512 ids end a response: the random
+  mini policy ends a row with probability ~1/47 per token, so lengths spread from a few tokens
+  to the cap. Three samplers, runs alternating: no EOS (every row decodes 128 steps), EOS with
+  the loop's early exit only (it stops at the longest row), and EOS with `compact_rows`."""
+  cfg = preset("mini")
+  params = init_params(cfg, jax.random.key(0))
+  prompts = np.asarray(jax.random.randint(jax.random.key(1), (SPREAD_PROMPTS, PROMPT_LEN), 0,
+                                          cfg.vocab_size), np.int32)
+  base = SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=1.0, n=SPREAD_N,
+                        attention_segments=args.segments,
+                        eos_id=tuple(range(1, cfg.vocab_size, cfg.vocab_size // SPREAD_EOS_IDS
+                                           + 1))[:SPREAD_EOS_IDS])
+  variants = {"no EOS": base.replace(eos_id=None), "EOS, early exit": base,
+              "EOS, compact_rows": base.replace(compact_rows=True)}
+  times = {k: [] for k in variants}
+  lengths = {k: [] for k in variants}
+  for i in range(args.warmup + args.repeats):
+    for name, scfg in variants.items():
+      start = time.perf_counter()
+      out = sample(params, cfg, prompts, jax.random.key(100 + i), scfg)
+      rows = np.asarray(out.lengths)  # results on host, as a trainer consumes them
+      if i >= args.warmup:
+        times[name].append(time.perf_counter() - start)
+        lengths[name].append(rows)
+  result = {}
+  for name in variants:
+    median = float(np.median(times[name]))
+    spread = np.concatenate(lengths[name])
+    result[name] = {"seconds": median, "times": times[name], "mean_length": float(spread.mean()),
+                    "max_length": int(spread.max()),
+                    "tokens_per_s": float(spread.mean()) * len(lengths[name][0]) / median}
+    print(f"  {name:18s} median {median * 1e3:7.1f} ms; mean length {spread.mean():5.1f}, "
+          f"max {spread.max()}; {result[name]['tokens_per_s']:8.0f} response tokens/s; runs "
+          f"{', '.join(f'{t * 1e3:.0f}' for t in times[name])} ms", flush=True)
+  return result
+
+
+def spread_table(result: dict) -> str:
+  base = result["no EOS"]["seconds"]
+  lines = ["| sampler | wall time (ms) | mean / max response length | response tokens/s | "
+           "time vs no EOS |", "|---|---|---|---|---|"]
+  for name, r in result.items():
+    lines.append(f"| {name} | {r['seconds'] * 1e3:,.0f} | {r['mean_length']:.1f} / "
+                 f"{r['max_length']} | {r['tokens_per_s']:,.0f} | {r['seconds'] / base:.2f}x |")
+  return "\n".join(lines)
+
+
+def write_spread_docs(result: dict, info: dict, args, command: str) -> None:
+  paragraph = (
+      f"The decode loop (`prl_jax.decode`) stops once every row has produced EOS, so a batch "
+      f"costs as many steps as its longest response; with `SamplingConfig.compact_rows` the rows "
+      f"still decoding also move to a smaller batch (a power of two) between response blocks "
+      f"once at most half are left, so finished rows stop costing compute "
+      f"(`decode.decode_compacting`; tests/test_decode_speed.py checks tokens, masks, lengths "
+      f"and log-probs against the full batch). Here: the mini preset, {SPREAD_PROMPTS} prompts "
+      f"x {SPREAD_N} samples x at most {NEW_TOKENS} new tokens, {args.segments} response blocks, "
+      f"temperature 1, float32; {SPREAD_EOS_IDS} of the 512 ids end a response, so the random "
+      f"policy's lengths spread from a few tokens to the cap (about geometric, mean ~45). Median "
+      f"of {args.repeats} runs after {args.warmup} warm-up runs, the three samplers alternating; "
+      "response tokens/s is the mean number of tokens up to each EOS per rollout over the median "
+      "time. The first rollout that needs a batch size compiles that size's block programs (at "
+      "most blocks x log2(rows) of them), hence the warm-up runs.")
+  write_section("Decode early exit", [paragraph, spread_table(result)], info, command)
+
+
 def table(rows: list[dict]) -> str:
   lines = ["| model | params | ours (tokens/s) | naive (tokens/s) | ours / naive | "
            "Tunix 0.1.7 anchor (tokens/s) | ours / anchor |",
@@ -152,11 +223,20 @@ def main(argv=None):
   parser.add_argument("--segments", type=int, default=SamplingConfig.attention_segments)
   parser.add_argument("--kv-heads", type=int, nargs="+", default=[4, 2])
   parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+  parser.add_argument("--spread", action="store_true",
+                      help="only the spread-length case (early exit, compact_rows)")
   args = parser.parse_args(argv)
   if args.quick:
     args.repeats, args.warmup, args.naive_repeats = 3, 1, 1
 
   info = machine()
+  command = "python benchmarks/sampler.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+  if args.spread:
+    result = bench_spread(args)
+    print(spread_table(result))
+    if not (args.quick or args.no_docs):
+      write_spread_docs(result, info, args, command)
+    return
   print(f"machine: {info['cpu']}; {info['cpus']} CPUs; platform {info['platform']}, "
         f"{info['devices']} device(s); jax {info['jax']}")
   print(f"shapes: mini preset (vocab 512, d 256, 4 layers, 4 heads, head dim 64, MLP 1024), "
@@ -168,7 +248,6 @@ def main(argv=None):
   rows = [bench_variant(kv, args) for kv in args.kv_heads]
   print(table(rows))
   if not (args.quick or args.no_docs):
-    command = "python benchmarks/sampler.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
     write_docs(rows, info, args, command)
 
 
