@@ -42,7 +42,8 @@ from prl_jax.run.state import (TrainState, applied_learning_rates, init_state, o
                                wrap_key)
 from prl_jax.train import objectives
 from prl_jax.train.rollouts import (PromptStream, Rollouts, collect_rollouts, old_logp_source,
-                                    response_array, sampler_logp_refusal)
+                                    response_array, sampler_logp_refusal,
+                                    sequence_prompt_len)
 from prl_jax.train.step_checker import checker_step_rewards
 from prl_jax.train.step_diagnostics import step_auroc
 
@@ -223,7 +224,7 @@ def _prm_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainSt
   with the recipe's cadence, metrics)."""
   config = ctx.config
   pack = lambda prompts, responses: ctx.place_batch(make_sequences(
-      prompts, responses, ctx.prompt_len, config.rollout.max_new_tokens, ctx.tokenizer.pad_id))
+      prompts, responses, seq.prompt_len, config.rollout.max_new_tokens, ctx.tokenizer.pad_id))
   inputs = PrmInputs(
       seq=seq, outcome=outcome, old_logp=old_logp, ref_logp=ref_logp,
       examples=rollouts.examples, prompt_ids=rollouts.prompt_ids, group_size=config.rollout.n,
@@ -254,7 +255,8 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
   if recipe.unit_outcome:  # PRIME's CE, ER-PRM: a task.reward_fn outcome must be a probability
     check_unit_outcome(rollouts.outcome, config.method)
   t_rollout = time.perf_counter() - start
-  seq = ctx.place_batch(make_sequences(rollouts.prompt_ids, rollouts.response_ids, ctx.prompt_len,
+  prompt_len = sequence_prompt_len(rollouts.prompt_ids, ctx.prompt_len)  # no padding-only columns
+  seq = ctx.place_batch(make_sequences(rollouts.prompt_ids, rollouts.response_ids, prompt_len,
                                        config.rollout.max_new_tokens, ctx.tokenizer.pad_id))
   outcome = ctx.place_batch(rollouts.outcome)
   zeros = jnp.zeros_like(seq.response_mask)

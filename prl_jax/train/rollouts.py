@@ -212,3 +212,18 @@ def response_array(rows: list[np.ndarray], width: int) -> np.ndarray:
   for i, row in enumerate(rows):
     out[i, :len(row)] = row
   return out
+
+
+def sequence_prompt_len(prompt_ids: list[list[int]], limit: int) -> int:
+  """P of a step's teacher-forced sequences: the longest prompt rounded up to a quarter of its
+  octave (a multiple of max(4, 2^(floor(log2 L) - 2)), so at most ~4 shapes per doubling and few
+  compiles), at most `limit` (task.max_prompt_len).
+
+  Left padding beyond the longest prompt only costs compute: padded keys get exactly zero
+  attention weight and positions count real tokens, so each row's log-probs are the same
+  (tests/test_rl_speed.py). The reference, PRM and update passes then run on P + N positions
+  instead of limit + N.
+  """
+  longest = max(len(p) for p in prompt_ids)
+  step = max(4, 1 << max(longest.bit_length() - 3, 0))
+  return min(-(-longest // step) * step, limit)
