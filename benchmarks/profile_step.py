@@ -6,12 +6,19 @@ the JAX operation that produced each XLA kernel, and the compiled step's cost an
                                                    # DenseGeneral, layers scanned one at a time
     python benchmarks/profile_step.py --scanned    # also ours with the layers scanned one at a
                                                    # time (scan_unroll=1; mini's default unrolls)
+    python benchmarks/profile_step.py --rl grpo    # where an RL step's wall time goes (below)
 
 All variants are compiled in one process and timed with their runs alternating.
 
 Shapes: the "mini" preset, float32, the gradient of the next-token loss of 32 random sequences
 of 128 tokens (the train step of benchmarks/steps.py without the AdamW update, which is <1%).
 For a scanned layer loop XLA's cost analysis counts the body once (its FLOPs are then per layer).
+
+--rl METHOD: benchmarks/steps.py's RL step (16 prompts x 4 samples x 64 new tokens, old
+log-probs from the sampler) with each device function waited on as it returns, so the step splits
+into the sampler (prefill + decode), the reference / PRM log-prob passes, the updates and the rest
+(host work: decoding text, verification, packing, metrics). Waiting removes the little overlap
+async dispatch gives, so the parts add up to slightly more than an unwaited step.
 """
 
 from __future__ import annotations
@@ -108,6 +115,49 @@ def interleaved(fns: dict, params, repeats: int) -> dict[str, float]:
   return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def rl_breakdown(method: str, steps_run: int, warmup: int = 2) -> dict[str, float]:
+  """Median seconds per step of each part of `rl_step` (see the module docstring)."""
+  from benchmarks import steps as steps_bench  # the RL benchmark's config and runner
+  from prl_jax.train import loop, rollouts
+  times = collections.defaultdict(list)
+
+  def waited(name, fn):
+    def call(*args, **kwargs):
+      start = time.perf_counter()
+      out = jax.block_until_ready(fn(*args, **kwargs))
+      times[name].append(time.perf_counter() - start)
+      return out
+    return call
+
+  build = loop.build_functions
+
+  def build_waited(ctx, recipe):
+    fns = build(ctx, recipe)
+    for name in ("logprobs", "advantages", "policy_update", "prm_update", "prm_token"):
+      if getattr(fns, name) is not None:
+        setattr(fns, name, waited(name, getattr(fns, name)))
+    return fns
+
+  sample = rollouts.sample_in_calls
+  rollouts.sample_in_calls = waited("sampler", sample)
+  steps_bench.build_functions = build_waited
+  try:
+    run, _ = steps_bench.rl_step_runner(method, "sampler")
+    for _ in range(warmup + steps_run):
+      start = time.perf_counter()
+      run()
+      times["step"].append(time.perf_counter() - start)
+  finally:
+    rollouts.sample_in_calls, steps_bench.build_functions = sample, build
+  # Per step: a part called k times per step adds its k calls up.
+  total = len(times["step"])
+  per_step = {k: [sum(v[i * len(v) // total:(i + 1) * len(v) // total]) for i in range(total)]
+              for k, v in times.items()}
+  medians = {k: float(np.median(v[warmup:])) for k, v in per_step.items()}
+  medians["rest (host)"] = medians["step"] - sum(v for k, v in medians.items() if k != "step")
+  return medians
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--before", action="store_true",
@@ -116,9 +166,17 @@ def main(argv=None):
                       help="also profile and time the step with the layer scan not unrolled")
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--top", type=int, default=15)
+  parser.add_argument("--rl", choices=["grpo", "prime"], default=None,
+                      help="instead: the wall-time parts of this RL step")
   args = parser.parse_args(argv)
   info = machine()
   print(f"machine: {info['cpu']}; {info['cpus']} CPUs; jax {info['jax']} on {info['platform']}")
+  if args.rl:
+    parts = rl_breakdown(args.rl, args.repeats)
+    print(f"{args.rl} step, median of {args.repeats} after 2 warm-up steps:")
+    for name, seconds in parts.items():
+      print(f"  {name:14s} {seconds:6.3f} s  {100 * seconds / parts['step']:5.1f}%")
+    return
   cfg = preset("mini")
   params = init_params(cfg, jax.random.key(0))
   tokens = jax.random.randint(jax.random.key(1), (BATCH, LENGTH), 3, cfg.vocab_size)
