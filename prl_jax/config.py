@@ -55,6 +55,15 @@ def load_config_file(spec: str) -> ConfigDict:
   return ConfigDict(config.to_dict()) if isinstance(config, ConfigDict) else ConfigDict(config)
 
 
+def shipped_defaults() -> dict:
+  """Today's defaults of every key (configs/base.py) as a plain dict; {} when the package runs
+  without its configs folder. A key added to the project defaults to the earlier behaviour, so
+  a run recorded before the key existed reads as having run with this default."""
+  base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "base.py")
+  return load_config_file(base).to_dict() if os.path.isfile(base) else {}
+
+
 def parse_config_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:
   """`key=value,key=value` (the `:arg` of `--config FILE:arg`) over `defaults`.
 

@@ -52,6 +52,33 @@ def test_changes_are_dotted_keys_with_old_and_new_values():
   assert config_changes(new, new) == {}
 
 
+def test_a_key_added_since_the_run_counts_only_when_it_leaves_its_default():
+  old = {"seed": 0}
+  defaults = {"seed": 0, "task": {"new_knob": 0}}
+  assert config_changes(old, {"seed": 0, "task": {"new_knob": 0}}, defaults) == {}
+  assert config_changes(old, {"seed": 0, "task": {"new_knob": 5}}, defaults) == {
+      "task.new_knob": (ABSENT, 5)}
+  assert config_changes({"seed": 0, "task": {"new_knob": 5}}, old, defaults) == {
+      "task.new_knob": (5, ABSENT)}  # a removed key always counts
+
+
+@pytest.mark.parametrize("entry", [loop.train, sft.sft])
+def test_a_run_recorded_before_a_key_existed_resumes(entry, tmp_path, no_build):
+  config = _config()
+  _with_checkpoint(tmp_path, config)
+  recorded = _recorded(tmp_path)
+  del recorded["task"]["register"]  # as written by code that had no task.register keys
+  with open(tmp_path / "config.json", "w") as fh:
+    json.dump(recorded, fh)
+  with pytest.raises(Built):  # past the check, at the model
+    entry(config, str(tmp_path))
+  changed = _config("rloo", "task.register.bug_rate=0.3")
+  with open(tmp_path / "config.json", "w") as fh:
+    json.dump(recorded, fh)
+  with pytest.raises(ConfigError, match="task.register.bug_rate"):
+    entry(changed, str(tmp_path))
+
+
 @pytest.mark.parametrize("entry", [loop.train, sft.sft])
 def test_changed_resume_is_refused_before_the_model_is_built(entry, tmp_path, no_build):
   _with_checkpoint(tmp_path, _config())

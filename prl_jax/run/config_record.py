@@ -23,6 +23,10 @@ training step.
   without it would not survive; a run stopped by one resumes with it turned on
   (prl_jax.run.nonfinite).
 
+A key the recorded config lacks (added to the project after the run started) is no change while
+it keeps its default (configs/base.py), which by the project's convention is the earlier
+behaviour; set to anything else it is refused like any other change.
+
 Everything else is refused, memory knobs included (mesh.*, micro-batch sizes, model.remat,
 rollout.max_rows): they change reduction orders or, for rollout.max_rows, the sampling keys, so a
 resumed run would no longer equal an uninterrupted one. Force a change with
@@ -44,7 +48,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from prl_jax import distributed
-from prl_jax.config import ConfigError
+from prl_jax.config import ConfigError, shipped_defaults
 from prl_jax.run import paths
 from prl_jax.run.config_checks import check_config
 from prl_jax.run.workdir import has_checkpoint, prepare_workdir
@@ -80,15 +84,19 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+def config_changes(old: Mapping[str, Any], new: Mapping[str, Any],
+                   defaults: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, Any]]:
   """{dotted key: (old value, new value)} for every key that differs, sorted by key.
 
-  A key only one side has counts as changed (its other value is ABSENT): a key added by newer
-  code may change what its default used to mean.
+  A key only one side has counts as changed (its other value is ABSENT), except a key the old
+  config lacks whose new value is its default in `defaults`: keys added to the project default
+  to the earlier behaviour, so a run recorded before one existed ran as with its default.
   """
   a, b = flatten(old), flatten(new)
+  known = flatten(defaults or {})
   return {key: (a.get(key, ABSENT), b.get(key, ABSENT)) for key in sorted(a.keys() | b.keys())
-          if a.get(key, ABSENT) != b.get(key, ABSENT)}
+          if a.get(key, ABSENT) != b.get(key, ABSENT)
+          and not (key not in a and key in known and known[key] == b[key])}
 
 
 def matches(key: str, patterns) -> bool:
@@ -135,7 +143,8 @@ def record_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   path = paths.join(workdir, CONFIG_FILE)
   changes = {}
   if config.checkpoint.resume and has_checkpoint(workdir) and paths.exists(path):
-    changes = config_changes(_read(path), new)
+    defaults = json.loads(json.dumps(shipped_defaults()))  # compared as they read back
+    changes = config_changes(_read(path), new, defaults)
   allowed = allowed_changes(config)
   refused = [key for key in changes if not matches(key, RESUMABLE) and not matches(key, allowed)]
   if refused:

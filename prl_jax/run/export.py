@@ -13,14 +13,13 @@ trained: a causal LM, which loads anywhere an HF model does.
 from __future__ import annotations
 
 import dataclasses
-import os
 import json
 
 import jax
 import ml_collections
 
 from prl_jax.algorithms.registry import get_recipe
-from prl_jax.config import ConfigError, load_config_file
+from prl_jax.config import ConfigError, shipped_defaults
 from prl_jax.run import paths
 from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.context import build_context
@@ -54,10 +53,7 @@ def run_config(workdir: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"{workdir} has no config.json (written by `prl-jax train`/`sft` when a "
                       "run starts); pass the workdir of a run.")
   recorded = _tuples(json.loads(paths.read_text(path)))
-  base = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configs",
-                      "base.py")
-  defaults = load_config_file(base).to_dict() if os.path.isfile(base) else {}
-  return ml_collections.ConfigDict(_over_defaults(defaults, recorded))
+  return ml_collections.ConfigDict(_over_defaults(shipped_defaults(), recorded))
 
 
 def export_checkpoint(workdir: str, out: str, *, step: int | None = None,
