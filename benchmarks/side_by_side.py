@@ -100,6 +100,7 @@ def main(argv=None):
   parser.add_argument("--no-docs", action="store_true")
   args = parser.parse_args(argv)
   peer = bool(args.peer_python and args.peer_script and os.path.exists(args.peer_python))
+  load_before = os.getloadavg()[1]  # 5-minute load average: other jobs on the machine
   info = machine()
   print(f"machine: {info['cpu']}; {info['cpus']} CPUs; jax {info['jax']}; peer: "
         f"{'yes' if peer else 'not given'}", flush=True)
@@ -120,6 +121,8 @@ def main(argv=None):
     rows += [(label, float(np.median(v)), units[label], peer_value)
              for label, v in ours_values.items()]
   print(table(rows))
+  load = f"{load_before:.1f} when it started, {os.getloadavg()[1]:.1f} when it ended"
+  print(f"5-minute load average on {os.cpu_count()} CPUs: {load}")
   if peer and not args.no_docs:
     paragraph = (
         f"Both sides measured in one invocation on the same machine, each section as "
@@ -128,10 +131,14 @@ def main(argv=None):
         "device, the mini shapes of the sections above. Tunix's GRPO step (reference "
         "log-probs, KL loss 0.04, one AdamW update) is the comparison for both our GRPO and "
         "our PRIME step; our two old-log-prob sources run alternating. Ratios above 1 mean "
-        "prl_jax is faster. The machine was shared with other jobs while this ran (its load "
-        "changed over minutes), so single figures carry 10-30% noise.")
+        "prl_jax is faster. The machine was shared with other jobs while this ran (5-minute "
+        f"load average on its {os.cpu_count()} CPUs: {load}), so single figures carry 10-30% "
+        "noise; the ratios, from runs minutes apart, are the figures to read.")
     command = ("python benchmarks/side_by_side.py --peer-python <env with google-tunix 0.1.7>"
-               "/bin/python --peer-script <Tunix anchor script>")
+               "/bin/python --peer-script <Tunix anchor script>"
+               f" --runs {args.runs} --rounds {args.rounds}"
+               + ("" if args.sections == ["sampler", "train", "grpo"]
+                  else " --sections " + " ".join(args.sections)))
     write_section("Side by side with Tunix", [paragraph, table(rows)], info, command)
 
 
