@@ -18,7 +18,8 @@ also divides by T reproduces exactly. "raw" gives log softmax(logits)[y_t] (T = 
 log-probability under the truncated, renormalised distribution the token was actually drawn from.
 Greedy decoding uses T = 1 for the "temperature" mode when temperature is 0.
 
-Cache and loops. The prefill runs the model itself over the prompts in one batch. The decode
+Cache and loops. The prefill runs the model itself over the prompts in one batch, each prompt
+once for its n samples (its keys, values and logits are copied to the n rows). The decode
 then keeps the KV cache per layer in pieces, each [B, kv_heads, slots, head_dim]: the prompt's
 P slots, then `attention_segments` response blocks covering the N new tokens (P + N slots in all).
 Block j is filled by its own `lax.while_loop`, which attends over the prompt, the finished blocks
@@ -39,7 +40,9 @@ math. Why it is fast on a CPU (about 2.4x Tunix 0.1.7 at the shapes of docs/benc
 and greedy tokens of full recomputation.
 
 No host round trip happens per token: the whole decode is one XLA program that stops early once
-every row has emitted EOS.
+every row has emitted EOS. With `SamplingConfig.compact_rows` the blocks run as separate programs
+and, between them, the rows still decoding move to a smaller batch once at most half are left
+(`prl_jax.decode.decode_compacting`), so finished rows stop costing compute.
 
 Files: this module is the host side (prompts, `sample`, `sample_in_calls`); `prl_jax.decode` holds
 the jitted prefill and decode loop, `prl_jax.token_choice` the `SamplingConfig` and token draws.
