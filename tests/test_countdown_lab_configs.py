@@ -94,3 +94,4 @@ def test_report_pairs_seeds_and_orients_the_claims(tmp_path):
   assert results["per_seed"]["frpo"]["train_entropy"] == {0: 0.3, 1: 1.3, 2: 2.3}
   text = open(os.path.join(wd, "report.md")).read()
   assert "| pass@64 (%) | 90 |" in text and "frpo" in text
+  assert "| SFT (1) | 20.0 | 90.0 |" in text and "| frpo (3) | 55.0 |" in text

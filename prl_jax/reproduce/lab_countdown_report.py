@@ -82,6 +82,7 @@ def collect(workdir: str, arms: Sequence[str], seeds: Sequence[int], window: int
 
   sft = explore("sft")
   per_seed: dict = {}
+  curves: dict = {}
   for arm in arms:
     for seed in seeds:
       rel = os.path.join("rl", arm, f"seed{seed}")
@@ -89,10 +90,25 @@ def collect(workdir: str, arms: Sequence[str], seeds: Sequence[int], window: int
       if e is None:
         continue
       rows = read_metrics(os.path.join(workdir, rel, "metrics.jsonl"))
+      curves.setdefault(arm, {})[seed] = e["pass_at_k"]
       for key, value in run_measures(e, rows, window).items():
         per_seed.setdefault(arm, {}).setdefault(key, {})[seed] = value
   return {"sft": None if sft is None else run_measures(sft, [], window), "per_seed": per_seed,
-          "sft_pass_at_k": None if sft is None else sft["pass_at_k"]}
+          "sft_pass_at_k": None if sft is None else sft["pass_at_k"], "pass_at_k": curves}
+
+
+def curve_lines(results: Mapping, ks: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)) -> list[str]:
+  """A markdown table of mean pass@k over seeds (%) for the SFT policy and every arm."""
+  rows = [("SFT", [results["sft_pass_at_k"]] if results.get("sft_pass_at_k") else [])]
+  rows += [(arm, list(by_seed.values())) for arm, by_seed in results["pass_at_k"].items()]
+  out = ["| policy | " + " | ".join(f"pass@{k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+  for name, curves in rows:
+    if not curves:
+      continue
+    cells = [f"{100 * np.mean([c[k - 1] for c in curves]):.1f}" if k <= len(curves[0]) else "-"
+             for k in ks]
+    out.append(f"| {name} ({len(curves)}) | " + " | ".join(cells) + " |")
+  return out
 
 
 def markdown(results: Mapping) -> str:
@@ -110,7 +126,8 @@ def markdown(results: Mapping) -> str:
       cells.append("-" if ms is None else f"{scale * ms[0]:.3g} ± {scale * ms[1]:.2g} "
                                           f"({len(values)})")
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
-  lines += ["", "Mean ± std over seeds (seeds in parentheses).", "",
+  lines += ["", "Mean ± std over seeds (seeds in parentheses).", "", *curve_lines(results), "",
+            "Mean pass@k over seeds, % (unbiased estimator on 64 samples per problem).", "",
             "| FRPO vs | measure | diff (claim-oriented) | test | t | p | verdict |",
             "|---|---|---|---|---|---|---|"]
   for t in results["tests"]:
