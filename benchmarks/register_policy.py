@@ -4,7 +4,8 @@
         [--config configs/lab/sft.py] [--config.task.register.KEY=VALUE ...]
 
 Samples n responses per eval problem at temperature 1 (the rollouts' temperature) and one greedy
-response, and prints mean@n, pass@n, greedy accuracy and `register.line_error_rates` of both:
+response, and prints mean@n (also by the chains' number of bug-type operations), pass@n,
+greedy accuracy and `register.line_error_rates` of both:
 the share of plain lines written wrong (the demonstrator: task.register.slip_rate), of bug-type
 lines written wrong, and of bug-type lines written by the bug's own rule (the demonstrator:
 task.register.bug_rate). A policy that imitates the demonstrator shows its rates (gate G1,
@@ -48,9 +49,14 @@ def main():
                                       [ex for ex in examples for _ in range(args.n)], bugs)
   greedy = register.line_error_rates([r["greedy_response"] for r in records], examples, bugs)
   summary = results["summary"]
+  by_bugs = {}  # mean success of the chains with b bug-type operations
+  for ex, r in zip(examples, records):
+    by_bugs.setdefault(ex["bug_ops"], []).append(sum(r["correct"]) / len(r["correct"]))
   print(json.dumps({"policy": args.policy, "problems": len(examples),
                     f"mean@{args.n}": summary[f"mean@{args.n}"],
                     f"pass@{args.n}": summary[f"pass@{args.n}"], "greedy": summary["greedy"],
+                    f"mean@{args.n} by bug ops": {b: sum(v) / len(v)
+                                                  for b, v in sorted(by_bugs.items())},
                     "sampled": sampled, "greedy_lines": greedy,
                     "demonstrator": {"plain": reg.slip_rate, "bug": reg.bug_rate,
                                      "bug_rule": reg.bug_rate}}, indent=1))

@@ -275,6 +275,22 @@ def test_hard_chains_carry_the_hard_half_of_the_bugs_only():
       register.generate(2, hard_bugs=3, **bad)
 
 
+def test_an_eval_split_keeps_the_hard_share_or_says_it_cannot():
+  """Redrawing a training question keeps the chain's kind: with few distinct hard chains the
+  eval split used to fill up with easy ones silently."""
+  kw = dict(num_bugs=30, min_bugs=2, max_bugs=2, bug_keys="state", rule="table", easy_share=0.5)
+  train = register.generate(3000, seed=0, hard_bugs=4, **kw)
+  evals = register.generate(300, seed=0, split="eval", hard_bugs=4,
+                            exclude={ex["question"] for ex in train}, **kw)
+  assert not {ex["question"] for ex in evals} & {ex["question"] for ex in train}
+  hard = sum(ex["bug_ops"] == 4 for ex in evals)
+  assert abs(hard / 300 - 0.5) < 5 * np.sqrt(0.25 / 300)
+  train = register.generate(10000, seed=0, hard_bugs=8, **kw)  # a few hundred distinct hard
+  with pytest.raises(ValueError, match="hard_bugs"):
+    register.generate(256, seed=0, split="eval", hard_bugs=8,
+                      exclude={ex["question"] for ex in train}, **kw)
+
+
 def test_coincidental_success_is_rare():
   rng = random.Random(2)
   examples = register.generate(400, seed=9)

@@ -267,11 +267,14 @@ def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0
                       + (f":{hard_bugs}:{easy_share}" if hard_bugs else ""))
   if rule not in RULES:
     raise ValueError(f"unknown register rule {rule!r}; choose one of {RULES}")
-  examples, draws = [], 0
+  examples, draws, is_hard = [], 0, None
   while len(examples) < num:
     draws = unseen_budget(draws, num, len(examples), exclude, split)
     k = rng.randint(lo, hi)
-    is_hard = bool(hard_bugs) and rng.random() >= easy_share
+    # A chain's kind is drawn once per example: an excluded (training) question is redrawn as
+    # the same kind, so an eval split keeps easy_share even when the hard chains are few.
+    if is_hard is None:
+      is_hard = bool(hard_bugs) and rng.random() >= easy_share
     m = min(hard_bugs if is_hard else rng.randint(min_bugs, max_bugs), k)
     where = set(rng.sample(range(k), m))
     if bug_keys == "state":
@@ -284,6 +287,7 @@ def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0
       continue
     examples.append(make_example(start, ops, id=f"{TASK}-{split}-{seed}-{len(examples)}",
                                  num_bug_ops=m, template=template, rule=rule))
+    is_hard = None
   return examples
 
 

@@ -22,5 +22,5 @@ def unseen_budget(draws: int, num: int, found: int, exclude: Collection[str], sp
         f"only {found} of the {num} {split} problems asked for are not among the "
         f"{len(exclude)} excluded (training) questions: the task has too few distinct problems; "
         "ask for fewer (task.num_eval, eval.num_problems) or widen the task (task.max_operand, "
-        "task.max_ops)")
+        "task.max_ops; register chains: task.register.num_bugs, fewer hard_bugs)")
   return draws + 1
