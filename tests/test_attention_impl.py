@@ -30,8 +30,10 @@ def test_fused_attention_equals_chunked(kv_heads):
     logits, _ = Transformer(c).apply(p, tokens, token_mask=mask)
     return jnp.sum(jnp.where(mask[..., None], jax.nn.log_softmax(logits), 0.0)), logits
 
-  (l_ref, logits_ref), g_ref = jax.value_and_grad(loss, has_aux=True)(params, cfg)
-  (l_fused, logits_fused), g_fused = jax.value_and_grad(loss, has_aux=True)(params, fused_cfg)
+  # jitted: run op by op, the backward of a layer stack takes minutes on 2 cores
+  grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+  (l_ref, logits_ref), g_ref = grad(params, cfg)
+  (l_fused, logits_fused), g_fused = grad(params, fused_cfg)
   m = np.asarray(mask)
   np.testing.assert_allclose(np.asarray(logits_fused)[m], np.asarray(logits_ref)[m], atol=1e-5)
   np.testing.assert_allclose(l_fused, l_ref, rtol=1e-6)
@@ -44,8 +46,9 @@ def test_bfloat16_compute_close_to_float32(impl):
   cfg = preset("tiny", attention_impl=impl)
   params = init_params(cfg, jax.random.key(0))  # float32 master weights for both
   tokens, mask = _batch(cfg)
-  ref, _ = Transformer(cfg).apply(params, tokens, token_mask=mask)
-  low, _ = Transformer(cfg.replace(dtype="bfloat16")).apply(params, tokens, token_mask=mask)
+  forward = jax.jit(lambda p, c: Transformer(c).apply(p, tokens, token_mask=mask)[0],
+                    static_argnums=1)
+  ref, low = forward(params, cfg), forward(params, cfg.replace(dtype="bfloat16"))
   assert low.dtype == jnp.float32  # logits are accumulated and returned in float32
   m = np.asarray(mask)
   ref, low = np.asarray(ref)[m], np.asarray(low)[m]
@@ -67,7 +70,7 @@ def test_unrolled_layers_equal_scanned():
     logits, _ = Transformer(c).apply(p, tokens, token_mask=mask)
     return jnp.sum(jnp.where(mask[..., None], jax.nn.log_softmax(logits), 0.0))
 
-  unrolled = jax.value_and_grad(loss)(params, cfg)
-  scanned = jax.value_and_grad(loss)(params, cfg.replace(scan_unroll=1))
+  grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+  unrolled, scanned = grad(params, cfg), grad(params, cfg.replace(scan_unroll=1))
   for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(scanned)):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)

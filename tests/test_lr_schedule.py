@@ -48,23 +48,29 @@ def test_the_last_rl_step_of_a_decaying_schedule_moves_the_policy(tmp_path):
   """2 RL steps of 2 epochs x 2 mini-batches, linear decay to 0 at the end: the second step
   trains at half the rate. (Counting updates, the schedule reached 0 after the first step's
   second update, and step 2 left the policy as it was.)"""
-  from tests.test_train_loop import _restore_final, tiny_config
+  import os
+
+  from prl_jax.algorithms.registry import get_recipe
+  from prl_jax.run.checkpoint import Checkpointer
+  from prl_jax.run.context import build_context
+  from prl_jax.run.state import init_state
   from prl_jax.train.loop import train
+  from tests.test_train_loop import tiny_config
 
   config = tiny_config("grpo", **{"train.steps": 2, "train.ppo_epochs": 2,
                                   "optim.schedule": "linear", "checkpoint.every": 1,
                                   "algo.loss.entropy_coef": 0.01})  # a gradient without rewards
   assert config.rollout.prompts_per_step * config.rollout.n // config.train.mini_batch_size == 2
   workdir = str(tmp_path / "run")
-  train(config, workdir, max_steps=1)
-  first = _restore_final(config, workdir).policy.params
   train(config, workdir)
-  second = _restore_final(config, workdir).policy.params
-  moved = jax.tree_util.tree_reduce(
-      max, jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), first, second))
+  ctx = build_context(config, workdir)
+  target = ctx.abstract(init_state(ctx, get_recipe(config.method)))
+  with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+    first, second = (ckpt.restore(target, step=s)[0] for s in (1, 2))
+  moved = jax.tree_util.tree_reduce(max, jax.tree_util.tree_map(
+      lambda a, b: float(jnp.max(jnp.abs(a - b))), first.policy.params, second.policy.params))
   assert moved > 1e-6
   count = [x.count for x in jax.tree_util.tree_leaves(
-      _restore_final(config, workdir).policy.opt_state,
-      is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+      second.policy.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
       if isinstance(x, optax.ScaleByScheduleState)]
   assert int(count[0]) == 2 * 2 * 2  # steps x epochs x mini-batches
