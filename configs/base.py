@@ -103,6 +103,10 @@ def get_config():
   c.rollout.top_p = 1.0
   c.rollout.top_k = 0
   c.rollout.max_rows = 0  # responses per sampler call (bounds the KV cache); 0 = the whole batch
+  # Between the decode's cache blocks, move the rows still writing to a smaller batch once at
+  # most half are left: same tokens, finished rows stop costing compute (pays when lengths
+  # spread; a host sync per block; single device only). docs/benchmarks.md, "Decode early exit".
+  c.rollout.compact_rows = False
 
   # Accuracy band and truncation filters on groups, refilled from further prompts (PRIME section 3).
   c.filter = ml_collections.ConfigDict()

@@ -70,3 +70,12 @@ def test_compacted_decode_equals_the_full_batch(params, monkeypatch):
                                   np.asarray(getattr(full, name)), err_msg=name)
   assert int(compact.steps) == int(full.steps)
   np.testing.assert_allclose(np.asarray(compact.logprobs), np.asarray(full.logprobs), atol=1e-5)
+
+
+def test_rollout_compact_rows_reaches_the_sampler(tmp_path):
+  from prl_jax.run.context import build_context
+  from tests.test_train_loop import tiny_config
+
+  assert not build_context(tiny_config("grpo"), str(tmp_path / "a")).sampling.compact_rows
+  ctx = build_context(tiny_config("grpo", **{"rollout.compact_rows": True}), str(tmp_path / "b"))
+  assert ctx.sampling.compact_rows

@@ -328,7 +328,7 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext
   sampling_cfg = SamplingConfig(
       max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
       top_k=r.top_k, greedy=r.temperature == 0, eos_id=tokenizer.eos_id,
-      pad_id=tokenizer.pad_id, n=r.n, max_prompt_len=prompt_len)
+      pad_id=tokenizer.pad_id, n=r.n, max_prompt_len=prompt_len, compact_rows=r.compact_rows)
   return RunContext(config=config, workdir=workdir, model_cfg=model_cfg, tokenizer=tokenizer,
                     mesh=mesh, train_examples=train, eval_examples=evals,
                     verifier=make_verifier(config), sampling=sampling_cfg, prompt_len=prompt_len,
