@@ -35,7 +35,7 @@ METRICS = (
     ("train_entropy", "policy/entropy, last steps", 1.0, True),
     ("train_reward", "rollout/reward, last steps (%)", 100.0, True),
 )
-TESTED = ("pass@1", "pass@64", "distinct_mean", "entropy_token", "kl_seq")
+TESTED = ("pass@1", "pass@64", "distinct_mean", "entropy_token", "kl_seq", "train_entropy")
 
 
 def run_measures(explore: Mapping, metrics_rows: Sequence[Mapping], window: int) -> dict:
