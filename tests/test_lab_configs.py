@@ -194,6 +194,7 @@ def test_frpo_scale_table_is_the_kl_to_go_over_the_grpo_advantage():
   assert rows[0]["ratio"] == pytest.approx(10 * rows[1]["ratio"], rel=1e-5)
 
 
+@pytest.mark.slow  # the benchmark end to end: a sampler and two log-prob programs (~20 s)
 def test_frpo_scale_runs_on_a_tiny_random_model(tmp_path, capsys):
   """The benchmark end to end: two random tiny policies as pi_ref and pi_old."""
   sys.path.insert(0, ROOT)

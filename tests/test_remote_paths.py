@@ -100,6 +100,7 @@ def test_hub_id_resolves_from_the_offline_cache(tmp_path, monkeypatch):
   assert paths.resolve_input("local/dir", "init_from") == "local/dir"  # a local path wins
 
 
+@pytest.mark.slow  # two RL runs in a URL workdir (~20 s); the path layer is tested above
 def test_rl_run_and_resume_in_a_url_workdir(tmp_path, monkeypatch):
   """A 2-step RL run whose --workdir is a URL writes config.json, metrics.jsonl, TensorBoard
   events, checkpoints and eval outputs at the URL's place (none under the working directory,

@@ -97,6 +97,7 @@ def _constant(tmp_path, value):
   return f"{path}:compute_score"
 
 
+@pytest.mark.slow  # an RL run (~20 s); the summing and the logged names are tested above
 def test_training_logs_each_reward_and_sums_them(tmp_path):
   from prl_jax.run.metrics_file import read_metrics
   from prl_jax.train.loop import train

@@ -70,10 +70,10 @@ def _method_overrides(method, prm_dir):
   return {"algo.erprm.prm_dir": prm_dir} if method == "erprm" else {}
 
 
-# PRIME (a trained PRM and a reference) and rePIRL (a reward-head PRM, its batch with
-# demonstrations) carry the most state through a restore; PRL (no PRM), ER-PRM (a frozen one) and
-# rePIRL's implicit mode (PRIME's state shape) run as slow.
-@pytest.mark.parametrize("method", ["prime", "repirl",
+# PRIME (a trained PRM and a reference) carries the most state through a restore; rePIRL (a
+# reward-head PRM, its batch with demonstrations), PRL (no PRM), ER-PRM (a frozen one) and
+# rePIRL's implicit mode (PRIME's state shape) run as slow (make test-slow).
+@pytest.mark.parametrize("method", ["prime", pytest.param("repirl", marks=pytest.mark.slow),
                                     pytest.param("repirl-implicit", marks=pytest.mark.slow),
                                     pytest.param("prl", marks=pytest.mark.slow),
                                     pytest.param("erprm", marks=pytest.mark.slow)])
