@@ -164,13 +164,17 @@ def solve_steps(numbers: Sequence[int], target: int) -> list[tuple[int, str, int
   raise ValueError(f"no solution: {target} cannot be made from {list(numbers)}")
 
 
+def format_solution(lines: Sequence[tuple[int, str, int, int]], expression: str) -> str:
+  """The response format: one "a op b=c" per line, then "The answer is <expression>"."""
+  return "\n".join([f"{a}{op}{b}={c}" for a, op, b, c in lines] + [f"The answer is {expression}"])
+
+
 def solve(question: str) -> str:
-  """Solution text: one "a op b=c" per line, then "The answer is <expression>"."""
+  """Solution text (`format_solution`) of a shortest solution."""
   numbers, target = parse_question(question)
   steps = solve_steps(numbers, target)
-  lines = [f"{a}{op}{b}={c}" for a, op, b, c, _ in steps]
   final = steps[-1][4][0] if steps else str(target)
-  return "\n".join(lines + [f"The answer is {final}"])
+  return format_solution([step[:4] for step in steps], final)
 
 
 # ----------------------------------------------------------------------------- all solutions
@@ -326,7 +330,8 @@ def generate(
     if target is None:
       continue
     question = format_question(numbers, target)
-    if question in exclude or (min_solutions > 1 and count_solutions(question, min_solutions) < min_solutions):
+    if question in exclude or (min_solutions > 1
+                               and count_solutions(question, min_solutions) < min_solutions):
       continue
     i = len(examples)
     examples.append(make_example(question, id=f"{TASK}-{split}-{seed}-{i}", difficulty=k, template=template))

@@ -23,11 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prl_jax.data import countdown
-from prl_jax.data.countdown import Key, Line, solution_key, solutions
-
-def format_solution(lines: Sequence[Line], expression: str) -> str:
-  """countdown's response format: one "a op b=c" per line, then "The answer is <expression>"."""
-  return "\n".join([f"{a}{op}{b}={c}" for a, op, b, c in lines] + [f"The answer is {expression}"])
+from prl_jax.data.countdown import Key, format_solution, solution_key, solutions
 
 
 def uniform_demonstration(question: str, rng: random.Random) -> str:
