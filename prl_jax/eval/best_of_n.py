@@ -13,11 +13,14 @@ the correctness of the candidate each method picks:
               count (`majority_vote`); correct iff its first candidate is correct
     oracle:   1 iff any candidate of the subset is correct: pass@N (equal in expectation to the
               unbiased estimator `pass_at_k`, which is reported beside it)
+    weighted: the answer with the largest sum of its candidates' scores (ER-PRM's weighted
+              vote), correct iff its first candidate in the subset is
 
 A constant scorer picks the subset's first candidate, a uniformly random one, so its expected
 accuracy is the mean accuracy; the oracle scorer's is pass@N. Uncertainty is the standard error
 over problems of the per-problem accuracies (the draws average out the subset noise; the problems
-do not), and for every method the paired difference to majority vote with its standard error.
+do not), and for every method the paired difference to majority vote with its standard error;
+chosen pairs of methods get a paired bootstrap over problems (interval and p).
 
 Only selection and its metrics live here; sampling candidates and scoring them with PRMs is the
 experiment of `prl_jax.eval.prm_experiment`, the PRMs themselves are `prl_jax.prm`.
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -90,6 +93,63 @@ def majority_accuracy(answers: Sequence[Sequence[Any]], correct: np.ndarray,
   return hits.mean(axis=0)
 
 
+def answer_ids(answers: Sequence[Sequence[Any]]) -> np.ndarray:
+  """[P, N] integer answer ids, numbered per problem in order of first appearance; -1: no answer."""
+  out = np.full((len(answers), max((len(a) for a in answers), default=0)), -1, np.int64)
+  for p, row in enumerate(answers):
+    ids: dict[Any, int] = {}
+    for i, ans in enumerate(row):
+      if ans is not None:
+        out[p, i] = ids.setdefault(ans, len(ids))
+  return out
+
+
+def weighted_vote_accuracy(scores: np.ndarray, ids: np.ndarray, correct: np.ndarray,
+                           subsets: np.ndarray) -> np.ndarray:
+  """Per-problem accuracy [P] of the score-weighted vote over each subset S:
+
+      a* = argmax_a  sum_{i in S, answer_i = a} score_i
+
+  (ER-PRM's "weighted" selection: every candidate votes for its answer with its solution score).
+  Ties go to the answer first among all candidates; the pick is correct iff the subset's first
+  candidate with answer a* is; a subset without any answer is wrong. Scores must be >= 0 (the
+  PRMs' probabilities), or a vote would count against its answer.
+  """
+  scores = np.asarray(scores, np.float64)
+  if np.any(scores < 0) or not np.all(np.isfinite(scores)):
+    raise ValueError("a weighted vote needs finite scores >= 0 (probabilities)")
+  d, p, _ = subsets.shape
+  num_answers = max(int(ids.max()) + 1, 1)
+  hits = np.zeros((d, p))
+  rows = np.arange(p)
+  for i in range(d):
+    sub = subsets[i]
+    a = np.take_along_axis(ids, sub, axis=-1)
+    votes = a[..., None] == np.arange(num_answers)  # [P, n, A]
+    totals = np.einsum("pna,pn->pa", votes, np.take_along_axis(scores, sub, axis=-1))
+    present = votes.any(axis=1)
+    winner = np.where(present, totals, -np.inf).argmax(axis=-1)
+    first = (a == winner[:, None]).argmax(axis=-1)
+    hits[i] = np.take_along_axis(correct, sub, axis=-1)[rows, first] * present.any(axis=-1)
+  return hits.mean(axis=0)
+
+
+def paired_bootstrap(diff: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
+  """The mean of per-problem paired differences, a 95% percentile interval and a two-sided p.
+
+  Problems are resampled with replacement `resamples` times; with m*_b the resampled means,
+  p = min(1, 2 (min(#{m*_b <= 0}, #{m*_b >= 0}) + 1) / (resamples + 1)), so p is never below
+  2 / (resamples + 1) and is 1 when the two methods agree on every problem.
+  """
+  diff = np.asarray(diff, np.float64)
+  rng = np.random.default_rng(seed)
+  means = diff[rng.integers(0, diff.size, (resamples, diff.size))].mean(axis=1)
+  tail = min(int((means <= 0).sum()), int((means >= 0).sum()))
+  lo, hi = np.percentile(means, [2.5, 97.5])
+  return {"diff": float(diff.mean()), "lo": float(lo), "hi": float(hi),
+          "p": float(min(1.0, 2 * (tail + 1) / (resamples + 1)))}
+
+
 def oracle_accuracy(correct: np.ndarray, subsets: np.ndarray) -> np.ndarray:
   """Per-problem accuracy [P] of an oracle: any candidate of the subset correct."""
   return _pick(correct, subsets).max(axis=-1).mean(axis=0)
@@ -124,9 +184,17 @@ def within_problem_auc(scores: np.ndarray, correct: np.ndarray) -> float | None:
   return float(np.mean(values)) if values else None
 
 
+def weighted_name(scorer: str) -> str:
+  """The method name of `scorer`'s weighted vote."""
+  return f"{scorer} weighted vote"
+
+
 def accuracy_curves(scores: dict[str, np.ndarray], correct: np.ndarray,
                     answers: Sequence[Sequence[Any]], *, draws: int, seed: int,
-                    ns: Sequence[int] | None = None) -> dict:
+                    ns: Sequence[int] | None = None, weighted: Sequence[str] = (),
+                    groups: Mapping[str, Sequence[str]] | None = None,
+                    comparisons: Sequence[tuple[str, str]] = (),
+                    resamples: int = 2000) -> dict:
   """Accuracy against N for every scorer, majority vote and the oracle.
 
   Args:
@@ -136,10 +204,16 @@ def accuracy_curves(scores: dict[str, np.ndarray], correct: np.ndarray,
     draws: random subsets per problem and budget.
     seed: seed of the subsets.
     ns: budgets (default 1, 2, 4, ..., N_max).
+    weighted: scorers that also vote, weighted by their scores (`weighted_name(scorer)`).
+    groups: name -> member methods (e.g. one PRM per training seed): a method whose per-problem
+      accuracy is the members' mean, with "seed_std", the std over members of their accuracy.
+    comparisons: (a, b) method pairs: `paired_bootstrap` of a - b over problems at every budget.
+    resamples: bootstrap resamples.
 
   Returns:
-    {"budgets", "methods": {name: {"accuracy", "stderr"}}, "vs_majority": {name: {"diff",
-    "stderr"}}, "pass_at_n", "mean_accuracy"}; lists are indexed like "budgets".
+    {"budgets", "methods": {name: {"accuracy", "stderr"[, "seed_std"]}}, "vs_majority": {name:
+    {"diff", "stderr"}}, "paired": {"a - b": {"diff", "lo", "hi", "p"}}, "pass_at_n",
+    "mean_accuracy"}; lists are indexed like "budgets".
   """
   correct = np.asarray(correct, np.float64)
   if correct.ndim != 2:
@@ -149,20 +223,36 @@ def accuracy_curves(scores: dict[str, np.ndarray], correct: np.ndarray,
     if np.shape(s) != (p, n_max):
       raise ValueError(f"scores of {name!r} have shape {np.shape(s)}, expected {(p, n_max)}")
   ns = list(ns) if ns is not None else budgets(n_max)
-  per: dict[str, list[np.ndarray]] = {name: [] for name in [*scores, MAJORITY, ORACLE]}
+  ids = answer_ids(answers) if weighted else None
+  per: dict[str, list[np.ndarray]] = {
+      name: [] for name in [*scores, *map(weighted_name, weighted), MAJORITY, ORACLE]}
   for n in ns:
     subsets = subset_indices(p, n_max, n, draws, seed)
     for name, s in scores.items():
       per[name].append(selection_accuracy(np.asarray(s, np.float64), correct, subsets))
+    for name in weighted:
+      per[weighted_name(name)].append(weighted_vote_accuracy(scores[name], ids, correct, subsets))
     per[MAJORITY].append(majority_accuracy(answers, correct, subsets))
     per[ORACLE].append(oracle_accuracy(correct, subsets))
+  seed_std = {}
+  for name, members in (groups or {}).items():
+    per[name] = [np.mean([per[m][i] for m in members], axis=0) for i in range(len(ns))]
+    seed_std[name] = [float(np.std([per[m][i].mean() for m in members], ddof=1))
+                      if len(members) > 1 else 0.0 for i in range(len(ns))]
   methods = {name: {"accuracy": [float(a.mean()) for a in accs],
-                    "stderr": [_stderr(a) for a in accs]} for name, accs in per.items()}
+                    "stderr": [_stderr(a) for a in accs],
+                    **({"seed_std": seed_std[name]} if name in seed_std else {})}
+             for name, accs in per.items()}
   vs = {name: {"diff": [float((a - m).mean()) for a, m in zip(accs, per[MAJORITY])],
                "stderr": [_stderr(a - m) for a, m in zip(accs, per[MAJORITY])]}
         for name, accs in per.items() if name != MAJORITY}
+  paired = {}
+  for a, b in comparisons:
+    tests = [paired_bootstrap(x - y, resamples, seed) for x, y in zip(per[a], per[b])]
+    paired[f"{a} - {b}"] = {k: [t[k] for t in tests] for k in ("diff", "lo", "hi", "p")}
   c = correct.sum(axis=1).astype(int)
-  return {"budgets": ns, "methods": methods, "vs_majority": vs,
+  return {"budgets": ns, "methods": methods, "vs_majority": vs, "paired": paired,
+          "resamples": resamples,
           "pass_at_n": [float(np.mean(pass_at_k(n_max, c, n))) for n in ns],
           "mean_accuracy": float(correct.mean()), "num_problems": p, "n_max": n_max,
           "draws": draws, "seed": seed}
@@ -202,14 +292,33 @@ def write_report(results: dict, out_dir: str, main_columns: Sequence[str], *,
            "(percentage points ± standard error):", ""]
   for name, d in results["vs_majority"].items():
     lines.append(f"- {name}: {100 * d['diff'][i_max]:+.1f} ± {100 * d['stderr'][i_max]:.1f}")
+  seeds = {name: m["seed_std"] for name, m in results["methods"].items() if "seed_std" in m}
+  if seeds:
+    lines += ["", "Standard deviation over PRM seeds of the accuracy (percentage points), by N:",
+              "", "| method | " + " | ".join(map(str, results["budgets"])) + " |",
+              "|---|" + "---:|" * len(results["budgets"])]
+    lines += [f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in std) + " |"
+              for name, std in seeds.items()]
+  if results.get("paired"):
+    lines += ["", "Paired comparisons over problems (bootstrap, "
+              f"{results.get('resamples', 'n/a')} resamples): difference in percentage points, "
+              "95% interval, two-sided p:", "",
+              "| comparison | " + " | ".join(f"N={n}" for n in results["budgets"]) + " |",
+              "|---|" + "---|" * len(results["budgets"])]
+    for name, t in results["paired"].items():
+      cells = [f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] p={p:.3g}"
+               for d, lo, hi, p in zip(t["diff"], t["lo"], t["hi"], t["p"])]
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
   if results.get("auc"):
     lines += ["", "Ranking quality within a problem (ROC AUC of the solution score against "
               "correctness, mean over problems with both kinds of candidates):", ""]
     lines += [f"- {name}: {auc:.3f}" if auc is not None else f"- {name}: n/a"
               for name, auc in results["auc"].items()]
   if any(v is not None for v in results.get("step_auc", {}).values()):
-    lines += ["", "Step-level ranking quality (ROC AUC of non-final step scores against exact "
-              "process labels: the prefix agrees with the unique correct solution):", ""]
+    lines += ["", "Step-level ranking quality (ROC AUC of step scores against exact process "
+              "labels; arithmetic chains: non-final steps, on track iff the prefix agrees with "
+              "the unique correct solution; tasks with a step checker: the lines before a "
+              "candidate's first wrong line against that line):", ""]
     lines += [f"- {name}: {auc:.3f}" for name, auc in results["step_auc"].items()
               if auc is not None]
   label_auc = {k[len("step_auc_eta="):]: v for k, v in results.get("labels", {}).items()

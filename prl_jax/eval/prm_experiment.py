@@ -13,7 +13,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -21,9 +21,11 @@ import numpy as np
 
 from prl_jax.config import ConfigError
 from prl_jax.data.registry import get_task
-from prl_jax.eval.best_of_n import (MAJORITY, ORACLE, accuracy_curves, roc_auc,
+from prl_jax.eval.best_of_n import (MAJORITY, ORACLE, accuracy_curves, roc_auc, weighted_name,
                                     within_problem_auc, write_report)
+from prl_jax.eval.evaluate import answer_extractor
 from prl_jax.eval.metrics import AGGREGATIONS
+from prl_jax.eval.step_auc import first_error_auc
 from prl_jax.models.config import ModelConfig
 from prl_jax.data.math_files import resolve_files
 from prl_jax.data.rows import DataFileError, RowScreen
@@ -31,9 +33,9 @@ from prl_jax.prm import imports, labels
 from prl_jax.prm import model as prm_model
 from prl_jax.prm.scoring import prm_step_score_lists, solution_scores
 from prl_jax.progress import say
-from prl_jax.rewards.math_answer import extract_answer
 from prl_jax.run import paths
-from prl_jax.run.context import build_context, initial_policy_params
+from prl_jax.run.context import (build_context, initial_policy_params, render_prompts,
+                                  task_options)
 from prl_jax.sampling import SamplingConfig
 from prl_jax.sharding import DEFAULT_RULES
 
@@ -71,8 +73,15 @@ def sample_candidates(params: Any, model_cfg: ModelConfig, tokenizer: Any, scfg:
   finished = np.array([[done for _, done in group] for group in responses], bool)
   flat = check([t for group in texts for t in group], [ex for ex in problems for _ in range(n)])
   correct = (np.asarray(flat, np.float64).reshape(len(problems), n) > 0.5).astype(np.float64)
-  answers = [[extract_answer(t) for t in group] for group in texts]
-  return Candidates(list(problems), texts, finished, correct, answers)
+  return Candidates(list(problems), texts, finished, correct, candidate_answers(problems, texts))
+
+
+def candidate_answers(problems: Sequence[dict], texts: Sequence[Sequence[str]]) -> list[list]:
+  """[P][N] final answers for majority and weighted votes: each task's own (what its checker
+  reads: the register's last two values, countdown's value, a math answer), so that agreeing
+  solutions vote together."""
+  return [[answer_extractor(ex.get("task", "math"))(t, ex) for t in group]
+          for ex, group in zip(problems, texts)]
 
 
 def _on_track_auc(items) -> float | None:
@@ -89,35 +98,50 @@ def _on_track_auc(items) -> float | None:
   return roc_auc(np.array(values), np.array(on_track)) if values else None
 
 
+def _one_line_steps(min_step_chars: int, delimiter: str) -> bool:
+  """Whether steps are exactly lines, the unit a task's step checker judges."""
+  return min_step_chars == 0 and delimiter == "\n"
+
+
 def reference_step_auc(cands: Candidates, step_lists: Sequence[Sequence[float]],
                        spec: prm_model.PrmSpec) -> float | None:
-  """Step-level ranking quality of a PRM against exact process labels (arithmetic chains only).
+  """Step-level ranking quality of a PRM against exact process labels; None for an ORM.
 
-  An arithmetic chain has one correct solution, the solver's one operation per line, so a
-  candidate's prefix s_1..s_k (k < K) is on track iff the reference solution starts with it. This
-  is the ROC AUC of the PRM's non-final step scores against that; None for other tasks (whose
-  correct solutions are not unique) and for an ORM.
+  Arithmetic chains have one correct solution, the solver's one operation per line, so a
+  candidate's prefix s_1..s_k (k < K) is on track iff the reference solution starts with it: the
+  ROC AUC of the PRM's non-final step scores against that. Tasks with a step checker (register
+  chains), one line per step: the first-error AUROC (`prl_jax.eval.step_auc`), the measure of
+  `prm/step_auroc` in training. None for other tasks (whose correct solutions are not unique).
   """
-  if spec.kind != "prm" or any(ex.get("task") != "arithmetic" for ex in cands.problems):
+  if spec.kind != "prm":
     return None
-  texts = [(ex, t) for ex, group in zip(cands.problems, cands.texts) for t in group]
-  return _on_track_auc(
-      (ex["solution"], labels.split_steps(t, spec.min_step_chars, spec.delimiter), values)
-      for (ex, t), values in zip(texts, step_lists))
+  flat = [(ex, t) for ex, group in zip(cands.problems, cands.texts) for t in group]
+  if all(ex.get("task") == "arithmetic" for ex in cands.problems):
+    return _on_track_auc(
+        (ex["solution"], labels.split_steps(t, spec.min_step_chars, spec.delimiter), values)
+        for (ex, t), values in zip(flat, step_lists))
+  if not _one_line_steps(spec.min_step_chars, spec.delimiter):
+    return None
+  return first_error_auc(step_lists, [t for _, t in flat], [ex for ex, _ in flat])
 
 
-def reference_label_auc(records: Sequence[dict], problems: Sequence[dict],
-                        label: str) -> float | None:
-  """The same AUC for the Monte Carlo labels themselves (arithmetic chains only).
+def reference_label_auc(records: Sequence[dict], problems: Sequence[dict], label: str, *,
+                        one_line_steps: bool = True) -> float | None:
+  """The same AUC for the Monte Carlo labels themselves.
 
-  How well the labels at one eta separate on-track from off-track prefixes: an upper reference
-  for what a PRM trained on them can learn. `problems` supply the reference solutions by question.
+  How well the labels at one eta separate right prefixes from wrong ones: an upper reference for
+  what a PRM trained on them can learn. `problems` supply the reference solutions (arithmetic)
+  or the examples the step checker reads, by question.
   """
-  if any(r.get("task") != "arithmetic" for r in records):
+  by_question = {ex["question"]: ex for ex in problems}
+  if all(r.get("task") == "arithmetic" for r in records):
+    return _on_track_auc((by_question[r["question"]]["solution"], r["steps"], r["labels"][label])
+                         for r in records)
+  if not one_line_steps:
     return None
-  reference = {ex["question"]: ex["solution"] for ex in problems}
-  return _on_track_auc((reference[r["question"]], r["steps"], r["labels"][label])
-                       for r in records)
+  return first_error_auc([r["labels"][label] for r in records],
+                         [r["solution"] for r in records],
+                         [by_question[r["question"]] for r in records])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +160,9 @@ class ErprmOptions:
     draws: random subsets per problem and budget.
     max_rows: rows per sampler call.
     keep_completions: store the completion texts in labels.jsonl.
+    prm_seeds: PRMs trained per label type (and outcome RM), each from its own seed (batch
+      order); best-of-N reports each and their mean, with the std over seeds.
+    resamples: bootstrap resamples of the paired comparisons.
   """
 
   label_problems: int = 256
@@ -148,10 +175,12 @@ class ErprmOptions:
   draws: int = 200
   max_rows: int = 512
   keep_completions: bool = False
+  prm_seeds: int = 1
+  resamples: int = 2000
 
   def __post_init__(self):
     for name in ("label_problems", "solutions_per_problem", "prm_steps", "prm_batch_size",
-                 "eval_problems", "n_max", "draws", "max_rows"):
+                 "eval_problems", "n_max", "draws", "max_rows", "prm_seeds", "resamples"):
       if getattr(self, name) < 1:
         raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
     if self.min_step_chars < 0:
@@ -161,16 +190,18 @@ class ErprmOptions:
 def heldout_problems(ctx: Any, count: int, exclude: set[str]) -> list[dict]:
   """`count` evaluation problems whose questions are not in `exclude` (e.g. the SFT train set).
 
-  Synthetic tasks draw them from their own random stream (split "bestofn", same difficulty as
-  training); a task from files uses its eval examples.
+  Synthetic tasks draw them from their own random stream (split "bestofn", the training
+  distribution: difficulty, template and task options such as the register's bug design); a task
+  from files uses its eval examples.
   """
   task = ctx.config.task
   if task.train_file:
     pool = ctx.eval_examples
   else:
-    options = dict(low=1, high=task.max_operand) if task.name == "arithmetic" else {}
-    pool = get_task(task.name).generate(max(20 * count, 1000), (task.min_ops, task.max_ops),
-                                        task.seed, split="bestofn", **options)
+    pool = render_prompts(
+        get_task(task.name).generate(max(20 * count, 1000), (task.min_ops, task.max_ops),
+                                     task.seed, split="bestofn", **task_options(ctx.config)),
+        ctx.tokenizer)
   out, seen = [], set(exclude)
   for ex in pool:
     key = ex.get("question") or ex["prompt"]
@@ -199,12 +230,19 @@ def _mesh(ctx):
 
 
 def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
-                  options: ErprmOptions, exclude: set[str], *, agg: str) -> tuple[dict, list[str]]:
+                  options: ErprmOptions, exclude: set[str], *, agg: str,
+                  seed_groups: Mapping[str, Sequence[str]] | None = None
+                  ) -> tuple[dict, list[str]]:
   """Samples candidates for held-out problems and runs best-of-N for each PRM.
+
+  Every PRM also votes, weighted by its solution scores (`best_of_n.weighted_vote_accuracy`).
 
   Args:
     prms: (directory, training summary or None) per PRM.
     agg: the aggregation of the main table (every aggregation is computed).
+    seed_groups: title -> directories of the same PRM trained from different seeds: reported as
+      one method (the mean over seeds, with their std), compared in the main table and, paired
+      over problems (bootstrap), with majority vote, the outcome RM and each other.
 
   Returns:
     (results, the method names of the main table).
@@ -222,6 +260,7 @@ def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
       f"({time.perf_counter() - t0:.0f}s), mean accuracy {cands.correct.mean():.3f}")
   shape = cands.correct.shape
   scores, main, auc, step_auc, info = {}, [], {}, {}, {}
+  by_dir: dict[str, tuple[str, str]] = {}  # directory -> (main-table name, kind)
   for directory, summary in prms:
     spec, model_cfg, params = prm_model.load_prm(directory, dtype=config.model.dtype)
     if spec.name in info:  # two PRMs of the same name: tell them apart by directory
@@ -238,14 +277,39 @@ def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
       auc[name] = within_problem_auc(scores[name], cands.correct)
       if spec.kind == "orm" or a == agg:
         main.append(name)
+        by_dir[directory] = (name, spec.kind)
     info[spec.name] = {"dir": directory, **dataclasses.asdict(spec), **(summary or {})}
+  groups, comparisons = _seed_groups(seed_groups or {}, by_dir, agg)
+  if groups:
+    main = list(groups)
   results = accuracy_curves(scores, cands.correct, cands.answers, draws=options.draws,
-                            seed=config.seed)
+                            seed=config.seed, weighted=[m for m, _ in by_dir.values()],
+                            groups=groups, comparisons=comparisons, resamples=options.resamples)
   results.update(auc=auc, step_auc=step_auc, prms=info, options=dataclasses.asdict(options),
                  examples=[{"question": ex.get("question", ex["prompt"]),
                             "answer": ex.get("answer"), "texts": t[:2]}
                            for ex, t in zip(cands.problems[:3], cands.texts[:3])])
   return results, main + [MAJORITY, ORACLE]
+
+
+def _seed_groups(seed_groups: Mapping[str, Sequence[str]], by_dir: Mapping[str, tuple[str, str]],
+                 agg: str) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+  """The seed groups as methods (their selection and their weighted vote) and the comparisons:
+  each group and its vote against majority vote, each PRM group against the outcome RM groups
+  and against the other PRM groups."""
+  groups, kinds = {}, {}
+  for title, dirs in seed_groups.items():
+    kind = by_dir[dirs[0]][1]
+    name = f"{title}{'' if kind == 'orm' else f' [{agg}]'}, {len(dirs)} seeds"
+    groups[name] = [by_dir[d][0] for d in dirs]
+    groups[weighted_name(name)] = [weighted_name(by_dir[d][0]) for d in dirs]
+    kinds[name] = kind
+  prm = [g for g, k in kinds.items() if k == "prm"]
+  orm = [g for g, k in kinds.items() if k == "orm"]
+  comparisons = [(g, MAJORITY) for g in groups]
+  comparisons += [(g, o) for g in prm for o in orm]
+  comparisons += [(a, b) for i, a in enumerate(prm) for b in prm[i + 1:]]
+  return groups, comparisons
 
 
 def _train_questions(ctx) -> set[str]:
@@ -290,7 +354,7 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
     raise ConfigError(f"prl-jax erprm writes to a local --workdir, got {workdir!r}; run it on a "
                       "local directory and copy WORKDIR/erprm to the bucket afterwards.")
   out = os.path.join(workdir, "erprm")
-  ctx = build_context(config, out)
+  ctx = build_context(config, out, reads_prm=False)
   for key in ("plus_token", "minus_token"):
     prm_model.token_id(ctx.tokenizer, e[key], f"algo.erprm.{key}")
   _check_step_tag(ctx.tokenizer, e.step_tag)
@@ -330,7 +394,9 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
     key = labels.eta_key(eta)
     label_stats[f"mean_label_eta={key}"] = float(np.mean(
         [v for r in records for v in r["labels"][key][:-1]] or [float("nan")]))
-    label_stats[f"step_auc_eta={key}"] = reference_label_auc(records, problems, key)
+    label_stats[f"step_auc_eta={key}"] = reference_label_auc(
+        records, problems, key,
+        one_line_steps=_one_line_steps(options.min_step_chars, delimiter))
   say(f"labels: {label_stats}")
 
   # 2. PRMs at the ER-PRM eta, the hard and the soft limit, and an outcome RM.
@@ -341,18 +407,27 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
            ("prm_soft", prm_model.PrmSpec("soft PRM (eta->0)", "prm", "0.0", **base)),
            ("orm", prm_model.PrmSpec("ORM (outcome)", "orm", "", **base))]
   trained = []
-  for i, (dirname, spec) in enumerate(specs):
-    t0 = time.perf_counter()
-    summary = prm_model.train_prm(ctx, policy, records, spec, os.path.join(out, dirname),
-                                steps=options.prm_steps, batch_size=options.prm_batch_size,
-                                lr=config.optim.prm_lr, grad_clip=config.optim.prm_grad_clip,
-                                seed=config.seed + i)
-    summary["seconds"] = time.perf_counter() - t0
-    say(f"{spec.name}: {summary}")
-    trained.append((os.path.join(out, dirname), summary))
+  for s in range(options.prm_seeds):  # seed 0 keeps the plain names (the lab configs read them)
+    for i, (dirname, spec) in enumerate(specs):
+      if s:
+        dirname, spec = f"{dirname}_seed{s}", dataclasses.replace(spec, name=f"{spec.name} seed {s}")
+      t0 = time.perf_counter()
+      summary = prm_model.train_prm(ctx, policy, records, spec, os.path.join(out, dirname),
+                                    steps=options.prm_steps, batch_size=options.prm_batch_size,
+                                    lr=config.optim.prm_lr,
+                                    grad_clip=config.optim.prm_grad_clip,
+                                    seed=config.seed + i + len(specs) * s)
+      summary["seconds"] = time.perf_counter() - t0
+      say(f"{spec.name}: {summary}")
+      trained.append((os.path.join(out, dirname), summary))
 
   # 3. Best-of-N on held-out problems (unseen by SFT and by the labels).
-  results, main = evaluate_prms(ctx, policy, trained, options, _train_questions(ctx), agg=e.agg)
+  seed_groups = None
+  if options.prm_seeds > 1:
+    seed_groups = {spec.name: [d for d, _ in trained[i::len(specs)]]
+                   for i, (_, spec) in enumerate(specs)}
+  results, main = evaluate_prms(ctx, policy, trained, options, _train_questions(ctx), agg=e.agg,
+                                seed_groups=seed_groups)
   results["labels"] = label_stats
   write_report(results, out, main, title=f"Best-of-N on held-out problems, aggregation {e.agg}")
   return results

@@ -34,8 +34,12 @@ AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 logger = logging.getLogger(__name__)
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks values that are wrong on their own or together; raises ConfigError."""
+def validate(config: ml_collections.ConfigDict, *, reads_prm: bool = True) -> None:
+  """Checks values that are wrong on their own or together; raises ConfigError.
+
+  reads_prm=False: the command writes PRMs rather than reading one (`prl-jax erprm`), so the RL
+  arm's algo.erprm.prm_dir, possibly the very PRM it is about to write, is not checked.
+  """
   recipe = get_recipe(config.method)  # unknown method -> clear error listing the known ones
   r, t = config.rollout, config.train
   if r.n < recipe.min_group_size:
@@ -75,7 +79,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("task.template applies to the synthetic tasks and to text prompts of the "
                       "trl layout; other data files carry the template of their layout "
                       "(prl_jax.data.math_files), so leave it 'plain'.")
-  if recipe.frozen_prm and not (config.algo.erprm.prm_dir or config.algo.steps.score_fn):
+  reads_scores = config.algo.erprm.prm_dir or config.algo.steps.score_fn
+  if reads_prm and recipe.frozen_prm and not reads_scores:
     raise ConfigError(f"method={config.method} scores rollouts with a trained PRM: set "
                       "algo.erprm.prm_dir to a PRM directory written by `prl-jax erprm`, or "
                       "algo.steps.score_fn=path.py:name to a step scorer.")
@@ -85,7 +90,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except plugins.RewardFnError as err:
       raise ConfigError(str(err)) from err
   for key, path in (("task.train_file", config.task.train_file),
-                    ("algo.erprm.prm_dir", config.algo.erprm.prm_dir),
+                    ("algo.erprm.prm_dir", config.algo.erprm.prm_dir if reads_prm else ""),
                     ("task.eval_file", config.task.eval_file),
                     ("init_from", config.init_from), ("model.hf_dir", config.model.hf_dir)):
     if path and not paths.exists(path):
@@ -307,8 +312,10 @@ def make_verifier(config) -> Callable[[list[str], list[dict]], list[float]]:
   return plugins.RewardSet(rewards, verifier)
 
 
-def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
-  validate(config)
+def build_context(config: ml_collections.ConfigDict, workdir: str, *,
+                  reads_prm: bool = True) -> RunContext:
+  """Everything a command needs from its config (validated first; `reads_prm` as in validate)."""
+  validate(config, reads_prm=reads_prm)
   paths.makedirs(workdir)
   tokenizer = _tokenizer(config)
   model_cfg = _load_model_config(config, tokenizer)

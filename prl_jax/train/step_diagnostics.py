@@ -17,8 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from prl_jax.data.registry import get_task
-from prl_jax.eval.best_of_n import roc_auc
+from prl_jax.eval.step_auc import first_error_auc
 
 
 def line_scores(process_reward: np.ndarray, tokens: np.ndarray, mask: np.ndarray,
@@ -42,18 +41,4 @@ def step_auroc(process_reward: np.ndarray, tokens: np.ndarray, mask: np.ndarray,
                newline_ids: Sequence[int], texts: Sequence[str],
                examples: Sequence[dict]) -> float | None:
   """`prm/step_auroc` of one batch (see the module docstring); None without a step checker."""
-  scores, labels = [], []
-  for lines, text, example in zip(line_scores(process_reward, tokens, mask, newline_ids), texts,
-                                  examples):
-    try:
-      check = get_task(example.get("task", "")).step_labels
-    except ValueError:
-      return None
-    if check is None:
-      return None
-    judged = check(text, example)
-    first = next((i for i, ok in enumerate(judged) if not ok), len(judged))
-    for i in range(min(first + 1, len(judged), len(lines))):
-      scores.append(lines[i])
-      labels.append(i < first)
-  return roc_auc(np.asarray(scores), np.asarray(labels, np.float64))
+  return first_error_auc(line_scores(process_reward, tokens, mask, newline_ids), texts, examples)
