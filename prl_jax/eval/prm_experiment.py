@@ -410,7 +410,8 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
   for s in range(options.prm_seeds):  # seed 0 keeps the plain names (the lab configs read them)
     for i, (dirname, spec) in enumerate(specs):
       if s:
-        dirname, spec = f"{dirname}_seed{s}", dataclasses.replace(spec, name=f"{spec.name} seed {s}")
+        dirname = f"{dirname}_seed{s}"
+        spec = dataclasses.replace(spec, name=f"{spec.name} seed {s}")
       t0 = time.perf_counter()
       summary = prm_model.train_prm(ctx, policy, records, spec, os.path.join(out, dirname),
                                     steps=options.prm_steps, batch_size=options.prm_batch_size,
