@@ -117,6 +117,21 @@ def test_distinct_correct_counts_solutions_not_orderings():
   assert cs.distinct_correct(same + [other, other], ex) == 1
   assert cs.distinct_correct(same + [second], ex) == 2
   assert cs.distinct_correct([], ex) == 0
+  # A dead-end line (its result never used) does not make another solution.
+  dead_end = "3-1=2\n4*6=24\nThe answer is 4*6"
+  assert countdown.check(dead_end, ex) == 1.0
+  assert cs.response_key(dead_end, ex) == cs.response_key("4*6=24\nThe answer is 4*6", ex)
+  assert cs.distinct_correct(same + [dead_end, "6*4=24\nThe answer is 6*4"], ex) == 2
+
+
+def test_needed_lines_follow_results_back_from_the_last_line():
+  lines = [(3, "-", 1, 2), (6, "+", 1, 7), (2, "*", 6, 12), (12, "*", 2, 24)]
+  # 6+1 is a dead end; the last line's 2 is a given number once 3-1's result was used by 2*6.
+  assert cs.needed_lines(lines) == [(3, "-", 1, 2), (2, "*", 6, 12), (12, "*", 2, 24)]
+  assert cs.needed_lines([]) == []
+  # Every enumerated solution keeps all its lines (no solution has a dead end).
+  for key, (sol_lines, _) in countdown.solutions([3, 4, 6, 1], 24).items():
+    assert countdown.solution_key(cs.needed_lines(list(sol_lines))) == key
 
 
 def test_exploration_summary():
@@ -130,3 +145,5 @@ def test_exploration_summary():
   assert out["solved"] == pytest.approx(2 / 3)
   with pytest.raises(ValueError):
     exploration_summary([1], [2], [3], n=8)
+  # More distinct solutions than enumerated (an enumeration limit): the share is capped, no error.
+  assert exploration_summary([5], [4], [3], n=8)["distinct_share"] == 1.0

@@ -36,13 +36,32 @@ def uniform_demonstration(question: str, rng: random.Random) -> str:
   return format_solution(lines, expression)
 
 
+def needed_lines(lines: Sequence[countdown.Line]) -> list[countdown.Line]:
+  """The lines the last line's result depends on, in order: dead-end lines (whose result no later
+  line uses) are dropped. An operand is read from the unused result of an earlier line when one
+  has its value (the latest such), else it is a given number."""
+  unused: dict[int, list[int]] = {}  # value -> earlier lines whose result is still unused
+  inputs: list[list[int]] = []
+  for i, (a, _, b, c) in enumerate(lines):
+    inputs.append([unused[v].pop() for v in (a, b) if unused.get(v)])
+    unused.setdefault(c, []).append(i)
+  keep, todo = set(), [len(lines) - 1] if lines else []
+  while todo:
+    i = todo.pop()
+    if i not in keep:
+      keep.add(i)
+      todo += inputs[i]
+  return [lines[i] for i in sorted(keep)]
+
+
 def response_key(response: str, example: Mapping[str, Any] | str) -> Key | None:
   """The solution a correct response states (its key), or None when it does not solve the
-  example (`countdown.check`). Dead-end lines a response may write are kept in its key."""
+  example (`countdown.check`). Dead-end lines are not part of the solution (`needed_lines`), so
+  "3-1=2, 4*6=24" states the same solution as "4*6=24"."""
   if countdown.check(response, example) != 1.0:
     return None
   lines = countdown.parse_steps(response)
-  return solution_key(lines) if lines else None
+  return solution_key(needed_lines(lines)) if lines else None
 
 
 def distinct_correct(responses: Sequence[str], example: Mapping[str, Any] | str) -> int:

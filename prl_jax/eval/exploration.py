@@ -54,12 +54,12 @@ def exploration_summary(correct: Sequence[int], distinct: Sequence[int], availab
   if not c.shape == d.shape == a.shape or c.ndim != 1:
     raise ValueError(f"exploration_summary: need three [P] arrays, got {c.shape}, {d.shape}, "
                      f"{a.shape}")
-  if np.any(d > c) or np.any(d > a) or np.any(a < 1):
-    raise ValueError("exploration_summary: need distinct <= correct, distinct <= available, "
-                     "available >= 1")
+  if np.any(d > c) or np.any(a < 1):
+    raise ValueError("exploration_summary: need distinct <= correct and available >= 1")
   curve = pass_at_k_curve(n, c)
+  # A share is capped at 1: the enumeration behind `available` may stop at a limit.
   out = {"pass_at_k": [float(v) for v in curve], "distinct_mean": float(d.mean()),
-         "distinct_share": float(np.mean(d / a)),
+         "distinct_share": float(np.mean(np.minimum(d, a) / a)),
          "distinct_per_correct": float(d.sum() / c.sum()) if c.sum() else None,
          "solved": float(np.mean(c > 0)), "problems": int(c.size)}
   out.update({f"pass@{k}": float(curve[k - 1]) for k in REPORTED_K if k <= n})
