@@ -7,6 +7,8 @@
                 [--split eval|heldout|train] [--config.eval.n=8 ...]
   prl-jax erprm --config configs/mini/sft.py --workdir runs/erprm --config.init_from=SFT_DIR
   prl-jax best-of-n --config FILE --workdir DIR --config.init_from=SFT_DIR --prm DIR [--prm DIR]
+  prl-jax explore --config configs/lab/countdown/grpo.py --workdir DIR --model HF_DIR \
+                  --reference SFT_HF_DIR [--problems 64 --n 64]
   prl-jax import-gguf --gguf FILE.gguf --out DIR   (or --smollm2: the packaged SmolLM2-135M)
   prl-jax memory --config configs/paper/prime_eurus2_7b.py [--devices 64 --hbm-gib 88]
   prl-jax reproduce --preset demo|mini|lab --workdir runs/demo [--jobs N]
@@ -283,6 +285,30 @@ def cmd_best_of_n(argv):
   print(f"best-of-N report: {os.path.join(workdir, 'best_of_n.md')}")
 
 
+def cmd_explore(argv):
+  from prl_jax.eval.exploration import EXPLORE_FILE, run_exploration
+  parser = _parser("explore", "How much a countdown policy explores: pass@k for k = 1..n, "
+                   "distinct correct solutions per problem, entropy and KL to a reference policy.")
+  parser.add_argument("--workdir", required=True, help="where explore.json goes (with --out unset)")
+  parser.add_argument("--model", required=True, help="the policy (an HF-layout directory)")
+  parser.add_argument("--reference", required=True, help="the reference policy of the KL, e.g. "
+                      "the SFT policy the run started from (HF layout)")
+  for flag, default, what in (("--problems", 64, "eval problems"), ("--n", 64, "samples each"),
+                              ("--kl-problems", 32, "problems of the KL and entropy"),
+                              ("--kl-n", 16, "samples each for the KL and entropy")):
+    parser.add_argument(flag, type=int, default=default, help=f"{what} (default %(default)s)")
+  parser.add_argument("--out", default=None, help=f"output file (default WORKDIR/{EXPLORE_FILE})")
+  config, args = _load(parser, argv)
+  if config is None:
+    return
+  out = args.out or os.path.join(args.workdir, EXPLORE_FILE)
+  result = run_exploration(config, args.workdir, model_dir=args.model,
+                           reference_dir=args.reference, num_problems=args.problems, n=args.n,
+                           kl_problems=args.kl_problems, kl_n=args.kl_n, out_path=out)
+  print(f"pass@1 {result['pass@1']:.3f}, distinct correct solutions per problem "
+        f"{result['distinct_mean']:.2f}; {out}")
+
+
 def cmd_import_gguf(argv):
   parser = _parser(
       "import-gguf", config=False,
@@ -400,7 +426,7 @@ def cmd_export(argv):
 
 
 COMMANDS = {"generate": cmd_generate, "sft": cmd_sft, "train": cmd_train, "eval": cmd_eval,
-            "erprm": cmd_erprm,
+            "erprm": cmd_erprm, "explore": cmd_explore,
             "best-of-n": cmd_best_of_n, "import-gguf": cmd_import_gguf, "memory": cmd_memory,
             "reproduce": cmd_reproduce, "report": cmd_report, "export": cmd_export}
 

@@ -95,3 +95,30 @@ def test_report_pairs_seeds_and_orients_the_claims(tmp_path):
   text = open(os.path.join(wd, "report.md")).read()
   assert "| pass@64 (%) | 90 |" in text and "frpo" in text
   assert "| SFT (1) | 20.0 | 90.0 |" in text and "| frpo (3) | 55.0 |" in text
+
+
+@pytest.mark.slow  # ~35-95 s: the sampler, the KL's forward passes and the problem set compile
+def test_explore_command_measures_a_policy_against_itself(tmp_path, capsys):
+  # A tiny random policy explored against itself: every measure is written, the KL is zero.
+  import jax
+  from prl_jax import cli
+  from prl_jax.models import hf
+  from prl_jax.models.config import preset
+  from prl_jax.models.tokenizer import CharTokenizer
+  from prl_jax.models.transformer import init_params
+  tok = CharTokenizer()
+  cfg = preset("tiny", vocab_size=tok.vocab_size)
+  policy = str(tmp_path / "policy")
+  hf.save_hf(policy, cfg, init_params(cfg, jax.random.key(0)))
+  tok.save(policy)
+  out = tmp_path / "explore" / "x.json"
+  assert cli.main(["explore", "--config", os.path.join(configs_dir(), "grpo.py"),
+                   f"--config.init_from={policy}", "--config.task.num_train=32",
+                   "--config.task.num_eval=8", "--config.mesh.num_devices=1",
+                   "--config.rollout.max_new_tokens=12", "--workdir", str(tmp_path / "explore"),
+                   "--model", policy, "--reference", policy, "--problems", "3", "--n", "4",
+                   "--kl-problems", "2", "--kl-n", "2", "--out", str(out)]) == 0
+  result = json.loads(out.read_text())
+  assert result["problems"] == 3 and len(result["pass_at_k"]) == 4
+  assert abs(result["kl"]["kl_seq"]) < 1e-5
+  assert "distinct correct solutions" in capsys.readouterr().out

@@ -69,11 +69,11 @@ def explore_stage(workdir: str, rel: str, path: str, overrides: list[str], model
   out = os.path.join(rel, EXPLORE_FILE)
   sizes = dict(num_problems=options.eval_problems, n=options.eval_n,
                kl_problems=options.kl_problems, kl_n=options.kl_n)
-  # No `prl-jax` subcommand runs this stage alone: the record names the function and its inputs.
-  command = (f"python -c 'from prl_jax.eval.exploration import run_exploration' "
-             f"# run_exploration(load({path!r}, overrides), {os.path.join(workdir, rel)!r}, "
-             f"model_dir={model!r}, reference_dir={reference!r}, **{sizes}); overrides: "
-             + " ".join(overrides))
+  command = cli_command("explore", path, os.path.join(workdir, rel), overrides,
+                        ["--model", model, "--reference", reference,
+                         "--problems", str(options.eval_problems), "--n", str(options.eval_n),
+                         "--kl-problems", str(options.kl_problems), "--kl-n", str(options.kl_n),
+                         "--out", os.path.join(workdir, out)])
   fn = lambda: run_exploration(load(path, overrides), os.path.join(workdir, rel), model_dir=model,
                                reference_dir=reference, out_path=os.path.join(workdir, out),
                                **sizes)
