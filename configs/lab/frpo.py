@@ -16,17 +16,18 @@ pi_ref is the lab SFT policy. Knobs that differ from configs/lab/rloo.py, and wh
   0.01 * 50 = 0.5. On the 25-token arithmetic miniature the paper's 0.01 left the term
   negligible next to the GRPO advantage (docs/results.md), so FRPO was GRPO. 0.1 is the low end
   of that range: large enough to matter, small enough that the outcome still leads (a term that
-  dominates would only hold the policy at the SFT). `python benchmarks/frpo_scale.py --sft
-  runs/lab/sft/final_hf --policy <a lab GRPO run's export>` prints std(KL-to-go / eta) over
-  std(GRPO advantage) per candidate eta on the eval split; re-set eta from it once the lab SFT
-  is trained (configs/lab/prl.py and grpo_kl.py follow this value).
+  dominates would only hold the policy at the SFT). Measured with benchmarks/frpo_scale.py on
+  the lab GRPO control's policies (steps 10-60 from the lab SFT; docs/lab.md, Arms): at 1/eta =
+  0.1 std(KL-to-go / eta) is 0.14-0.21 of std(GRPO advantage) and no token's sign flips; flips
+  set in at 0.2 (0.3-2.2% of tokens), and 0.1 is half that (configs/lab/prl.py and grpo_kl.py
+  follow this value).
 Shared with every lab arm: the budget (configs/lab/budget.py) and PRIME's accuracy filter
 [0.2, 0.8] with refill (`budget.paper_filter`), so FRPO and its GRPO controls see the same groups.
 """
 
 from configs.lab import budget
 
-ETA = 10.0  # the lab's FRPO/PRL eta (1/eta = 0.1); see above
+ETA = 10.0  # the lab's FRPO/PRL eta (1/eta = 0.1, measured; see above)
 
 
 def get_config():
