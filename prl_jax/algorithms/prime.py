@@ -7,7 +7,8 @@ outcome and process sources each get an RLOO baseline, their returns are added 1
 over the batch (docs/algorithms.md; `algo.prime.*` selects mode, granularity and base estimator).
 The PRM pi_phi is updated every step on the rollouts' outcomes, in mini-batches, before the
 advantages are read: single forward (mini-batch k scored by the PRM after k-1 updates) or double
-forward (all updates, then every rollout re-scored), as the official `dp_prime.py`.
+forward (all updates, then every rollout re-scored), as the official `dp_prime.py`. The single
+forward's scores are the log-probs of the update's own forward (the loss's), not a second pass.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def prm_loss_fn(model_cfg, options, chunk: int = 0):
 
       L(phi) = -(1/B) sum_b [ r_b log sigma(R_phi(y_b)) + (1 - r_b) log(1 - sigma(R_phi(y_b))) ],
       R_phi = beta sum_t log(pi_phi(y_t) / pi_ref(y_t))
+
+  A `RowsLossFn`: its per-row output is log pi_phi(y_t) [B, N], the PRM's score of the rows
+  under the parameters the gradient is taken at, so a single forward reuses it (`loss_scores`).
   """
   beta = options.prime.beta
 
@@ -46,7 +50,7 @@ def prm_loss_fn(model_cfg, options, chunk: int = 0):
     logp = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask, seq.prompt_len,
                              chunk)
     total, count = implicit.prime_ce_loss(logp, ref_logp, seq.response_mask, outcome, beta)
-    return total, (count, {})
+    return total, (count, {}, logp)
 
   return loss
 
@@ -81,5 +85,6 @@ def step_mode(options) -> str:
 register(Recipe("prime", prime_advantages, needs_ref=True, min_group_size=2,
                 prm=PrmTraining(prm_loss_fn, prm_batch,
                                 refresh=lambda options: options.prime.double_forward,
+                                loss_scores=True,
                                 mini_batch_rows=prm_mini_batch_rows),
                 step_mode=step_mode, check=check, unit_outcome=True))

@@ -112,6 +112,10 @@ class PrmTraining:
       of `PrmInputs.mini_rows` (or of `micro_rows` when that is 0, one step over the batch).
     refresh: (options) -> True: the advantages read the PRM after all its updates (PRIME's
       double forward, rePIRL); False: single forward (above).
+    loss_scores: True: `loss` returns (sum, (count, metric sums, [rows, N] `score`'s output on
+      its batch rows)) and the batch rows are the rollouts, in order. A single forward then
+      reads the scores from the update's own forward (the same function of the same rows and
+      parameters) instead of running `score` again (`prl_jax.run.updates.RowsLossFn`).
     score: (model_cfg, options, chunk) -> fn(params, seq: SequenceBatch) -> [B, N] the PRM's
       per-token output; None: the response log-probs (an implicit PRM's log pi_phi).
     mini_batch_rows: (options, config) -> rows per PRM optimizer step; 0: the whole PRM batch.
@@ -122,6 +126,7 @@ class PrmTraining:
   loss: Callable[[Any, Any, int], Callable]
   batch: Callable[[Any, PrmInputs], tuple[Any, dict]]
   refresh: Callable[[Any], bool] = lambda options: False
+  loss_scores: bool = False
   score: Callable[[Any, Any, int], Callable] | None = None
   mini_batch_rows: Callable[[Any, Any], int] = policy_mini_batch
   init: Callable[[Any, Any, Any, Any], Any] | None = None

@@ -3,7 +3,8 @@ mini-batch and epoch updates.
 
 Every loss returns (numerator, (denominator, metric sums)); a mini-batch's gradient is
 sum_micro grad(numerator) / sum_micro denominator. Splitting a batch into micro-batches therefore
-changes nothing but memory: the same rule as verl's `agg_loss` and Tunix's GRPO loss.
+changes nothing but memory: the same rule as verl's `agg_loss` and Tunix's GRPO loss. A
+`RowsLossFn` also returns a per-row output of its forward, which the update hands back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import optax
 from prl_jax.run.state import ModelState
 
 LossFn = Callable[[Any, Any], tuple[jax.Array, tuple[jax.Array, dict]]]
+# A loss that also returns a per-row output of its forward, [rows, ...] (e.g. the log-probs it
+# was computed from): (params, batch) -> (numerator, (denominator, metric sums, per-row output)).
+RowsLossFn = Callable[[Any, Any], tuple[jax.Array, tuple[jax.Array, dict, Any]]]
 
 
 def split_rows(tree, num_chunks: int, block: int = 1):
@@ -55,48 +59,89 @@ def chunked_rows(fn: Callable[[Any], Any], batch, num_chunks: int):
   return merge_rows(jax.lax.map(fn, split_rows(batch, num_chunks)))
 
 
-def accumulate_gradients(loss_fn: LossFn, params, batch, num_micro: int):
-  """Sum of numerator gradients, numerators, denominators and metric sums over micro-batches."""
+def without_rows(loss_fn: LossFn) -> RowsLossFn:
+  """loss_fn with a None per-row output: (params, batch) -> (num, (den, metrics, None))."""
+  def loss(params, batch):
+    num, (den, metrics) = loss_fn(params, batch)
+    return num, (den, metrics, None)
+  return loss
+
+
+def dropping_rows(loss_fn: RowsLossFn) -> LossFn:
+  """A `RowsLossFn` as a plain `LossFn`: its per-row output dropped (XLA then never keeps it)."""
+  def loss(params, batch):
+    num, (den, metrics, _) = loss_fn(params, batch)
+    return num, (den, metrics)
+  return loss
+
+
+def accumulate_gradients_and_rows(loss_fn: RowsLossFn, params, batch, num_micro: int):
+  """Sums over micro-batches m of grad num_m, num_m, den_m and metric sums, and the per-row
+  outputs of the micro-batches merged back to the rows of `batch` (`merge_rows`).
+
+  The per-row output is an auxiliary of the same forward that the gradient differentiates, so
+  a caller that needs the model's output on these rows under these parameters reads it here
+  instead of running a second forward.
+  """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if num_micro == 1:
+    (num, (den, metrics, rows)), grads = grad_fn(params, batch)
+    return grads, num, den, metrics, rows
 
   def micro(carry, micro_batch):
-    (num, (den, metrics)), grads = grad_fn(params, micro_batch)
-    return jax.tree_util.tree_map(jnp.add, carry, (grads, num, den, metrics)), None
+    (num, (den, metrics, rows)), grads = grad_fn(params, micro_batch)
+    return jax.tree_util.tree_map(jnp.add, carry, (grads, num, den, metrics)), rows
 
   zero_metrics = jax.eval_shape(lambda: loss_fn(params, jax.tree_util.tree_map(
       lambda x: x[0], split_rows(batch, num_micro)))[1][1])
   init = (jax.tree_util.tree_map(jnp.zeros_like, params), jnp.zeros(()), jnp.zeros(()),
           jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zero_metrics))
-  if num_micro == 1:
-    (num, (den, metrics)), grads = grad_fn(params, batch)
-    return grads, num, den, metrics
-  (grads, num, den, metrics), _ = jax.lax.scan(micro, init, split_rows(batch, num_micro))
-  return grads, num, den, metrics
+  (grads, num, den, metrics), rows = jax.lax.scan(micro, init, split_rows(batch, num_micro))
+  return grads, num, den, metrics, merge_rows(rows)
 
 
-def _optimizer_step(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn,
+def accumulate_gradients(loss_fn: LossFn, params, batch, num_micro: int):
+  """Sum of numerator gradients, numerators, denominators and metric sums over micro-batches."""
+  return accumulate_gradients_and_rows(without_rows(loss_fn), params, batch, num_micro)[:4]
+
+
+def _optimizer_step(state: ModelState, tx: optax.GradientTransformation, loss_fn: RowsLossFn,
                     minibatch, num_micro: int):
-  """One optimizer step on the mean loss of a mini-batch: (new state, metrics)."""
-  grads, num, den, metric_sums = accumulate_gradients(loss_fn, state.params, minibatch, num_micro)
+  """One optimizer step on the mean loss of a mini-batch: (new state, metrics, the loss's
+  per-row output under the parameters before the step)."""
+  grads, num, den, metric_sums, rows = accumulate_gradients_and_rows(loss_fn, state.params,
+                                                                     minibatch, num_micro)
   den = jnp.maximum(den, 1e-8)
   grads = jax.tree_util.tree_map(lambda g: g / den, grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {k: v / den for k, v in metric_sums.items()}
   metrics.update(loss=num / den, grad_norm=optax.global_norm(grads))
-  return ModelState(params=params, opt_state=opt_state), metrics
+  return ModelState(params=params, opt_state=opt_state), metrics, rows
 
 
 def minibatch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn, batch,
                       num_minibatches: int, num_micro: int, block: int = 1):
   """One optimizer step per mini-batch (`split_rows` with `block`), in order; returns the new
   state and mean metrics."""
+  state, metrics, _ = minibatch_updates_with_rows(state, tx, without_rows(loss_fn), batch,
+                                                  num_minibatches, num_micro, block)
+  return state, metrics
+
+
+def minibatch_updates_with_rows(state: ModelState, tx: optax.GradientTransformation,
+                                loss_fn: RowsLossFn, batch, num_minibatches: int, num_micro: int,
+                                block: int = 1):
+  """`minibatch_updates` with a `RowsLossFn`: also its per-row output, merged back to the rows
+  of `batch`. Rows of mini-batch k are read by the parameters after k-1 updates, the ones its
+  gradient is taken at (PRIME's single forward, from the update's own forward)."""
 
   def update(state, minibatch):
-    return _optimizer_step(state, tx, loss_fn, minibatch, num_micro)
+    state, metrics, rows = _optimizer_step(state, tx, loss_fn, minibatch, num_micro)
+    return state, (metrics, rows)
 
-  state, metrics = jax.lax.scan(update, state, split_rows(batch, num_minibatches, block))
-  return state, jax.tree_util.tree_map(jnp.mean, metrics)
+  state, (metrics, rows) = jax.lax.scan(update, state, split_rows(batch, num_minibatches, block))
+  return state, jax.tree_util.tree_map(jnp.mean, metrics), merge_rows(rows, block)
 
 
 def scored_minibatch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn,
@@ -106,13 +151,16 @@ def scored_minibatch_updates(state: ModelState, tx: optax.GradientTransformation
 
   Both `batch` and `scored` are split into `num_minibatches` chunks with `block`; chunk k of
   `scored` is read by the parameters after k-1 updates (PRIME's single forward). Returns the
-  new state, mean metrics and the scores merged back to the rows of `scored`.
+  new state, mean metrics and the scores merged back to the rows of `scored`. When the scored
+  rows are the batch's and the loss computes the scores, `minibatch_updates_with_rows` saves
+  score_fn's forward.
   """
+  loss_fn = without_rows(loss_fn)
 
   def update(state, chunks):
     minibatch, rows = chunks
     out = score_fn(state.params, rows)
-    state, metrics = _optimizer_step(state, tx, loss_fn, minibatch, num_micro)
+    state, metrics, _ = _optimizer_step(state, tx, loss_fn, minibatch, num_micro)
     return state, (metrics, out)
 
   state, (metrics, out) = jax.lax.scan(

@@ -117,6 +117,8 @@ def _prm_functions(config, model_cfg, recipe: Recipe, options, by_rows):
                                                 s.prompt_len, chunk)
   prm_token = by_rows(score)
   refresh = recipe.prm.refresh(options)
+  loss_scores = recipe.prm.loss_scores
+  plain_loss = updates.dropping_rows(prm_loss) if loss_scores else prm_loss
 
   def prm_update(state, batch, seq):
     rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
@@ -124,9 +126,16 @@ def _prm_functions(config, model_cfg, recipe: Recipe, options, by_rows):
     # Built per batch shape: the schedule advances once per RL step of num_mini PRM updates.
     tx_prm = optimizers(config, updates_per_step=(1, num_mini, 1))[1]
     if refresh:  # the caller re-scores with the updated PRM
-      state, metrics = updates.minibatch_updates(state, tx_prm, prm_loss, batch, num_mini,
+      state, metrics = updates.minibatch_updates(state, tx_prm, plain_loss, batch, num_mini,
                                                  num_micro, block)
       return state, None, metrics
+    if loss_scores:  # mini-batch k's scores from its own update's forward, before that update
+      if rows != seq.tokens.shape[0]:
+        raise ValueError(f"PrmTraining.loss_scores: the PRM batch has {rows} rows, the "
+                         f"rollouts {seq.tokens.shape[0]}; its rows must be the rollouts.")
+      state, metrics, scores = updates.minibatch_updates_with_rows(
+          state, tx_prm, prm_loss, batch, num_mini, num_micro, block)
+      return state, scores, metrics
     state, metrics, scores = updates.scored_minibatch_updates(
         state, tx_prm, prm_loss, batch, num_mini, num_micro, prm_token, seq, block)
     return state, scores, metrics
