@@ -118,9 +118,9 @@ def test_groups_average_their_members_and_comparisons_are_paired():
 
 
 def test_seed_groups_name_members_and_comparisons():
-  by_dir = {"er": ("ER [min]", "prm"), "er1": ("ER seed 1 [min]", "prm"),
-            "hard": ("hard [min]", "prm"), "hard1": ("hard seed 1 [min]", "prm"),
-            "orm": ("ORM", "orm"), "orm1": ("ORM seed 1", "orm")}
+  by_dir = {"er": ("ER [min]", "prm", "2.0"), "er1": ("ER seed 1 [min]", "prm", "2.0"),
+            "hard": ("hard [min]", "prm", "inf"), "hard1": ("hard seed 1 [min]", "prm", "inf"),
+            "orm": ("ORM", "orm", ""), "orm1": ("ORM seed 1", "orm", "")}
   groups, comparisons = prm_experiment._seed_groups(
       {"ER": ["er", "er1"], "hard": ["hard", "hard1"], "ORM": ["orm", "orm1"]}, by_dir, "min")
   assert groups["ER [min], 2 seeds"] == ["ER [min]", "ER seed 1 [min]"]

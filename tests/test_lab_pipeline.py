@@ -131,6 +131,46 @@ def test_lab_preset():
            gates=gates.LabGates(rl_steps=5), overrides=("a.b=1",))
 
 
+def test_best_of_n_runs_when_a_gate_after_the_sft_stops_the_arms(tmp_path, monkeypatch):
+  # ER-PRM best-of-N needs the SFT policy only: it runs when G1 passed and a later gate failed,
+  # never when the SFT itself failed its gate.
+  from prl_jax.reproduce import pipeline
+  ran = []
+  monkeypatch.setattr(pipeline, "erprm_job", lambda job: ran.append(job) or
+                      {"results": os.path.join("erprm", "best_of_n.json")})
+  lab, work = get_preset("lab"), str(tmp_path)
+  assert lab.erprm is not None and lab.erprm_config == "erprm"
+  assert pipeline._best_of_n_without_rl(work, lab, "configs/lab", False) == ""  # no gates yet
+  record = lambda passed: json.dump({"gates": [{"name": "G0 capacity", "passed": True},
+                                               {"name": gates.BASE_POLICY, "passed": passed}]},
+                                    open(os.path.join(work, "gates.json"), "w"))
+  record(False)
+  assert pipeline._best_of_n_without_rl(work, lab, "configs/lab", False) == "" and not ran
+  record(True)
+  message = pipeline._best_of_n_without_rl(work, lab, "configs/lab", False)
+  assert len(ran) == 1 and ran[0].sft_hf == os.path.join(work, "sft", "final_hf")
+  assert "best_of_n.md" in message
+  no_erprm = Preset(name="x", methods=("rloo",), seeds=(0,), rl_steps=10, window=1, erprm=None)
+  assert pipeline._best_of_n_without_rl(work, no_erprm, "configs/lab", False) == ""
+
+
+def test_best_of_n_columns_are_the_seed_means():
+  from prl_jax.reproduce.collect import _erprm_columns
+  results = {"prms": {"ER-PRM (eta=2)": {"kind": "prm", "label": "2.0"},
+                      "ER-PRM (eta=2) seed 1": {"kind": "prm", "label": "2.0"},
+                      "ORM (outcome)": {"kind": "orm", "label": ""}},
+             "seed_groups": {"ER-PRM (eta=2) [min], 2 seeds": {"kind": "prm", "label": "2.0"},
+                             "ORM (outcome), 2 seeds": {"kind": "orm", "label": ""}},
+             "methods": {m: {} for m in ("ER-PRM (eta=2) [min], 2 seeds", "ORM (outcome), 2 seeds",
+                                         "majority vote", "oracle (pass@N)")}}
+  columns = _erprm_columns(results, "min")
+  assert columns["ER-PRM"] == "ER-PRM (eta=2) [min], 2 seeds"
+  assert columns["ORM"] == "ORM (outcome), 2 seeds" and columns["majority"] == "majority vote"
+  del results["seed_groups"]
+  results["methods"]["ER-PRM (eta=2) [min]"] = {}
+  assert _erprm_columns(results, "min")["ER-PRM"] == "ER-PRM (eta=2) [min]"
+
+
 # ------------------------------------------------------------------------------------------------
 # End to end on a tiny model.
 

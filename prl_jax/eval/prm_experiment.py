@@ -260,7 +260,7 @@ def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
       f"({time.perf_counter() - t0:.0f}s), mean accuracy {cands.correct.mean():.3f}")
   shape = cands.correct.shape
   scores, main, auc, step_auc, info = {}, [], {}, {}, {}
-  by_dir: dict[str, tuple[str, str]] = {}  # directory -> (main-table name, kind)
+  by_dir: dict[str, tuple[str, str, str]] = {}  # directory -> (main-table name, kind, label)
   for directory, summary in prms:
     spec, model_cfg, params = prm_model.load_prm(directory, dtype=config.model.dtype)
     if spec.name in info:  # two PRMs of the same name: tell them apart by directory
@@ -277,14 +277,19 @@ def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
       auc[name] = within_problem_auc(scores[name], cands.correct)
       if spec.kind == "orm" or a == agg:
         main.append(name)
-        by_dir[directory] = (name, spec.kind)
+        by_dir[directory] = (name, spec.kind, spec.label)
     info[spec.name] = {"dir": directory, **dataclasses.asdict(spec), **(summary or {})}
   groups, comparisons = _seed_groups(seed_groups or {}, by_dir, agg)
   if groups:
     main = list(groups)
   results = accuracy_curves(scores, cands.correct, cands.answers, draws=options.draws,
-                            seed=config.seed, weighted=[m for m, _ in by_dir.values()],
+                            seed=config.seed, weighted=[m for m, *_ in by_dir.values()],
                             groups=groups, comparisons=comparisons, resamples=options.resamples)
+  kind_label = {name: (kind, label) for name, kind, label in by_dir.values()}
+  results["seed_groups"] = {
+      name: {"kind": kind_label[members[0]][0], "label": kind_label[members[0]][1],
+             "members": members}
+      for name, members in groups.items() if members[0] in kind_label}
   results.update(auc=auc, step_auc=step_auc, prms=info, options=dataclasses.asdict(options),
                  examples=[{"question": ex.get("question", ex["prompt"]),
                             "answer": ex.get("answer"), "texts": t[:2]}
@@ -292,7 +297,8 @@ def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
   return results, main + [MAJORITY, ORACLE]
 
 
-def _seed_groups(seed_groups: Mapping[str, Sequence[str]], by_dir: Mapping[str, tuple[str, str]],
+def _seed_groups(seed_groups: Mapping[str, Sequence[str]],
+                 by_dir: Mapping[str, tuple[str, str, str]],
                  agg: str) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
   """The seed groups as methods (their selection and their weighted vote) and the comparisons:
   each group and its vote against majority vote, each PRM group against the outcome RM groups

@@ -66,6 +66,18 @@ def format_spread(values: Sequence[float], scale: float = 100.0, digits: int = 1
   return text if s.std is None else f"{text} ± {scale * s.std:.{digits}f}"
 
 
+def erprm_table(e: Mapping) -> str:
+  """Best-of-N accuracy (% ± standard error over problems) against N, one column per role (the
+  aggregate of `collect.collect_erprm`)."""
+  roles = list(e["columns"])
+  lines = ["| N | " + " | ".join(e["columns"][r] for r in roles) + " |",
+           "|---:|" + "---:|" * len(roles)]
+  for i, n in enumerate(e["budgets"]):
+    cells = [f"{100 * e['accuracy'][r][i]:.1f} ± {100 * e['stderr'][r][i]:.1f}" for r in roles]
+    lines.append(f"| {n} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float | None]:
   """(mean(a) - mean(b), Welch standard error sqrt(s_a^2/n_a + s_b^2/n_b)); None with < 2 seeds."""
   sa, sb = mean_std(a), mean_std(b)

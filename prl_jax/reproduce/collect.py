@@ -147,14 +147,18 @@ def judge_claims(agg: Mapping) -> list[dict]:
 
 
 def _erprm_columns(results: Mapping, agg: str) -> dict[str, str]:
-  """Role (ER-PRM, hard, soft, ORM, majority, oracle) -> method name in best_of_n.json."""
+  """Role (ER-PRM, hard, soft, ORM, majority, oracle) -> method name in best_of_n.json: each
+  label type's mean over PRM seeds when it has several (`seed_groups`), else its one PRM."""
+  groups = results.get("seed_groups")
+  if groups:
+    scorers = [(name, g["kind"], g["label"]) for name, g in groups.items()]
+  else:
+    scorers = [(name if info["kind"] == "orm" else f"{name} [{agg}]", info["kind"], info["label"])
+               for name, info in sorted(results.get("prms", {}).items())]
   roles = {}
-  for name, info in sorted(results.get("prms", {}).items()):
-    if info["kind"] == "orm":
-      roles["ORM"] = name
-      continue
-    role = {"inf": "hard", "0.0": "soft"}.get(info["label"], "ER-PRM")
-    roles[role] = f"{name} [{agg}]"
+  for method, kind, label in scorers:
+    role = "ORM" if kind == "orm" else {"inf": "hard", "0.0": "soft"}.get(label, "ER-PRM")
+    roles.setdefault(role, method)
   roles.update(majority=MAJORITY, oracle=ORACLE)
   return {role: roles[role] for role in ERPRM_ROLES
           if role in roles and roles[role] in results["methods"]}

@@ -50,6 +50,8 @@ class LabGates:
   overrides: tuple[str, ...] = ()
 
 
+BASE_POLICY = "G1 base policy"  # the gate of the SFT policy every arm starts from
+
 def _gate(name: str, value: float | None, threshold: str, passed: bool, knob: str) -> dict:
   return {"name": name, "value": value, "threshold": threshold, "passed": bool(passed),
           "knob": knob}
@@ -79,7 +81,7 @@ def base_policy_gate(mean_at_8: float, pass_at_8: float, line_rates: Mapping[str
           if plain_ok and rule_ok else
           "the buggy SFT: more sft.steps, or start it from the clean SFT (init_from) so it "
           "learns the bugs, not the task")
-  return _gate("G1 base policy",
+  return _gate(BASE_POLICY,
                {"mean@8": mean_at_8, "pass@8": pass_at_8, "plain_error": line_rates["plain"],
                 "bug_rule": line_rates["bug_rule"]},
                f"mean@8 in [{band[0]:.0%}, {band[1]:.0%}], pass@8 >= {min_pass:.0%}, plain-line "

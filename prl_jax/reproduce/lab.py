@@ -26,7 +26,7 @@ from prl_jax.eval.evaluate import evaluate, load_policy
 from prl_jax.progress import say
 from prl_jax.reproduce import gates
 from prl_jax.reproduce.collect import write_json_atomic
-from prl_jax.reproduce.gates import LabGates
+from prl_jax.reproduce.gates import BASE_POLICY, LabGates
 from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file, in_parallel,
                                       load, logging_overrides, run_stage, stage_inputs)
 from prl_jax.run import paths
@@ -39,7 +39,8 @@ GATES_FILE = "gates.json"
 CAPACITY = "capacity_sft"  # the clean SFT's stage: G0, and where the buggy SFT starts
 
 
-__all__ = ["GATES_FILE", "LabGates", "gate_sft_overrides", "gate_rl_overrides", "run_lab_gates"]
+__all__ = ["GATES_FILE", "LabGates", "base_policy_passed", "gate_sft_overrides",
+           "gate_rl_overrides", "run_lab_gates"]
 
 
 def lab_configs_dir() -> str:
@@ -138,6 +139,15 @@ def _rl_rows(workdir: str, method: str, sft_hf: str, options: LabGates, configs:
              verbose: bool) -> list[dict]:
   _rl_train(workdir, method, sft_hf, options, configs, verbose)
   return read_metrics(paths.join(workdir, "rl", method, "seed0", "metrics.jsonl"))
+
+
+def base_policy_passed(workdir: str) -> bool:
+  """Whether WORKDIR/gates.json records G1 (the SFT policy every arm starts from) as passed."""
+  path = paths.join(workdir, GATES_FILE)
+  if not paths.exists(path):
+    return False
+  recorded = json.loads(paths.read_text(path))["gates"]
+  return any(g["name"] == BASE_POLICY and g["passed"] for g in recorded)
 
 
 def run_lab_gates(workdir: str, options: LabGates = LabGates(), *, configs_dir: str | None = None,

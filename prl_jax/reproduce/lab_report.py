@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from prl_jax.reproduce.claims import format_spread
+from prl_jax.reproduce.claims import erprm_table, format_spread
 from prl_jax.reproduce.lab_claims import ALPHA, claims_lines
 from prl_jax.reproduce.run_files import metric_rows
 from prl_jax.reproduce.lab_metrics import AUROC_KEY, ENTROPY_KEY, REWARD_KEY
@@ -192,6 +192,16 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
             "falls by more than 0.02 over the window (`prl_jax.reproduce.lab_metrics`).", "",
             hacking_table(lab, manifest), ""]
   lines += image("lab_entropy", "policy entropy")
+  e = agg.get("erprm")
+  lines += ["## ER-PRM best-of-N", ""]
+  lines += ([f"From the lab SFT policy (needs no RL run): {e['num_problems']} held-out problems, "
+             f"{e['n_max']} candidates each, {e['draws']} random subsets per problem and N; PRM "
+             f"step scores aggregated by {e['agg']}; each PRM column is the mean over its PRM "
+             "seeds. Accuracy in % ± standard error over problems; mean candidate accuracy "
+             f"{100 * e['mean_accuracy']:.1f}%.", "", erprm_table(e), "",
+             "The weighted votes, the std over PRM seeds, the paired bootstrap comparisons and the "
+             "step-level AUROCs are in erprm/best_of_n.md.", ""]
+            if e else ["Not run yet.", ""])
   lines += ["## The papers' claims", "",
             f"Two-sided t-tests over seeds: paired when both arms ran the same seeds, Welch's "
             f"otherwise; reproduced when p < {ALPHA} in the claim's direction, reversed when "

@@ -44,7 +44,7 @@ from prl_jax.eval.prm_experiment import ErprmOptions, run_erprm
 from prl_jax.eval.summary import RESULTS_JSON
 from prl_jax.progress import progress_bar
 from prl_jax.reproduce.collect import save_results
-from prl_jax.reproduce.lab import gate_sft_overrides, run_lab_gates
+from prl_jax.reproduce.lab import base_policy_passed, gate_sft_overrides, run_lab_gates
 from prl_jax.reproduce.presets import SPLITS, Preset
 from prl_jax.reproduce.report import write_report
 from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file, load,
@@ -211,7 +211,7 @@ def rl_job(job: Job) -> dict:
 
 def erprm_job(job: Job) -> dict:
   """Monte Carlo labels, ER-PRM / hard / soft / outcome PRMs and best-of-N from the SFT policy."""
-  path = config_file(job.configs_dir, "sft")
+  path = config_file(job.configs_dir, job.preset.erprm_config)
   overrides = [*job.preset.overrides, *job.preset.erprm_overrides, f"init_from={job.sft_hf}",
                *logging_overrides(job.verbose)]
   options = job.preset.erprm
@@ -223,6 +223,17 @@ def erprm_job(job: Job) -> dict:
                      outputs=[os.path.join("erprm", "best_of_n.json")])
   return {"results": os.path.join("erprm", "best_of_n.json"), "agg": config.algo.erprm.agg,
           "eta": float(config.algo.erprm.eta), "stage": record}
+
+
+def _best_of_n_without_rl(workdir: str, preset: Preset, configs_dir: str, verbose: bool) -> str:
+  """When a gate after the SFT's (G1) stops the arms: the ER-PRM best-of-N experiment, which
+  needs the SFT policy only, runs anyway. Returns what to add to the gate's message."""
+  if preset.erprm is None or not base_policy_passed(workdir):
+    return ""
+  result = erprm_job(Job("erprm", workdir, preset, configs_dir,
+                         os.path.join(workdir, "sft", "final_hf"), verbose))
+  return (f" The ER-PRM best-of-N experiment, which needs no RL, ran: "
+          f"{os.path.join(workdir, os.path.dirname(result['results']), 'best_of_n.md')}.")
 
 
 def run_job(job: Job) -> dict:
@@ -294,8 +305,11 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
   if preset.gates is not None:
     # Raises ConfigError naming the knob at the first failing gate: no arm runs on a task
     # where a process reward cannot show (WORKDIR/gates.json keeps what was measured).
-    manifest["gates"] = run_lab_gates(workdir, preset.gates, configs_dir=configs_dir,
-                                      verbose=verbose, jobs=jobs)
+    try:
+      manifest["gates"] = run_lab_gates(workdir, preset.gates, configs_dir=configs_dir,
+                                        verbose=verbose, jobs=jobs)
+    except ConfigError as err:
+      raise ConfigError(f"{err}{_best_of_n_without_rl(workdir, preset, configs_dir, verbose)}")
   # One stage per training run and per evaluation of its policy (plus its KL), and the ER-PRM
   # experiment.
   per_run = 1 + len(SPLITS) + bool(preset.kl_problems)

@@ -37,6 +37,7 @@ class Preset:
     heldout_max_new_tokens: response limit on the held-out split (its solutions reach 80 tokens).
     erprm: sizes of the ER-PRM experiment.
     erprm_overrides: config overrides of the ER-PRM stage (its PRM learning rate).
+    erprm_config: the config (<configs>/<erprm_config>.py) the ER-PRM stage runs with.
     overrides: config overrides applied to every stage alike (e.g. a smaller batch for a test);
       empty for the real presets, so the configs/mini budget is what runs.
     sft_overrides: config overrides of the SFT stage only.
@@ -63,6 +64,7 @@ class Preset:
   heldout_max_new_tokens: int = 96
   erprm: ErprmOptions | None = ErprmOptions()
   erprm_overrides: tuple[str, ...] = ("optim.prm_lr=0.001",)
+  erprm_config: str = "sft"
   overrides: tuple[str, ...] = ()
   sft_overrides: tuple[str, ...] = ()
   configs: str = "mini"
@@ -126,6 +128,11 @@ class Preset:
 # of 16) + ~20 min of compilation, evaluations (256 + 256 problems x 17 decodes per run) and KL
 # stages: ~3 h. Hence 60 RL steps, G2's step, so the three gate runs are already the
 # seed-0 runs of their arms. On a machine not shared with other runs it should be well under.
+# The lab's ER-PRM best-of-N (docs/lab.md): labels from 512 training questions x 4 solutions
+# (16 completions per line prefix), 2 seeds of each PRM, 1,500 held-out problems x 64 candidates.
+# It needs the SFT policy only (gates G0 and G1), so it also runs when a later gate stops the arms.
+LAB_ERPRM = ErprmOptions(label_problems=512, solutions_per_problem=4, prm_steps=400,
+                         prm_batch_size=32, eval_problems=1500, n_max=64, draws=100, prm_seeds=2)
 PRESETS = {
     "demo": Preset(
         name="demo", methods=METHODS, seeds=(0,), rl_steps=20, window=5,
@@ -140,7 +147,8 @@ PRESETS = {
     "lab": Preset(
         name="lab", methods=LAB_ARMS, seeds=(0, 1, 2), rl_steps=60, window=15, eval_n=16,
         eval_problems=256, heldout_problems=256, heldout_max_new_tokens=64,
-        heldout_overrides=("eval.heldout_max_new_tokens=64",), erprm=None, configs="lab",
+        heldout_overrides=("eval.heldout_max_new_tokens=64",), erprm=LAB_ERPRM,
+        erprm_config="erprm", configs="lab",
         arm_stages=(("sft_demos_rloo", "sft_demos"),), gates=LabGates(rl_steps=60),
         kl_problems=64, claims="lab"),
 }

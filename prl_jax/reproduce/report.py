@@ -15,8 +15,8 @@ import os
 from collections.abc import Mapping, Sequence
 
 from prl_jax.eval import plots
-from prl_jax.reproduce.claims import (NOT_RUN, Z_THRESHOLD, evaluate_claims, format_spread,
-                                      moving_average)
+from prl_jax.reproduce.claims import (NOT_RUN, Z_THRESHOLD, erprm_table, evaluate_claims,
+                                      format_spread, moving_average)
 from prl_jax.reproduce.collect import (PRM_ACC_KEY, REWARD_KEY, SFT, collect, judge_claims,
                                        load_results, mean_curve)
 from prl_jax.reproduce.run_files import metric_rows
@@ -84,16 +84,6 @@ def prm_table(agg: Mapping) -> str:
   for name, acc in sorted(agg["prm_accuracy"].items()):
     lines.append(f"| {name} | {len(acc['mean'])} | {format_spread(acc['first'])} | "
                  f"{format_spread(acc['last'])} | {format_spread(acc['mean'])} |")
-  return "\n".join(lines)
-
-
-def erprm_table(e: Mapping) -> str:
-  roles = list(e["columns"])
-  lines = ["| N | " + " | ".join(e["columns"][r] for r in roles) + " |",
-           "|---:|" + "---:|" * len(roles)]
-  for i, n in enumerate(e["budgets"]):
-    cells = [f"{100 * e['accuracy'][r][i]:.1f} ± {100 * e['stderr'][r][i]:.1f}" for r in roles]
-    lines.append(f"| {n} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
