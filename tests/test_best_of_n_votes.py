@@ -196,3 +196,17 @@ def test_the_prm_experiment_does_not_need_the_prm_it_writes():
   with pytest.raises(ConfigError, match="algo.erprm.prm_dir"):
     context.validate(config)
   context.validate(config, reads_prm=False)
+
+
+def test_seed_groups_of_directories_written_with_prm_seeds(tmp_path):
+  from prl_jax.prm import model as prm_model
+  dirs = []
+  for name, label in (("prm_hard", "inf"), ("prm_hard_seed1", "inf"), ("orm", "")):
+    d = tmp_path / name
+    d.mkdir()
+    spec = prm_model.PrmSpec("hard PRM" if label else "ORM", "orm" if not label else "prm", label)
+    spec.save(str(d))
+    dirs.append(str(d))
+  groups = prm_experiment.seed_groups_of(dirs)
+  assert groups == {"hard PRM": dirs[:2], "ORM": dirs[2:]}
+  assert prm_experiment.seed_groups_of([dirs[0], dirs[2]]) is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -322,6 +323,17 @@ def _train_questions(ctx) -> set[str]:
   return {ex.get("question") or ex["prompt"] for ex in ctx.train_examples}
 
 
+def seed_groups_of(prm_dirs: Sequence[str]) -> dict[str, list[str]] | None:
+  """PRMs that `prl-jax erprm --prm-seeds` trained from one label type (directories named X,
+  X_seed1, X_seed2, ...) as seed groups, titled by the first one's name; None without any."""
+  groups: dict[str, list[str]] = {}
+  for d in prm_dirs:
+    base = re.sub(r"_seed\d+$", "", os.path.basename(os.path.normpath(d)))
+    groups.setdefault(os.path.join(os.path.dirname(os.path.normpath(d)), base), []).append(d)
+  groups = {prm_model.PrmSpec.load(dirs[0]).name: dirs for dirs in groups.values()}
+  return groups if any(len(dirs) > 1 for dirs in groups.values()) else None
+
+
 def run_best_of_n(config, workdir: str, prm_dirs: Sequence[str],
                   options: ErprmOptions = ErprmOptions()) -> dict:
   """`prl-jax best-of-n`: best-of-N of the policy in `init_from` with ready PRMs.
@@ -332,10 +344,11 @@ def run_best_of_n(config, workdir: str, prm_dirs: Sequence[str],
     raise ConfigError("Pass at least one --prm DIR (a PRM written by `prl-jax erprm`).")
   for d in prm_dirs:
     prm_model.PrmSpec.load(d)  # fail before any sampling when a directory is not a PRM
-  ctx = build_context(config, workdir)
+  ctx = build_context(config, workdir, reads_prm=False)
   policy = _policy(ctx)
   results, main = evaluate_prms(ctx, policy, [(d, None) for d in prm_dirs], options,
-                                _train_questions(ctx), agg=config.algo.erprm.agg)
+                                _train_questions(ctx), agg=config.algo.erprm.agg,
+                                seed_groups=seed_groups_of(prm_dirs))
   write_report(results, workdir, main, title=f"Best-of-N, aggregation {config.algo.erprm.agg}")
   return results
 
