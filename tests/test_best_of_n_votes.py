@@ -210,3 +210,19 @@ def test_seed_groups_of_directories_written_with_prm_seeds(tmp_path):
   groups = prm_experiment.seed_groups_of(dirs)
   assert groups == {"hard PRM": dirs[:2], "ORM": dirs[2:]}
   assert prm_experiment.seed_groups_of([dirs[0], dirs[2]]) is None
+
+
+def test_roc_auc_equals_counting_every_pair():
+  # The rank form against the definition: P(pos > neg) + 1/2 P(pos = neg), by every pair.
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    n = int(rng.integers(1, 40))
+    scores = rng.integers(0, 5, n).astype(float)  # many ties
+    correct = rng.random(n) < 0.5
+    pos, neg = scores[correct], scores[~correct]
+    got = bon.roc_auc(scores, correct)
+    if pos.size == 0 or neg.size == 0:
+      assert got is None
+      continue
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert got == pytest.approx(pairs / (pos.size * neg.size), abs=1e-12)
