@@ -9,7 +9,6 @@ the same function of the same rows and parameters, only fused differently).
 """
 
 import dataclasses
-import os
 
 import jax
 import ml_collections
@@ -18,33 +17,20 @@ import pytest
 
 from prl_jax.algorithms.recipes import RLInputs
 from prl_jax.algorithms.registry import get_recipe
-from prl_jax.config import apply_overrides, load_config_file
 from prl_jax.models.logprobs import response_logprobs
 from prl_jax.run import updates
-from prl_jax.run.batch import make_sequences
 from prl_jax.run.context import build_context
 from prl_jax.run.state import ModelState, init_state, optimizers
 from prl_jax.train.loop import build_functions, prm_rows
+from tests import test_prm_cadence as prm_cadence
 
-CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "mini")
-PROMPTS, N, LENGTH = 4, 4, 6
+# The PRIME config and random rollouts of tests/test_prm_cadence.py (PROMPTS x N, PRM lr 3e-2:
+# large steps, so a score read after the wrong update differs visibly).
+_config, PROMPTS, N = prm_cadence._config, prm_cadence.PROMPTS, prm_cadence.N
 RTOL = ATOL = 1e-6
 # Whitening divides by the batch's std and code mode by the largest |return-to-go|: the scores'
 # 1-2 ulp differences come out of the advantages a few times larger (unit-scale advantages).
 ADV_TOL = 1e-5
-
-
-def _config(**overrides):
-  config = load_config_file(os.path.join(CONFIGS, "prime.py"))
-  config.rollout.prompts_per_step, config.rollout.n = PROMPTS, N
-  config.rollout.max_new_tokens = LENGTH
-  config.train.mini_batch_size = 0
-  config.task.num_train, config.task.num_eval = 16, 4
-  config.mesh.num_devices = 1
-  config.optim.prm_lr = 3e-2  # large steps: a score read after the wrong update differs visibly
-  config.algo.prime.beta = 1.0
-  apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
-  return config
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +39,8 @@ def context(tmp_path_factory):
 
 
 def _rollouts(ctx):
-  rng = np.random.default_rng(1)
-  prompts = [ctx.tokenizer.encode(ex["prompt"]) for ex in ctx.train_examples[:PROMPTS]]
-  rows = [p for p in prompts for _ in range(N)]
-  vocab = ctx.model_cfg.vocab_size
-  responses = [rng.integers(3, vocab, rng.integers(2, LENGTH + 1)).tolist() for _ in rows]
-  outcome = np.asarray([1, 0, 1, 0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0], np.float32)
-  seq = make_sequences(rows, responses, ctx.prompt_len, LENGTH, ctx.tokenizer.pad_id)
-  return ctx.place_batch(seq), ctx.place_batch(outcome)
+  outcome = (1, 0, 1, 0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0)
+  return prm_cadence._rollouts(ctx, seed=1, outcome=outcome)
 
 
 class _Inputs:  # the fields PRIME's PRM batch reads

@@ -39,13 +39,17 @@ def _config(**overrides):
   return config
 
 
-def _rollouts(ctx):
-  rng = np.random.default_rng(0)
+OUTCOME = (1, 0, 1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 0)
+
+
+def _rollouts(ctx, seed: int = 0, outcome=OUTCOME):
+  """PROMPTS x N random responses (2..LENGTH tokens) to the first training prompts, placed."""
+  rng = np.random.default_rng(seed)
   prompts = [ctx.tokenizer.encode(ex["prompt"]) for ex in ctx.train_examples[:PROMPTS]]
   rows = [p for p in prompts for _ in range(N)]
   vocab = ctx.model_cfg.vocab_size
   responses = [rng.integers(3, vocab, rng.integers(2, LENGTH + 1)).tolist() for _ in rows]
-  outcome = np.asarray([1, 0, 1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 0], np.float32)
+  outcome = np.asarray(outcome, np.float32)
   seq = make_sequences(rows, responses, ctx.prompt_len, LENGTH, ctx.tokenizer.pad_id)
   return ctx.place_batch(seq), ctx.place_batch(outcome)
 
