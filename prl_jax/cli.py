@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import difflib
 import os
+import shlex
 import signal
 import sys
 
@@ -350,6 +351,18 @@ def cmd_memory(argv):
   print(memory.format_table(reports))
 
 
+def _seed_list(text: str) -> tuple[int, ...]:
+  """"0,2" -> (0, 2), or a ConfigError saying what --seeds takes."""
+  from prl_jax.config import ConfigError
+  try:
+    seeds = tuple(int(part) for part in text.split(","))
+  except ValueError:
+    raise ConfigError(f"--seeds takes comma-separated integers such as 0,1,2; got {text!r}.")
+  if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+    raise ConfigError(f"--seeds must be distinct non-negative integers; got {text!r}.")
+  return seeds
+
+
 def cmd_reproduce(argv):
   from prl_jax.reproduce import report
   from prl_jax.reproduce.pipeline import reproduce
@@ -375,19 +388,32 @@ def cmd_reproduce(argv):
                            "configs/mini, or configs/lab for lab)")
   parser.add_argument("--verbose", action="store_true",
                       help="progress bars inside every run too (steps, problems)")
+  parser.add_argument("--seeds", default=None,
+                      help="comma-separated seeds to run now (default: the preset's); a later "
+                           "call with more seeds adds them to the same workdir and report")
+  parser.add_argument("--past-failed-gates", action="store_true",
+                      help="lab: record a failed G2 or G3 and run the arms anyway (the report "
+                           "marks every claim); a failed G0 or G1 still stops the run")
   args = parser.parse_args(argv)
   if args.preset == "lab-gates":
     from prl_jax.reproduce.lab import GATES_FILE, run_lab_gates
-    run_lab_gates(args.workdir, verbose=args.verbose, jobs=args.jobs)
-    print(f"every lab gate passed: {os.path.join(args.workdir, GATES_FILE)}")
+    measured = run_lab_gates(args.workdir, verbose=args.verbose, jobs=args.jobs,
+                             past_failed_gates=args.past_failed_gates)
+    failed = [g["name"] for g in measured if not g["passed"]]
+    print(f"{'failed: ' + ', '.join(failed) if failed else 'every lab gate passed'}: "
+          f"{os.path.join(args.workdir, GATES_FILE)}")
     return
   if args.preset == "lab-countdown":
     from prl_jax.reproduce.lab_countdown import run_lab_countdown
     run_lab_countdown(args.workdir, jobs=args.jobs, verbose=args.verbose)
     print(f"report: {os.path.join(args.workdir, 'report.md')}")
     return
-  results = reproduce(get_preset(args.preset), args.workdir, jobs=args.jobs,
-                      configs_dir=args.configs, verbose=args.verbose)
+  preset = get_preset(args.preset)
+  if args.seeds is not None:
+    preset = dataclasses.replace(preset, seeds=_seed_list(args.seeds))
+  results = reproduce(preset, args.workdir, jobs=args.jobs, configs_dir=args.configs,
+                      verbose=args.verbose, command=shlex.join(["prl-jax", "reproduce", *argv]),
+                      past_failed_gates=args.past_failed_gates)
   print(report.main_table(results["aggregates"], results))
   print(f"wall time of this call: {results['wall_seconds_this_call']:.0f}s")
   print(f"report: {os.path.join(args.workdir, report.REPORT_FILE)}")

@@ -111,6 +111,25 @@ def test_missing_config_and_file_workdir_are_one_line(capsys, tmp_path):
   assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1
 
 
+def test_reproduce_seeds_flag_runs_the_named_seeds_and_rejects_bad_lists(capsys, tmp_path,
+                                                                        monkeypatch):
+  from prl_jax.reproduce import pipeline
+  called = {}
+
+  def fake(preset, workdir, **kw):
+    called.update(seeds=preset.seeds, **kw)
+    raise SystemExit(0)
+  monkeypatch.setattr(pipeline, "reproduce", fake)
+  work = str(tmp_path / "w")
+  assert _run(capsys, "reproduce", "--preset", "lab", "--workdir", work, "--seeds", "0,2",
+              "--past-failed-gates")[0] == 0
+  assert called["seeds"] == (0, 2) and called["past_failed_gates"]
+  assert called["command"].endswith("--seeds 0,2 --past-failed-gates")
+  for bad in ("a", "1,1", "-1"):
+    code, _, err = _run(capsys, "reproduce", "--preset", "lab", "--workdir", work, "--seeds", bad)
+    assert code == 2 and "--seeds" in err and "Traceback" not in err
+
+
 # ----------------------------------------------------------------- generate
 
 

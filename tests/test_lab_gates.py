@@ -73,3 +73,40 @@ def test_lab_gates_pipeline_stops_at_the_first_failing_gate(tmp_path):
   assert [g["name"] for g in saved] == ["G0 capacity"] and not saved[0]["passed"]
   assert 0 <= saved[0]["value"] <= 1
   assert os.path.exists(tmp_path / "capacity_sft" / "final_hf" / "config.json")
+
+
+def test_past_failed_gates_goes_on_after_g2_and_g3_but_never_after_g1(tmp_path, monkeypatch):
+  """`--past-failed-gates`: a failing G2 and G3 are recorded and the gates return (the arms run);
+  without it G2 stops the run; a failing G1 stops it either way."""
+  import json
+
+  from prl_jax.config import ConfigError
+  from prl_jax.reproduce import lab
+
+  sft_passed = {"G0": True, "G1": True}
+  monkeypatch.setattr(lab, "_sft_gate", lambda workdir, name, *a: {
+      **gates.capacity_gate(0.99), "passed": sft_passed["G0"]} if name == lab.CAPACITY else {
+      **gates.base_policy_gate(0.1, 0.5, {"plain": 0.02, "bug": 0.7, "bug_rule": 0.7},
+                               slip_rate=0.02, bug_rate=0.7), "passed": sft_passed["G1"]})
+  rising = _rows([0.1] * 15 + [0.5] * 45)  # both arms alike: the oracle needs 30 of 60 steps
+  monkeypatch.setattr(lab, "_rl_rows", lambda workdir, method, *a: (
+      _rows([0.5] * 60, key="prm/step_auroc") if method == "prime" else rising))
+  with pytest.raises(ConfigError, match="G2 oracle control failed"):
+    lab.run_lab_gates(str(tmp_path))
+  measured = lab.run_lab_gates(str(tmp_path), past_failed_gates=True)
+  assert [(g["name"], g["passed"]) for g in measured] == [
+      ("G0 capacity", True), ("G1 base policy", True), ("G2 oracle control", False),
+      ("G3 PRIME step AUROC", False)]
+  with open(tmp_path / "gates.json") as fh:
+    assert [g["passed"] for g in json.load(fh)["gates"]] == [True, True, False, False]
+  sft_passed["G1"] = False
+  with pytest.raises(ConfigError, match="G1 base policy failed"):
+    lab.run_lab_gates(str(tmp_path), past_failed_gates=True)
+
+
+def test_the_report_marks_claims_measured_past_a_failed_gate():
+  from prl_jax.reproduce.lab_report import failed_gates_caveat
+  assert failed_gates_caveat({"gates": [{"name": "G2 oracle control", "passed": True}]}) == []
+  text = " ".join(failed_gates_caveat({"gates": [{"name": "G1 base policy", "passed": True},
+                                                 {"name": "G2 oracle control", "passed": False}]}))
+  assert "G2 oracle control failed" in text and "--past-failed-gates" in text

@@ -50,7 +50,11 @@ class LabGates:
   overrides: tuple[str, ...] = ()
 
 
+CAPACITY_GATE = "G0 capacity"
 BASE_POLICY = "G1 base policy"  # the gate of the SFT policy every arm starts from
+# The gates of the SFT policies: no arm is worth running from a policy that fails them, so
+# `--past-failed-gates` never goes past these.
+SFT_GATES = (CAPACITY_GATE, BASE_POLICY)
 
 def _gate(name: str, value: float | None, threshold: str, passed: bool, knob: str) -> dict:
   return {"name": name, "value": value, "threshold": threshold, "passed": bool(passed),
@@ -58,7 +62,7 @@ def _gate(name: str, value: float | None, threshold: str, passed: bool, knob: st
 
 
 def capacity_gate(step_accuracy: float, minimum: float = 0.98) -> dict:
-  return _gate("G0 capacity", step_accuracy, f">= {minimum:.0%} per-step greedy accuracy",
+  return _gate(CAPACITY_GATE, step_accuracy, f">= {minimum:.0%} per-step greedy accuracy",
                step_accuracy >= minimum,
                "a larger model.preset or more sft.steps for the clean demonstrator")
 

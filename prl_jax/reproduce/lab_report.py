@@ -152,6 +152,19 @@ def make_lab_plots(workdir: str, manifest: Mapping, agg: Mapping, out_dir: str) 
   return made
 
 
+def failed_gates_caveat(lab: Mapping) -> list[str]:
+  """The paragraph for arms run past failed gates (`--past-failed-gates`); [] when all passed."""
+  failed = [g["name"] for g in lab["gates"] if not g["passed"]]
+  if not failed:
+    return []
+  past = "it" if len(failed) == 1 else "them"
+  return [f"**{' and '.join(failed)} failed, and the arms ran past {past} "
+          "(`--past-failed-gates`).** A failed G2 means the oracle control was not clearly "
+          "faster than RLOO, so the task left a process reward little room; a failed G3, that "
+          "PRIME's PRM did not rank the lines. A claim not reproduced below is then no evidence "
+          "against its method, and one reproduced says less than on a task that passes.", ""]
+
+
 def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping],
                       plots_made: Mapping, tail: Sequence[str]) -> str:
   """The text of the lab's report.md; `tail`: the wall-time and command sections."""
@@ -166,7 +179,7 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
            f"each; final policies evaluated with {preset['eval_n']} samples + 1 greedy decode on "
            f"{preset['eval_problems']} eval problems (K = 8) and {preset['heldout_problems']} "
            "held-out problems (K = 12).", "",
-           "## Gates", "", gates_table(lab), "",
+           "## Gates", "", gates_table(lab), "", *failed_gates_caveat(lab),
            "## Final policies", "",
            f"Accuracy in % (mean ± std over seeds). Entropy: `policy/entropy` over the last {w} "
            "training steps. KL to SFT: KL(pi || pi_start) per response on the final policy's "
@@ -206,6 +219,7 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
             f"Two-sided t-tests over seeds: paired when both arms ran the same seeds, Welch's "
             f"otherwise; reproduced when p < {ALPHA} in the claim's direction, reversed when "
             f"p < {ALPHA} against it (`prl_jax.reproduce.lab_claims`).", ""]
+  lines += failed_gates_caveat(lab)
   lines += claims_lines(claims)
   lines += ["", "## Deviations from the papers", ""] + [f"- {d}" for d in DEVIATIONS] + [""]
   return "\n".join([*lines, *tail])

@@ -274,7 +274,8 @@ def run_jobs(jobs: Sequence[Job], workers: int, on_done: Callable[[Job, dict], N
 
 
 def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str | None = None,
-              verbose: bool = False, command: str | None = None) -> dict:
+              verbose: bool = False, command: str | None = None,
+              past_failed_gates: bool = False) -> dict:
   """Runs (or resumes) the preset in `workdir`; writes results.json and report.md.
 
   Args:
@@ -285,6 +286,8 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
     verbose: the progress bars of every run too (steps, problems); the bar over the stages is
       always drawn.
     command: the command line to record (default: the equivalent `prl-jax reproduce`).
+    past_failed_gates: with gates, run the arms even when G2 or G3 fails (the report marks the
+      claims); a failing G0 or G1 still stops the run.
 
   Returns:
     The content of results.json.
@@ -297,8 +300,9 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
   needed = ["sft", *extra_sfts, *preset.methods]
   for name in needed:
     config_file(configs_dir, name)  # every config exists before hours of work start
-  command = command or shlex.join(["prl-jax", "reproduce", "--preset", preset.name,
-                                   "--workdir", workdir, "--jobs", str(jobs)])
+  command = command or shlex.join(
+      ["prl-jax", "reproduce", "--preset", preset.name, "--workdir", workdir, "--jobs", str(jobs),
+       *(["--past-failed-gates"] if past_failed_gates else [])])
   start = time.perf_counter()
   manifest = {"preset": dataclasses.asdict(preset), "command": command, "workdir": workdir,
               "configs_dir": configs_dir, "runs": [], "erprm": None, "extra_sft": {}}
@@ -307,7 +311,8 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
     # where a process reward cannot show (WORKDIR/gates.json keeps what was measured).
     try:
       manifest["gates"] = run_lab_gates(workdir, preset.gates, configs_dir=configs_dir,
-                                        verbose=verbose, jobs=jobs)
+                                        verbose=verbose, jobs=jobs,
+                                        past_failed_gates=past_failed_gates)
     except ConfigError as err:
       raise ConfigError(f"{err}{_best_of_n_without_rl(workdir, preset, configs_dir, verbose)}")
   # One stage per training run and per evaluation of its policy (plus its KL), and the ER-PRM
