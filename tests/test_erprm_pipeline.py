@@ -276,11 +276,11 @@ def test_prm_loss_equals_numpy_soft_ce_at_step_ends(tied, params):
   records = _labelled_records()
   prompt_len, response_len = 16, 40
   batch = prm.prm_batch(TOK, records, "prm", "2.0", prompt_len, response_len)
-  num, (den, _) = prm.prm_loss_fn(cfg, PLUS, MINUS)(params, batch)
+  num, (den, _) = jax.jit(prm.prm_loss_fn(cfg, PLUS, MINUS))(params, batch)
 
-  logits = np.asarray(Transformer(cfg).apply(params, jnp.asarray(batch.seq.tokens),
-                                             token_mask=jnp.asarray(batch.seq.token_mask))[0],
-                      np.float64)
+  forward = jax.jit(lambda p, t, m: Transformer(cfg).apply(p, t, token_mask=m)[0])
+  logits = np.asarray(forward(params, jnp.asarray(batch.seq.tokens),
+                              jnp.asarray(batch.seq.token_mask)), np.float64)
   total, count = 0.0, 0
   for i, rec in enumerate(records):
     for pos, r in zip(_reference_positions(rec, prompt_len), rec["labels"]["2.0"]):
@@ -335,7 +335,7 @@ def test_prm_updates_lower_the_loss(params):
   batch = prm.prm_batch(TOK, records, "prm", "2.0", 16, 40)
   tx = adamw(1e-2, grad_clip=1.0)
   update = prm.make_prm_update(CFG, tx, PLUS, MINUS)
-  loss_fn = prm.prm_loss_fn(CFG, PLUS, MINUS)
+  loss_fn = jax.jit(prm.prm_loss_fn(CFG, PLUS, MINUS))
   num, (den, _) = loss_fn(params, batch)
   before = float(num / den)
   state = ModelState(jax.tree_util.tree_map(jnp.array, params), tx.init(params))

@@ -96,8 +96,9 @@ def _close(a, b):
     ({"algo.prime.prm_mini_batch_size": 8, "train.micro_batch_size": 4}, 2, False),
     # four mini-batches of one group, no micro split
     ({"algo.prime.prm_mini_batch_size": 4}, 4, False),
-    ({"algo.prime.prm_mini_batch_size": 8, "train.micro_batch_size": 4,
-      "algo.prime.double_forward": True}, 2, True),
+    # double forward: slow, as tests/test_prm_cadence.py checks that path in the default suite
+    pytest.param({"algo.prime.prm_mini_batch_size": 8, "train.micro_batch_size": 4,
+                  "algo.prime.double_forward": True}, 2, True, marks=pytest.mark.slow),
 ])
 def test_prm_update_matches_the_two_pass_path(context, overrides, num_mini, refresh):
   ctx, recipe, fns, state, seq, outcome, ref_logp, batch = _setup(context, overrides)

@@ -78,7 +78,7 @@ def test_qwen_style_models_biases_norms_and_tied_embeddings(changes):
   p = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(3), x.shape), p)
   out = sample(p, cfg, PROMPTS, jax.random.key(4), SamplingConfig(max_new_tokens=NEW))
   tokens, mask = out.sequences()
-  logits, _ = Transformer(cfg).apply(p, tokens, token_mask=mask)
+  logits, _ = jax.jit(Transformer(cfg).apply)(p, tokens, token_mask=mask)
   width = out.prompt_tokens.shape[1]
   expected = jnp.take_along_axis(jax.nn.log_softmax(logits[:, width - 1:-1], -1),
                                  out.tokens[..., None], -1)[..., 0]
