@@ -78,6 +78,7 @@ def test_dry_run_validates_and_prints_memory_without_writing(capsys, tmp_path):
     ("kl_coef=0.1", "Did you mean algo.loss.kl_coef?"),
     ("task.name=gsm8", "did you mean gsm8k?"),
     ("task.train_file=/absent/train.jsonl", "task.train_file=/absent/train.jsonl: no such file"),
+    ("task.min_ops=99", "needs 1 <= min_ops <= max_ops"),
 ])
 def test_bad_values_stop_in_one_line_naming_the_key(override, named, capsys, tmp_path,
                                                     monkeypatch):
@@ -100,6 +101,14 @@ def test_paper_config_without_its_data_names_train_file(capsys, tmp_path):
   assert code == 2 and "task.train_file" in err and "Traceback" not in err
   code, out, _ = _run(capsys, "memory", "--config", paper)  # planning needs no data
   assert code == 0 and "v5p" in out
+
+
+def test_a_one_operation_register_chain_is_refused_before_sft(capsys, tmp_path, monkeypatch):
+  lab = os.path.join(os.path.dirname(CONFIG), "..", "lab", "sft_clean.py")
+  monkeypatch.setattr("prl_jax.train.sft.build_context", lambda *a, **k: pytest.fail("built"))
+  code, _, err = _run(capsys, "sft", "--config", lab, "--config.task.min_ops=1",
+                      "--workdir", str(tmp_path))
+  assert code == 2 and "last two values" in err and "Traceback" not in err
 
 
 def test_missing_config_and_file_workdir_are_one_line(capsys, tmp_path):

@@ -78,6 +78,19 @@ def _check_choices(config) -> None:
     raise ConfigError(f"{key}={value!r} is not one of {', '.join(legal)}{hint}.")
 
 
+def _check_lengths(config, name: str) -> None:
+  """task.min_ops <= task.max_ops, both at least the task's shortest problem (a register chain's
+  answer is its last two values, so it needs two operations)."""
+  lo, hi = _get(config, "task.min_ops"), _get(config, "task.max_ops")
+  if lo is None or hi is None:
+    return
+  least = 2 if name == "register" else 1
+  if not least <= lo <= hi:
+    why = " (a register chain's answer is its last two values)" if name == "register" else ""
+    raise ConfigError(f"task.min_ops={lo}, task.max_ops={hi}: task {name!r} needs "
+                      f"{least} <= min_ops <= max_ops{why}.")
+
+
 def _check_task(config) -> None:
   """A synthetic task by name, or a file read by a data layout (or the loop's own schema)."""
   name, train_file = _get(config, "task.name"), _get(config, "task.train_file")
@@ -95,6 +108,7 @@ def _check_task(config) -> None:
     if name not in TASKS:
       raise ConfigError(f"task.name={name!r} is not a synthetic task ({', '.join(sorted(TASKS))}); "
                         f"with task.train_file it may be a data layout ({', '.join(LAYOUTS)}).")
+    _check_lengths(config, name)
     return
   for key in ("task.train_file", "task.eval_file"):
     path = _get(config, key)
