@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -314,6 +315,27 @@ def test_run_stage_skips_only_a_finished_stage_with_the_same_inputs(tmp_path):
   assert len(calls) == 2
   run({"x": 2}, outputs=["missing.txt"])  # an output is gone: runs again
   assert len(calls) == 3
+
+
+def test_stage_inputs_change_when_a_config_file_or_one_it_imports_changes(tmp_path, monkeypatch):
+  """Editing a config (here the budget the arm's file imports) reruns the stages that read it;
+  logging overrides do not."""
+  from prl_jax.reproduce.stages import stage_inputs
+  monkeypatch.syspath_prepend(str(tmp_path))
+  monkeypatch.setattr(sys, "dont_write_bytecode", True)
+  (tmp_path / "budget_x.py").write_text(
+      "from configs import base\ndef get_config():\n  c = base.get_config()\n"
+      "  c.optim.lr = 1e-3\n  return c\n")
+  arm = tmp_path / "arm.py"
+  arm.write_text("import budget_x\ndef get_config():\n  return budget_x.get_config()\n")
+  before = stage_inputs(["seed=1"], str(arm))
+  assert before == stage_inputs(["seed=1", "log.progress=true"], str(arm))
+  assert before["overrides"] == ["seed=1"] and before != stage_inputs(["seed=2"], str(arm))
+  (tmp_path / "budget_x.py").write_text((tmp_path / "budget_x.py").read_text()
+                                        .replace("1e-3", "0.003"))
+  monkeypatch.delitem(sys.modules, "budget_x")  # a reproduction reads it in a fresh process
+  assert stage_inputs(["seed=1"], str(arm))["config"] != before["config"]
+  assert "config" not in stage_inputs(["seed=1"])  # no file: the overrides alone
 
 
 def test_a_stage_that_fails_leaves_no_marker(tmp_path):

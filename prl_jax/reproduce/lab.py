@@ -119,7 +119,7 @@ def _sft_train(workdir: str, name: str, config: str, overrides: list[str], confi
   """The SFT stage WORKDIR/<name> with <configs>/<config>.py (skipped when finished)."""
   path = config_file(configs, config)
   run_dir = paths.join(workdir, name)
-  run_stage(workdir, f"{name}/train", stage_inputs(overrides),
+  run_stage(workdir, f"{name}/train", stage_inputs(overrides, path),
             cli_command("sft", path, run_dir, overrides),
             lambda: sft(load(path, overrides), run_dir),
             outputs=[f"{name}/final_hf/config.json"])
@@ -132,7 +132,7 @@ def _rl_train(workdir: str, method: str, sft_hf: str, options: LabGates, configs
   overrides = gate_rl_overrides(options, sft_hf, verbose)
   rel = paths.join("rl", method, "seed0")
   run_dir = paths.join(workdir, rel)
-  run_stage(workdir, f"{rel}/train", stage_inputs(overrides),
+  run_stage(workdir, f"{rel}/train", stage_inputs(overrides, path),
             cli_command("train", path, run_dir, overrides),
             lambda: train(load(path, overrides), run_dir), outputs=[f"{rel}/metrics.jsonl"])
 

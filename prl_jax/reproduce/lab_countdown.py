@@ -77,8 +77,8 @@ def explore_stage(workdir: str, rel: str, path: str, overrides: list[str], model
   fn = lambda: run_exploration(load(path, overrides), os.path.join(workdir, rel), model_dir=model,
                                reference_dir=reference, out_path=os.path.join(workdir, out),
                                **sizes)
-  run_stage(workdir, f"{rel}/explore", stage_inputs(overrides, model=model, reference=reference,
-                                                     **sizes), command, fn, outputs=[out])
+  inputs = stage_inputs(overrides, path, model=model, reference=reference, **sizes)
+  run_stage(workdir, f"{rel}/explore", inputs, command, fn, outputs=[out])
   return out
 
 
@@ -89,8 +89,8 @@ def sft_stage(workdir: str, options: CountdownLab, verbose: bool) -> str:
   overrides = [*options.overrides, *logging_overrides(verbose)]
   run_dir = os.path.join(workdir, "sft")
   hf = os.path.join(run_dir, "final_hf")
-  run_stage(workdir, "sft/train", stage_inputs(overrides), cli_command("sft", path, run_dir,
-                                                                         overrides),
+  run_stage(workdir, "sft/train", stage_inputs(overrides, path),
+            cli_command("sft", path, run_dir, overrides),
             lambda: sft(load(path, overrides), run_dir),
             outputs=["sft/final_hf/config.json", "sft/final_hf/model.safetensors"])
   explore_stage(workdir, "sft", path, overrides, hf, hf, options)
@@ -110,7 +110,7 @@ def rl_run(workdir: str, arm: str, seed: int, sft_hf: str, options: CountdownLab
   overrides = rl_overrides(options, sft_hf, seed, verbose)
   rel = os.path.join("rl", arm, f"seed{seed}")
   run_dir = os.path.join(workdir, rel)
-  run_stage(workdir, f"{rel}/train", stage_inputs(overrides),
+  run_stage(workdir, f"{rel}/train", stage_inputs(overrides, path),
             cli_command("train", path, run_dir, overrides),
             lambda: train(load(path, overrides), run_dir),
             outputs=[f"{rel}/final_hf/config.json", f"{rel}/metrics.jsonl"])

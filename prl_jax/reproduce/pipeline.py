@@ -137,7 +137,8 @@ def evaluate_stage(workdir: str, stage: str, config_path: str, base_overrides: S
                         ["--model", model_dir, "--split", split])
   fn = lambda: run_eval(load(config_path, overrides), run_dir, model_dir=model_dir, split=split,
                         out_dir=out_dir)
-  record = run_stage(workdir, stage, stage_inputs(overrides, model=model_dir), command, fn,
+  inputs = stage_inputs(overrides, config_path, model=model_dir)
+  record = run_stage(workdir, stage, inputs, command, fn,
                      outputs=[os.path.relpath(os.path.join(out_dir, RESULTS_JSON), workdir)])
   return {**record, "results": os.path.relpath(os.path.join(out_dir, RESULTS_JSON), workdir)}
 
@@ -159,7 +160,7 @@ def sft_stage(workdir: str, preset: Preset, configs_dir: str, verbose: bool,
     path = f"{path}:rl_steps={preset.rl_steps}"
   sft_dir = os.path.join(workdir, name)
   hf_dir = os.path.join(sft_dir, "final_hf")
-  train = run_stage(workdir, f"{name}/train", stage_inputs(overrides),
+  train = run_stage(workdir, f"{name}/train", stage_inputs(overrides, path),
                     cli_command("sft", path, sft_dir, overrides),
                     lambda: sft(load(path, overrides), sft_dir),
                     outputs=[f"{name}/final_hf/config.json", f"{name}/final_hf/model.safetensors"])
@@ -183,9 +184,8 @@ def kl_stage(job: Job, rel: str, path: str, overrides: Sequence[str]) -> dict:
   fn = lambda: run_policy_kl(load(path, overrides), run_dir, model_dir=model,
                              reference_dir=job.sft_hf, num_problems=p.kl_problems,
                              out_path=os.path.join(job.workdir, out))
-  record = run_stage(job.workdir, f"{rel}/kl", stage_inputs(overrides, reference=job.sft_hf,
-                                                             problems=p.kl_problems),
-                     command, fn, outputs=[out])
+  inputs = stage_inputs(overrides, path, reference=job.sft_hf, problems=p.kl_problems)
+  record = run_stage(job.workdir, f"{rel}/kl", inputs, command, fn, outputs=[out])
   return {**record, "results": out}
 
 
@@ -195,7 +195,7 @@ def rl_job(job: Job) -> dict:
   overrides = rl_overrides(job.preset, job.sft_hf, job.seed, job.verbose)
   rel = os.path.join("rl", job.method, f"seed{job.seed}")
   run_dir = os.path.join(job.workdir, rel)
-  record = run_stage(job.workdir, f"{rel}/train", stage_inputs(overrides),
+  record = run_stage(job.workdir, f"{rel}/train", stage_inputs(overrides, path),
                      cli_command("train", path, run_dir, overrides),
                      lambda: train(load(path, overrides), run_dir),
                      outputs=[f"{rel}/final_hf/config.json", f"{rel}/metrics.jsonl"])
@@ -217,7 +217,7 @@ def erprm_job(job: Job) -> dict:
   options = job.preset.erprm
   config = load(path, overrides)
   record = run_stage(job.workdir, "erprm",
-                     stage_inputs(overrides, options=dataclasses.asdict(options)),
+                     stage_inputs(overrides, path, options=dataclasses.asdict(options)),
                      cli_command("erprm", path, job.workdir, overrides, erprm_flags(options)),
                      lambda: run_erprm(config, job.workdir, options),
                      outputs=[os.path.join("erprm", "best_of_n.json")])

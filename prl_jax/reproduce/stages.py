@@ -9,6 +9,7 @@ exist, so a killed reproduction restarts where it stopped. Shared by the presets
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import multiprocessing
 import os
@@ -80,9 +81,21 @@ def load(path: str, overrides: Sequence[str]):
   return apply_overrides(load_config_file(path), list(overrides))
 
 
-def stage_inputs(overrides: Sequence[str], **more) -> dict:
-  """What decides a stage's outputs: its overrides (logging ones aside) and `more`."""
-  return {"overrides": [o for o in overrides if not o.startswith("log.")], **more}
+def config_digest(path: str, overrides: Sequence[str]) -> str:
+  """The first 16 hex digits of the sha256 of the resolved config, its log.* keys aside."""
+  resolved = {k: v for k, v in load(path, overrides).to_dict().items() if k != "log"}
+  text = json.dumps(resolved, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stage_inputs(overrides: Sequence[str], config_path: str | None = None, **more) -> dict:
+  """What decides a stage's outputs: its overrides (logging ones aside), `more`, and with
+  `config_path` the resolved config's digest, so that editing a config file (or one it imports,
+  such as a budget) reruns the stages that read it instead of skipping them."""
+  inputs = {"overrides": [o for o in overrides if not o.startswith("log.")], **more}
+  if config_path is not None:
+    inputs["config"] = config_digest(config_path, overrides)
+  return inputs
 
 
 def logging_overrides(verbose: bool) -> list[str]:
