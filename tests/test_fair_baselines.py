@@ -65,12 +65,12 @@ def test_value_clip_is_verls_clipped_critic_loss():
   rng = np.random.default_rng(1)
   responses = [rng.integers(3, 32, k).tolist() for k in (3, 5, 1, 4)]
   seq = make_sequences([[1, 2]] * 4, responses, 2, 5)
-  values = np.asarray(objectives.value_forward(cfg, params, seq))
+  values = np.asarray(jax.jit(lambda p, s: objectives.value_forward(cfg, p, s))(params, seq))
   returns = rng.normal(size=values.shape).astype(np.float32)
   old = (values + rng.normal(scale=1.0, size=values.shape)).astype(np.float32)
   mask = seq.response_mask
   for clip in (0.0, 0.5):
-    num, (den, _) = objectives.value_loss_fn(cfg, clip)(params, (seq, returns, old))
+    num, (den, _) = jax.jit(objectives.value_loss_fn(cfg, clip))(params, (seq, returns, old))
     total = 0.0
     for b, t in zip(*np.nonzero(mask)):
       v, r, o = float(values[b, t]), float(returns[b, t]), float(old[b, t])
