@@ -121,8 +121,10 @@ class Preset:
 # 7.6-7.8 s, rePIRL 15-20 s (load average 9.5 by then). Not measured: GRPO, GRPO+KL, PRL, FRPO and
 # sft_demos_rloo, taken as RLOO's ~5.5-6 s. One step of the nine arms ~63 s, x 3 seeds ~190 s of
 # one core; with --jobs 2, ~95 s of wall time per step. The lab SFTs ran at 1-2 s per step on the
-# same loaded machine: the clean SFT (3000 steps, batch 64) ~50 min, the buggy SFT that continues
-# it (800 steps) 7-14 min measured later on a lighter load, in turn.
+# same loaded machine: the clean SFT (then 3000 steps, batch 64) ~50 min, the buggy SFT that
+# continues it (800 steps) 7-14 min measured later on a lighter load, in turn. On an otherwise
+# idle 2-core Xeon with one probe SFT beside them: the clean SFT (now 1500 steps) 818 s, the
+# buggy SFT 414 s; the gates' RL runs two at a time at ~4.3 s per RLOO step.
 # Budget: ~60 min SFTs + ~10 min gate RL (RLOO, oracle, PRIME seed 0, 2 at a time) + 60 steps x
 # 95 s = 95 min of arms less the ~10 min the gate runs already did + ~2 min sft_demos (60 steps
 # of 16) + ~20 min of compilation, evaluations (256 + 256 problems x 17 decodes per run) and KL
