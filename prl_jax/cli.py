@@ -351,22 +351,10 @@ def cmd_memory(argv):
   print(memory.format_table(reports))
 
 
-def _seed_list(text: str) -> tuple[int, ...]:
-  """"0,2" -> (0, 2), or a ConfigError saying what --seeds takes."""
-  from prl_jax.config import ConfigError
-  try:
-    seeds = tuple(int(part) for part in text.split(","))
-  except ValueError:
-    raise ConfigError(f"--seeds takes comma-separated integers such as 0,1,2; got {text!r}.")
-  if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-    raise ConfigError(f"--seeds must be distinct non-negative integers; got {text!r}.")
-  return seeds
-
-
 def cmd_reproduce(argv):
   from prl_jax.reproduce import report
   from prl_jax.reproduce.pipeline import reproduce
-  from prl_jax.reproduce.presets import PRESETS, get_preset
+  from prl_jax.reproduce.presets import PRESETS, get_preset, parse_seeds
   parser = _parser(
       "reproduce", config=False,
       description="SFT once, every RL method and seed on the configs/mini budget, evaluations, "
@@ -391,6 +379,9 @@ def cmd_reproduce(argv):
   parser.add_argument("--seeds", default=None,
                       help="comma-separated seeds to run now (default: the preset's); a later "
                            "call with more seeds adds them to the same workdir and report")
+  parser.add_argument("--no-erprm", action="store_true",
+                      help="leave out the ER-PRM best-of-N experiment this time (the same "
+                           "command without this flag runs it later)")
   parser.add_argument("--past-failed-gates", action="store_true",
                       help="lab: record a failed G2 or G3 and run the arms anyway (the report "
                            "marks every claim); a failed G0 or G1 still stops the run")
@@ -410,7 +401,9 @@ def cmd_reproduce(argv):
     return
   preset = get_preset(args.preset)
   if args.seeds is not None:
-    preset = dataclasses.replace(preset, seeds=_seed_list(args.seeds))
+    preset = dataclasses.replace(preset, seeds=parse_seeds(args.seeds))
+  if args.no_erprm:
+    preset = dataclasses.replace(preset, erprm=None)
   results = reproduce(preset, args.workdir, jobs=args.jobs, configs_dir=args.configs,
                       verbose=args.verbose, command=shlex.join(["prl-jax", "reproduce", *argv]),
                       past_failed_gates=args.past_failed_gates)

@@ -126,7 +126,7 @@ def test_reproduce_seeds_flag_runs_the_named_seeds_and_rejects_bad_lists(capsys,
   called = {}
 
   def fake(preset, workdir, **kw):
-    called.update(seeds=preset.seeds, **kw)
+    called.update(seeds=preset.seeds, erprm=preset.erprm, **kw)
     raise SystemExit(0)
   monkeypatch.setattr(pipeline, "reproduce", fake)
   work = str(tmp_path / "w")
@@ -134,6 +134,9 @@ def test_reproduce_seeds_flag_runs_the_named_seeds_and_rejects_bad_lists(capsys,
               "--past-failed-gates")[0] == 0
   assert called["seeds"] == (0, 2) and called["past_failed_gates"]
   assert called["command"].endswith("--seeds 0,2 --past-failed-gates")
+  assert called["erprm"] is not None
+  _run(capsys, "reproduce", "--preset", "lab", "--workdir", work, "--no-erprm")
+  assert called["erprm"] is None and called["seeds"] == (0, 1, 2)
   for bad in ("a", "1,1", "-1"):
     code, _, err = _run(capsys, "reproduce", "--preset", "lab", "--workdir", work, "--seeds", bad)
     assert code == 2 and "--seeds" in err and "Traceback" not in err

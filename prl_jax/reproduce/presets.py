@@ -165,3 +165,14 @@ def get_preset(name: str) -> Preset:
   if name not in PRESETS:
     raise ConfigError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
   return PRESETS[name]
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+  """`--seeds 0,2` -> (0, 2), or a ConfigError saying what --seeds takes."""
+  try:
+    seeds = tuple(int(part) for part in text.split(","))
+  except ValueError:
+    raise ConfigError(f"--seeds takes comma-separated integers such as 0,1,2; got {text!r}.")
+  if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+    raise ConfigError(f"--seeds must be distinct non-negative integers; got {text!r}.")
+  return seeds
