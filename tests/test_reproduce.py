@@ -10,7 +10,9 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -336,6 +338,47 @@ def test_stage_inputs_change_when_a_config_file_or_one_it_imports_changes(tmp_pa
   monkeypatch.delitem(sys.modules, "budget_x")  # a reproduction reads it in a fresh process
   assert stage_inputs(["seed=1"], str(arm))["config"] != before["config"]
   assert "config" not in stage_inputs(["seed=1"])  # no file: the overrides alone
+
+
+_ORPHAN_PARENT = """
+import os, sys, time
+from prl_jax.reproduce.stages import worker_pool
+from tests.test_reproduce import _write_pid_and_sleep
+pool = worker_pool(1)
+pool.submit(_write_pid_and_sleep, sys.argv[1])
+while not os.path.exists(sys.argv[1]):
+  time.sleep(0.1)
+os._exit(0)  # killed: no shutdown of the pool
+"""
+
+
+def _write_pid_and_sleep(path):
+  with open(path + ".tmp", "w") as fh:
+    fh.write(str(os.getpid()))
+  os.replace(path + ".tmp", path)
+  time.sleep(600)
+
+
+def test_workers_end_when_the_reproduction_is_killed(tmp_path):
+  """A killed `prl-jax reproduce` must not leave workers training on into its workdir."""
+  pid_file = str(tmp_path / "worker.pid")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  subprocess.run([sys.executable, "-c", _ORPHAN_PARENT, pid_file], cwd=root, check=True,
+                 timeout=120)
+  worker = int(open(pid_file).read())
+  deadline = time.time() + 30
+  while time.time() < deadline and _alive(worker):
+    time.sleep(0.2)
+  assert not _alive(worker), "the orphaned worker kept running"
+
+
+def _alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  with open(f"/proc/{pid}/stat") as fh:  # a zombie (exited, not yet reaped) is not running
+    return fh.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_a_stage_that_fails_leaves_no_marker(tmp_path):

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import multiprocessing
 import os
 import shlex
 import time
@@ -49,7 +48,7 @@ from prl_jax.reproduce.presets import SPLITS, Preset
 from prl_jax.reproduce.report import write_report
 from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file, load,
                                       logging_overrides, read_marker, run_stage, stage_inputs,
-                                      stage_marker)
+                                      stage_marker, worker_pool)
 from prl_jax.run import paths
 from prl_jax.train.loop import train
 from prl_jax.train.sft import sft
@@ -255,10 +254,9 @@ def run_jobs(jobs: Sequence[Job], workers: int, on_done: Callable[[Job, dict], N
       except Exception as err:  # noqa: BLE001 - reported together after the other jobs ran
         failures.append((job, err))
     return failures
-  # "spawn": JAX is not fork-safe once initialised, and a fresh interpreter per worker is cheap
-  # next to a training run.
-  context = multiprocessing.get_context("spawn")
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+  # Fresh interpreters (JAX is not fork-safe once initialised; cheap next to a training run)
+  # that end with this process.
+  with worker_pool(workers) as pool:
     futures = {pool.submit(run_job, job): job for job in jobs}
     for future in concurrent.futures.as_completed(futures):
       job = futures[future]

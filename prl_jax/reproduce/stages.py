@@ -14,6 +14,8 @@ import json
 import multiprocessing
 import os
 import shlex
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -112,15 +114,41 @@ def cli_command(command: str, config: str, workdir: str, overrides: Sequence[str
   return shlex.join(args)
 
 
+PARENT_POLL_S = 1.0  # how often a worker checks that the reproduction that started it lives
+KILL_AFTER_S = 120.0  # after SIGTERM, the time a worker's run has to save its step and stop
+
+
+def _end_with_parent(parent: int) -> None:
+  """A worker's initializer: a daemon thread that ends the worker once `parent` is gone.
+
+  A killed `prl-jax reproduce` would otherwise leave its workers training on into the workdir,
+  beside the runs of the command that resumes it. SIGTERM first, so a training run saves the
+  step under way and stops (`prl_jax.run.interrupt`), then a hard exit.
+  """
+  def watch() -> None:
+    while os.getppid() == parent:
+      time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(KILL_AFTER_S)
+    os._exit(1)
+  threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
+def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+  """`workers` fresh processes ("spawn": JAX is not fork-safe once initialised) that end when
+  this process does."""
+  return concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=multiprocessing.get_context("spawn"), initializer=_end_with_parent,
+      initargs=(os.getpid(),))
+
+
 def in_parallel(fn: Callable, calls: Sequence[tuple], workers: int) -> None:
   """fn(*args) for each args of `calls` in `workers` fresh processes; the first error is raised
   after every call ended (finished stages keep their markers, so a re-run skips them).
 
-  `fn` must be a module-level function (pickled by name). "spawn": JAX is not fork-safe once
-  initialised.
+  `fn` must be a module-level function (pickled by name).
   """
-  context = multiprocessing.get_context("spawn")
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+  with worker_pool(workers) as pool:
     futures = [pool.submit(fn, *args) for args in calls]
   errors = [f.exception() for f in futures if f.exception() is not None]
   if errors:
