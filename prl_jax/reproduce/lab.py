@@ -178,8 +178,11 @@ def run_lab_gates(workdir: str, options: LabGates = LabGates(), *, configs_dir: 
       return
     message = (f"lab gate {gate['name']} failed: {value}, needs {gate['threshold']}; "
                f"turn {gate['knob']} (details in {GATES_FILE}).")
-    if not past_failed_gates or gate["name"] in SFT_GATES:
+    if gate["name"] in SFT_GATES:
       raise ConfigError(message)
+    if not past_failed_gates:
+      raise ConfigError(f"{message} To measure the arms on this task anyway, run the same "
+                        "command with --past-failed-gates.")
     say(f"[lab] {message} Going on (--past-failed-gates): the report marks every claim as "
         "measured beside a failed gate.")
 
