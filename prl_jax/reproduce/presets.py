@@ -130,6 +130,8 @@ class Preset:
 # of 16) + ~20 min of compilation, evaluations (256 + 256 problems x 17 decodes per run) and KL
 # stages: ~3 h. Hence 60 RL steps, G2's step, so the three gate runs are already the
 # seed-0 runs of their arms. On a machine not shared with other runs it should be well under.
+# Measured so (docs/lab.md, "The arms past G2"; the clean SFT then 1500 steps): gates 30 min,
+# arms of 3 seeds 40 min with --jobs 2 on an otherwise idle 2-core Xeon (ER-PRM left out).
 # The lab's ER-PRM best-of-N (docs/lab.md): labels from 512 training questions x 4 solutions
 # (16 completions per line prefix), 2 seeds of each PRM, 1,500 held-out problems x 64 candidates.
 # It needs the SFT policy only (gates G0 and G1), so it also runs when a later gate stops the arms.
