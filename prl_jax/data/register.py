@@ -43,6 +43,8 @@ from prl_jax.data import templates
 from prl_jax.data.unseen import unseen_budget
 
 TASK = "register"
+MIN_OPS = 2
+MIN_OPS_WHY = "a register chain's answer is its last two values"
 TRAIN_OPS = (8, 8)
 HELDOUT_OPS = (12, 12)
 OPS = "+-"
@@ -251,8 +253,8 @@ def generate(num: int, num_ops: int | tuple[int, int] = TRAIN_OPS, seed: int = 0
   outcome pays often.
   """
   lo, hi = (num_ops, num_ops) if isinstance(num_ops, int) else tuple(num_ops)
-  if not 2 <= lo <= hi:
-    raise ValueError(f"register chains need num_ops >= 2 (the answer is the last two values), "
+  if not MIN_OPS <= lo <= hi:
+    raise ValueError(f"register chains need num_ops >= {MIN_OPS} ({MIN_OPS_WHY}), "
                      f"got {num_ops!r}")
   bugs = _options(bug_seed, num_bugs, min_bugs, max_bugs, bug_keys)
   easy, hard = split_bugs(bugs) if hard_bugs else (bugs, bugs)

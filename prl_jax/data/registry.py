@@ -23,6 +23,7 @@ class Task:
   check(response, example) -> 1.0 if the response solves the example, else 0.0
   step_labels(response, example) -> per-step correctness, for tasks with a step checker (the
     oracle method and step-level diagnostics); None otherwise
+  min_ops, min_ops_why: the fewest operations (task.min_ops) a problem can have, and why
   """
 
   name: str
@@ -31,11 +32,14 @@ class Task:
   solve: Callable[[str], str]
   check: Callable[[str, Mapping[str, Any]], float]
   step_labels: Callable[[str, Mapping[str, Any]], list[bool]] | None = None
+  min_ops: int = 1
+  min_ops_why: str = ""
 
 
 TASKS: dict[str, Task] = {
   m.TASK: Task(m.TASK, m.generate, m.generate_heldout, m.solve, m.check,
-               getattr(m, "step_labels", None))
+               getattr(m, "step_labels", None), getattr(m, "MIN_OPS", 1),
+               getattr(m, "MIN_OPS_WHY", ""))
   for m in (arithmetic, countdown, register)
 }
 

@@ -79,16 +79,14 @@ def _check_choices(config) -> None:
 
 
 def _check_lengths(config, name: str) -> None:
-  """task.min_ops <= task.max_ops, both at least the task's shortest problem (a register chain's
-  answer is its last two values, so it needs two operations)."""
+  """task.min_ops <= task.max_ops, both at least the task's shortest problem (`Task.min_ops`: a
+  register chain's answer is its last two values, so it needs two operations)."""
   lo, hi = _get(config, "task.min_ops"), _get(config, "task.max_ops")
-  if lo is None or hi is None:
-    return
-  least = 2 if name == "register" else 1
-  if not least <= lo <= hi:
-    why = " (a register chain's answer is its last two values)" if name == "register" else ""
+  task = TASKS[name]
+  if lo is not None and hi is not None and not task.min_ops <= lo <= hi:
+    why = f" ({task.min_ops_why})" if task.min_ops_why else ""
     raise ConfigError(f"task.min_ops={lo}, task.max_ops={hi}: task {name!r} needs "
-                      f"{least} <= min_ops <= max_ops{why}.")
+                      f"{task.min_ops} <= min_ops <= max_ops{why}.")
 
 
 def _check_task(config) -> None:
