@@ -75,6 +75,26 @@ def test_lab_gates_pipeline_stops_at_the_first_failing_gate(tmp_path):
   assert os.path.exists(tmp_path / "capacity_sft" / "final_hf" / "config.json")
 
 
+def test_capacity_is_judged_on_chains_of_the_arms_length(monkeypatch):
+  """The clean SFT may train on 2-8 operations; G0 evaluates 8-operation chains only, and the
+  SFT's own config is left as it was."""
+  from prl_jax.data import register
+  from prl_jax.reproduce import lab
+
+  config = lab.load(lab.config_file(lab.lab_configs_dir(), "sft_clean"), ["task.min_ops=2"])
+  seen = {}
+
+  def fake_evaluate(cfg, run_dir, hf_dir, n):
+    seen["ops"] = (cfg.task.min_ops, cfg.task.max_ops)
+    chains = register.generate(4, cfg.task.max_ops, seed=0)
+    return {}, [{"greedy_response": ex["solution"]} for ex in chains], chains
+
+  monkeypatch.setattr(lab, "_evaluate", fake_evaluate)
+  gate = lab._capacity(config, "unused", "unused")
+  assert seen["ops"] == (8, 8) and config.task.min_ops == 2
+  assert gate["passed"] and gate["value"] == 1.0
+
+
 def test_past_failed_gates_goes_on_after_g2_and_g3_but_never_after_g1(tmp_path, monkeypatch):
   """`--past-failed-gates`: a failing G2 and G3 are recorded and the gates return (the arms run);
   without it G2 stops the run; a failing G1 stops it either way."""

@@ -19,6 +19,7 @@ skipped on a re-run (`pipeline.run_stage`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -99,8 +100,16 @@ def _sft_gate(workdir: str, name: str, config: str, overrides: list[str], config
   return gate
 
 
+def full_length(config):
+  """A copy of `config` whose chains all have task.max_ops operations: the clean SFT also trains
+  on shorter chains (configs/lab/sft_clean.py), but G0 asks about the chains the arms train on."""
+  config = copy.deepcopy(config)
+  config.task.min_ops = config.task.max_ops
+  return config
+
+
 def _capacity(config, run_dir: str, hf_dir: str) -> dict:
-  _, records, examples = _evaluate(config, run_dir, hf_dir, n=1)
+  _, records, examples = _evaluate(full_length(config), run_dir, hf_dir, n=1)
   return gates.capacity_gate(register.step_accuracy([r["greedy_response"] for r in records],
                                                     examples))
 
