@@ -100,7 +100,7 @@ def main(argv=None):
   parser.add_argument("--no-docs", action="store_true")
   args = parser.parse_args(argv)
   peer = bool(args.peer_python and args.peer_script and os.path.exists(args.peer_python))
-  load_before = os.getloadavg()[1]  # 5-minute load average: other jobs on the machine
+  idle_before, load_before = os.getloadavg()[:2]  # 1- and 5-minute loads: other jobs running
   info = machine()
   print(f"machine: {info['cpu']}; {info['cpus']} CPUs; jax {info['jax']}; peer: "
         f"{'yes' if peer else 'not given'}", flush=True)
@@ -131,15 +131,25 @@ def main(argv=None):
         "device, the mini shapes of the sections above. Tunix's GRPO step (reference "
         "log-probs, KL loss 0.04, one AdamW update) is the comparison for both our GRPO and "
         "our PRIME step; our two old-log-prob sources run alternating. Ratios above 1 mean "
-        "prl_jax is faster. The machine was shared with other jobs while this ran (5-minute "
-        f"load average on its {os.cpu_count()} CPUs: {load}), so single figures carry 10-30% "
-        "noise; the ratios, from runs minutes apart, are the figures to read.")
+        f"prl_jax is faster. {machine_load(idle_before, load)}")
     command = ("python benchmarks/side_by_side.py --peer-python <env with google-tunix 0.1.7>"
                "/bin/python --peer-script <Tunix anchor script>"
                f" --runs {args.runs} --rounds {args.rounds}"
                + ("" if args.sections == ["sampler", "train", "grpo"]
                   else " --sections " + " ".join(args.sections)))
     write_section("Side by side with Tunix", [paragraph, table(rows)], info, command)
+
+
+def machine_load(before: float, load: str) -> str:
+  """How busy the machine was: the benchmark itself keeps about 2 CPUs busy, so only the
+  1-minute load before it started (`before`) tells an idle machine (< 1) from a shared one."""
+  where = (f"1-minute load average {before:.1f} before it started; 5-minute load average on its "
+           f"{os.cpu_count()} CPUs: {load}; the benchmark itself adds about 2")
+  if before < 1.0:
+    return (f"The machine ran nothing else ({where}); single figures still vary by about 10% "
+            "from run to run.")
+  return (f"The machine was shared with other jobs while this ran ({where}), so single figures "
+          "carry 10-30% noise; the ratios, from runs minutes apart, are the figures to read.")
 
 
 if __name__ == "__main__":
