@@ -90,7 +90,7 @@ def bench_train_step(warmup: int, repeats: int) -> dict:
           "tokens_per_s": TRAIN_BATCH * TRAIN_LEN / median}
 
 
-def _rl_config(method: str, workdir: str, old_logp: str = "forward"):
+def _rl_config(method: str, workdir: str, old_logp: str = "forward", extra: tuple = ()):
   config = load_config_file(os.path.join(ROOT, "configs", "base.py"))
   apply_overrides(config, [
       f"method={method}", "model.preset=mini", "rollout.prompts_per_step=16", "rollout.n=4",
@@ -99,14 +99,16 @@ def _rl_config(method: str, workdir: str, old_logp: str = "forward"):
       "mesh.num_devices=1", "task.max_ops=2", f"train.old_logp_source={old_logp}"])
   if method == "grpo":
     apply_overrides(config, ["algo.loss.kl_coef=0.04"])
+  apply_overrides(config, list(extra))
   return config
 
 
-def rl_step_runner(method: str, old_logp: str = "forward"):
+def rl_step_runner(method: str, old_logp: str = "forward", extra: tuple = ()):
   """(run, holder): run() does one `rl_step`; holder["metrics"] collects each step's metrics.
-  `old_logp` is train.old_logp_source ("sampler": no old-policy forward)."""
+  `old_logp` is train.old_logp_source ("sampler": no old-policy forward); `extra` more config
+  overrides."""
   workdir = tempfile.mkdtemp(prefix=f"bench-{method}-")
-  config = _rl_config(method, workdir, old_logp)
+  config = _rl_config(method, workdir, old_logp, extra)
   ctx = build_context(config, workdir)
   extra = "".join(chr(0x100 + i) for i in range(512 - ctx.tokenizer.vocab_size))
   ctx.tokenizer = CharTokenizer(CharTokenizer.DEFAULT_ALPHABET + extra)

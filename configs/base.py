@@ -219,6 +219,13 @@ def get_config():
   c.train.micro_batch_size = 0  # responses per forward/backward; 0 = the mini-batch
   c.train.logprob_micro_batch_size = 0  # responses per log-prob forward; 0 = micro_batch_size
   c.train.logprob_chunk = 0  # sequence chunk of the log-prob projection; 0 = whole sequence
+  # The rollout.n responses of a prompt share one forward of the prompt in the old/reference
+  # log-prob passes and the policy update (same log-probs and gradients; mini- and micro-batches
+  # then take whole groups). Applies when those batch sizes are multiples of rollout.n, on the
+  # plain attention path (not model attention_impl="fused" or attention_chunk > 0). A run
+  # recorded before this key resumes with it on: the same log-probs and gradients, but with
+  # several mini-batches or epochs its shuffle then moves whole groups instead of single rows.
+  c.train.share_prompts = True
   # Old-policy log-probs: "forward" (a teacher-forced pass) or "sampler" (the rollout's own, no
   # second forward; only at temperature 1, untruncated, float32, where the two agree to ~1e-6).
   # They differ for groups the accuracy filter buffered at an earlier step: "sampler" gives the

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from prl_jax.models.config import ModelConfig
-from prl_jax.models.transformer import Transformer
+from prl_jax.models.transformer import KVCache, Transformer, init_cache
 
 
 def logprob_and_entropy(logits, targets):
@@ -27,8 +27,40 @@ def logprob_and_entropy(logits, targets):
   return logp, entropy
 
 
+def shares_prompts(config: ModelConfig, group: int) -> bool:
+  """Whether `response_logprobs(..., group)` runs each prompt once: with group > 1, and only on
+  the plain attention path (the shared form attends through a KV cache, which neither the fused
+  kernel nor query chunking serves, so a config that chose those keeps its memory profile)."""
+  return group > 1 and config.attention_impl != "fused" and config.attention_chunk == 0
+
+
+def _shared_prompt_hidden(model: Transformer, params, tokens, token_mask, prompt_len: int,
+                          group: int):
+  """Final hidden states at the positions that predict the response, computing each prompt once
+  for its `group` consecutive rows.
+
+  The prompt of rows g*group .. (g+1)*group-1 runs once into a KV cache; the cache is repeated
+  to the group's rows and the responses run against it, so every response token attends to the
+  same keys and values as in the full forward (positions count the real tokens before them,
+  the cached ones included). The gradient of the repeat sums the group's contributions to its
+  prompt. Returns [B, N, d]: the prompt's last position, then responses 0 .. N-2.
+  """
+  rows, total = tokens.shape
+  cache = init_cache(model.config, rows // group, total)
+  prompt_hidden, cache = model.apply(params, tokens[::group, :prompt_len],
+                                     token_mask=token_mask[::group, :prompt_len], cache=cache,
+                                     return_hidden=True)
+  repeat = lambda a, axis: jnp.repeat(a, group, axis=axis)
+  cache = KVCache(k=repeat(cache.k, 1), v=repeat(cache.v, 1), valid=repeat(cache.valid, 0),
+                  index=cache.index)
+  response_hidden, _ = model.apply(params, tokens[:, prompt_len:],
+                                   token_mask=token_mask[:, prompt_len:], cache=cache,
+                                   return_hidden=True)
+  return jnp.concatenate([repeat(prompt_hidden[:, -1:], 0), response_hidden[:, :-1]], axis=1)
+
+
 def response_logprobs(config: ModelConfig, params, tokens, token_mask, prompt_len: int,
-                      chunk: int = 0, with_entropy: bool = False):
+                      chunk: int = 0, with_entropy: bool = False, group: int = 1):
   """Log-probs [B, N] (and entropies) of tokens[:, prompt_len:] given everything before them.
 
   Args:
@@ -36,11 +68,19 @@ def response_logprobs(config: ModelConfig, params, tokens, token_mask, prompt_le
     token_mask: [B, P+N] bool, False on padding.
     prompt_len: P (static).
     chunk: project at most `chunk` positions at a time (0: all N at once).
+    group: rows come in consecutive groups of `group` with one prompt (a rollout group): each
+      prompt then runs once (`shares_prompts`), the same log-probs with (group-1)/group of the
+      prompt positions' compute saved. 1: every row runs its own prompt.
   """
   chex.assert_rank([tokens, token_mask], 2)
   model = Transformer(config)
-  hidden, _ = model.apply(params, tokens, token_mask=token_mask, return_hidden=True)
-  hidden = hidden[:, prompt_len - 1:-1]  # positions that predict the response tokens
+  if shares_prompts(config, group):
+    if tokens.shape[0] % group:
+      raise ValueError(f"{tokens.shape[0]} rows do not form groups of {group} with one prompt.")
+    hidden = _shared_prompt_hidden(model, params, tokens, token_mask, prompt_len, group)
+  else:
+    hidden, _ = model.apply(params, tokens, token_mask=token_mask, return_hidden=True)
+    hidden = hidden[:, prompt_len - 1:-1]  # positions that predict the response tokens
   targets = tokens[:, prompt_len:]
   n = targets.shape[1]
   chunk = n if chunk <= 0 or chunk >= n else chunk

@@ -52,11 +52,12 @@ def merge_rows(tree, block: int = 1):
   return jax.tree_util.tree_map(merge, tree)
 
 
-def chunked_rows(fn: Callable[[Any], Any], batch, num_chunks: int):
-  """fn(batch) computed `num_chunks` row chunks at a time (memory of one chunk), same result."""
+def chunked_rows(fn: Callable[[Any], Any], batch, num_chunks: int, block: int = 1):
+  """fn(batch) computed `num_chunks` row chunks (of whole `block`-row groups) at a time (memory
+  of one chunk), same result."""
   if num_chunks == 1:
     return fn(batch)
-  return merge_rows(jax.lax.map(fn, split_rows(batch, num_chunks)))
+  return merge_rows(jax.lax.map(fn, split_rows(batch, num_chunks, block)), block)
 
 
 def without_rows(loss_fn: LossFn) -> RowsLossFn:
@@ -75,13 +76,14 @@ def dropping_rows(loss_fn: RowsLossFn) -> LossFn:
   return loss
 
 
-def accumulate_gradients_and_rows(loss_fn: RowsLossFn, params, batch, num_micro: int):
+def accumulate_gradients_and_rows(loss_fn: RowsLossFn, params, batch, num_micro: int,
+                                  block: int = 1):
   """Sums over micro-batches m of grad num_m, num_m, den_m and metric sums, and the per-row
   outputs of the micro-batches merged back to the rows of `batch` (`merge_rows`).
 
   The per-row output is an auxiliary of the same forward that the gradient differentiates, so
   a caller that needs the model's output on these rows under these parameters reads it here
-  instead of running a second forward.
+  instead of running a second forward. Micro-batches take whole `block`-row groups.
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if num_micro == 1:
@@ -92,12 +94,13 @@ def accumulate_gradients_and_rows(loss_fn: RowsLossFn, params, batch, num_micro:
     (num, (den, metrics, rows)), grads = grad_fn(params, micro_batch)
     return jax.tree_util.tree_map(jnp.add, carry, (grads, num, den, metrics)), rows
 
+  micro_batches = split_rows(batch, num_micro, block)
   zero_metrics = jax.eval_shape(lambda: loss_fn(params, jax.tree_util.tree_map(
-      lambda x: x[0], split_rows(batch, num_micro)))[1][1])
+      lambda x: x[0], micro_batches))[1][1])
   init = (jax.tree_util.tree_map(jnp.zeros_like, params), jnp.zeros(()), jnp.zeros(()),
           jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zero_metrics))
-  (grads, num, den, metrics), rows = jax.lax.scan(micro, init, split_rows(batch, num_micro))
-  return grads, num, den, metrics, merge_rows(rows)
+  (grads, num, den, metrics), rows = jax.lax.scan(micro, init, micro_batches)
+  return grads, num, den, metrics, merge_rows(rows, block)
 
 
 def accumulate_gradients(loss_fn: LossFn, params, batch, num_micro: int):
@@ -106,11 +109,15 @@ def accumulate_gradients(loss_fn: LossFn, params, batch, num_micro: int):
 
 
 def _optimizer_step(state: ModelState, tx: optax.GradientTransformation, loss_fn: RowsLossFn,
-                    minibatch, num_micro: int):
+                    minibatch, num_micro: int, block: int = 1):
   """One optimizer step on the mean loss of a mini-batch: (new state, metrics, the loss's
-  per-row output under the parameters before the step)."""
-  grads, num, den, metric_sums, rows = accumulate_gradients_and_rows(loss_fn, state.params,
-                                                                     minibatch, num_micro)
+  per-row output under the parameters before the step). Micro-batches take whole `block`-row
+  groups when their size allows (a loss that runs a group's prompt once is only given a `block`
+  that does, `train.loop.prompt_group`); otherwise strided rows."""
+  rows_per_micro = jax.tree_util.tree_leaves(minibatch)[0].shape[0] // num_micro
+  micro_block = block if rows_per_micro % block == 0 else 1
+  grads, num, den, metric_sums, rows = accumulate_gradients_and_rows(
+      loss_fn, state.params, minibatch, num_micro, micro_block)
   den = jnp.maximum(den, 1e-8)
   grads = jax.tree_util.tree_map(lambda g: g / den, grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -137,7 +144,7 @@ def minibatch_updates_with_rows(state: ModelState, tx: optax.GradientTransformat
   gradient is taken at (PRIME's single forward, from the update's own forward)."""
 
   def update(state, minibatch):
-    state, metrics, rows = _optimizer_step(state, tx, loss_fn, minibatch, num_micro)
+    state, metrics, rows = _optimizer_step(state, tx, loss_fn, minibatch, num_micro, block)
     return state, (metrics, rows)
 
   state, (metrics, rows) = jax.lax.scan(update, state, split_rows(batch, num_minibatches, block))
@@ -160,7 +167,7 @@ def scored_minibatch_updates(state: ModelState, tx: optax.GradientTransformation
   def update(state, chunks):
     minibatch, rows = chunks
     out = score_fn(state.params, rows)
-    state, metrics, _ = _optimizer_step(state, tx, loss_fn, minibatch, num_micro)
+    state, metrics, _ = _optimizer_step(state, tx, loss_fn, minibatch, num_micro, block)
     return state, (metrics, out)
 
   state, (metrics, out) = jax.lax.scan(
@@ -170,22 +177,26 @@ def scored_minibatch_updates(state: ModelState, tx: optax.GradientTransformation
 
 
 def epoch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn, batch, key,
-                  num_epochs: int, num_minibatches: int, num_micro: int):
+                  num_epochs: int, num_minibatches: int, num_micro: int, block: int = 1):
   """PPO's update phase: `num_epochs` passes over the batch, each in `num_minibatches` steps.
 
   Rows are shuffled before every pass (a fresh permutation from `key` per epoch) so mini-batches
   differ between epochs; with one pass over one mini-batch the order cannot matter and the batch
-  is used as is. Metrics are means over all optimizer steps.
+  is used as is. With `block` > 1 whole groups of `block` consecutive rows are shuffled and
+  every mini- and micro-batch holds whole groups (a loss that runs a group's prompt once needs
+  them). Metrics are means over all optimizer steps.
   """
   if num_epochs < 1:
     raise ValueError(f"train.ppo_epochs must be >= 1, got {num_epochs}.")
   if num_epochs == 1 and num_minibatches == 1:
-    return minibatch_updates(state, tx, loss_fn, batch, 1, num_micro)
+    return minibatch_updates(state, tx, loss_fn, batch, 1, num_micro, block)
   rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
   all_metrics = []
   for epoch in range(num_epochs):
-    order = jax.random.permutation(jax.random.fold_in(key, epoch), rows)
+    groups = jax.random.permutation(jax.random.fold_in(key, epoch), rows // block)
+    order = (groups[:, None] * block + jnp.arange(block)).reshape(-1)
     shuffled = jax.tree_util.tree_map(lambda x: x[order], batch)
-    state, metrics = minibatch_updates(state, tx, loss_fn, shuffled, num_minibatches, num_micro)
+    state, metrics = minibatch_updates(state, tx, loss_fn, shuffled, num_minibatches, num_micro,
+                                       block)
     all_metrics.append(metrics)
   return state, jax.tree_util.tree_map(lambda *m: jnp.mean(jnp.stack(m)), *all_metrics)

@@ -25,7 +25,7 @@ from prl_jax import distributed
 from prl_jax.algorithms.recipes import PrmInputs, Recipe, RLInputs
 from prl_jax.algorithms.registry import get_recipe
 from prl_jax.eval.evaluate import evaluate
-from prl_jax.models.logprobs import response_logprobs
+from prl_jax.models.logprobs import response_logprobs, shares_prompts
 from prl_jax.ops.steps import step_end_mask
 from prl_jax.prm.frozen import frozen_scorer
 from prl_jax.rewards.plugins import check_unit_outcome
@@ -52,7 +52,8 @@ from prl_jax.train.step_diagnostics import step_auroc
 class RunFunctions:
   """The device functions of one run (jitted once, reused every step) and the recipe's scorer."""
 
-  logprobs: Any
+  logprobs: Any  # (params, any sequence batch) -> [B, N]
+  rollout_logprobs: Any  # the same for a step's rollouts, each group's prompt run once
   advantages: Any
   policy_update: Any
   prm_update: Any | None  # a PRM trained during the run (Recipe.prm): (state, batch, seq) ->
@@ -79,6 +80,20 @@ def _batch_split(config) -> tuple[int, int, int]:
   micro = config.train.micro_batch_size or mini
   logprob_rows = config.train.logprob_micro_batch_size or micro
   return batch // mini, mini // micro, batch // logprob_rows
+
+
+def prompt_group(config, model_cfg) -> int:
+  """Rows per prompt for which the policy's log-prob passes and update run the prompt once
+  (`train.share_prompts`, `models.logprobs.response_logprobs`): rollout.n when the mini-,
+  micro- and log-prob batches all hold whole groups, else 1 (every row runs its prompt)."""
+  n = config.rollout.n
+  batch = config.rollout.prompts_per_step * n
+  mini = config.train.mini_batch_size or batch
+  micro = config.train.micro_batch_size or mini
+  logprob_rows = config.train.logprob_micro_batch_size or micro
+  if not config.train.share_prompts or not shares_prompts(model_cfg, n):
+    return 1
+  return n if all(rows % n == 0 for rows in (mini, micro, logprob_rows)) else 1
 
 
 def _micro_rows(config) -> int:
@@ -151,7 +166,9 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
   tx_policy, _, tx_value = optimizers(config, updates_per_step=(epochs * num_mini, 1,
                                                                 epochs * num_mini))
   batch_rows = config.rollout.prompts_per_step * config.rollout.n
-  loss_cfg = dataclasses.replace(_loss_config(config), kind=recipe.policy_loss)
+  group = prompt_group(config, model_cfg)
+  loss_cfg = dataclasses.replace(_loss_config(config), kind=recipe.policy_loss,
+                                 prompt_group=group)
   policy_loss = objectives.policy_loss_fn(model_cfg, loss_cfg)
   options = ml_collections.FrozenConfigDict(config.algo)
   chunk = config.train.logprob_chunk
@@ -163,16 +180,18 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
 
   def policy_update(state, batch, key):
     return updates.epoch_updates(state, tx_policy, policy_loss, batch, key, epochs, num_mini,
-                                 num_micro)
+                                 num_micro, group)
 
   logprob_rows = batch_rows // num_logprob_chunks
 
-  def by_rows(fn):  # fn(params, seq) a micro-batch at a time: one forward's activations alive
+  def by_rows(fn, block=1):  # fn(params, seq) a micro-batch at a time: one forward's activations
     def chunked(params, seq):
       rows = seq.tokens.shape[0]
-      # The fewest chunks of at most logprob_rows rows that divide this batch (e.g. demonstrations).
-      chunks = next(k for k in range(-(-rows // logprob_rows), rows + 1) if rows % k == 0)
-      return updates.chunked_rows(lambda s: fn(params, s), seq, chunks)
+      # The fewest chunks of at most logprob_rows rows (whole groups of `block`) that divide this
+      # batch (e.g. demonstrations).
+      chunks = next(k for k in range(-(-rows // logprob_rows), rows + 1)
+                    if rows % (k * block) == 0)
+      return updates.chunked_rows(lambda s: fn(params, s), seq, chunks, block)
     return chunked
 
   prm_update = prm_token = None
@@ -189,13 +208,15 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
 
   logprobs = by_rows(lambda params, s: response_logprobs(model_cfg, params, s.tokens,
                                                           s.token_mask, s.prompt_len, chunk))
+  rollout_logprobs = by_rows(lambda params, s: response_logprobs(
+      model_cfg, params, s.tokens, s.token_mask, s.prompt_len, chunk, group=group), group)
 
   prm_scores = None
   if recipe.frozen_prm:  # a PRM from algo.erprm.prm_dir, or the step scorer algo.steps.score_fn
     prm_scores = frozen_scorer(ctx)
 
   return RunFunctions(
-      logprobs=jax.jit(logprobs),
+      logprobs=jax.jit(logprobs), rollout_logprobs=jax.jit(rollout_logprobs),
       advantages=jax.jit(lambda x: recipe.advantages(options, x)),
       policy_update=jax.jit(policy_update, donate_argnums=0),
       prm_update=prm_update, value_forward=value_forward, value_update=value_update,
@@ -272,8 +293,9 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
   if old_logp_source(config) == "sampler":  # the rollout's own log-probs: no second forward
     old_logp = ctx.place_batch(response_array(rollouts.logprobs, seq.response_mask.shape[1]))
   else:
-    old_logp = fns.logprobs(state.policy.params, seq)
-  ref_logp = fns.logprobs(state.ref_params, seq) if state.ref_params is not None else zeros
+    old_logp = fns.rollout_logprobs(state.policy.params, seq)
+  ref_logp = (fns.rollout_logprobs(state.ref_params, seq) if state.ref_params is not None
+              else zeros)
   values = fns.value_forward(state.value.params, seq) if recipe.value else zeros
   metrics = dict(rollouts.metrics)
 

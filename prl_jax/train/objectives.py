@@ -32,6 +32,7 @@ class PolicyLossConfig:
   kl_coef: float = 0.0
   kl_kind: str = "k3"
   chunk: int = 0
+  prompt_group: int = 1  # rows per prompt of a batch whose groups stay whole (response_logprobs)
 
 
 def policy_loss_fn(model_cfg: ModelConfig, loss_cfg: PolicyLossConfig) -> LossFn:
@@ -41,7 +42,8 @@ def policy_loss_fn(model_cfg: ModelConfig, loss_cfg: PolicyLossConfig) -> LossFn
     seq = batch.seq
     need_entropy = loss_cfg.entropy_coef != 0.0
     logp, entropy = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask,
-                                      seq.prompt_len, loss_cfg.chunk, with_entropy=True)
+                                      seq.prompt_len, loss_cfg.chunk, with_entropy=True,
+                                      group=loss_cfg.prompt_group)
     mask = seq.response_mask
     if loss_cfg.kind == "nll":
       num = -jnp.sum(batch.advantages * logp * mask)
