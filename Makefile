@@ -29,7 +29,8 @@ install: $(VENV)/.installed
 # SFT a tiny policy on arithmetic chains, every RL method for a few steps, the ER-PRM best-of-N
 # experiment, then $(DEMO_WORKDIR)/report.md. Re-running skips finished stages.
 demo: $(VENV)/.installed
-	$(VENV)/bin/prl-jax reproduce --preset demo --workdir $(DEMO_WORKDIR)
+	$(VENV)/bin/prl-jax reproduce --preset lab-demo --workdir $(DEMO_WORKDIR) --jobs 2 \
+	    --past-failed-gates
 
 # Two pytest workers, one test file each at a time: the suite is mostly XLA compilation, which
 # is single-threaded, so two files compile side by side on a 2-core machine.

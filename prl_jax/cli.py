@@ -365,7 +365,9 @@ def cmd_reproduce(argv):
                       help="demo: one seed, 20 steps (~6 min on 2 CPU cores); mini: 4 seeds x "
                            "150 steps (under 3 h); lab-gates: the register-chain lab's SFTs and "
                            "its gates G0-G3 (configs/lab); lab: the gates, then every lab arm x "
-                           "3 paired seeds, t-tested claims (~3 h with --jobs 2); lab-countdown: "
+                           "3 paired seeds, t-tested claims (~3 h with --jobs 2); lab-demo: "
+                           "the lab's oracle control against RLOO at 4 prompts per step, one "
+                           "seed x 30 steps (`make demo`); lab-countdown: "
                            "GRPO, GRPO + KL and FRPO on countdown x 4 seeds, pass@k and distinct "
                            "solutions (configs/lab/countdown, docs/lab_countdown.md)")
   parser.add_argument("--workdir", required=True, help="where every stage and the report go")

@@ -228,3 +228,20 @@ def test_cli_dry_run_accepts_every_lab_config(name, tmp_path, capsys):
     args.append(f"--config.algo.erprm.prm_dir={tmp_path}")  # a stand-in for the trained PRM
   assert cli.main(args) in (0, None)
   assert "the config is valid" in capsys.readouterr().out
+
+
+def test_the_lab_demo_preset_runs_every_config_it_needs_with_its_overrides():
+  """`make demo`'s preset: its overrides load and validate in the SFTs, both arms and the gate's
+  PRIME run, and they change the step's batch, not the arms' math."""
+  from prl_jax.reproduce.presets import get_preset
+  demo = get_preset("lab-demo")
+  assert demo.methods == ("rloo", "oracle") and demo.gates.overrides == demo.overrides
+  for name in ("sft_clean", "sft", "rloo", "oracle", "prime"):
+    config = _load(name)
+    apply_overrides(config, list(demo.overrides))
+    check_config(config)
+    assert config.rollout.prompts_per_step * config.rollout.n % config.train.mini_batch_size == 0
+  rloo, oracle = _load("rloo"), _load("oracle")
+  for c in (rloo, oracle):
+    apply_overrides(c, list(demo.overrides))
+  assert _diff(oracle, rloo) <= ALLOWED["oracle"]

@@ -302,7 +302,7 @@ def test_presets():
     Preset(name="x", methods=("dpo",), seeds=(0,), rl_steps=1, window=1)
   with pytest.raises(ConfigError, match="repeats a seed"):
     Preset(name="x", methods=("rloo",), seeds=(0, 0), rl_steps=1, window=1)
-  assert set(PRESETS) == {"demo", "mini", "lab"}
+  assert set(PRESETS) == {"demo", "mini", "lab", "lab-demo"}
 
 
 def test_run_stage_skips_only_a_finished_stage_with_the_same_inputs(tmp_path):
