@@ -21,7 +21,7 @@ from prl_jax.models.logprobs import response_logprobs
 from prl_jax.run import updates
 from prl_jax.run.context import build_context
 from prl_jax.run.state import ModelState, init_state, optimizers
-from prl_jax.train.loop import build_functions, prm_rows
+from prl_jax.train.loop import build_functions, prm_prompt_group, prm_rows
 from tests import test_prm_cadence as prm_cadence
 
 # The PRIME config and random rollouts of tests/test_prm_cadence.py (PROMPTS x N, PRM lr 3e-2:
@@ -65,8 +65,13 @@ def _two_pass(ctx, recipe, prm_state, batch, seq, refresh):
   updates (double forward), and the loss's own forward inside each update."""
   config = ctx.config
   options = ml_collections.FrozenConfigDict(config.algo)
-  loss = updates.dropping_rows(recipe.prm.loss(ctx.model_cfg, options, 0))
-  score = lambda p, s: response_logprobs(ctx.model_cfg, p, s.tokens, s.token_mask, s.prompt_len)
+  # The loop's PRM loss runs each group's prompt once (tests/test_shared_prompts.py checks that
+  # against the full forward); the reference does the same, so only the cadence differs here.
+  group = prm_prompt_group(config, ctx.model_cfg, recipe)
+  assert group == N
+  loss = updates.dropping_rows(recipe.prm.loss(ctx.model_cfg, options, 0, group))
+  score = lambda p, s: response_logprobs(ctx.model_cfg, p, s.tokens, s.token_mask, s.prompt_len,
+                                         group=group)
   num_mini, num_micro, block = prm_rows(config, recipe, seq.tokens.shape[0])
   tx = optimizers(config, updates_per_step=(1, num_mini, 1))[1]
   if refresh:

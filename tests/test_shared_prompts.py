@@ -139,3 +139,19 @@ def test_which_configs_share_prompts():
   assert not shares_prompts(dataclasses.replace(cfg, attention_impl="fused"), 4)
   assert not shares_prompts(dataclasses.replace(cfg, attention_chunk=8), 4)
   assert not shares_prompts(cfg, 1)
+
+
+def test_which_prm_losses_share_prompts():
+  """PRIME's PRM batch is the rollouts (its loss reads them in order): it shares when its
+  mini-batches hold whole groups; rePIRL's interleaves demonstrations: never."""
+  from configs import base
+  from prl_jax.algorithms.registry import get_recipe
+  from prl_jax.train.loop import prm_prompt_group
+
+  cfg = model_config.preset("tiny")
+  c = base.get_config()
+  c.rollout.prompts_per_step, c.rollout.n = 8, 4
+  assert prm_prompt_group(c, cfg, get_recipe("prime")) == 4
+  assert prm_prompt_group(c, cfg, get_recipe("repirl")) == 1
+  c.algo.prime.prm_mini_batch_size = 6
+  assert prm_prompt_group(c, cfg, get_recipe("prime")) == 1

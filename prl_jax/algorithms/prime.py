@@ -34,7 +34,7 @@ def prime_advantages(options, x: RLInputs) -> Advantages:
                     process_reward=options.prime.beta * (x.prm_token - x.ref_logp) * x.mask)
 
 
-def prm_loss_fn(model_cfg, options, chunk: int = 0):
+def prm_loss_fn(model_cfg, options, chunk: int = 0, group: int = 1):
   """PRIME's implicit-PRM cross-entropy on outcome labels, mean over responses (section 3).
 
       L(phi) = -(1/B) sum_b [ r_b log sigma(R_phi(y_b)) + (1 - r_b) log(1 - sigma(R_phi(y_b))) ],
@@ -42,13 +42,14 @@ def prm_loss_fn(model_cfg, options, chunk: int = 0):
 
   A `RowsLossFn`: its per-row output is log pi_phi(y_t) [B, N], the PRM's score of the rows
   under the parameters the gradient is taken at, so a single forward reuses it (`loss_scores`).
+  Its rows are the rollouts, so with `group` > 1 each group's prompt runs once.
   """
   beta = options.prime.beta
 
   def loss(params, batch):
     seq, ref_logp, outcome = batch
     logp = response_logprobs(model_cfg, params, seq.tokens, seq.token_mask, seq.prompt_len,
-                             chunk)
+                             chunk, group=group)
     total, count = implicit.prime_ce_loss(logp, ref_logp, seq.response_mask, outcome, beta)
     return total, (count, {}, logp)
 

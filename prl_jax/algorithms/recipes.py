@@ -106,8 +106,10 @@ class PrmTraining:
   rollouts); or, with `refresh`, all updates first, then every rollout re-scored.
 
   Attributes:
-    loss: (model_cfg, options, chunk) -> loss_fn(params, batch) -> (sum, (count, metric sums)),
-      so micro-batches add up (`prl_jax.run.updates`).
+    loss: (model_cfg, options, chunk, group) -> loss_fn(params, batch) -> (sum, (count, metric
+      sums)), so micro-batches add up (`prl_jax.run.updates`). `group` > 1 (only with
+      `loss_scores`, whose rows are the rollouts) says every group of that many consecutive rows
+      shares one prompt and stays whole in every micro-batch, so the loss may run it once.
     batch: (options, PrmInputs) -> (the update's batch, scalar metrics); its rows are a multiple
       of `PrmInputs.mini_rows` (or of `micro_rows` when that is 0, one step over the batch).
     refresh: (options) -> True: the advantages read the PRM after all its updates (PRIME's

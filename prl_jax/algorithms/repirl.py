@@ -236,7 +236,8 @@ def repirl_advantages(options, x: RLInputs) -> Advantages:
   return code_advantages(options, x) if _code(options) else implicit_advantages(options, x)
 
 
-def prm_loss_fn(model_cfg, options, chunk: int = 0):
+def prm_loss_fn(model_cfg, options, chunk: int = 0, group: int = 1):
+  del group  # the RM batch interleaves demonstrations with the rollouts: no shared prompts
   return (rm_loss_fn if _code(options) else implicit_loss_fn)(model_cfg, options, chunk)
 
 

@@ -91,9 +91,13 @@ def prompt_group(config, model_cfg) -> int:
   mini = config.train.mini_batch_size or batch
   micro = config.train.micro_batch_size or mini
   logprob_rows = config.train.logprob_micro_batch_size or micro
-  if not config.train.share_prompts or not shares_prompts(model_cfg, n):
+  if not _sharing(config, model_cfg):
     return 1
   return n if all(rows % n == 0 for rows in (mini, micro, logprob_rows)) else 1
+
+
+def _sharing(config, model_cfg) -> bool:
+  return bool(config.train.share_prompts) and shares_prompts(model_cfg, config.rollout.n)
 
 
 def _micro_rows(config) -> int:
@@ -120,11 +124,22 @@ def prm_rows(config, recipe: Recipe, rows: int) -> tuple[int, int, int]:
   return rows // mini, mini // micro, n if mini % n == 0 else 1
 
 
+def prm_prompt_group(config, model_cfg, recipe: Recipe) -> int:
+  """`prompt_group` for the PRM's loss: rollout.n when its batch rows are the rollouts
+  (`PrmTraining.loss_scores`) and its mini- and micro-batches hold whole groups, else 1."""
+  n, rows = config.rollout.n, config.rollout.prompts_per_step * config.rollout.n
+  if not recipe.prm.loss_scores or not _sharing(config, model_cfg):
+    return 1
+  mini = recipe.prm.mini_batch_rows(ml_collections.FrozenConfigDict(config.algo), config) or rows
+  return n if mini % n == 0 and min(_micro_rows(config), mini) % n == 0 else 1
+
+
 def _prm_functions(config, model_cfg, recipe: Recipe, options, by_rows):
   """The jitted PRM update (state, batch, seq) -> (state, single-forward scores or None,
   metrics) and the PRM's per-token output (params, seq) -> [B, N] (`PrmTraining`)."""
   chunk = config.train.logprob_chunk
-  prm_loss = recipe.prm.loss(model_cfg, options, chunk)
+  prm_loss = recipe.prm.loss(model_cfg, options, chunk, prm_prompt_group(config, model_cfg,
+                                                                       recipe))
   if recipe.prm.score is not None:
     score = recipe.prm.score(model_cfg, options, chunk)
   else:  # an implicit PRM: its response log-probs
