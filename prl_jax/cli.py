@@ -11,7 +11,7 @@
                   --reference SFT_HF_DIR [--problems 64 --n 64]
   prl-jax import-gguf --gguf FILE.gguf --out DIR   (or --smollm2: the packaged SmolLM2-135M)
   prl-jax memory --config configs/paper/prime_eurus2_7b.py [--devices 64 --hbm-gib 88]
-  prl-jax reproduce --preset demo|mini|lab --workdir runs/demo [--jobs N]
+  prl-jax reproduce --preset demo|mini|lab|lab-demo --workdir runs/demo [--jobs N]
   prl-jax report runs/demo   (report.md + plots again from the saved JSON)
   prl-jax export --workdir runs/prime --out DIR [--step N] [--what policy|prm]
 
