@@ -107,18 +107,20 @@ def test_shuffled_epochs_keep_groups_whole_and_update_as_the_full_forward(model)
 
 
 def test_group_shuffle_moves_whole_groups():
-  """The block shuffle's order: every run of N_PER rows is one group, in its own order; block 1
-  is the row permutation it always was."""
-  batch = jnp.arange(GROUPS * N_PER)
+  """`updates.group_permutation`, the epochs' shuffle: every run of N_PER rows is one group, in
+  its own order, and mini-batches of it hold whole groups; block 1 is the row permutation the
+  shuffle always was."""
+  rows = GROUPS * N_PER
   key = jax.random.PRNGKey(7)
-  groups = jax.random.permutation(key, GROUPS)
-  order = (groups[:, None] * N_PER + jnp.arange(N_PER)).reshape(-1)
-  for start in range(0, GROUPS * N_PER, N_PER):
-    chunk = np.asarray(batch[order][start:start + N_PER])
+  order = np.asarray(updates.group_permutation(key, rows, N_PER))
+  assert sorted(order.tolist()) == list(range(rows))
+  for start in range(0, rows, N_PER):
+    chunk = order[start:start + N_PER]
     assert chunk[0] % N_PER == 0 and list(np.diff(chunk)) == [1] * (N_PER - 1)
-  split = updates.split_rows(batch[order], 2, N_PER)
-  assert sorted(np.asarray(split).ravel().tolist()) == list(range(GROUPS * N_PER))
+  split = updates.split_rows(jnp.asarray(order), 2, N_PER)
   assert all(len(set(np.asarray(c) // N_PER)) == 2 for c in split)  # two whole groups each
+  np.testing.assert_array_equal(np.asarray(updates.group_permutation(key, rows)),
+                                np.asarray(jax.random.permutation(key, rows)))
 
 
 def test_which_configs_share_prompts():

@@ -176,6 +176,13 @@ def scored_minibatch_updates(state: ModelState, tx: optax.GradientTransformation
   return state, jax.tree_util.tree_map(jnp.mean, metrics), merge_rows(out, block)
 
 
+def group_permutation(key, rows: int, block: int = 1):
+  """A random order of `rows` that moves whole groups of `block` consecutive rows, each group's
+  rows kept consecutive and in order (block 1: `jax.random.permutation(key, rows)`)."""
+  groups = jax.random.permutation(key, rows // block)
+  return (groups[:, None] * block + jnp.arange(block)).reshape(-1)
+
+
 def epoch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn, batch, key,
                   num_epochs: int, num_minibatches: int, num_micro: int, block: int = 1):
   """PPO's update phase: `num_epochs` passes over the batch, each in `num_minibatches` steps.
@@ -193,8 +200,7 @@ def epoch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: 
   rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
   all_metrics = []
   for epoch in range(num_epochs):
-    groups = jax.random.permutation(jax.random.fold_in(key, epoch), rows // block)
-    order = (groups[:, None] * block + jnp.arange(block)).reshape(-1)
+    order = group_permutation(jax.random.fold_in(key, epoch), rows, block)
     shuffled = jax.tree_util.tree_map(lambda x: x[order], batch)
     state, metrics = minibatch_updates(state, tx, loss_fn, shuffled, num_minibatches, num_micro,
                                        block)

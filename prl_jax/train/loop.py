@@ -73,12 +73,18 @@ def _loss_config(config) -> objectives.PolicyLossConfig:
       chunk=config.train.logprob_chunk)
 
 
-def _batch_split(config) -> tuple[int, int, int]:
-  """(mini-batches per update, micro-batches per mini-batch, log-prob chunks per batch)."""
+def _batch_rows(config) -> tuple[int, int, int, int]:
+  """Rows of a step's batch, of a mini-batch, of a micro-batch and of a log-prob forward (a size
+  of 0 in train.* means the one above it)."""
   batch = config.rollout.prompts_per_step * config.rollout.n
   mini = config.train.mini_batch_size or batch
   micro = config.train.micro_batch_size or mini
-  logprob_rows = config.train.logprob_micro_batch_size or micro
+  return batch, mini, micro, config.train.logprob_micro_batch_size or micro
+
+
+def _batch_split(config) -> tuple[int, int, int]:
+  """(mini-batches per update, micro-batches per mini-batch, log-prob chunks per batch)."""
+  batch, mini, micro, logprob_rows = _batch_rows(config)
   return batch // mini, mini // micro, batch // logprob_rows
 
 
@@ -87,13 +93,9 @@ def prompt_group(config, model_cfg) -> int:
   (`train.share_prompts`, `models.logprobs.response_logprobs`): rollout.n when the mini-,
   micro- and log-prob batches all hold whole groups, else 1 (every row runs its prompt)."""
   n = config.rollout.n
-  batch = config.rollout.prompts_per_step * n
-  mini = config.train.mini_batch_size or batch
-  micro = config.train.micro_batch_size or mini
-  logprob_rows = config.train.logprob_micro_batch_size or micro
   if not _sharing(config, model_cfg):
     return 1
-  return n if all(rows % n == 0 for rows in (mini, micro, logprob_rows)) else 1
+  return n if all(rows % n == 0 for rows in _batch_rows(config)[1:]) else 1
 
 
 def _sharing(config, model_cfg) -> bool:
@@ -102,8 +104,14 @@ def _sharing(config, model_cfg) -> bool:
 
 def _micro_rows(config) -> int:
   """Rows of one micro-batch of an update (the strided split of `prl_jax.run.updates`)."""
-  batch = config.rollout.prompts_per_step * config.rollout.n
-  return config.train.micro_batch_size or config.train.mini_batch_size or batch
+  return _batch_rows(config)[2]
+
+
+def _prm_mini_micro(config, recipe: Recipe, rows: int) -> tuple[int, int]:
+  """Rows of a PRM mini-batch (`PrmTraining.mini_batch_rows`, 0: the whole batch) and of its
+  micro-batches (the run's, at most a mini-batch)."""
+  mini = recipe.prm.mini_batch_rows(ml_collections.FrozenConfigDict(config.algo), config) or rows
+  return mini, min(_micro_rows(config), mini)
 
 
 def prm_rows(config, recipe: Recipe, rows: int) -> tuple[int, int, int]:
@@ -113,9 +121,7 @@ def prm_rows(config, recipe: Recipe, rows: int) -> tuple[int, int, int]:
   run's micro-batch rows, at most a mini-batch; a mini-batch takes whole rollout groups when it
   can (block = rollout.n), so a single forward scores each group with one PRM version.
   """
-  options = ml_collections.FrozenConfigDict(config.algo)
-  mini = recipe.prm.mini_batch_rows(options, config) or rows
-  micro = min(_micro_rows(config), mini)
+  mini, micro = _prm_mini_micro(config, recipe, rows)
   if rows % mini or mini % micro:
     raise ValueError(f"A PRM batch of {rows} rows does not split into mini-batches of {mini} and "
                      f"micro-batches of {micro} rows; make the PRM mini-batch size (e.g. "
@@ -127,11 +133,11 @@ def prm_rows(config, recipe: Recipe, rows: int) -> tuple[int, int, int]:
 def prm_prompt_group(config, model_cfg, recipe: Recipe) -> int:
   """`prompt_group` for the PRM's loss: rollout.n when its batch rows are the rollouts
   (`PrmTraining.loss_scores`) and its mini- and micro-batches hold whole groups, else 1."""
-  n, rows = config.rollout.n, config.rollout.prompts_per_step * config.rollout.n
+  n = config.rollout.n
   if not recipe.prm.loss_scores or not _sharing(config, model_cfg):
     return 1
-  mini = recipe.prm.mini_batch_rows(ml_collections.FrozenConfigDict(config.algo), config) or rows
-  return n if mini % n == 0 and min(_micro_rows(config), mini) % n == 0 else 1
+  mini, micro = _prm_mini_micro(config, recipe, _batch_rows(config)[0])
+  return n if mini % n == 0 and micro % n == 0 else 1
 
 
 def _prm_functions(config, model_cfg, recipe: Recipe, options, by_rows):
