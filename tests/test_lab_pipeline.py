@@ -60,6 +60,28 @@ def test_t_test_edge_cases():
   assert lab_claims.compare("x", None, {0: 1.0})["verdict"] == claims_lib.NOT_RUN
 
 
+def test_a_significant_difference_below_the_minimum_effect_is_not_a_reproduction():
+  """Three paired seeds that differ alike are significant however small the gap: 0.3 points at
+  98% is not reproduced, 2 points is; steps need 10% of the slower arm's."""
+  tiny = lab_claims.compare("mean@16", {0: .983, 1: .984, 2: .982}, {0: .980, 1: .981, 2: .979})
+  assert tiny["p"] < 0.05 and tiny["diff"] == pytest.approx(0.3)
+  assert tiny["verdict"] == claims_lib.NOT_REPRODUCED and "minimum effect of 1" in tiny["note"]
+  big = lab_claims.compare("mean@16", {0: .50, 1: .52, 2: .51}, {0: .48, 1: .49, 2: .495})
+  assert big["p"] < 0.05 and big["verdict"] == claims_lib.REPRODUCED
+  against = lab_claims.compare("mean@16", {0: .48, 1: .49, 2: .495}, {0: .50, 1: .52, 2: .51})
+  assert against["verdict"] == claims_lib.REVERSED
+
+  def steps(fast, slow):
+    return lab_claims._cost({"oracle": {"steps": dict(enumerate(fast))},
+                             "rloo": {"steps": dict(enumerate(slow))}},
+                            "oracle", "rloo", "steps", "steps")
+
+  few = steps([50, 51, 52], [53, 54.2, 55])  # ~3 steps of ~54: 5.7%
+  assert few["p"] < 0.05 and few["min_effect"] == pytest.approx(0.1 * (53 + 54.2 + 55) / 3)
+  assert few["verdict"] == claims_lib.NOT_REPRODUCED
+  assert steps([40, 41, 43], [53, 54, 55])["verdict"] == claims_lib.REPRODUCED
+
+
 def test_lab_claims_on_synthetic_seeds():
   per_seed = {
       "rloo": {"steps": {0: 60, 1: 60, 2: 58}, "censored": {0: True, 1: True, 2: False},

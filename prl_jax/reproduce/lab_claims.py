@@ -9,12 +9,17 @@ seed, oriented so that favoured > other supports the claim) uses
     Welch's t-test  (scipy.stats.ttest_ind, equal_var=False) otherwise:
                     t = (mean_a - mean_b) / sqrt(s_a^2 / n_a + s_b^2 / n_b),
 
-two-sided, and its verdict at ALPHA = 0.05 is
+two-sided, and its verdict at ALPHA = 0.05 with a minimum effect m is
 
-    reproduced       p < ALPHA and the difference favours the claim
-    reversed         p < ALPHA and the difference goes against it
-    not reproduced   p >= ALPHA
+    reproduced       p < ALPHA and the difference favours the claim by at least m
+    reversed         p < ALPHA and the difference goes against it by at least m
+    not reproduced   p >= ALPHA, or |difference| < m (significant but too small to matter)
     undetermined     fewer than 2 seeds on a side (no spread to test)
+
+m is MIN_POINTS (1 point) for accuracies and MIN_COST_SHARE (10%) of the slower arm's mean for
+steps and rollouts to the target; entropy and KL, whose claims are about a direction, have none.
+Why a minimum: with 3 paired seeds whose differences are nearly equal, a t-test calls a 0.3-point
+gap between two policies at 98% significant.
 
 A claim is reproduced only when all its comparisons are (`claims.combine_verdicts`). With no
 spread at all (every difference equal) the test is degenerate: p = 1 for a zero difference and
@@ -35,6 +40,8 @@ from prl_jax.reproduce.claims import (NOT_REPRODUCED, NOT_RUN, REPRODUCED, REVER
                                       UNDETERMINED, combine_verdicts)
 
 ALPHA = 0.05
+MIN_POINTS = 1.0  # accuracy points
+MIN_COST_SHARE = 0.10  # of the slower arm's steps or rollouts to the target
 PAIRED, WELCH = "paired t", "Welch t"
 
 
@@ -72,27 +79,33 @@ def t_test(favoured: Mapping[int, float], other: Mapping[int, float]) -> dict:
   return {"test": test, "diff": diff, "t": t, "p": _p_value(t, p, diff), "n": [len(a), len(b)]}
 
 
-def t_verdict(result: Mapping, alpha: float = ALPHA) -> str:
-  """The verdict of a t_test result (module docstring)."""
+def t_verdict(result: Mapping, alpha: float = ALPHA, min_effect: float = 0.0) -> str:
+  """The verdict of a t_test result whose |diff| must reach `min_effect` (module docstring)."""
   if result["p"] is None:
     return UNDETERMINED
-  if result["p"] < alpha:
+  if result["p"] < alpha and abs(result["diff"]) >= min_effect:
     return REPRODUCED if result["diff"] > 0 else REVERSED
   return NOT_REPRODUCED
 
 
 def compare(label: str, favoured: Mapping[int, float] | None, other: Mapping[int, float] | None,
             *, scale: float = 100.0, units: str = "points", lower_is_better: bool = False,
-            note: str = "") -> dict:
+            min_effect: float | None = None, note: str = "") -> dict:
   """One comparison with its test and verdict; `lower_is_better` flips the orientation (steps,
-  KL) so that a positive diff always favours the claim."""
+  KL) so that a positive diff always favours the claim. `min_effect` is in the diff's units
+  (after `scale`); None: MIN_POINTS for points, none otherwise."""
   if not favoured or not other:
     return {"label": label, "verdict": NOT_RUN}
+  if min_effect is None:
+    min_effect = MIN_POINTS if units == "points" else 0.0
   if lower_is_better:
     favoured, other = other, favoured
   result = t_test(favoured, other)
-  out = {"label": label, **result, "diff": scale * result["diff"], "units": units,
-         "verdict": t_verdict(result)}
+  result["diff"] *= scale
+  out = {"label": label, **result, "units": units, "min_effect": min_effect,
+         "verdict": t_verdict(result, min_effect=min_effect)}
+  if out["p"] is not None and out["p"] < ALPHA and abs(out["diff"]) < min_effect:
+    note = "; ".join(x for x in (note, f"below the minimum effect of {min_effect:g} {units}") if x)
   if note:
     out["note"] = note
   return out
@@ -112,9 +125,12 @@ def _cost(per_seed: Mapping, fast: str, slow: str, metric: str, units: str) -> d
   """Steps or rollouts to RLOO's final reward, slow - fast, censored runs at their length."""
   censored = sum(sum(per_seed.get(a, {}).get("censored", {}).values()) for a in (fast, slow))
   note = f"{censored} run(s) never reached the target, counted at their length" if censored else ""
-  return compare(f"{metric} to RLOO's final training reward, {slow} - {fast}",
-                 _get(per_seed, fast, metric), _get(per_seed, slow, metric), scale=1.0,
-                 units=units, lower_is_better=True, note=note)
+  fast_values, slow_values = _get(per_seed, fast, metric), _get(per_seed, slow, metric)
+  slower = max((float(np.mean(list(v.values()))) for v in (fast_values, slow_values) if v),
+               default=0.0)
+  return compare(f"{metric} to RLOO's final training reward, {slow} - {fast}", fast_values,
+                 slow_values, scale=1.0, units=units, lower_is_better=True,
+                 min_effect=MIN_COST_SHARE * slower, note=note)
 
 
 def _acc(per_seed: Mapping, n: int, metric: str, arm: str, other: str,
