@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from prl_jax.reproduce.claims import erprm_table, format_spread
-from prl_jax.reproduce.lab_claims import ALPHA, claims_lines
+from prl_jax.reproduce.lab_claims import ALPHA, MIN_COST_SHARE, MIN_POINTS, claims_lines
 from prl_jax.reproduce.run_files import metric_rows
 from prl_jax.reproduce.lab_metrics import AUROC_KEY, ENTROPY_KEY, REWARD_KEY
 from prl_jax.reproduce.lab_plots import arm_curves, band_plot
@@ -32,7 +32,9 @@ DEVIATIONS = (
     "KL to the SFT policy is estimated after training on the final policy's own samples "
     "(eval split), not logged during training.",
     "Claims are judged by two-sided t-tests over seeds (paired when seeds are paired) at "
-    f"p < {ALPHA}; the papers report single runs on large benchmarks.",
+    f"p < {ALPHA} with a minimum effect ({MIN_POINTS:g} point of accuracy, "
+    f"{MIN_COST_SHARE:.0%} of the steps or rollouts to the target); the papers report single "
+    "runs on large benchmarks.",
 )
 
 
@@ -218,7 +220,10 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
   lines += ["## The papers' claims", "",
             f"Two-sided t-tests over seeds: paired when both arms ran the same seeds, Welch's "
             f"otherwise; reproduced when p < {ALPHA} in the claim's direction, reversed when "
-            f"p < {ALPHA} against it (`prl_jax.reproduce.lab_claims`).", ""]
+            f"p < {ALPHA} against it, each only when the difference reaches the minimum effect "
+            f"({MIN_POINTS:g} point of accuracy, {MIN_COST_SHARE:.0%} of the slower arm's steps or "
+            "rollouts to the target; none for entropy and KL) "
+            "(`prl_jax.reproduce.lab_claims`).", ""]
   lines += failed_gates_caveat(lab)
   lines += claims_lines(claims)
   lines += ["", "## Deviations from the papers", ""] + [f"- {d}" for d in DEVIATIONS] + [""]
