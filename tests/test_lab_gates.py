@@ -75,9 +75,9 @@ def test_lab_gates_pipeline_stops_at_the_first_failing_gate(tmp_path):
   assert os.path.exists(tmp_path / "capacity_sft" / "final_hf" / "config.json")
 
 
-def test_capacity_is_judged_on_chains_of_the_arms_length(monkeypatch):
-  """The clean SFT may train on 2-8 operations; G0 evaluates 8-operation chains only, and the
-  SFT's own config is left as it was."""
+def test_capacity_is_judged_on_the_longest_chains_the_clean_sft_trains_on(monkeypatch):
+  """The clean SFT trains on 2-12 operations; G0 evaluates 12-operation chains only (the held-out
+  split's length), and the SFT's own config is left as it was."""
   from prl_jax.data import register
   from prl_jax.reproduce import lab
 
@@ -91,7 +91,7 @@ def test_capacity_is_judged_on_chains_of_the_arms_length(monkeypatch):
 
   monkeypatch.setattr(lab, "_evaluate", fake_evaluate)
   gate = lab._capacity(config, "unused", "unused")
-  assert seen["ops"] == (8, 8) and config.task.min_ops == 2
+  assert seen["ops"] == (12, 12) == register.HELDOUT_OPS and config.task.min_ops == 2
   assert gate["passed"] and gate["value"] == 1.0
 
 

@@ -101,8 +101,9 @@ def _sft_gate(workdir: str, name: str, config: str, overrides: list[str], config
 
 
 def full_length(config):
-  """A copy of `config` whose chains all have task.max_ops operations: the clean SFT also trains
-  on shorter chains (configs/lab/sft_clean.py), but G0 asks about the chains the arms train on."""
+  """A copy of `config` whose chains all have task.max_ops operations: the clean SFT trains on
+  chains of 2-12 operations (configs/lab/sft_clean.py), and G0 asks about the longest, the
+  held-out split's length."""
   config = copy.deepcopy(config)
   config.task.min_ops = config.task.max_ops
   return config
