@@ -242,6 +242,11 @@ def get_config():
   c.sft.batch_size = 32
   c.sft.lr = 3e-3
   c.sft.warmup_steps = 20
+  # 0: the demonstrations are the training split's problems (task.min_ops..task.max_ops
+  # operations). A synthetic task's SFT can reach longer chains than the RL runs train on
+  # (task.min_ops..sft.max_ops), so a held-out split of longer chains asks whether what RL fixed
+  # carries over rather than whether the policy generalises in length.
+  c.sft.max_ops = 0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 0  # 0: only at the end

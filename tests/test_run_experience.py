@@ -32,7 +32,7 @@ def test_every_synthetic_eval_split_is_disjoint_from_training(task, extra, tmp_p
     overrides += ["task.max_ops=6", "task.max_prompt_len=32"]
   config = _config("rloo", *overrides)
   tokenizer = context._tokenizer(config)
-  train, evals, _ = context._examples(config, tokenizer)
+  train, evals, _ = context.split_examples(config, tokenizer)
   seen = {ex["question"] for ex in train}
   assert len(evals) == 256
   assert not seen & {ex["question"] for ex in evals}
@@ -67,7 +67,7 @@ def test_exclusion_keeps_the_stream_and_stops_when_nothing_is_left(module):
 def test_too_small_a_task_for_its_eval_split_is_a_config_error():
   config = _config("rloo", "task.max_operand=2", "task.max_ops=1", "task.num_train=200")
   with pytest.raises(ConfigError, match="task.num_eval"):
-    context._examples(config, context._tokenizer(config))
+    context.split_examples(config, context._tokenizer(config))
 
 
 # ----------------------------------------------------------------- one run per workdir

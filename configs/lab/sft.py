@@ -14,6 +14,12 @@ Knobs that differ from the clean SFT, and why:
 - task.demonstrator="buggy" (the budget's): the demonstrator with the hidden bug types.
 - sft.steps=800, sft.lr=1e-3, sft.warmup_steps=20: a fine-tune of a trained policy, not training
   from scratch (its loss reaches the demonstrator's entropy within a few hundred steps).
+- sft.max_ops=12 (with the prompt and response room of 12 operations): the demonstrations have
+  8-12 operations, the RL arms' chains and the held-out split's. Fine-tuned on 8-operation chains
+  only, the policy stopped after about 9 lines of a 12-operation chain (44-50 tokens of the 60
+  its solution needs), so every arm scored 0-0.7% on the held-out split: it measured a length the
+  policy had unlearned, not whether what RL fixed on 8-operation chains carries over. The eval
+  split, G1 and the arms keep task.max_ops = 8.
 """
 
 from configs.lab import budget
@@ -26,4 +32,7 @@ def get_config():
   c.sft.steps = 800
   c.sft.lr = 1e-3
   c.sft.warmup_steps = 20
+  c.sft.max_ops = 12
+  c.task.max_prompt_len = 36  # a 12-operation prompt is 33 characters
+  c.rollout.max_new_tokens = 64  # 12 lines of 4 characters, newlines and EOS: 60
   return c

@@ -80,13 +80,18 @@ def _check_choices(config) -> None:
 
 def _check_lengths(config, name: str) -> None:
   """task.min_ops <= task.max_ops, both at least the task's shortest problem (`Task.min_ops`: a
-  register chain's answer is its last two values, so it needs two operations)."""
+  register chain's answer is its last two values, so it needs two operations); sft.max_ops is 0
+  or at least task.max_ops."""
   lo, hi = _get(config, "task.min_ops"), _get(config, "task.max_ops")
   task = TASKS[name]
   if lo is not None and hi is not None and not task.min_ops <= lo <= hi:
     why = f" ({task.min_ops_why})" if task.min_ops_why else ""
     raise ConfigError(f"task.min_ops={lo}, task.max_ops={hi}: task {name!r} needs "
                       f"{task.min_ops} <= min_ops <= max_ops{why}.")
+  sft_hi = _get(config, "sft.max_ops")
+  if sft_hi and hi is not None and sft_hi < hi:
+    raise ConfigError(f"sft.max_ops={sft_hi} < task.max_ops={hi}: it extends the SFT's chains "
+                      "beyond the training split's; set it >= task.max_ops, or 0 for the split's.")
 
 
 def _check_task(config) -> None:

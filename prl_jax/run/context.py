@@ -260,7 +260,7 @@ def _generated(examples: list[dict], where: str, screen: RowScreen) -> list[dict
                      lambda i, ex: ex)
 
 
-def _examples(config, tokenizer) -> tuple[list[dict], list[dict], RowScreen]:
+def split_examples(config, tokenizer) -> tuple[list[dict], list[dict], RowScreen]:
   """Train and eval examples, prompts rendered and checked, and the screen that kept them.
 
   A bad row (data files) or a prompt over task.max_prompt_len stops here with its place, or is
@@ -323,7 +323,7 @@ def build_context(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = sharding.make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp,
                             tensor=config.mesh.tensor, devices=devices)
   try:
-    train, evals, screen = _examples(config, tokenizer)
+    train, evals, screen = split_examples(config, tokenizer)
   except DataFileError as err:  # a config error to the CLI: task.* names the data and the policy
     raise ConfigError(str(err)) from err
   if screen.total and distributed.is_main_process():

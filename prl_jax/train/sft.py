@@ -13,6 +13,7 @@ generator seeded with `seed`, so a run draws the batches it drew before checkpoi
 
 from __future__ import annotations
 
+import copy
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,8 @@ from prl_jax.run import nonfinite, paths, tracking, updates
 from prl_jax.run.batch import make_sequences
 from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.run.config_record import record_config
-from prl_jax.run.context import RunContext, build_context, initial_policy_params
+from prl_jax.run.context import (RunContext, build_context, initial_policy_params,
+                                 split_examples)
 from prl_jax.run.interrupt import StopSignals, nothing_to_do
 from prl_jax.run.metrics_file import MetricsWriter
 from prl_jax.run.state import ModelState, adamw
@@ -43,6 +45,22 @@ def demonstration_batch(ctx: RunContext, examples: list[dict], response_len: int
     raise ConfigError(f"A demonstration has {longest} tokens; raise rollout.max_new_tokens to at "
                      f"least {longest}.")
   return make_sequences(prompts, answers, ctx.prompt_len, response_len, tok.pad_id)
+
+
+def demonstration_problems(config: ml_collections.ConfigDict, ctx: RunContext) -> list[dict]:
+  """The problems the SFT demonstrates: the training split, or with sft.max_ops > task.max_ops
+  the synthetic task's training problems at task.min_ops..sft.max_ops operations (same seed,
+  count and prompt checks), so the policy also writes chains longer than RL trains on."""
+  s, task = config.sft, config.task
+  if not s.max_ops or s.max_ops == task.max_ops:
+    return ctx.train_examples
+  if task.train_file:
+    raise ConfigError(f"sft.max_ops={s.max_ops} lengthens a synthetic task's chains; the data "
+                      f"file task.train_file={task.train_file} has its own: set sft.max_ops=0.")
+  longer = copy.deepcopy(config)
+  longer.task.max_ops = s.max_ops
+  train, _, _ = split_examples(longer, ctx.tokenizer)
+  return train
 
 
 def _update_fn(tx, loss_fn, skip_nonfinite: bool):
@@ -82,6 +100,7 @@ def sft(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | Non
                      skip)
   rng = np.random.default_rng(config.seed)
   demo = demonstrator(config.task)  # the solver's solutions, or a buggy demonstrator's
+  problems = demonstration_problems(config, ctx)
   ckpt = Checkpointer(paths.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
   step = skipped = 0
   if config.checkpoint.resume and ckpt.latest_step() is not None:
@@ -99,9 +118,9 @@ def sft(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | Non
   stop = StopSignals().install()  # Ctrl-C / SIGTERM: save the step under way, then stop
   try:
     while step < s.steps and (max_steps is None or done < max_steps):
-      rows = rng.choice(len(ctx.train_examples), size=s.batch_size, replace=False)
+      rows = rng.choice(len(problems), size=s.batch_size, replace=False)
       batch = ctx.place_batch(demonstration_batch(
-          ctx, [demo(ctx.train_examples[i], rng) for i in rows], config.rollout.max_new_tokens))
+          ctx, [demo(problems[i], rng) for i in rows], config.rollout.max_new_tokens))
       state, metrics = update(state, batch)
       step, done = step + 1, done + 1
       metrics = {f"sft/{k}": float(v) for k, v in jax.device_get(metrics).items()}
