@@ -106,8 +106,17 @@ def test_arms_differ_from_rloo_only_in_the_knobs_their_docstrings_name():
   assert {_load(a).init_from for a in RL_ARMS if a != "sft_demos_rloo"} == {
       "runs/lab/sft/final_hf"}
   assert _load("sft_demos_rloo").init_from == "runs/lab/sft_demos/final_hf"
-  assert _diff(_load("sft_demos"), _load("sft")) <= {
-      "init_from", "task.demonstrator", "sft.batch_size", "sft.steps", "sft.warmup_steps"}
+  # The demonstrations control keeps the training split's lengths (rePIRL's experts solve it),
+  # where the lab SFT demonstrates the held-out split's longer chains as well.
+  demos, sft = _load("sft_demos"), _load("sft")
+  lengths = {"sft.max_ops", "task.max_prompt_len", "rollout.max_new_tokens"}
+  assert _diff(demos, sft) <= {
+      "init_from", "task.demonstrator", "sft.batch_size", "sft.steps", "sft.warmup_steps"} | lengths
+  rloo = _load("rloo")
+  assert (demos.sft.max_ops or demos.task.max_ops) == rloo.task.max_ops
+  assert demos.task.max_prompt_len == rloo.task.max_prompt_len
+  for key in lengths:
+    assert key.rsplit(".", 1)[-1] in _docstring("sft_demos"), key
 
 
 def test_fair_controls_match_frpo():

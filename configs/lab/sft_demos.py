@@ -25,6 +25,9 @@ Knobs that differ from configs/lab/sft.py, and why:
 - sft.warmup_steps = 5% of sft.steps (at least 1): a fresh optimizer on a trained policy. sft.lr
   is the lab SFT's 1e-3 (cosine decay), the lab SFT being itself a fine-tune of a trained
   policy, so the demonstrations are used as the lab SFT would use them.
+- sft.max_ops, task.max_prompt_len, rollout.max_new_tokens are the budget's (8 operations), not
+  the lab SFT's 12: rePIRL's experts solve the training split's 8-operation prompts, so the
+  same demonstrations are 8-operation chains.
 """
 
 from configs.lab import budget
