@@ -425,14 +425,14 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
            ("prm_hard", prm_model.PrmSpec("hard PRM (eta=inf)", "prm", "inf", **base)),
            ("prm_soft", prm_model.PrmSpec("soft PRM (eta->0)", "prm", "0.0", **base)),
            ("orm", prm_model.PrmSpec("ORM (outcome)", "orm", "", **base))]
-  trained = []
+  trained, prm_start = [], prm_model.start_params(ctx, policy)
   for s in range(options.prm_seeds):  # seed 0 keeps the plain names (the lab configs read them)
     for i, (dirname, spec) in enumerate(specs):
       if s:
         dirname = f"{dirname}_seed{s}"
         spec = dataclasses.replace(spec, name=f"{spec.name} seed {s}")
       t0 = time.perf_counter()
-      summary = prm_model.train_prm(ctx, policy, records, spec, os.path.join(out, dirname),
+      summary = prm_model.train_prm(ctx, prm_start, records, spec, os.path.join(out, dirname),
                                     steps=options.prm_steps, batch_size=options.prm_batch_size,
                                     lr=config.optim.prm_lr,
                                     grad_clip=config.optim.prm_grad_clip,
@@ -448,7 +448,7 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
                    for i, (_, spec) in enumerate(specs)}
   results, main = evaluate_prms(ctx, policy, trained, options, _train_questions(ctx), agg=e.agg,
                                 seed_groups=seed_groups)
-  results["labels"] = label_stats
+  results["labels"], results["prm_init"] = label_stats, e.prm_init or config.init_from
   write_report(results, out, main, title=f"Best-of-N on held-out problems, aggregation {e.agg}")
   return results
 
@@ -484,7 +484,8 @@ def _run_on_prm_data(ctx: Any, policy: Any, out: str, options: ErprmOptions, bas
   say(f"PRM data: {stats}")
   spec = prm_model.PrmSpec("PRM (data labels)", "prm", imports.DATA_LABEL, **base)
   t0 = time.perf_counter()
-  summary = prm_model.train_prm(ctx, policy, records, spec, os.path.join(out, "prm_data"),
+  summary = prm_model.train_prm(ctx, prm_model.start_params(ctx, policy), records, spec,
+                                os.path.join(out, "prm_data"),
                                 steps=options.prm_steps, batch_size=options.prm_batch_size,
                                 lr=config.optim.prm_lr, grad_clip=config.optim.prm_grad_clip,
                                 seed=config.seed)

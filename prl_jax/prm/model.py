@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from prl_jax.config import ConfigError
 from prl_jax.models import hf
 from prl_jax.models.config import ModelConfig
 from prl_jax.models.transformer import Transformer
@@ -279,6 +280,42 @@ def prm_batch(tokenizer: Any, records: Sequence[dict], kind: str, label: str, pr
 
 # ------------------------------------------------------------------------------------------------
 # Training.
+
+# ModelConfig fields that say how a model runs, not what it computes: a PRM may start from a
+# checkpoint that was trained with other values of these.
+RUNTIME_FIELDS = ("dtype", "remat", "attention_chunk", "attention_impl", "scan_unroll",
+                  "max_position_embeddings")
+
+
+def start_params(ctx: Any, policy_params: Any) -> Any:
+  """The parameters every PRM of a run starts from (algo.erprm.prm_init).
+
+  "" (default): the policy's, ER-PRM's recipe (the PRM is a copy of the SFT policy). Otherwise
+  the HF checkpoint at prm_init, which must be the policy's architecture: the PRM reads the
+  policy's tokens and is exported and scored under the policy's model config. A policy whose
+  most likely lines are wrong starts a PRM that rates them likely too; a checkpoint that knows
+  the task (the lab's clean SFT) is the other start.
+  """
+  path = ctx.config.algo.erprm.prm_init
+  if not path:
+    return policy_params
+  config_file = os.path.join(path, "config.json")
+  if not os.path.exists(config_file):
+    raise ConfigError(f"algo.erprm.prm_init={path!r} has no config.json; pass a directory in HF "
+                      "layout (e.g. a `prl-jax sft` export, runs/sft/final_hf), or '' to start "
+                      "each PRM from the policy.")
+  with open(config_file) as fh:
+    theirs = hf.config_from_hf(json.load(fh), **{k: getattr(ctx.model_cfg, k)
+                                                   for k in RUNTIME_FIELDS})
+  ours = ctx.model_cfg
+  differ = [f"{f.name}: {getattr(theirs, f.name)!r} (policy {getattr(ours, f.name)!r})"
+            for f in dataclasses.fields(ours) if getattr(theirs, f.name) != getattr(ours, f.name)]
+  if differ:
+    raise ConfigError(f"algo.erprm.prm_init={path!r} is not the policy's architecture "
+                      f"({'; '.join(differ)}); the PRM must match the policy it scores.")
+  _, params = hf.load_hf(path, config=ours)
+  return ctx.place_state(params)
+
 
 
 def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec, out_dir: str, *,
