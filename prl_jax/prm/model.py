@@ -317,7 +317,6 @@ def start_params(ctx: Any, policy_params: Any) -> Any:
   return ctx.place_state(params)
 
 
-
 def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec, out_dir: str, *,
               steps: int, batch_size: int, lr: float, grad_clip: float, seed: int,
               log_every: int = 10) -> dict:
