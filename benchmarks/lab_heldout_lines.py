@@ -81,7 +81,8 @@ def main() -> None:
         " miscopies the operation |")
   print("|---|---:|---:|---:|---:|---:|---:|")
   for f, result in results.items():
-    name = os.path.relpath(os.path.dirname(os.path.dirname(f)), args.workdir).replace("rl/", "")
+    name = os.path.relpath(os.path.dirname(os.path.dirname(f)), args.workdir)
+    name = name[len("rl/"):] if name.startswith("rl/") else name
     print(row(name, result, problems))
 
 
