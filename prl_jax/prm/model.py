@@ -299,21 +299,18 @@ def start_params(ctx: Any, policy_params: Any) -> Any:
   path = ctx.config.algo.erprm.prm_init
   if not path:
     return policy_params
-  config_file = os.path.join(path, "config.json")
-  if not os.path.exists(config_file):
-    raise ConfigError(f"algo.erprm.prm_init={path!r} has no config.json; pass a directory in HF "
-                      "layout (e.g. a `prl-jax sft` export, runs/sft/final_hf), or '' to start "
-                      "each PRM from the policy.")
-  with open(config_file) as fh:
-    theirs = hf.config_from_hf(json.load(fh), **{k: getattr(ctx.model_cfg, k)
-                                                   for k in RUNTIME_FIELDS})
+  if not os.path.exists(os.path.join(path, hf.CONFIG_FILE)):
+    raise ConfigError(f"algo.erprm.prm_init={path!r} has no {hf.CONFIG_FILE}; pass a directory "
+                      "in HF layout (e.g. a `prl-jax sft` export, runs/sft/final_hf), or '' to "
+                      "start each PRM from the policy.")
+  theirs, params = hf.load_hf(path)
   ours = ctx.model_cfg
+  theirs = dataclasses.replace(theirs, **{k: getattr(ours, k) for k in RUNTIME_FIELDS})
   differ = [f"{f.name}: {getattr(theirs, f.name)!r} (policy {getattr(ours, f.name)!r})"
             for f in dataclasses.fields(ours) if getattr(theirs, f.name) != getattr(ours, f.name)]
   if differ:
     raise ConfigError(f"algo.erprm.prm_init={path!r} is not the policy's architecture "
                       f"({'; '.join(differ)}); the PRM must match the policy it scores.")
-  _, params = hf.load_hf(path, config=ours)
   return ctx.place_state(params)
 
 

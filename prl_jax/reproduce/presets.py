@@ -149,8 +149,8 @@ LAB_ERPRM = ErprmOptions(label_problems=512, solutions_per_problem=4, prm_steps=
 # lab's 256 eval problems: on 64, the lab's SFT had pass@8 35.9% (G1 needs 40%; 49.2% on 256).
 # Probed from an earlier lab SFT on a 2-core Xeon (two seeds, 30 steps, 49 s per run beside two
 # SFTs): the 5-step reward reached 0.5 at steps 16-17 with the oracle and 23-25 with RLOO, and
-# stood at 0.71-0.76 against 0.61-0.62 at step 30. G2 (a third of RLOO's steps) still fails there, so `make demo` passes
-# --past-failed-gates.
+# stood at 0.71-0.76 against 0.61-0.62 at step 30. G2 (a third of RLOO's steps) still fails
+# there, so `make demo` passes --past-failed-gates.
 LAB_DEMO_OVERRIDES = ("rollout.prompts_per_step=4", "algo.oracle.coef=8",
                       "train.mini_batch_size=32", "train.micro_batch_size=32",
                       "train.logprob_micro_batch_size=32")
