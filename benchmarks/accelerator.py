@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from benchmarks.docs_section import machine, write_section  # noqa: E402
 from benchmarks.steps import median_time  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
-from prl_jax.models.transformer import init_params  # noqa: E402
+from prl_jax.models.transformer import _attend_fused, init_params  # noqa: E402
 from prl_jax.run import updates  # noqa: E402
 from prl_jax.run.batch import SequenceBatch  # noqa: E402
 from prl_jax.run.state import ModelState, adamw  # noqa: E402
@@ -75,6 +75,26 @@ def train_step_seconds(cfg, batch: int, seq: int, chunk: int, repeats: int) -> f
     float(metrics["loss"])
 
   return timed(run, 2, repeats)
+
+
+def attention_layer_seconds(cfg, batch: int, seq: int, repeats: int) -> dict:
+  """Forward + backward of one attention layer's core at the train shapes, as the model runs it
+  (`fused`: cuDNN on an NVIDIA GPU in 16-bit) and through XLA's composition, with a padding
+  mask of the model's [B, 1, 1, S] form."""
+  ks = jax.random.split(jax.random.key(3), 3)
+  hd, dtype = cfg.resolved_head_dim, jnp.dtype(cfg.dtype)
+  q = jax.random.normal(ks[0], (batch, seq, cfg.num_heads, hd), dtype)
+  k, v = (jax.random.normal(key, (batch, seq, cfg.num_kv_heads, hd), dtype) for key in ks[1:])
+  valid = jnp.ones((batch, seq), bool)
+  forms = {"fused": lambda q, k, v: _attend_fused(q, k, v, valid),
+           "xla": lambda q, k, v: jax.nn.dot_product_attention(
+               q, k, v, mask=valid[:, None, None, :], is_causal=True, implementation="xla")}
+  seconds = {}
+  for name, attend in forms.items():
+    grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v).astype(jnp.float32)),
+                            argnums=(0, 1, 2)))
+    seconds[name] = timed(lambda: jax.block_until_ready(grad(q, k, v)), 2, repeats)
+  return seconds
 
 
 def decode_seconds_per_step(cfg, rows: int, prompt: int, new: int, repeats: int) -> float:
@@ -127,6 +147,10 @@ def main(argv=None):
   print(f"device: {kind} ({info['platform']}); {args.preset}, {n / 1e6:.1f}M params, "
         f"{args.dtype}", flush=True)
 
+  attention = attention_layer_seconds(cfg, args.batch, args.seq, args.repeats)
+  print(f"one attention layer, forward + backward, {args.batch} x {args.seq}: as the model runs "
+        f"it {1e3 * attention['fused']:.2f} ms, XLA's composition {1e3 * attention['xla']:.2f} "
+        "ms", flush=True)
   step_s = train_step_seconds(cfg, args.batch, args.seq, args.logprob_chunk, args.repeats)
   flops = 6 * n * args.batch * args.seq / step_s
   mfu = f"{100 * flops / peak:.1f}%" if peak else "- (no peak known)"

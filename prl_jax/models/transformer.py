@@ -157,15 +157,18 @@ def _attend_fused(q: Array, keys: Array, values: Array, kv_valid: Array) -> Arra
   (grouped-query heads are shared inside the call). Padding query rows, which attend nowhere,
   may differ from `_attend`'s; nothing reads them.
   """
-  call = lambda implementation: jax.nn.dot_product_attention(
-      q, keys, values, mask=kv_valid[:, None, None, :], is_causal=True,
-      implementation=implementation)
+  call = lambda implementation, mask: jax.nn.dot_product_attention(
+      q, keys, values, mask=mask, is_causal=True, implementation=implementation)
+  mask = kv_valid[:, None, None, :]
   if jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16):
+    # cuDNN refuses a mask broadcast over the query axis ("Bias must have same seq length as
+    # QKV"), and sequence lengths cannot say left padding: the mask goes in at [B, 1, T, S].
+    full = jnp.broadcast_to(mask, (q.shape[0], 1, q.shape[1], keys.shape[1]))
     try:
-      return call("cudnn")
+      return call("cudnn", full)
     except (ValueError, NotImplementedError, RuntimeError):  # shapes cuDNN does not take
       pass
-  return call("xla")
+  return call("xla", mask)
 
 
 class Attention(nn.Module):
