@@ -382,8 +382,8 @@ def cmd_reproduce(argv):
                       help="comma-separated seeds to run now (default: the preset's); a later "
                            "call with more seeds adds them to the same workdir and report")
   parser.add_argument("--no-erprm", action="store_true",
-                      help="leave out the ER-PRM best-of-N experiment this time (the same "
-                           "command without this flag runs it later)")
+                      help="leave out the ER-PRM stage and the arms that need its PRMs this "
+                           "time (the same command without this flag runs them later)")
   parser.add_argument("--past-failed-gates", action="store_true",
                       help="lab: record a failed G2 or G3 and run the arms anyway (the report "
                            "marks every claim); a failed G0 or G1 still stops the run")
@@ -405,7 +405,7 @@ def cmd_reproduce(argv):
   if args.seeds is not None:
     preset = dataclasses.replace(preset, seeds=parse_seeds(args.seeds))
   if args.no_erprm:
-    preset = dataclasses.replace(preset, erprm=None)
+    preset = preset.without_erprm()
   results = reproduce(preset, args.workdir, jobs=args.jobs, configs_dir=args.configs,
                       verbose=args.verbose, command=shlex.join(["prl-jax", "reproduce", *argv]),
                       past_failed_gates=args.past_failed_gates)

@@ -25,7 +25,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 LAB = os.path.join(ROOT, "configs", "lab")
 SFT_CONFIGS = ("sft_clean", "sft", "sft_demos")
 RL_ARMS = ("rloo", "grpo", "grpo_kl", "oracle", "prime", "prl", "frpo", "repirl",
-           "sft_demos_rloo", "erprm")
+           "sft_demos_rloo", "erprm", "erprm_hard")
 
 # Keys every non-RLOO arm may differ in: the method, and RLOO's own whitening switch, which no
 # other method reads.
@@ -44,6 +44,7 @@ ALLOWED = {
     "sft_demos_rloo": {"init_from"},  # the policy SFT'd on the clean demonstrations
     "erprm": COMMON | {"algo.erprm.prm_dir", "algo.erprm.plus_token", "algo.erprm.minus_token"},
 }
+ALLOWED["erprm_hard"] = ALLOWED["erprm"]  # the same RAFT with the hard-label PRM
 
 
 def _path(name):
@@ -135,6 +136,8 @@ def test_erprm_names_its_three_prms():
                    "soft": "runs/lab/erprm/erprm/prm_soft"}
   assert _load("erprm", "prm_dir=/x").algo.erprm.prm_dir == "/x"
   assert _load("erprm").algo.erprm.eta == 2.0
+  assert _diff(_load("erprm_hard"), _load("erprm")) == {"algo.erprm.prm_dir"}
+  assert _load("erprm_hard").algo.erprm.prm_dir == roots["hard"]
   with pytest.raises(ConfigError, match="prm="):
     _load("erprm", "prm=medium")
 
@@ -233,7 +236,7 @@ def test_cli_dry_run_accepts_every_lab_config(name, tmp_path, capsys):
   from prl_jax import cli
   command = "sft" if name in SFT_CONFIGS else "train"
   args = [command, "--config", _path(name), "--dry-run", "--config.init_from="]
-  if name == "erprm":
+  if name.startswith("erprm"):
     args.append(f"--config.algo.erprm.prm_dir={tmp_path}")  # a stand-in for the trained PRM
   assert cli.main(args) in (0, None)
   assert "the config is valid" in capsys.readouterr().out

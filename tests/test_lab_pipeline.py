@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from prl_jax.config import ConfigError
+from prl_jax.eval.prm_experiment import ErprmOptions
 from prl_jax.reproduce import claims as claims_lib
 from prl_jax.reproduce import gates, lab_claims, lab_metrics
 from prl_jax.reproduce.presets import LAB_ARMS, Preset, get_preset
@@ -153,6 +154,67 @@ def test_lab_preset():
            gates=gates.LabGates(rl_steps=5), overrides=("a.b=1",))
 
 
+def test_prm_arms_wait_for_the_erprm_stage_and_read_its_prms():
+  from prl_jax.reproduce.pipeline import planned_jobs
+  lab = get_preset("lab")
+  assert dict(lab.prm_arms) == {"erprm": "prm_eta2", "erprm_hard": "prm_hard"}
+  jobs = planned_jobs(lab, "/w", "configs/lab", "/w/sft/final_hf", lambda arm: f"/w/{arm}", False)
+  assert jobs[0].kind == "erprm" and jobs[0].after == ""  # the longest job starts first
+  assert len(jobs) == 1 + len(lab.methods) * len(lab.seeds)
+  for job in jobs[1:]:
+    if job.method in ("erprm", "erprm_hard"):
+      prm = "prm_eta2" if job.method == "erprm" else "prm_hard"
+      assert job.after == "erprm"
+      assert job.overrides == (f"algo.erprm.prm_dir={os.path.join('/w', 'erprm', prm)}",)
+    else:
+      assert job.after == "" and job.overrides == ()
+    assert job.sft_hf == f"/w/{job.method}"
+  # --no-erprm leaves out the stage and the arms that need it, nothing else.
+  lean = lab.without_erprm()
+  assert lean.erprm is None and lean.prm_arms == ()
+  assert lean.methods == tuple(m for m in lab.methods if not m.startswith("erprm"))
+  assert all(j.kind == "rl" and not j.after for j in planned_jobs(lean, "/w", "c", "s",
+                                                                 lambda a: "s", False))
+  with pytest.raises(ConfigError, match="not among its methods"):
+    Preset(name="x", methods=("rloo",), seeds=(0,), rl_steps=1, window=1,
+           prm_arms=(("erprm", "prm_eta2"),))
+  with pytest.raises(ConfigError, match="without_erprm"):
+    Preset(name="x", methods=("erprm",), seeds=(0,), rl_steps=1, window=1, erprm=None,
+           prm_arms=(("erprm", "prm_eta2"),))
+
+
+def _scheduled(job):
+  """A stand-in for pipeline.run_job (module level: worker processes import it by name)."""
+  if job.kind == "erprm" and job.workdir == "fails":
+    raise RuntimeError("the ER-PRM stage broke")
+  return {"key": job.key}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_jobs_starts_a_job_after_the_one_it_waits_for(workers):
+  from prl_jax.reproduce.pipeline import Job, run_jobs
+  lab = get_preset("lab")
+
+  def jobs(workdir):
+    rl = lambda method, after="": Job("rl", workdir, lab, "c", "s", False, method, 0, (), after)
+    return [Job("erprm", workdir, lab, "c", "s", False), rl("erprm", "erprm"), rl("rloo"),
+            rl("erprm_hard", "erprm")]
+
+  done = []
+  assert run_jobs(jobs("ok"), workers, lambda job, r: done.append(r["key"]), _scheduled) == []
+  assert sorted(done) == ["erprm", "erprm/seed0", "erprm_hard/seed0", "rloo/seed0"]
+  assert done.index("erprm") < min(done.index("erprm/seed0"), done.index("erprm_hard/seed0"))
+  # A failed stage: the jobs waiting for it fail without running; the others run.
+  done = []
+  failures = run_jobs(jobs("fails"), workers, lambda job, r: done.append(r["key"]), _scheduled)
+  assert done == ["rloo/seed0"]
+  assert sorted(job.key for job, _ in failures) == ["erprm", "erprm/seed0", "erprm_hard/seed0"]
+  assert {str(err) for job, err in failures if job.kind == "rl"} == {
+      "not run: it needs the erprm stage, which failed"}
+  with pytest.raises(ValueError, match="never run"):
+    run_jobs(jobs("ok")[1:2], 1, lambda job, r: None, _scheduled)
+
+
 def test_best_of_n_runs_when_a_gate_after_the_sft_stops_the_arms(tmp_path, monkeypatch):
   # ER-PRM best-of-N needs the SFT policy only: it runs when G1 passed and a later gate failed,
   # never when the SFT itself failed its gate.
@@ -201,10 +263,13 @@ TINY_OVERRIDES = ("model.preset=tiny", "sft.steps=4", "sft.batch_size=8", "sft.w
                   "rollout.prompts_per_step=4", "rollout.n=4", "train.mini_batch_size=16",
                   "filter.max_rounds=1")
 TINY_LAB = Preset(
-    name="tiny-lab", methods=("rloo", "oracle", "prime", "sft_demos_rloo"), seeds=(0, 1),
+    name="tiny-lab", methods=("rloo", "oracle", "prime", "sft_demos_rloo", "erprm"), seeds=(0, 1),
     rl_steps=4, window=2, eval_n=4, eval_problems=4, heldout_problems=4,
     heldout_max_new_tokens=64, heldout_overrides=("eval.heldout_max_new_tokens=64",),
-    erprm=None, configs="lab", arm_stages=(("sft_demos_rloo", "sft_demos"),),
+    erprm=ErprmOptions(label_problems=4, solutions_per_problem=2, prm_steps=2, prm_batch_size=4,
+                       eval_problems=4, n_max=2, draws=4),
+    erprm_overrides=("algo.erprm.num_completions=2",), erprm_config="erprm",
+    prm_arms=(("erprm", "prm_eta2"),), configs="lab", arm_stages=(("sft_demos_rloo", "sft_demos"),),
     gates=gates.LabGates(rl_steps=3, gate_step=3, window=2, eval_problems=4,
                          overrides=TINY_OVERRIDES),
     overrides=TINY_OVERRIDES, kl_problems=2, claims="lab")
@@ -230,11 +295,15 @@ def test_lab_preset_end_to_end(tmp_path, monkeypatch):
   demos = next(r for r in results["runs"] if r["method"] == "sft_demos_rloo")
   assert demos["init"].endswith(os.path.join("sft_demos", "final_hf"))
   lab = results["aggregates"]["lab"]
-  assert set(lab["per_seed"]) == {"rloo", "oracle", "prime", "sft_demos_rloo"}
+  assert set(lab["per_seed"]) == {"rloo", "oracle", "prime", "sft_demos_rloo", "erprm"}
+  # The ER-PRM arm picked with the PRM of this workdir's ER-PRM stage.
+  with open(os.path.join(root, "rl", "erprm", "seed1", "config.json")) as fh:
+    assert json.load(fh)["algo"]["erprm"]["prm_dir"] == os.path.join(root, "erprm", "prm_eta2")
+  assert os.path.isfile(os.path.join(root, "erprm", "best_of_n.json"))
   for arm, values in lab["per_seed"].items():
     assert len(values["eval mean@n"]) == 2 and len(values["heldout pass@n"]) == 2
   kl_files = glob.glob(os.path.join(root, "rl", "*", "seed*", "kl_init.json"))
-  assert len(kl_files) == 8  # 4 arms x 2 seeds
+  assert len(kl_files) == 10  # 5 arms x 2 seeds
   for path in kl_files:
     with open(path) as fh:
       kl = json.load(fh)

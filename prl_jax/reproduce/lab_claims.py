@@ -105,7 +105,8 @@ def compare(label: str, favoured: Mapping[int, float] | None, other: Mapping[int
   out = {"label": label, **result, "units": units, "min_effect": min_effect,
          "verdict": t_verdict(result, min_effect=min_effect)}
   if out["p"] is not None and out["p"] < ALPHA and abs(out["diff"]) < min_effect:
-    note = "; ".join(x for x in (note, f"below the minimum effect of {min_effect:g} {units}") if x)
+    unit = units[:-1] if min_effect == 1 and units.endswith("s") else units  # "1 point"
+    note = "; ".join(x for x in (note, f"below the minimum effect of {min_effect:g} {unit}") if x)
   if note:
     out["note"] = note
   return out
@@ -170,6 +171,10 @@ def evaluate_lab_claims(lab: Mapping) -> list[dict]:
              "demonstrations", "rePIRL learns its PRM from demonstrations; this arm controls "
              "for what the demonstrations alone give", [_acc(p, n, "mean@n", "repirl",
                                                             "sft_demos_rloo")]),
+      _claim("erprm_raft", "RAFT on the ER-PRM's pick beats RAFT on the hard-label PRM's",
+             "ER-PRM: over 1% above PRMs of other labels under RAFT (GSM8K, MATH500)",
+             [_acc(p, n, "mean@n", "erprm", "erprm_hard"),
+              _acc(p, n, "greedy", "erprm", "erprm_hard")]),
       _claim("repirl", "rePIRL beats RLOO",
              "rePIRL: math average 33.5 vs 31.7 for RLOO (Qwen2.5-3B-Instruct)",
              [_acc(p, n, "mean@n", "repirl", "rloo")]),

@@ -12,6 +12,7 @@ The pipeline (a preset says how big each part is):
   3. every final policy (and the SFT one) on the eval split and on the held-out longer chains:
      mean@n, pass@n, greedy                                            -> <run>/eval{,_heldout}
   4. the ER-PRM best-of-N experiment from the same SFT policy          -> WORKDIR/erprm
+     (the arms in `prm_arms`, RAFT with one of its PRMs, start once it has finished)
   5. WORKDIR/results.json and WORKDIR/report.md (`prl_jax.reproduce.collect`, `.report`).
 
 A preset names its configs folder (configs/mini, configs/lab). With `gates` (the lab) the gates
@@ -125,6 +126,12 @@ class Job:
   verbose: bool
   method: str = ""
   seed: int = 0
+  overrides: tuple[str, ...] = ()  # this run's own, after the preset's (e.g. its PRM)
+  after: str = ""  # the `key` of a job that must have finished first ("": none)
+
+  @property
+  def key(self) -> str:
+    return f"{self.method}/seed{self.seed}" if self.kind == "rl" else self.kind
 
 
 def evaluate_stage(workdir: str, stage: str, config_path: str, base_overrides: Sequence[str],
@@ -191,7 +198,7 @@ def kl_stage(job: Job, rel: str, path: str, overrides: Sequence[str]) -> dict:
 def rl_job(job: Job) -> dict:
   """Trains one method and seed (resuming an interrupted run), then evaluates the final policy."""
   path = config_file(job.configs_dir, job.method)
-  overrides = rl_overrides(job.preset, job.sft_hf, job.seed, job.verbose)
+  overrides = [*rl_overrides(job.preset, job.sft_hf, job.seed, job.verbose), *job.overrides]
   rel = os.path.join("rl", job.method, f"seed{job.seed}")
   run_dir = os.path.join(job.workdir, rel)
   record = run_stage(job.workdir, f"{rel}/train", stage_inputs(overrides, path),
@@ -235,35 +242,79 @@ def _best_of_n_without_rl(workdir: str, preset: Preset, configs_dir: str, verbos
           f"{os.path.join(workdir, os.path.dirname(result['results']), 'best_of_n.md')}.")
 
 
+def planned_jobs(preset: Preset, workdir: str, configs_dir: str, sft_hf: str,
+                 start_of: Callable[[str], str], verbose: bool) -> list[Job]:
+  """The jobs after the SFT stages: the ER-PRM stage first (the longest job, and the arms in
+  `preset.prm_arms` wait for it, with its PRM as their `algo.erprm.prm_dir`), then every arm
+  and seed, each from the policy `start_of(arm)`."""
+  def rl(method: str, seed: int) -> Job:
+    prm = preset.prm_dir(method)
+    return Job("rl", workdir, preset, configs_dir, start_of(method), verbose, method, seed,
+               (f"algo.erprm.prm_dir={os.path.join(workdir, 'erprm', prm)}",) if prm else (),
+               "erprm" if prm else "")
+
+  todo = ([Job("erprm", workdir, preset, configs_dir, sft_hf, verbose)]
+          if preset.erprm is not None else [])
+  return todo + [rl(m, s) for m in preset.methods for s in preset.seeds]
+
+
 def run_job(job: Job) -> dict:
   """The entry point of a worker: one Job."""
   return rl_job(job) if job.kind == "rl" else erprm_job(job)
 
 
-def run_jobs(jobs: Sequence[Job], workers: int, on_done: Callable[[Job, dict], None]
-             ) -> list[tuple[Job, BaseException]]:
-  """Runs the jobs in this process (workers=1) or in `workers` fresh processes.
+def run_jobs(jobs: Sequence[Job], workers: int, on_done: Callable[[Job, dict], None],
+             run: Callable[[Job], dict] = run_job) -> list[tuple[Job, BaseException]]:
+  """run(job) for every job, in this process (workers=1) or in `workers` fresh processes (`run`
+  then a module-level function), each once the job its `after` names has finished, in the
+  given order otherwise.
 
-  A failed job does not stop the others; the failures are returned.
+  A failed job does not stop the others, but the jobs waiting for it fail without running; the
+  failures are returned.
   """
-  failures = []
+  pending, finished, failures = list(jobs), {}, []  # finished: key -> succeeded
+
+  def settle(job: Job, run: Callable[[], dict]) -> None:
+    try:
+      on_done(job, run())
+      finished[job.key] = True
+    except Exception as err:  # noqa: BLE001 - reported together after the other jobs ran
+      failures.append((job, err))
+      finished[job.key] = False
+
+  def take_ready() -> list[Job]:
+    ready = []
+    for job in list(pending):
+      if job.after and finished.get(job.after) is False:
+        pending.remove(job)
+        failures.append((job, RuntimeError(f"not run: it needs the {job.after} stage, which "
+                                           "failed")))
+        finished[job.key] = False
+      elif not job.after or finished.get(job.after):
+        pending.remove(job)
+        ready.append(job)
+    return ready
+
+  def check_waiting() -> None:
+    if pending:  # waits on a job that is not in the list: a bug in the caller
+      raise ValueError(f"jobs {[j.key for j in pending]} wait on jobs that never run.")
+
   if workers <= 1:
-    for job in jobs:
-      try:
-        on_done(job, run_job(job))
-      except Exception as err:  # noqa: BLE001 - reported together after the other jobs ran
-        failures.append((job, err))
+    while ready := take_ready():
+      for job in ready:
+        settle(job, lambda: run(job))
+    check_waiting()
     return failures
   # Fresh interpreters (JAX is not fork-safe once initialised; cheap next to a training run)
   # that end with this process.
   with worker_pool(workers) as pool:
-    futures = {pool.submit(run_job, job): job for job in jobs}
-    for future in concurrent.futures.as_completed(futures):
-      job = futures[future]
-      try:
-        on_done(job, future.result())
-      except Exception as err:  # noqa: BLE001
-        failures.append((job, err))
+    futures = {pool.submit(run, job): job for job in take_ready()}
+    while futures:
+      done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
+      for future in done:
+        settle(futures.pop(future), future.result)
+      futures.update({pool.submit(run, job): job for job in take_ready()})
+  check_waiting()
   return failures
 
 
@@ -342,11 +393,8 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
     stage = preset.init_stage(arm)
     return sft_hf if stage is None else os.path.join(workdir, manifest["extra_sft"][stage]["hf"])
 
-  todo = [Job("rl", workdir, preset, configs_dir, start_of(m), verbose, m, s)
-          for m in preset.methods for s in preset.seeds]
-  if preset.erprm is not None:
-    todo.append(Job("erprm", workdir, preset, configs_dir, sft_hf, verbose))
-  failures = run_jobs(todo, jobs, on_done)
+  failures = run_jobs(planned_jobs(preset, workdir, configs_dir, sft_hf, start_of, verbose), jobs,
+                      on_done)
   bar.close()
   manifest["wall_seconds_this_call"] = round(time.perf_counter() - start, 1)
   results = save()

@@ -16,7 +16,10 @@ METHODS = ("rloo", "grpo", "reinforce", "ppo", "raft", "prime", "prl", "frpo", "
 # The process-reward lab's arms (docs/lab.md), each configs/lab/<arm>.py. sft_demos_rloo starts
 # from an extra SFT stage (configs/lab/sft_demos.py) instead of the lab SFT.
 LAB_ARMS = ("rloo", "grpo", "grpo_kl", "oracle", "prime", "prl", "frpo", "repirl",
-            "sft_demos_rloo")
+            "sft_demos_rloo", "erprm", "erprm_hard")
+# The lab's RAFT arms whose pick is a PRM of the ER-PRM stage: (arm, that PRM's directory under
+# WORKDIR/erprm). They wait for the stage: ER-PRM (eta = 2) and its hard-label control.
+LAB_PRM_ARMS = (("erprm", "prm_eta2"), ("erprm_hard", "prm_hard"))
 KNOWN_ARMS = tuple(dict.fromkeys(METHODS + LAB_ARMS))
 SPLITS = ("eval", "heldout")
 
@@ -51,6 +54,9 @@ class Preset:
       policy it started from (0: no KL stage).
     claims: which claims the report judges ("mini": the z-test of claims.py; "lab": the t-tests
       of lab_claims.py).
+    prm_arms: (arm, PRM directory under WORKDIR/erprm) pairs: that arm scores its rollouts with
+      a PRM the ER-PRM stage trains (`algo.erprm.prm_dir`), so its runs start once that stage
+      has finished.
   """
 
   name: str
@@ -73,6 +79,7 @@ class Preset:
   heldout_overrides: tuple[str, ...] = ()
   kl_problems: int = 0
   claims: str = "mini"
+  prm_arms: tuple[tuple[str, str], ...] = ()
 
   def __post_init__(self):
     unknown = sorted(set(self.methods) - set(KNOWN_ARMS))
@@ -93,10 +100,28 @@ class Preset:
       if getattr(self, field) < 1:
         raise ConfigError(f"Preset {self.name!r}: {field} must be >= 1, got "
                           f"{getattr(self, field)}.")
+    stray = sorted(set(arm for arm, _ in self.prm_arms) - set(self.methods))
+    if stray:
+      raise ConfigError(f"Preset {self.name!r}: prm_arms names {stray}, which are not among its "
+                        "methods.")
+    if self.prm_arms and self.erprm is None:
+      raise ConfigError(f"Preset {self.name!r}: the arms {[a for a, _ in self.prm_arms]} need the "
+                        "PRMs of the ER-PRM stage, which this preset leaves out (erprm=None); "
+                        "use `without_erprm()` to leave both out.")
     if self.gates is not None and (self.gates.overrides != self.overrides or self.sft_overrides):
       # The gates' SFT and RL runs are the arms' own only when they change the configs alike.
       raise ConfigError(f"Preset {self.name!r}: with gates, put every override in both "
                         "`overrides` and `gates.overrides` (equal), none in `sft_overrides`.")
+
+  def without_erprm(self) -> "Preset":
+    """This preset without the ER-PRM stage and the arms that need its PRMs (`--no-erprm`)."""
+    needs = {arm for arm, _ in self.prm_arms}
+    return dataclasses.replace(self, erprm=None, prm_arms=(),
+                               methods=tuple(m for m in self.methods if m not in needs))
+
+  def prm_dir(self, arm: str) -> str | None:
+    """The directory under WORKDIR/erprm of the PRM `arm` picks with (None: it needs none)."""
+    return dict(self.prm_arms).get(arm)
 
   def init_stage(self, arm: str) -> str | None:
     """The extra SFT stage `arm` starts from (None: the main SFT policy)."""
@@ -171,7 +196,7 @@ PRESETS = {
         heldout_overrides=("eval.heldout_max_new_tokens=64",), erprm=LAB_ERPRM,
         erprm_config="erprm", configs="lab",
         arm_stages=(("sft_demos_rloo", "sft_demos"),), gates=LabGates(rl_steps=60),
-        kl_problems=64, claims="lab"),
+        kl_problems=64, claims="lab", prm_arms=LAB_PRM_ARMS),
     "lab-demo": Preset(
         name="lab-demo", methods=("rloo", "oracle"), seeds=(0,), rl_steps=30, window=5,
         eval_problems=64, heldout_problems=32, heldout_max_new_tokens=64,
