@@ -69,10 +69,38 @@ def test_erprm_solution_scores_aggregate_the_step_scores():
   score = frozen_scorer(types.SimpleNamespace(config=config))
   rollouts = types.SimpleNamespace(texts=["1+2=3\n3+4=7", "1+2=3\nThe answer is 3",
                                           "1+2=4\n4+4=8"], examples=[{}] * 3)
-  np.testing.assert_allclose(score(rollouts), [1.0, 0.5, 0.0])
+  scored = score(rollouts)
+  np.testing.assert_allclose(scored.solution, [1.0, 0.5, 0.0])
+  assert scored.steps == [[1.0, 1.0], [1.0, 0.5], [0.0, 1.0]]  # for the step diagnostics
   config.algo.erprm.agg = "mean"
-  np.testing.assert_allclose(frozen_scorer(types.SimpleNamespace(config=config))(rollouts),
+  np.testing.assert_allclose(frozen_scorer(types.SimpleNamespace(config=config))(rollouts).solution,
                              [1.0, 0.75, 0.5])
+
+
+def test_frozen_step_scores_reach_the_step_diagnostics_line_by_line():
+  """The loop places a frozen scorer's step scores on the step ends; the step diagnostics read
+  them back line by line, and ER-PRM's recipe hands them over as its process reward."""
+  import jax.numpy as jnp
+  from prl_jax.algorithms.registry import get_recipe
+  from prl_jax.models.tokenizer import CharTokenizer
+  from prl_jax.train.step_diagnostics import line_scores, step_auroc
+  from tests.test_recipes import _inputs, _options
+
+  ex = register.generate(1, seed=6)[0]
+  lines = ex["solution"].splitlines()
+  v = (int(lines[3][-1]) + 1) % 10
+  texts = [ex["solution"], "\n".join(lines[:3] + [lines[3][:3] + str(v)] + lines[4:])]
+  tokens, mask, ends = _rows(texts)
+  scores = [[0.5, 0.1, 0.9, 0.3, 0.2, 0.8, 0.4, 0.7], [0.6, 0.2, 0.0, 0.35, 9, 9, 9, 9]]
+  placed = step_fn.place_on_step_ends(scores, ends)
+  newline = CharTokenizer().encode("\n")
+  np.testing.assert_allclose(line_scores(placed, tokens, mask, newline), scores)
+  # Right lines (8 in row 0, 3 in row 1) above the first error's 0.35: 6 of 11.
+  assert step_auroc(placed, tokens, mask, newline, texts, [ex, ex]) == pytest.approx(6 / 11)
+  x = _inputs([1.0, 0.0], [0.9, 0.1], 2, length=placed.shape[1])
+  out = get_recipe("erprm").advantages(_options(1), x.replace(prm_steps=jnp.asarray(placed)))
+  np.testing.assert_array_equal(out.process_reward, placed)
+  assert get_recipe("erprm").advantages(_options(1), x).process_reward is None
 
 
 def test_erprm_trains_on_a_step_scorer_without_a_prm_dir(tmp_path):
@@ -85,6 +113,8 @@ def test_erprm_trains_on_a_step_scorer_without_a_prm_dir(tmp_path):
   train(config, str(tmp_path / "run"))
   (row,) = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
   assert row["erprm/score_mean"] == pytest.approx(0.25)
+  # 0.25 on every step end of a response: its process return is a positive multiple of 0.25.
+  assert row["process/return_mean"] > 0
   config = tiny_config("erprm", **{"algo.steps.score_fn": f"{SCORER}:missing"})
   with pytest.raises(ConfigError, match="algo.steps.score_fn=.*has no function 'missing'"):
     train(config, str(tmp_path / "run2"))

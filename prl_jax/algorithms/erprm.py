@@ -20,6 +20,9 @@ def erprm_advantages(options, x: RLInputs) -> Advantages:
   """A_t = 1 on every token of the `keep` responses of each group with the highest PRM score.
 
       keep_i = rank_g(prm_score_i) < keep_per_prompt   (ties: the earlier sample)
+
+  The PRM's step scores on the step ends are the process reward of the loop's step diagnostics
+  (prm/step_auroc, process/return_mean); they do not enter the advantage.
   """
   if x.prm_score is None:
     raise ValueError("method=erprm needs RLInputs.prm_score (the frozen PRM's solution scores).")
@@ -29,7 +32,7 @@ def erprm_advantages(options, x: RLInputs) -> Advantages:
       "raft/kept_fraction": jnp.mean(kept),
       "erprm/kept_accuracy": jnp.sum(kept * x.outcome) / jnp.maximum(jnp.sum(kept), 1.0),
       "erprm/mean_accuracy": jnp.mean(x.outcome),
-      "erprm/score_mean": jnp.mean(x.prm_score)})
+      "erprm/score_mean": jnp.mean(x.prm_score)}, process_reward=x.prm_steps)
 
 
 register(Recipe("erprm", erprm_advantages, frozen_prm=True, policy_loss="nll", unit_outcome=True))

@@ -25,7 +25,9 @@ class RLInputs:
   output of the PRM trained during the run (log pi_phi(y_t) for an implicit PRM, r_phi(y_t) for a
   reward head), read with the cadence of `PrmTraining.refresh`; `prm_score` is a frozen PRM's
   solution score of each response (ER-PRM); `step_rewards` the task's step checker's labels on
-  the step ends (1 right, 0 wrong; the oracle control, `Recipe.step_checker`).
+  the step ends (1 right, 0 wrong; the oracle control, `Recipe.step_checker`); `prm_steps` the
+  frozen PRM's step scores on the step ends (for its diagnostics; None when its steps are not
+  the step ends').
   """
 
   outcome: jax.Array  # [B] in [0, 1]
@@ -38,6 +40,7 @@ class RLInputs:
   group_size: int = flax.struct.field(pytree_node=False)
   prm_score: jax.Array | None = None  # [B]
   step_rewards: jax.Array | None = None  # [B, N]
+  prm_steps: jax.Array | None = None  # [B, N]
 
 
 @flax.struct.dataclass

@@ -56,28 +56,49 @@ def load_frozen_prm(ctx: Any) -> FrozenPrm:
   return FrozenPrm(spec=spec, model_cfg=model_cfg, params=params, agg=agg)
 
 
+@dataclasses.dataclass
+class FrozenScores:
+  """A frozen scorer's verdict on B rollouts.
+
+  Attributes:
+    solution: [B] solution scores (the step scores aggregated with algo.erprm.agg).
+    steps: per response its step scores in order, when its steps are the response's pieces
+      between algo.steps.delimiter (the loop then places them on the step ends for the step
+      diagnostics, prm/step_auroc); None when the scorer split them otherwise.
+  """
+
+  solution: np.ndarray
+  steps: list[list[float]] | None
+
+
 def score_rollouts(prm: FrozenPrm, ctx: Any, examples: Sequence[dict], texts: Sequence[str],
-                   finished: np.ndarray, group_size: int) -> np.ndarray:
-  """[B] solution scores of B = P * group_size responses (groups contiguous)."""
+                   finished: np.ndarray, group_size: int) -> FrozenScores:
+  """The PRM's scores of B = P * group_size responses (groups contiguous)."""
   rows = len(texts)
   grouped = [list(texts[i:i + group_size]) for i in range(0, rows, group_size)]
   steps = prm_step_score_lists(
       prm.model_cfg, prm.params, prm.spec, ctx.tokenizer, list(examples[::group_size]), grouped,
       np.asarray(finished).reshape(-1, group_size), ctx.prompt_len,
       ctx.config.rollout.max_new_tokens, rows=rows, place=ctx.place_batch)
-  return solution_scores(steps, prm.agg, (rows // group_size, group_size)).reshape(-1)
+  solution = solution_scores(steps, prm.agg, (rows // group_size, group_size)).reshape(-1)
+  # Labelled steps merged under min_step_chars are not the loop's delimiter steps.
+  same_steps = (prm.spec.min_step_chars == 0
+                and prm.spec.delimiter == ctx.config.algo.steps.delimiter)
+  return FrozenScores(solution, steps if same_steps else None)
 
 
-def frozen_scorer(ctx: Any) -> Callable[[Any], np.ndarray]:
-  """Rollouts -> [B] solution scores: of algo.steps.score_fn's step scores when it is set, else
-  of the trained PRM in algo.erprm.prm_dir; both aggregated with algo.erprm.agg."""
+def frozen_scorer(ctx: Any) -> Callable[[Any], FrozenScores]:
+  """Rollouts -> their scores: of algo.steps.score_fn's step scores when it is set, else of the
+  trained PRM in algo.erprm.prm_dir; both aggregated with algo.erprm.agg."""
   config = ctx.config
   if config.algo.steps.score_fn:
     fn, agg = load_step_fn(config.algo.steps.score_fn), config.algo.erprm.agg
     if agg not in AGGREGATIONS:
       raise ConfigError(f"algo.erprm.agg={agg!r}; choose one of {AGGREGATIONS}.")
-    return lambda r: solution_scores(
-        step_score_lists(fn, r.texts, r.examples, config.algo.steps.delimiter), agg,
-        (len(r.texts), 1)).reshape(-1)
+
+    def score(r) -> FrozenScores:
+      steps = step_score_lists(fn, r.texts, r.examples, config.algo.steps.delimiter)
+      return FrozenScores(solution_scores(steps, agg, (len(r.texts), 1)).reshape(-1), steps)
+    return score
   prm = load_frozen_prm(ctx)
   return lambda r: score_rollouts(prm, ctx, r.examples, r.texts, ~r.truncated, config.rollout.n)

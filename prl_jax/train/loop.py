@@ -28,6 +28,7 @@ from prl_jax.eval.evaluate import evaluate
 from prl_jax.models.logprobs import response_logprobs, shares_prompts
 from prl_jax.ops.steps import step_end_mask
 from prl_jax.prm.frozen import frozen_scorer
+from prl_jax.prm.step_fn import place_on_step_ends
 from prl_jax.rewards.plugins import check_unit_outcome
 from prl_jax.run import updates
 from prl_jax.run.batch import PolicyBatch, SequenceBatch, make_sequences
@@ -60,7 +61,7 @@ class RunFunctions:
   # (state, the rollouts' prm_token of a single forward or None, metrics)
   value_forward: Any | None
   value_update: Any | None
-  prm_scores: Any | None = None  # Rollouts -> [B] scores of a frozen PRM (Recipe.frozen_prm)
+  prm_scores: Any | None = None  # Rollouts -> FrozenScores of a frozen PRM (Recipe.frozen_prm)
   prm_token: Any | None = None  # (PRM params, seq) -> [B, N] the trained PRM's per-token output
 
 
@@ -326,17 +327,21 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
                                                   old_logp, ref_logp)
     metrics.update(prm_metrics)
 
-  prm_score = step_rewards = None
-  if fns.prm_scores is not None:
-    prm_score = ctx.place_batch(fns.prm_scores(rollouts))
+  prm_score = step_rewards = prm_steps = None
   step_end = _step_ends(ctx, recipe, seq)
+  if fns.prm_scores is not None:
+    scored = fns.prm_scores(rollouts)
+    prm_score = ctx.place_batch(scored.solution)
+    if scored.steps is not None:
+      prm_steps = ctx.place_batch(place_on_step_ends(scored.steps, distributed.to_host(step_end)))
   if recipe.step_checker:
     step_rewards = ctx.place_batch(checker_step_rewards(rollouts.texts, rollouts.examples,
                                                         distributed.to_host(step_end),
                                                         config.algo.steps))
   inputs = RLInputs(outcome=outcome, mask=seq.response_mask, old_logp=old_logp, ref_logp=ref_logp,
                     prm_token=prm_token, values=values, step_end=step_end,
-                    group_size=config.rollout.n, prm_score=prm_score, step_rewards=step_rewards)
+                    group_size=config.rollout.n, prm_score=prm_score, step_rewards=step_rewards,
+                    prm_steps=prm_steps)
   out = fns.advantages(inputs)
   advantages = out.token
   if out.process_reward is not None:
