@@ -314,8 +314,13 @@ def test_lab_preset_end_to_end(tmp_path, monkeypatch):
   assert {c["key"] for c in results["claims"]} >= {"control", "prime_speed", "repirl"}
   text = open(os.path.join(root, "report.md")).read()
   for part in ("## Gates", "G2 oracle control", "## Sample efficiency", "## Step AUROC",
-               "## Reward-hacking monitor", "paired t-test", "## Deviations", "| sft_demos |"):
+               "## Reward-hacking monitor", "paired t-test", "## Deviations", "| sft_demos |",
+               "| clean SFT (G0) |"):
     assert part in text
+  # The seed-0 runs the gates trained count their steps' time, not only the continuation's.
+  rows = read_metrics(os.path.join(root, "rl", "oracle", "seed0", "metrics.jsonl"))
+  oracle_train = results["aggregates"]["policies"]["oracle"]["train_seconds"]
+  assert oracle_train[0] >= sum(r["time/step_s"] for r in rows)
   # (No AUROC band here: a tiny batch rarely holds both a right and a first wrong line.)
   for png in ("lab_reward", "lab_entropy"):
     assert os.path.getsize(os.path.join(root, "plots", f"{png}.png")) > 0

@@ -305,6 +305,15 @@ def test_presets():
   assert set(PRESETS) == {"demo", "mini", "lab", "lab-demo"}
 
 
+def test_training_time_counts_the_steps_an_earlier_call_trained():
+  from prl_jax.reproduce.collect import _train_seconds
+  rows = [{"step": 1, "time/step_s": 5.0}, {"step": 2, "time/step_s": 2.0}]
+  # A lab gate trained both steps; the arm's stage only found them done.
+  assert _train_seconds({"train": {"seconds": 1.5}, "rows": rows}) == 7.0
+  # The stage trained them itself: its wall time also holds compilation and the export.
+  assert _train_seconds({"train": {"seconds": 30.0}, "rows": rows}) == 30.0
+
+
 def test_run_stage_skips_only_a_finished_stage_with_the_same_inputs(tmp_path):
   root, calls = str(tmp_path), []
   run = lambda inputs, outputs=(): run_stage(root, "a/b", inputs, "cmd",

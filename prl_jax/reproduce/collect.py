@@ -92,6 +92,14 @@ def _add_training(entry: dict, run: Mapping, window: int, target: Mapping | None
                                                    window))
 
 
+def _train_seconds(run: Mapping) -> float:
+  """A run's training time: its stage's wall time, or the sum of its steps' logged times when
+  that is larger, i.e. when an earlier call trained the steps (a lab gate's run, continued by
+  the arm's stage, or a resumed run) and the stage only timed the rest."""
+  logged = sum(float(row.get(STEP_TIME_KEY, 0.0)) for row in run["rows"])
+  return max(float(run["train"]["seconds"]), logged)
+
+
 def _add_prm_accuracy(out: dict, run: Mapping, window: int) -> None:
   """Mean PRM pairwise accuracy of a run's first and last `window` steps and of the whole run."""
   accuracy = [row[PRM_ACC_KEY] for row in run["rows"] if PRM_ACC_KEY in row]
@@ -124,7 +132,7 @@ def collect(workdir: str, manifest: Mapping) -> dict:
     entry = policies.setdefault(run["method"], _new_policy())
     entry["seeds"].append(run["seed"])
     _add_evals(entry, _policy_evals(workdir, run["evals"], n))
-    entry["train_seconds"].append(run["train"]["seconds"])
+    entry["train_seconds"].append(_train_seconds(run))
     entry["eval_seconds"].append(sum(e["seconds"] for e in run["evals"].values()))
     if run["rewards"]:
       _add_training(entry, run, window, target)
@@ -181,7 +189,7 @@ def collect_erprm(workdir: str, erprm: Mapping | None) -> dict | None:
 
 def _times(manifest: Mapping) -> dict:
   """Wall seconds of the stages outside the RL runs (those are per policy)."""
-  out = {}
+  out = dict(manifest.get("gate_seconds", {}))  # the lab gates' stages no arm shares
   sft = manifest.get("sft")
   if sft:
     out["SFT"] = sft["train"]["seconds"]

@@ -44,7 +44,8 @@ from prl_jax.eval.prm_experiment import ErprmOptions, run_erprm
 from prl_jax.eval.summary import RESULTS_JSON
 from prl_jax.progress import progress_bar
 from prl_jax.reproduce.collect import save_results
-from prl_jax.reproduce.lab import base_policy_passed, gate_sft_overrides, run_lab_gates
+from prl_jax.reproduce.lab import (CAPACITY, base_policy_passed, gate_sft_overrides,
+                                   run_lab_gates)
 from prl_jax.reproduce.presets import SPLITS, Preset
 from prl_jax.reproduce.report import write_report
 from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file, load,
@@ -364,6 +365,9 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
                                         past_failed_gates=past_failed_gates)
     except ConfigError as err:
       raise ConfigError(f"{err}{_best_of_n_without_rl(workdir, preset, configs_dir, verbose)}")
+    clean_sft = read_marker(workdir, f"{CAPACITY}/train")  # G0's, where the SFT stage starts
+    if clean_sft is not None:
+      manifest["gate_seconds"] = {"clean SFT (G0)": clean_sft["seconds"]}
   # One stage per training run and per evaluation of its policy (plus its KL), and the ER-PRM
   # experiment.
   per_run = 1 + len(SPLITS) + bool(preset.kl_problems)
