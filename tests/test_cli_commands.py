@@ -126,7 +126,7 @@ def test_reproduce_seeds_flag_runs_the_named_seeds_and_rejects_bad_lists(capsys,
   called = {}
 
   def fake(preset, workdir, **kw):
-    called.update(seeds=preset.seeds, erprm=preset.erprm, **kw)
+    called.update(seeds=preset.seeds, erprm=preset.erprm, methods=preset.methods, **kw)
     raise SystemExit(0)
   monkeypatch.setattr(pipeline, "reproduce", fake)
   work = str(tmp_path / "w")
@@ -137,6 +137,7 @@ def test_reproduce_seeds_flag_runs_the_named_seeds_and_rejects_bad_lists(capsys,
   assert called["erprm"] is not None
   _run(capsys, "reproduce", "--preset", "lab", "--workdir", work, "--no-erprm")
   assert called["erprm"] is None and called["seeds"] == (0, 1, 2)
+  assert "rloo" in called["methods"] and not {"erprm", "erprm_hard"} & set(called["methods"])
   for bad in ("a", "1,1", "-1"):
     code, _, err = _run(capsys, "reproduce", "--preset", "lab", "--workdir", work, "--seeds", bad)
     assert code == 2 and "--seeds" in err and "Traceback" not in err
