@@ -275,9 +275,9 @@ def run_jobs(jobs: Sequence[Job], workers: int, on_done: Callable[[Job, dict], N
   """
   pending, finished, failures = list(jobs), {}, []  # finished: key -> succeeded
 
-  def settle(job: Job, run: Callable[[], dict]) -> None:
+  def settle(job: Job, result_of: Callable[[], dict]) -> None:
     try:
-      on_done(job, run())
+      on_done(job, result_of())
       finished[job.key] = True
     except Exception as err:  # noqa: BLE001 - reported together after the other jobs ran
       failures.append((job, err))
