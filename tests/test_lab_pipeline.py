@@ -139,6 +139,12 @@ def test_hacking_monitor_flags_rising_process_return_with_falling_outcome():
                                      hack_window=10)  # noise, not a fall of > 0.02
   assert flat["flagged"] is False
   assert lab_metrics.hacking_monitor(_rows(falling))["flagged"] is None  # nothing to monitor
+  # RAFT on a frozen PRM selects by the aggregated score, which a policy can raise by writing
+  # fewer lines while the sum of its step scores falls: the score is what is monitored.
+  shrinking = [3.0 - 0.1 * i for i in range(steps)]
+  raft = lab_metrics.hacking_monitor(_rows(falling, erprm__score_mean=rising,
+                                           process__return_mean=shrinking), hack_window=10)
+  assert raft["key"] == "erprm/score_mean" and raft["flagged"]
 
 
 def test_lab_preset():

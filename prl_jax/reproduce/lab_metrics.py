@@ -28,10 +28,12 @@ from prl_jax.reproduce.claims import final_reward, moving_average, steps_to_reac
 
 REWARD_KEY, AUROC_KEY, ENTROPY_KEY = "rollout/reward", "prm/step_auroc", "policy/entropy"
 SAMPLED_TOTAL, SAMPLED = "rollout/sampled_total", "rollout/sampled"
-# Per-step mean process return of a batch's responses, by preference: a generic one if the
-# training loop logs it, then the methods' own.
-PROCESS_RETURN_KEYS = ("process/return_mean", "repirl/return_mean", "repirl/prm_return",
-                       "oracle/step_accuracy")
+# Per-step mean process return of a batch's responses, by preference: what a frozen PRM's RAFT
+# selects by (the aggregated solution score: with min aggregation, shorter responses can raise
+# it while the sum of step scores falls), then a generic one if the training loop logs it, then
+# the methods' own.
+PROCESS_RETURN_KEYS = ("erprm/score_mean", "process/return_mean", "repirl/return_mean",
+                       "repirl/prm_return", "oracle/step_accuracy")
 
 
 def series(rows: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
