@@ -163,7 +163,10 @@ class Preset:
 # Measured on the shared 2-core Xeon: labels 790 s, the 8 PRMs 73-189 s each (931 s), candidates
 # 211-220 s, scoring 160-190 s per PRM (about 25 min), selection and bootstrap about 1 min: about
 # 1 h of one worker, which with --jobs 2 runs beside the arms and adds about 30 min to the 3 h
-# estimated above (not yet measured as a whole).
+# estimated above (not yet measured as a whole). The two ER-PRM RAFT arms (LAB_PRM_ARMS) start
+# once that stage has finished: measured 2.6-2.9 s per step two at a time on an idle 2-core Xeon
+# (docs/lab.md, "RAFT on the PRM's pick"), about 9 min of wall time for their 6 runs with
+# --jobs 2 once the other arms are done.
 LAB_ERPRM = ErprmOptions(label_problems=512, solutions_per_problem=4, prm_steps=400,
                          prm_batch_size=32, eval_problems=1500, n_max=64, draws=100, prm_seeds=2)
 # lab-demo: the lab's oracle control in minutes. Smaller steps make the outcome's credit
