@@ -67,3 +67,11 @@ def test_raft_keeps_the_best_correct_by_outcome(case):
 def test_erprm_without_scores_says_what_is_missing():
   with pytest.raises(ValueError, match="prm_score"):
     get_recipe("erprm").advantages(_options(1), _inputs([1.0, 0.0], None, 2))
+
+
+def test_erprm_never_picks_a_response_without_steps_and_logs_a_finite_score():
+  # A response with no step scores -inf (the official RAFT gives it 0, below every PRM score).
+  out = get_recipe("erprm").advantages(
+      _options(1), _inputs([0.0, 1.0, 0.0, 0.0], [-np.inf, 0.2, 0.9, 0.1], 2))
+  np.testing.assert_array_equal(np.asarray(out.token)[:, 0], [0.0, 1.0, 1.0, 0.0])
+  assert float(out.metrics["erprm/score_mean"]) == pytest.approx(0.4)  # over the 3 scored

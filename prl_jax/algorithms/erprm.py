@@ -28,11 +28,16 @@ def erprm_advantages(options, x: RLInputs) -> Advantages:
     raise ValueError("method=erprm needs RLInputs.prm_score (the frozen PRM's solution scores).")
   keep = best_in_group(x.prm_score, x.group_size, options.raft.keep_per_prompt)
   kept = keep.astype(jnp.float32)
+  # A response without a step scores -inf (never picked over one with steps); the logged mean
+  # is over the scored ones, so it stays finite for the reward-hacking monitor.
+  scored = jnp.isfinite(x.prm_score)
+  score_mean = (jnp.sum(jnp.where(scored, x.prm_score, 0.0))
+                / jnp.maximum(jnp.sum(scored), 1).astype(jnp.float32))
   return Advantages(kept[:, None] * x.mask, {
       "raft/kept_fraction": jnp.mean(kept),
       "erprm/kept_accuracy": jnp.sum(kept * x.outcome) / jnp.maximum(jnp.sum(kept), 1.0),
       "erprm/mean_accuracy": jnp.mean(x.outcome),
-      "erprm/score_mean": jnp.mean(x.prm_score)}, process_reward=x.prm_steps)
+      "erprm/score_mean": score_mean}, process_reward=x.prm_steps)
 
 
 register(Recipe("erprm", erprm_advantages, frozen_prm=True, policy_loss="nll", unit_outcome=True))
