@@ -26,8 +26,8 @@ class RLInputs:
   reward head), read with the cadence of `PrmTraining.refresh`; `prm_score` is a frozen PRM's
   solution score of each response (ER-PRM); `step_rewards` the task's step checker's labels on
   the step ends (1 right, 0 wrong; the oracle control, `Recipe.step_checker`); `prm_steps` the
-  frozen PRM's step scores on the step ends (for its diagnostics; None when its steps are not
-  the step ends').
+  frozen PRM's step scores on the step ends (for its diagnostics; None when the PRM splits steps
+  otherwise than the loop).
   """
 
   outcome: jax.Array  # [B] in [0, 1]

@@ -43,9 +43,8 @@ def sample_candidates(params: Any, model_cfg: ModelConfig, tokenizer: Any, scfg:
   """Samples `n` candidates per problem from the policy and checks them (`progress`: a bar)."""
   prompts = [tokenizer.encode(ex["prompt"]) for ex in problems]
   responses = labels.sample_responses(params, model_cfg, prompts, n, key, scfg,
-                                            max_rows=max_rows, mesh=mesh, rules=rules,
-                                            progress=progress,
-                                            desc="best-of-N: candidates")
+                                      max_rows=max_rows, mesh=mesh, rules=rules,
+                                      progress=progress, desc="best-of-N: candidates")
   texts = [[tokenizer.decode(ids) for ids, _ in group] for group in responses]
   finished = np.array([[done for _, done in group] for group in responses], bool)
   flat = check([t for group in texts for t in group], [ex for ex in problems for _ in range(n)])
