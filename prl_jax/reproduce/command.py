@@ -8,14 +8,16 @@ import dataclasses
 import os
 import shlex
 
-from prl_jax.reproduce import collect, pipeline, report
-from prl_jax.reproduce.lab import GATES_FILE, run_lab_gates
-from prl_jax.reproduce.lab_countdown import run_lab_countdown
+from prl_jax.reproduce import collect, report
 from prl_jax.reproduce.presets import PRESETS, get_preset, parse_seeds
 
 
 def reproduce_command(argv: list[str]) -> None:
   """`prl-jax reproduce`."""
+  # Here, not at the top: `prl-jax report` only reads JSON and need not import the training stack.
+  from prl_jax.reproduce import pipeline
+  from prl_jax.reproduce.lab import GATES_FILE, run_lab_gates
+  from prl_jax.reproduce.lab_countdown import run_lab_countdown
   parser = argparse.ArgumentParser(
       prog="prl-jax reproduce",
       description="SFT once, every RL method and seed on the configs/mini budget, evaluations, "
