@@ -13,7 +13,8 @@ Each section runs as `--rounds` rounds of (the peer's, ours), and every figure i
 over rounds, so a machine whose load changes over minutes hits both sides of a row alike.
 Shapes are benchmarks/sampler.py's and benchmarks/steps.py's: the mini preset (vocab 512,
 d 256, 4 layers, 4 heads, 4 KV heads, MLP 1024, 4.46M parameters), float32, one device. Our
-RL steps run with both old-policy log-prob sources (train.old_logp_source = forward, sampler),
+RL steps run with each old-policy log-prob source (train.old_logp_source = forward, auto,
+sampler; auto, the default, is the update's own forward at these shapes' one update per step),
 their runs alternating.
 """
 
@@ -69,7 +70,7 @@ def ours(section: str, runs: int) -> list[tuple[str, float, str]]:
     return [("train step, 32 x 128 tokens", row["seconds"], "s")]
   rows = []
   for method in ("grpo", "prime"):
-    for row in steps.bench_old_logp_ab(method, 2, runs):  # the two sources, runs alternating
+    for row in steps.bench_old_logp_ab(method, 2, runs):  # the three sources, runs alternating
       rows.append((f"{method.upper()} step, 16 x 4 x 64 (old log-probs: {row['old_logp']})",
                    row["seconds"], "s"))
   return rows
@@ -130,7 +131,10 @@ def main(argv=None):
         f"the median of {args.runs} timed runs after warm-up, float32, one "
         "device, the mini shapes of the sections above. Tunix's GRPO step (reference "
         "log-probs, KL loss 0.04, one AdamW update) is the comparison for both our GRPO and "
-        "our PRIME step; our two old-log-prob sources run alternating. Ratios above 1 mean "
+        "our PRIME step (Tunix's takes no old-policy pass at one update per step); our "
+        "three old-log-prob sources run alternating: a forward pass before the update, auto "
+        "(the default: here the update's own forward, stop-gradient) and the sampler's. "
+        "Ratios above 1 mean "
         f"prl_jax is faster. {machine_load(idle_before, load)}")
     command = ("python benchmarks/side_by_side.py --peer-python <env with google-tunix 0.1.7>"
                "/bin/python --peer-script <Tunix anchor script>"

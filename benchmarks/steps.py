@@ -90,7 +90,12 @@ def bench_train_step(warmup: int, repeats: int) -> dict:
           "tokens_per_s": TRAIN_BATCH * TRAIN_LEN / median}
 
 
-def _rl_config(method: str, workdir: str, old_logp: str = "forward", extra: tuple = ()):
+OLD_LOGP_WORDS = {"forward": "a forward pass before the update",
+                  "auto": "the update's own forward (one update per step)",
+                  "sampler": "the sampler's"}
+
+
+def _rl_config(method: str, workdir: str, old_logp: str = "auto", extra: tuple = ()):
   config = load_config_file(os.path.join(ROOT, "configs", "base.py"))
   apply_overrides(config, [
       f"method={method}", "model.preset=mini", "rollout.prompts_per_step=16", "rollout.n=4",
@@ -103,9 +108,10 @@ def _rl_config(method: str, workdir: str, old_logp: str = "forward", extra: tupl
   return config
 
 
-def rl_step_runner(method: str, old_logp: str = "forward", extra: tuple = ()):
+def rl_step_runner(method: str, old_logp: str = "auto", extra: tuple = ()):
   """(run, holder): run() does one `rl_step`; holder["metrics"] collects each step's metrics.
-  `old_logp` is train.old_logp_source ("sampler": no old-policy forward); `extra` more config
+  `old_logp` is train.old_logp_source ("forward": a pass before the update; "auto": here, with
+  one update per step, the update's own forward; "sampler": the rollout's); `extra` more config
   overrides."""
   workdir = tempfile.mkdtemp(prefix=f"bench-{method}-")
   config = _rl_config(method, workdir, old_logp, extra)
@@ -134,16 +140,16 @@ def _rl_row(method, old_logp, times, timed_metrics) -> dict:
           "rollout_s": rollout, "rest_s": median - rollout, "sampled_tokens": tokens}
 
 
-def bench_rl_step(method: str, warmup: int, repeats: int, old_logp: str = "forward") -> dict:
+def bench_rl_step(method: str, warmup: int, repeats: int, old_logp: str = "auto") -> dict:
   run, holder = rl_step_runner(method, old_logp)
   _, times = median_time(run, warmup, repeats)
   return _rl_row(method, old_logp, times, holder["metrics"][warmup:])
 
 
 def bench_old_logp_ab(method: str, warmup: int, repeats: int) -> list[dict]:
-  """The step with old log-probs from a forward pass and from the sampler, runs alternating
-  (A, B, A, B, ...) so changing machine load hits both alike."""
-  runners = {source: rl_step_runner(method, source) for source in ("forward", "sampler")}
+  """The step with old log-probs from a forward pass, from the update's own forward (auto) and
+  from the sampler, runs alternating (A, B, C, A, ...) so changing machine load hits all alike."""
+  runners = {source: rl_step_runner(method, source) for source in ("forward", "auto", "sampler")}
   times = {source: [] for source in runners}
   for i in range(warmup + repeats):
     for source, (run, _) in runners.items():
@@ -192,7 +198,7 @@ def write_docs(rows: list[dict], info: dict, args, command: str) -> None:
       f"end: {PROMPTS} arithmetic prompts x {SAMPLES} samples x at most {NEW_TOKENS} new tokens "
       "from a random policy, outcome check, old-policy and reference log-probs, advantages and "
       "one AdamW update (GRPO with a KL loss; PRIME adds the PRM log-probs and its update); "
-      f"old-policy log-probs from {'the sampler' if args.old_logp == 'sampler' else 'a forward pass'}. "
+      f"old-policy log-probs: {OLD_LOGP_WORDS[args.old_logp]}. "
       "The anchor is a separate Tunix measurement, not re-measured here.")
   write_section("Train and RL steps", [paragraph, table(rows), verdict(rows)], info, command)
 
@@ -206,7 +212,7 @@ def main(argv=None):
   parser.add_argument("--steps", nargs="+", default=["train", "grpo", "prime"],
                       choices=["train", "grpo", "prime"])
   parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
-  parser.add_argument("--old-logp", choices=["forward", "sampler"], default="forward",
+  parser.add_argument("--old-logp", choices=list(OLD_LOGP_WORDS), default="auto",
                       help="train.old_logp_source of the RL steps")
   args = parser.parse_args(argv)
   if args.quick:

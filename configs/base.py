@@ -229,12 +229,15 @@ def get_config():
   # recorded before this key resumes with it on: the same log-probs and gradients, but with
   # several mini-batches or epochs its shuffle then moves whole groups instead of single rows.
   c.train.share_prompts = True
-  # Old-policy log-probs: "forward" (a teacher-forced pass) or "sampler" (the rollout's own, no
-  # second forward; only at temperature 1, untruncated, float32, where the two agree to ~1e-6).
-  # They differ for groups the accuracy filter buffered at an earlier step: "sampler" gives the
-  # policy that drew them (the ratio then also weighs their staleness), "forward" the current
-  # one (PRIME's trainer recomputes them).
-  c.train.old_logp_source = "forward"
+  # Old-policy log-probs: "auto" (the update's own forward, stop-gradient, when one optimizer
+  # step per RL step runs at the sampling parameters and only the loss reads them, i.e.
+  # ppo_epochs = 1 and one mini-batch, or RAFT's NLL; else "forward"), "forward" (a
+  # teacher-forced pass before the update) or "sampler" (the rollout's own, no second forward;
+  # only at temperature 1, untruncated, float32, where the two agree to ~1e-6). For groups the
+  # accuracy filter buffered at an earlier step, "auto" and "forward" give the current policy's
+  # (PRIME's trainer recomputes them), "sampler" the policy that drew them (the ratio then also
+  # weighs their staleness).
+  c.train.old_logp_source = "auto"
   # A NaN/inf loss or gradient norm stops the run (RL and SFT) before that step is saved; true:
   # drop such an update instead (state kept, data position advances), counted as
   # train/skipped_updates. RL then keeps a device copy of the state during each step.

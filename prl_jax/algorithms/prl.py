@@ -23,7 +23,9 @@ def check(options) -> str | None:
   return None
 
 
-register(Recipe("prl", prl_advantages, needs_ref=True, min_group_size=2, check=check))
+register(Recipe("prl", prl_advantages, needs_ref=True, min_group_size=2, check=check,
+                reads_old_logp=True))
 # FRPO is PRL with every token a step, whatever algo.steps.mode says.
 register(Recipe("frpo", prl_advantages, needs_ref=True, min_group_size=2, check=check,
+                reads_old_logp=True,
                 step_mode=lambda options: "token"))

@@ -164,6 +164,9 @@ class Recipe:
     check: (options) -> a message when the method's options are invalid, else None.
     unit_outcome: the method reads the outcome reward as a probability in [0, 1] (PRIME's CE
       PRM loss, ER-PRM); a task.reward_fn outcome outside it stops the run with a message.
+    reads_old_logp: the advantages or the PRM batch read the old policy's log-probs (PRL's
+      KL-to-go, rePIRL's sampling weights), so they are computed before the update even where
+      the loss alone would not need them (`train.old_logp_source="auto"`).
   """
 
   name: str
@@ -178,6 +181,7 @@ class Recipe:
   step_mode: Callable[[Any], str] = configured_steps
   check: Callable[[Any], str | None] = lambda options: None
   unit_outcome: bool = False
+  reads_old_logp: bool = False
 
 
 _RECIPES: dict[str, Recipe] = {}

@@ -285,7 +285,7 @@ def check(options) -> str | None:
   return None
 
 
-register(Recipe("repirl", repirl_advantages, min_group_size=2, check=check,
+register(Recipe("repirl", repirl_advantages, min_group_size=2, check=check, reads_old_logp=True,
                 needs_ref=lambda options: not _code(options),
                 prm=PrmTraining(prm_loss_fn, prm_batch, refresh=_code, score=prm_score_fn,
                                 mini_batch_rows=prm_mini_batch_rows, init=prm_init)))

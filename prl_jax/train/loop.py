@@ -43,7 +43,7 @@ from prl_jax.run.state import (TrainState, applied_learning_rates, init_state, o
                                wrap_key)
 from prl_jax.train import objectives
 from prl_jax.train.rollouts import (PromptStream, Rollouts, collect_rollouts, old_logp_source,
-                                    response_array, sampler_logp_refusal,
+                                    resolve_old_logp, response_array, sampler_logp_refusal,
                                     sequence_prompt_len)
 from prl_jax.train.step_checker import checker_step_rewards
 from prl_jax.train.step_diagnostics import step_auroc
@@ -63,6 +63,7 @@ class RunFunctions:
   value_update: Any | None
   prm_scores: Any | None = None  # Rollouts -> FrozenScores of a frozen PRM (Recipe.frozen_prm)
   prm_token: Any | None = None  # (PRM params, seq) -> [B, N] the trained PRM's per-token output
+  old_logp: str = "forward"  # their source: "forward", "sampler" or "update" (resolve_old_logp)
 
 
 def _loss_config(config) -> objectives.PolicyLossConfig:
@@ -189,12 +190,15 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
                                                                 epochs * num_mini))
   batch_rows = config.rollout.prompts_per_step * config.rollout.n
   group = prompt_group(config, model_cfg)
+  old_source = resolve_old_logp(old_logp_source(config), updates_per_step=epochs * num_mini,
+                                policy_loss=recipe.policy_loss,
+                                reads_old_logp=recipe.reads_old_logp)
   loss_cfg = dataclasses.replace(_loss_config(config), kind=recipe.policy_loss,
-                                 prompt_group=group)
+                                 prompt_group=group, old_from_update=old_source == "update")
   policy_loss = objectives.policy_loss_fn(model_cfg, loss_cfg)
   options = ml_collections.FrozenConfigDict(config.algo)
   chunk = config.train.logprob_chunk
-  if old_logp_source(config) == "sampler":
+  if old_source == "sampler":
     refusal = sampler_logp_refusal(ctx.sampling, model_cfg)
     if refusal:
       raise ValueError(f"train.old_logp_source='sampler': the sampler's log-probs are not the "
@@ -242,7 +246,7 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
       advantages=jax.jit(lambda x: recipe.advantages(options, x)),
       policy_update=jax.jit(policy_update, donate_argnums=0),
       prm_update=prm_update, value_forward=value_forward, value_update=value_update,
-      prm_scores=prm_scores, prm_token=prm_token)
+      prm_scores=prm_scores, prm_token=prm_token, old_logp=old_source)
 
 
 def _step_ends(ctx: RunContext, recipe: Recipe, seq: SequenceBatch):
@@ -312,8 +316,10 @@ def rl_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainStat
                                        config.rollout.max_new_tokens, ctx.tokenizer.pad_id))
   outcome = ctx.place_batch(rollouts.outcome)
   zeros = jnp.zeros_like(seq.response_mask)
-  if old_logp_source(config) == "sampler":  # the rollout's own log-probs: no second forward
+  if fns.old_logp == "sampler":  # the rollout's own log-probs: no second forward
     old_logp = ctx.place_batch(response_array(rollouts.logprobs, seq.response_mask.shape[1]))
+  elif fns.old_logp == "update":  # never read: the loss takes them from its own forward
+    old_logp = zeros
   else:
     old_logp = fns.rollout_logprobs(state.policy.params, seq)
   ref_logp = (fns.rollout_logprobs(state.ref_params, seq) if state.ref_params is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 
 from prl_jax.algorithms import losses
@@ -33,6 +34,9 @@ class PolicyLossConfig:
   kl_kind: str = "k3"
   chunk: int = 0
   prompt_group: int = 1  # rows per prompt of a batch whose groups stay whole (response_logprobs)
+  # log pi_old = stop_gradient(log pi_theta) of this forward, not batch.old_logp: the update's
+  # one optimizer step runs at the sampling parameters (train.rollouts.resolve_old_logp).
+  old_from_update: bool = False
 
 
 def policy_loss_fn(model_cfg: ModelConfig, loss_cfg: PolicyLossConfig) -> LossFn:
@@ -53,10 +57,10 @@ def policy_loss_fn(model_cfg: ModelConfig, loss_cfg: PolicyLossConfig) -> LossFn
       return num, (den, {"nll": num, "entropy": jnp.sum(entropy * kept)})
     clip = dict(clip_low=loss_cfg.clip_low, clip_high=loss_cfg.clip_high,
                 dual_clip=loss_cfg.dual_clip)
-    num, den = losses.ppo_clip(logp, batch.old_logp, batch.advantages, mask, agg=loss_cfg.agg,
-                               **clip)
+    old_logp = jax.lax.stop_gradient(logp) if loss_cfg.old_from_update else batch.old_logp
+    num, den = losses.ppo_clip(logp, old_logp, batch.advantages, mask, agg=loss_cfg.agg, **clip)
     # Diagnostics are token means; rescale them so the shared division by `den` recovers them.
-    stats = losses.ppo_clip_stats(logp, batch.old_logp, batch.advantages, mask, **clip)
+    stats = losses.ppo_clip_stats(logp, old_logp, batch.advantages, mask, **clip)
     metrics = {"pg_loss": num, **{k: n / jnp.maximum(d, 1.0) * den for k, (n, d) in stats.items()}}
     # The entropy is computed with the log-probs anyway, so it is always logged (collapse shows).
     ent_num, _ = losses.agg_loss(entropy, mask, loss_cfg.agg)

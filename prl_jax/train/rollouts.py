@@ -179,12 +179,30 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
 
 
 def old_logp_source(config) -> str:
-  """train.old_logp_source: "forward" (a teacher-forced pass of the sampling policy, the default)
-  or "sampler" (the log-probs the sampler drew the tokens with)."""
+  """train.old_logp_source: "auto" (the default), "forward" (a teacher-forced pass of the
+  sampling policy) or "sampler" (the log-probs the sampler drew the tokens with)."""
   source = config.train.get("old_logp_source", "forward")
-  if source not in ("forward", "sampler"):
-    raise ValueError(f"train.old_logp_source={source!r}; choose 'forward' or 'sampler'.")
+  if source not in ("auto", "forward", "sampler"):
+    raise ValueError(f"train.old_logp_source={source!r}; choose 'auto', 'forward' or 'sampler'.")
   return source
+
+
+def resolve_old_logp(source: str, *, updates_per_step: int, policy_loss: str,
+                     reads_old_logp: bool) -> str:
+  """Where a run's old-policy log-probs come from: "update", "forward" or "sampler".
+
+  "auto" resolves to "update" when nothing but the policy loss reads log pi_old and the loss
+  reads it at the sampling parameters only: one optimizer step per RL step (ppo_epochs = 1, one
+  mini-batch; micro-batches share its parameters), or a loss that never reads it (RAFT's NLL).
+  That step's own forward then gives log pi_old = stop_gradient(log pi_theta), the numbers the
+  teacher-forced pass would give, and that pass is skipped. Otherwise "auto" is "forward".
+  Tunix's GRPO skips that pass when num_iterations is 1; verl's actor takes the same
+  stop-gradient form in its loss when it runs one mini-batch for one epoch (`on_policy`).
+  """
+  if source != "auto":
+    return source
+  on_policy = policy_loss == "nll" or updates_per_step == 1
+  return "update" if on_policy and not reads_old_logp else "forward"
 
 
 def sampler_logp_refusal(scfg: SamplingConfig, model_cfg: ModelConfig) -> str | None:
