@@ -68,13 +68,15 @@ def test_sampler_logprobs_refused_in_bfloat16(tmp_path):
 
 
 def _one_step(source, tmp_path):
-  """The state and metrics after one RL step of configs/mini/grpo.py (KL loss) from a fixed
-  policy, prompts and key, with train.old_logp_source=`source`. The outcome is a reward of the
-  response's length (a random policy solves no chain), so the advantages are not all zero."""
+  """The state and metrics after one RL step of configs/mini/grpo.py (KL loss, the tiny model)
+  from a fixed policy, prompts and key, with train.old_logp_source=`source`. The outcome is a
+  reward of the response's length (a random policy solves no chain), so the advantages are not
+  all zero."""
   reward = tmp_path / "length_reward.py"
   reward.write_text("def length_reward(completions, **kwargs):\n"
                     "  return [len(c) % 4 / 3 for c in completions]\n")
   config = _config(**{"train.old_logp_source": source, "algo.loss.kl_coef": 0.04,
+                      "model.preset": "tiny",
                       "task.reward_fn": f"{reward}:length_reward"})
   ctx = build_context(config, str(tmp_path / source))
   recipe = get_recipe(ctx.config.method)
