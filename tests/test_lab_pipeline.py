@@ -196,7 +196,8 @@ def _scheduled(job):
   return {"key": job.key}
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+# Two worker processes (slow: 20 s of process start-up) schedule as one does in-process.
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_run_jobs_starts_a_job_after_the_one_it_waits_for(workers):
   from prl_jax.reproduce.pipeline import Job, run_jobs
   lab = get_preset("lab")

@@ -8,8 +8,9 @@ researcher cares about: the mean reward of all sampled responses over the last s
 that over the first steps by a margin well outside the sampling noise (256 rollouts per step;
 the standard error of a 15-step mean is about 0.012, of the difference about 0.017).
 
-PRIME runs in the default suite (a process reward, a PRM and a reference: the most machinery of
-any method); every other method, PRL included, is `slow` (make test-slow).
+Every method is `slow` (make test-slow): 60 steps of 256 rollouts are 1.5 min per method on 2
+cores. The default suite checks PRIME's pieces instead (its PRM update against a two-pass
+reference, tests/test_prime_single_forward.py; a bit-exact resume, tests/test_train_loop.py).
 """
 
 import os
@@ -63,6 +64,7 @@ def _assert_learns(rewards):
   assert np.all(np.isfinite(rewards))
 
 
+@pytest.mark.slow
 def test_prime_learns(sft_policy, tmp_path):
   _assert_learns(_rewards("prime", sft_policy, str(tmp_path)))
 

@@ -99,8 +99,8 @@ def _close(a, b):
 @pytest.mark.parametrize("overrides, num_mini, refresh", [
     # two mini-batches of 8 rows (groups 0 and 2, then 1 and 3), micro-batches of 4 inside
     ({"algo.prime.prm_mini_batch_size": 8, "train.micro_batch_size": 4}, 2, False),
-    # four mini-batches of one group, no micro split
-    ({"algo.prime.prm_mini_batch_size": 4}, 4, False),
+    # four mini-batches of one group, no micro split (slow: the same path with more batches)
+    pytest.param({"algo.prime.prm_mini_batch_size": 4}, 4, False, marks=pytest.mark.slow),
     # double forward: slow, as tests/test_prm_cadence.py checks that path in the default suite
     pytest.param({"algo.prime.prm_mini_batch_size": 8, "train.micro_batch_size": 4,
                   "algo.prime.double_forward": True}, 2, True, marks=pytest.mark.slow),
