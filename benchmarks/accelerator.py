@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from benchmarks.docs_section import machine, write_section  # noqa: E402
 from benchmarks.steps import median_time  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
-from prl_jax.models.transformer import _attend_fused, init_params  # noqa: E402
+from prl_jax.models.transformer import attend_fused, init_params  # noqa: E402
 from prl_jax.run import updates  # noqa: E402
 from prl_jax.run.batch import SequenceBatch  # noqa: E402
 from prl_jax.run.state import ModelState, adamw  # noqa: E402
@@ -79,14 +79,14 @@ def train_step_seconds(cfg, batch: int, seq: int, chunk: int, repeats: int) -> f
 
 def attention_layer_seconds(cfg, batch: int, seq: int, repeats: int) -> dict:
   """Forward + backward of one attention layer's core at the train shapes, as the model runs it
-  (`fused`: cuDNN on an NVIDIA GPU in 16-bit) and through XLA's composition, with a padding
-  mask of the model's [B, 1, 1, S] form."""
+  (`fused`: cuDNN on an NVIDIA GPU in 16-bit) and through XLA's composition with a padding mask
+  broadcast over the queries ([B, 1, 1, S], the form cuDNN refuses)."""
   ks = jax.random.split(jax.random.key(3), 3)
   hd, dtype = cfg.resolved_head_dim, jnp.dtype(cfg.dtype)
   q = jax.random.normal(ks[0], (batch, seq, cfg.num_heads, hd), dtype)
   k, v = (jax.random.normal(key, (batch, seq, cfg.num_kv_heads, hd), dtype) for key in ks[1:])
   valid = jnp.ones((batch, seq), bool)
-  forms = {"fused": lambda q, k, v: _attend_fused(q, k, v, valid),
+  forms = {"fused": lambda q, k, v: attend_fused(q, k, v, valid),
            "xla": lambda q, k, v: jax.nn.dot_product_attention(
                q, k, v, mask=valid[:, None, None, :], is_causal=True, implementation="xla")}
   seconds = {}

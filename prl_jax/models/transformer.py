@@ -147,12 +147,13 @@ def _attend_in_chunks(attend, qg: Array, allowed: Array, chunk: int) -> Array:
   return out.swapaxes(0, 1).reshape(b, t + pad, *qg.shape[2:])[:, :t]
 
 
-def _attend_fused(q: Array, keys: Array, values: Array, kv_valid: Array) -> Array:
+def attend_fused(q: Array, keys: Array, values: Array, kv_valid: Array) -> Array:
   """Causal softmax(q k^T / sqrt(d)) v over the real keys, through `jax.nn.dot_product_attention`.
 
   The causal part goes in as `is_causal` (a fused kernel then skips the tiles above the
-  diagonal) and padding as a [B, 1, 1, S] mask; together they are `_attend`'s `allowed` for a
-  forward without a cache. cuDNN's fused kernel (NVIDIA GPUs, 16-bit inputs) is used where it
+  diagonal) and padding as a mask of the real keys (broadcast to [B, 1, T, S] for cuDNN);
+  together they are `_attend`'s `allowed` for a forward without a cache. Public so that
+  benchmarks time the attention the model runs (`model.attention_impl="fused"`). cuDNN's fused kernel (NVIDIA GPUs, 16-bit inputs) is used where it
   accepts the shapes, XLA's composition elsewhere. q: [B, T, H, D]; keys, values: [B, S, K, D]
   (grouped-query heads are shared inside the call). Padding query rows, which attend nowhere,
   may differ from `_attend`'s; nothing reads them.
@@ -212,7 +213,7 @@ class Attention(nn.Module):
     qg = q.reshape(q.shape[0], t, nkv, nh // nkv, hd)
     attend = lambda qg, allowed: _attend(qg, keys.astype(dtype), values.astype(dtype), allowed)
     if cfg.attention_impl == "fused" and layer_cache is None:
-      out = _attend_fused(q, keys.astype(dtype), values.astype(dtype), kv_valid)
+      out = attend_fused(q, keys.astype(dtype), values.astype(dtype), kv_valid)
     elif layer_cache is None and 0 < cfg.attention_chunk < t:
       out = _attend_in_chunks(attend, qg, allowed, cfg.attention_chunk)
     else:
