@@ -159,7 +159,7 @@ def test_published_param_counts():
   assert _count(_init(CONFIG, jax.random.key(0))) == CONFIG.num_params()
 
 
-# chunk 4 leaves a remainder of 3 of the 11 positions, 8 one of 3; 1 (a loop of 11) is slow.
+# Chunks of 4 and 8 both end on a partial chunk of the 11 positions; 1 (a loop of 11) is slow.
 @pytest.mark.parametrize("chunk", [pytest.param(1, marks=pytest.mark.slow), 4, 8])
 def test_chunked_attention_equals_full_attention(chunk):
   """attention_chunk changes memory, not results: logits and gradients match unchunked ones,

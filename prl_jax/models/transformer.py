@@ -153,9 +153,10 @@ def attend_fused(q: Array, keys: Array, values: Array, kv_valid: Array) -> Array
   The causal part goes in as `is_causal` (a fused kernel then skips the tiles above the
   diagonal) and padding as a mask of the real keys (broadcast to [B, 1, T, S] for cuDNN);
   together they are `_attend`'s `allowed` for a forward without a cache. Public so that
-  benchmarks time the attention the model runs (`model.attention_impl="fused"`). cuDNN's fused kernel (NVIDIA GPUs, 16-bit inputs) is used where it
-  accepts the shapes, XLA's composition elsewhere. q: [B, T, H, D]; keys, values: [B, S, K, D]
-  (grouped-query heads are shared inside the call). Padding query rows, which attend nowhere,
+  benchmarks time the attention the model runs (`model.attention_impl="fused"`). cuDNN's fused
+  kernel (NVIDIA GPUs, 16-bit inputs) is used where it accepts the shapes, XLA's composition
+  elsewhere. q: [B, T, H, D]; keys, values: [B, S, K, D] (grouped-query heads are shared inside
+  the call). Padding query rows, which attend nowhere,
   may differ from `_attend`'s; nothing reads them.
   """
   call = lambda implementation, mask: jax.nn.dot_product_attention(
