@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from prl_jax.config import apply_overrides, load_config_file  # noqa: E402
 from prl_jax.data import register  # noqa: E402
+from prl_jax.eval.prm_experiment import label_problems  # noqa: E402
 from prl_jax.run.context import build_context  # noqa: E402
 
 
@@ -57,13 +58,8 @@ def main(argv=None):
   ctx = build_context(config, tempfile.mkdtemp(prefix="checker-labels-"), reads_prm=False)
   r = config.task.register
   bugs = register.configured_bugs(r)
-  order = np.random.default_rng(config.seed).permutation(len(ctx.train_examples))
-  problems, seen = [], set()
-  for i in order:  # distinct questions, as `prl-jax erprm` picks its labelled problems
-    ex = ctx.train_examples[i]
-    if ex["question"] not in seen and len(problems) < args.problems:
-      seen.add(ex["question"])
-      problems.append(ex)
+  # Distinct questions, as `prl-jax erprm` picks the problems it labels.
+  problems = label_problems(ctx.train_examples, args.problems, config.seed)
   draw = random.Random(config.seed)
   rows, right, good = [], 0, []
   for ex in problems:

@@ -307,6 +307,17 @@ def run_best_of_n(config, workdir: str, prm_dirs: Sequence[str],
   return results
 
 
+def label_problems(examples: Sequence[dict], count: int, seed: int) -> list[dict]:
+  """The first `count` examples with distinct questions, in a random order seeded by `seed`."""
+  problems, seen = [], set()
+  for i in np.random.default_rng(seed).permutation(len(examples)):
+    key = examples[i].get("question") or examples[i]["prompt"]
+    if key not in seen and len(problems) < count:
+      seen.add(key)
+      problems.append(examples[i])
+  return problems
+
+
 def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> dict:
   """`prl-jax erprm`: labels -> PRMs (ER-PRM eta, hard, soft, outcome RM) -> best-of-N.
 
@@ -339,14 +350,7 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
     return _run_on_prm_data(ctx, policy, out, options, base)
 
   # 1. Monte Carlo labels on training problems (distinct questions, in a seeded random order).
-  rng = np.random.default_rng(config.seed)
-  problems, seen = [], set()
-  for i in rng.permutation(len(ctx.train_examples)):
-    ex = ctx.train_examples[i]
-    key = ex.get("question") or ex["prompt"]
-    if key not in seen and len(problems) < options.label_problems:
-      seen.add(key)
-      problems.append(ex)
+  problems = label_problems(ctx.train_examples, options.label_problems, config.seed)
   etas = [float(e.eta), math.inf, 0.0]
   t0 = time.perf_counter()
   scfg = ctx.sampling
