@@ -316,7 +316,8 @@ def start_params(ctx: Any, policy_params: Any) -> Any:
 
 def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec, out_dir: str, *,
               steps: int, batch_size: int, lr: float, grad_clip: float, seed: int,
-              log_every: int = 10) -> dict:
+              log_every: int = 10, probe: Callable[[Any], dict] | None = None,
+              probe_every: int = 0) -> dict:
   """Trains one PRM from `init_params` (the SFT policy) and exports it to `out_dir` in HF layout.
 
   Batches of `batch_size` records are drawn without replacement within a batch from a NumPy
@@ -330,10 +331,14 @@ def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec
     records: labelled records (`prl_jax.prm.labels`).
     spec: what to train (kind, labels) and how to read it (tokens, step splitting).
     out_dir: the export directory.
+    probe: optional params -> {name: float}, measured every `probe_every` steps and after the
+      last one and logged as prm/<name> (e.g. a held-out AUROC, to see when a PRM starts to
+      check rather than only where it ends).
 
   Returns:
     {"first_loss": the first batch's loss, "final_loss" and "final_step_acc": means over the
-    last tenth of the steps} (step_acc: agreement of score > 1/2 with label > 1/2).
+    last tenth of the steps} (step_acc: agreement of score > 1/2 with label > 1/2), and
+    "probe": the probe's last measurement when there is a probe.
   """
   if not records:
     raise ValueError("train_prm: no labelled records")
@@ -360,16 +365,21 @@ def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec
     state, metrics = update(state, ctx.place_batch(batch))
     metrics = {f"prm/{k}": float(v) for k, v in jax.device_get(metrics).items()}
     history.append(metrics)
-    if step == 1 or step % log_every == 0 or step == steps:
+    probed = probe is not None and (step == steps or (probe_every and step % probe_every == 0))
+    if probed:
+      last_probe = {k: float(v) for k, v in probe(state.params).items()}
+      metrics = {**metrics, **{f"prm/{k}": v for k, v in last_probe.items()}}
+    if probed or step == 1 or step % log_every == 0 or step == steps:
       writer.write(step, metrics)
   writer.close()
   ctx.export_policy(state.params, out_dir)
   spec.save(out_dir)
   # One batch is noisy: the summary averages the last tenth of the steps.
   tail = history[-max(1, steps // 10):]
-  return {"first_loss": history[0]["prm/loss"],
-          "final_loss": float(np.mean([m["prm/loss"] for m in tail])),
-          "final_step_acc": float(np.mean([m["prm/step_acc"] for m in tail]))}
+  summary = {"first_loss": history[0]["prm/loss"],
+             "final_loss": float(np.mean([m["prm/loss"] for m in tail])),
+             "final_step_acc": float(np.mean([m["prm/step_acc"] for m in tail]))}
+  return summary if probe is None else {**summary, "probe": last_probe}
 
 
 def load_prm(directory: str, dtype: str = "float32") -> tuple[PrmSpec, ModelConfig, Any]:
