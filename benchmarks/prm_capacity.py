@@ -17,6 +17,8 @@ teaches it, on held-out lines of one labelled set:
 - the PRM: `train_prm` as `prl-jax erprm` runs it (the Y/N readout after each line, AdamW with
   cosine decay) on each line's own label (`register.step_labels`: its operation applied to the
   value written on the line before), its held-out AUROC measured every `--probe-every` steps;
+- right value by depth: a logit lens at each line's value (the share of lines whose right value
+  the first L layers already predict), to see how many layers are left after the computation;
 - `--target parity` trains the same PRM on "the written value is even", a label it can read off
   the line's last digit: the readout itself sees the line when this reaches AUROC ~1.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import random
@@ -100,6 +103,40 @@ def value_logprobs(model_cfg, params, batch: prm_model.PrmBatch) -> np.ndarray:
   return logp[rows, at - 1, np.asarray(seq.tokens)[rows, at]]  # logits at t - 1 predict t
 
 
+def right_value_lens(model_cfg, params, batch: prm_model.PrmBatch, right: list[int],
+                     tokenizer) -> list[float]:
+  """Logit lens at each line's value: for L = 1..num_layers, the share of lines whose right value
+  is the argmax of the logits the first L layers give (final norm and output layer applied).
+
+  Where the right value first becomes readable tells how many layers are left after it for a
+  later position to read it and compare it with the value written.
+  """
+  rows, at = value_positions(batch)
+  want = np.array([tokenizer.encode(str(v))[0] for v in right])
+  shares = []
+  for depth in range(1, model_cfg.num_layers + 1):
+    cfg = dataclasses.replace(model_cfg, num_layers=depth)
+    cut = {**params["params"], "layers": jax.tree_util.tree_map(lambda x: x[:depth],
+                                                                params["params"]["layers"])}
+    logits, _ = Transformer(cfg).apply({"params": cut}, batch.seq.tokens,
+                                       token_mask=batch.seq.token_mask)
+    guess = np.asarray(jax.numpy.argmax(logits, axis=-1))[rows, at - 1]
+    shares.append(float(np.mean(guess == want)))
+  return shares
+
+
+def right_values(records: list[dict], problems: list[dict], per_problem: int,
+                 rule: str = "add") -> list[int]:
+  """Each line's right value: its operation applied to the value written on the line before."""
+  out = []
+  for i, rec in enumerate(records):
+    previous, ops = register.parse_question(problems[i // per_problem]["question"])
+    for step, op in zip(rec["steps"], ops):
+      out.append(register.apply(previous, op, rule))
+      previous = int(step.strip()[-1])
+  return out
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default="configs/lab/erprm.py")
@@ -152,6 +189,10 @@ def main(argv=None):
       "heldout_right": float(truth.mean()),
       "likelihood_auroc": roc_auc(value_logprobs(ctx.model_cfg, init, placed), truth),
       "operation_prior_auroc": roc_auc(operation_prior(train, heldout), truth),
+      "right_value_by_depth": right_value_lens(
+          ctx.model_cfg, init, placed, right_values(heldout, problems, args.solutions_per_problem,
+                                                config.task.register.rule),
+          ctx.tokenizer),
   }
   print(json.dumps(result, indent=1), flush=True)
   summary = prm_model.train_prm(ctx, init, train, spec, os.path.join(args.out, "prm"),

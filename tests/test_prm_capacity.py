@@ -75,6 +75,15 @@ def test_value_positions_hold_each_lines_written_value():
   rows, at = prm_capacity.value_positions(batch)
   values = [line[-1] for t in texts for line in t.split("\n")]
   assert [tok.decode([batch.seq.tokens[r, a]]) for r, a in zip(rows, at)] == values
+  # The right value of each line continues from the value written before it; on a clean chain
+  # they are the chain's true values.
+  right = prm_capacity.right_values(records, problems, 1)
+  assert [v == int(w) for v, w in zip(right, values)] == [
+      ok for r in records for ok in r["labels"][imports.DATA_LABEL]]
+  clean = [imports.trl_record(0, {"prompt": ex["prompt"], "completions": ex["solution"].split(
+      "\n"), "labels": [True] * ex["difficulty"]}) for ex in problems]
+  assert prm_capacity.right_values(clean, problems, 1) == [
+      v for ex in problems for v in register.values(*register.parse_question(ex["question"]))]
 
 
 def test_a_prm_learns_what_its_readout_sees_and_the_probe_logs_it(tmp_path):
@@ -95,5 +104,7 @@ def test_a_prm_learns_what_its_readout_sees_and_the_probe_logs_it(tmp_path):
   assert result["prm"]["probe"]["heldout_auroc"] == result["prm_auroc_curve"][-1][1]
   assert result["prm_auroc_curve"][-1][1] > 0.8
   assert 0.3 < result["heldout_right"] < 0.7
+  assert len(result["right_value_by_depth"]) == 2  # the tiny model's two layers
+  assert all(0.0 <= share <= 1.0 for share in result["right_value_by_depth"])
   assert os.path.exists(os.path.join(out, "prm", prm_model.SPEC_FILE))
 
