@@ -144,6 +144,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The process-reward lab's policy (configs/lab): ~0.8M parameters, a few seconds per RL step.
     "lab": dict(vocab_size=512, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
                 intermediate_size=384, rope_theta=10000.0, max_position_embeddings=256),
+    # The lab's shape with two more layers: room after a line's value is computed for a PRM to
+    # compare it with the value written (benchmarks/prm_capacity.py).
+    "lab_deep": dict(vocab_size=512, hidden_size=128, num_layers=6, num_heads=4, num_kv_heads=2,
+                     intermediate_size=384, rope_theta=10000.0, max_position_embeddings=256),
     "mini": dict(vocab_size=512, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4,
                  intermediate_size=1024, rope_theta=10000.0, max_position_embeddings=2048),
     "qwen2.5-0.5b": dict(vocab_size=151936, hidden_size=896, num_layers=24, num_heads=14,
