@@ -44,6 +44,7 @@ from prl_jax.config import apply_overrides, load_config_file  # noqa: E402
 from prl_jax.data import register  # noqa: E402
 from prl_jax.eval.best_of_n import roc_auc  # noqa: E402
 from prl_jax.eval.prm_experiment import label_problems  # noqa: E402
+from prl_jax.models.logprobs import response_logprobs  # noqa: E402
 from prl_jax.models.transformer import Transformer  # noqa: E402
 from prl_jax.prm import imports  # noqa: E402
 from prl_jax.prm import model as prm_model  # noqa: E402
@@ -52,9 +53,20 @@ from prl_jax.run.context import build_context, initial_policy_params  # noqa: E4
 LABEL = imports.DATA_LABEL
 
 
+def prefix_labels(response: str, example: dict) -> list[bool]:
+  """Line i is good iff lines 0..i are all right (the hard Monte Carlo label in the limit)."""
+  good, labels = True, []
+  for ok in register.step_labels(response, example):
+    good = good and ok
+    labels.append(good)
+  return labels
+
+
 def labelled_rows(problems: list[dict], per_problem: int, lines: str, slip: float, settings,
                   target: str, seed: int) -> list[dict]:
-  """TRL stepwise rows: `per_problem` solutions of each problem, one label per line."""
+  """TRL stepwise rows: `per_problem` solutions of each problem, one label per line: the line's
+  own (`target="line"`), whether every line up to it is right ("prefix") or whether its value
+  is even ("parity")."""
   bugs = register.configured_bugs(settings) if lines == "buggy" else {}
   bug_rate = settings.bug_rate if lines == "buggy" else 0.0
   slip_rate = settings.slip_rate if lines == "buggy" else slip
@@ -66,6 +78,8 @@ def labelled_rows(problems: list[dict], per_problem: int, lines: str, slip: floa
                                   slip_rate=slip_rate, rule=settings.rule)
       if target == "parity":
         labels = [int(line[-1]) % 2 == 0 for line in text.split("\n")]
+      elif target == "prefix":
+        labels = prefix_labels(text, ex)
       else:
         labels = register.step_labels(text, ex)
       rows.append({"prompt": ex["prompt"], "completions": text.split("\n"), "labels": labels})
@@ -74,13 +88,13 @@ def labelled_rows(problems: list[dict], per_problem: int, lines: str, slip: floa
 
 def operation_prior(train: list[dict], heldout: list[dict]) -> np.ndarray:
   """Each held-out line's P(label | its operation, e.g. "+7"), counted on the training lines."""
-  counts = collections.defaultdict(lambda: [0.0, 0])
+  operation = lambda step: step.strip()[:2]
+  right, seen = collections.Counter(), collections.Counter()
   for rec in train:
     for step, label in zip(rec["steps"], rec["labels"][LABEL]):
-      c = counts[step.strip()[:2]]
-      c[0] += label
-      c[1] += 1
-  return np.array([counts[s.strip()[:2]][0] / max(1, counts[s.strip()[:2]][1])
+      right[operation(step)] += label
+      seen[operation(step)] += 1
+  return np.array([right[operation(s)] / max(1, seen[operation(s)])
                    for rec in heldout for s in rec["steps"]])
 
 
@@ -97,10 +111,10 @@ def value_positions(batch: prm_model.PrmBatch) -> tuple[np.ndarray, np.ndarray]:
 def value_logprobs(model_cfg, params, batch: prm_model.PrmBatch) -> np.ndarray:
   """log pi(written value | everything before it) of every labelled line, in line order."""
   seq = batch.seq
-  logits, _ = Transformer(model_cfg).apply(params, seq.tokens, token_mask=seq.token_mask)
-  logp = np.asarray(jax.nn.log_softmax(logits.astype(np.float32), axis=-1))
+  logp = np.asarray(response_logprobs(model_cfg, params, seq.tokens, seq.token_mask,
+                                      seq.prompt_len))
   rows, at = value_positions(batch)
-  return logp[rows, at - 1, np.asarray(seq.tokens)[rows, at]]  # logits at t - 1 predict t
+  return logp[rows, at - seq.prompt_len]
 
 
 def right_value_lens(model_cfg, params, batch: prm_model.PrmBatch, right: list[int],
@@ -120,7 +134,7 @@ def right_value_lens(model_cfg, params, batch: prm_model.PrmBatch, right: list[i
                                                                 params["params"]["layers"])}
     logits, _ = Transformer(cfg).apply({"params": cut}, batch.seq.tokens,
                                        token_mask=batch.seq.token_mask)
-    guess = np.asarray(jax.numpy.argmax(logits, axis=-1))[rows, at - 1]
+    guess = np.argmax(np.asarray(logits)[rows, at - 1], axis=-1)  # t - 1 predicts t
     shares.append(float(np.mean(guess == want)))
   return shares
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import tempfile
 
@@ -30,19 +29,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from benchmarks.prm_capacity import labelled_rows  # noqa: E402
 from prl_jax.config import apply_overrides, load_config_file  # noqa: E402
 from prl_jax.data import register  # noqa: E402
 from prl_jax.eval.prm_experiment import label_problems  # noqa: E402
 from prl_jax.run.context import build_context  # noqa: E402
-
-
-def prefix_labels(response: str, example: dict) -> list[bool]:
-  """Line i is good iff lines 0..i are all right (the hard Monte Carlo label in the limit)."""
-  good, labels = True, []
-  for ok in register.step_labels(response, example):
-    good = good and ok
-    labels.append(good)
-  return labels
 
 
 def main(argv=None):
@@ -56,20 +47,14 @@ def main(argv=None):
   config = load_config_file(args.config)
   apply_overrides(config, [f"init_from={args.policy}"])
   ctx = build_context(config, tempfile.mkdtemp(prefix="checker-labels-"), reads_prm=False)
-  r = config.task.register
-  bugs = register.configured_bugs(r)
   # Distinct questions, as `prl-jax erprm` picks the problems it labels.
   problems = label_problems(ctx.train_examples, args.problems, config.seed)
-  draw = random.Random(config.seed)
-  rows, right, good = [], 0, []
-  for ex in problems:
-    for _ in range(args.solutions_per_problem):
-      text = register.demonstrate(ex["question"], draw, bugs, bug_rate=r.bug_rate,
-                                  slip_rate=r.slip_rate, rule=r.rule)
-      labels = prefix_labels(text, ex)
-      rows.append({"prompt": ex["prompt"], "completions": text.split("\n"), "labels": labels})
-      right += register.check(text, ex) > 0
-      good += labels
+  rows = labelled_rows(problems, args.solutions_per_problem, "buggy", 0.0, config.task.register,
+                       "prefix", config.seed)
+  per = args.solutions_per_problem
+  right = sum(register.check("\n".join(row["completions"]), problems[i // per]) > 0
+              for i, row in enumerate(rows))
+  good = [label for row in rows for label in row["labels"]]
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as fh:
     for row in rows:

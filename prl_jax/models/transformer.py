@@ -156,8 +156,8 @@ def attend_fused(q: Array, keys: Array, values: Array, kv_valid: Array) -> Array
   benchmarks time the attention the model runs (`model.attention_impl="fused"`). cuDNN's fused
   kernel (NVIDIA GPUs, 16-bit inputs) is used where it accepts the shapes, XLA's composition
   elsewhere. q: [B, T, H, D]; keys, values: [B, S, K, D] (grouped-query heads are shared inside
-  the call). Padding query rows, which attend nowhere,
-  may differ from `_attend`'s; nothing reads them.
+  the call). Padding query rows, which attend nowhere, may differ from `_attend`'s; nothing
+  reads them.
   """
   call = lambda implementation, mask: jax.nn.dot_product_attention(
       q, keys, values, mask=mask, is_causal=True, implementation=implementation)
