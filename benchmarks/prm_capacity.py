@@ -19,6 +19,9 @@ teaches it, on held-out lines of one labelled set:
   value written on the line before), its held-out AUROC measured every `--probe-every` steps;
 - right value by depth: a logit lens at each line's value (the share of lines whose right value
   the first L layers already predict), to see how many layers are left after the computation;
+- `--expand-layers N` starts the PRM (and every reading) from the --init model with N identity
+  layers on top (`models.expand.expand_depth`: zero output projections, the same logits), so
+  the PRM has layers above the one where the policy has computed a line's value;
 - `--target parity` trains the same PRM on "the written value is even", a label it can read off
   the line's last digit: the readout itself sees the line when this reaches AUROC ~1.
 
@@ -44,6 +47,7 @@ from prl_jax.config import apply_overrides, load_config_file  # noqa: E402
 from prl_jax.data import register  # noqa: E402
 from prl_jax.eval.best_of_n import roc_auc  # noqa: E402
 from prl_jax.eval.prm_experiment import label_problems  # noqa: E402
+from prl_jax.models.expand import expand_depth  # noqa: E402
 from prl_jax.models.logprobs import response_logprobs  # noqa: E402
 from prl_jax.models.transformer import Transformer  # noqa: E402
 from prl_jax.prm import imports  # noqa: E402
@@ -167,6 +171,8 @@ def main(argv=None):
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--lr", type=float, default=1e-3)
   parser.add_argument("--probe-every", type=int, default=50)
+  parser.add_argument("--expand-layers", type=int, default=0,
+                      help="identity layers added on top of --init (0: none)")
   parser.add_argument("--override", action="append", default=[], help="a config override, "
                       "e.g. mesh.num_devices=1 (repeatable)")
   args = parser.parse_args(argv)
@@ -196,7 +202,12 @@ def main(argv=None):
     s = np.asarray(score(ctx.model_cfg, params, placed.seq, placed.step_end, plus_id, minus_id))
     return {"heldout_auroc": roc_auc(s[batch.step_end], truth)}
 
-  init = ctx.place_state(initial_policy_params(ctx))
+  init = initial_policy_params(ctx)
+  if args.expand_layers:
+    model_cfg, init = expand_depth(ctx.model_cfg, init, args.expand_layers,
+                                   jax.random.key(config.seed))
+    ctx = dataclasses.replace(ctx, model_cfg=model_cfg)
+  init = ctx.place_state(init)
   result = {
       "lines": args.lines, "target": args.target, "init": args.init,
       "train_solutions": len(train), "heldout_lines": int(truth.size),

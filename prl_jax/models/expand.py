@@ -1,0 +1,50 @@
+"""Depth expansion: a deeper model that computes exactly what the given one computes.
+
+`expand_depth` appends `extra` decoder layers whose output projections (attention's o and the
+MLP's down) are zero. Each new layer then adds nothing to the residual stream,
+
+    h_{l+1} = h_l + o(attn(norm(h_l))) + down(mlp(norm(h_l + ...))) = h_l,
+
+so the expanded model's logits equal the original's, while the new layers' other weights are
+freshly initialised, so their gradients are not all zero after the first update (block expansion,
+LLaMA Pro, arXiv 2401.02415, which interleaves the blocks; here they go on top). Use: a reward
+model that starts from a policy and has room above the layers where the policy computes its
+answer (benchmarks/prm_capacity.py `--expand-layers`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from prl_jax.models.config import ModelConfig
+from prl_jax.models.transformer import init_params
+
+# The projections whose output is added to the residual stream.
+ZEROED = (("attn", "o"), ("mlp", "down"))
+
+
+def expand_depth(cfg: ModelConfig, params: Any, extra: int,
+                 key: jax.Array) -> tuple[ModelConfig, Any]:
+  """(config with num_layers + extra, params with `extra` identity layers on top).
+
+  `params` is the model's tree ({"params": ...} or its inside); it is not modified.
+  """
+  if extra < 1:
+    raise ValueError(f"expand_depth: extra={extra} must be >= 1")
+  wrapped = "params" in params
+  tree = params["params"] if wrapped else params
+  # Jitted: flax's init run op by op takes seconds even for a small model.
+  fresh = jax.jit(init_params, static_argnums=0)(dataclasses.replace(cfg, num_layers=extra), key)
+  fresh = fresh["params"] if "params" in fresh else fresh
+  new_layers = jax.tree_util.tree_map(jnp.asarray, fresh["layers"])
+  for block, proj in ZEROED:
+    new_layers[block][proj] = jax.tree_util.tree_map(jnp.zeros_like, new_layers[block][proj])
+  layers = jax.tree_util.tree_map(lambda old, new: jnp.concatenate([old, new.astype(old.dtype)]),
+                                  tree["layers"], new_layers)
+  out = {**tree, "layers": layers}
+  return (dataclasses.replace(cfg, num_layers=cfg.num_layers + extra),
+          {"params": out} if wrapped else out)
