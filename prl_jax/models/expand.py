@@ -1,15 +1,15 @@
 """Depth expansion: a deeper model that computes exactly what the given one computes.
 
 `expand_depth` appends `extra` decoder layers whose output projections (attention's o and the
-MLP's down) are zero. Each new layer then adds nothing to the residual stream,
+MLP's down) are zero. Each sub-block of a new layer then adds nothing to the residual stream,
 
-    h_{l+1} = h_l + o(attn(norm(h_l))) + down(mlp(norm(h_l + ...))) = h_l,
+    h' = h + W_o attn(norm(h)) = h,    h'' = h' + W_down mlp(norm(h')) = h',   (W_o = W_down = 0)
 
-so the expanded model's logits equal the original's, while the new layers' other weights are
-freshly initialised, so their gradients are not all zero after the first update (block expansion,
-LLaMA Pro, arXiv 2401.02415, which interleaves the blocks; here they go on top). Use: a reward
-model that starts from a policy and has room above the layers where the policy computes its
-answer (benchmarks/prm_capacity.py `--expand-layers`).
+so the expanded model's logits equal the original's. The zeroed projections get a gradient at
+once and the new layers' other weights are freshly initialised, so the layers train from there
+(block expansion, LLaMA Pro, arXiv 2401.02415, which interleaves the blocks; here they go on
+top). Use: a reward model that starts from a policy and has room above the layers where the
+policy computes its answer (benchmarks/prm_capacity.py `--expand-layers`).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ def expand_depth(cfg: ModelConfig, params: Any, extra: int,
   tree = params["params"] if wrapped else params
   # Jitted: flax's init run op by op takes seconds even for a small model.
   fresh = jax.jit(init_params, static_argnums=0)(dataclasses.replace(cfg, num_layers=extra), key)
-  fresh = fresh["params"] if "params" in fresh else fresh
-  new_layers = jax.tree_util.tree_map(jnp.asarray, fresh["layers"])
+  new_layers = dict(fresh["params"]["layers"])
   for block, proj in ZEROED:
-    new_layers[block][proj] = jax.tree_util.tree_map(jnp.zeros_like, new_layers[block][proj])
+    new_layers[block] = {**new_layers[block],
+                         proj: jax.tree_util.tree_map(jnp.zeros_like, new_layers[block][proj])}
   layers = jax.tree_util.tree_map(lambda old, new: jnp.concatenate([old, new.astype(old.dtype)]),
                                   tree["layers"], new_layers)
   out = {**tree, "layers": layers}
