@@ -47,7 +47,7 @@ from prl_jax.config import apply_overrides, load_config_file  # noqa: E402
 from prl_jax.data import register  # noqa: E402
 from prl_jax.eval.best_of_n import roc_auc  # noqa: E402
 from prl_jax.eval.prm_experiment import label_problems  # noqa: E402
-from prl_jax.models.expand import expand_depth  # noqa: E402
+from prl_jax.models.expand import expand_depth, first_layers  # noqa: E402
 from prl_jax.models.logprobs import response_logprobs  # noqa: E402
 from prl_jax.models.transformer import Transformer  # noqa: E402
 from prl_jax.prm import imports  # noqa: E402
@@ -133,11 +133,8 @@ def right_value_lens(model_cfg, params, batch: prm_model.PrmBatch, right: list[i
   want = np.array([tokenizer.encode(str(v))[0] for v in right])
   shares = []
   for depth in range(1, model_cfg.num_layers + 1):
-    cfg = dataclasses.replace(model_cfg, num_layers=depth)
-    cut = {**params["params"], "layers": jax.tree_util.tree_map(lambda x: x[:depth],
-                                                                params["params"]["layers"])}
-    logits, _ = Transformer(cfg).apply({"params": cut}, batch.seq.tokens,
-                                       token_mask=batch.seq.token_mask)
+    cfg, cut = first_layers(model_cfg, params, depth)
+    logits, _ = Transformer(cfg).apply(cut, batch.seq.tokens, token_mask=batch.seq.token_mask)
     guess = np.argmax(np.asarray(logits)[rows, at - 1], axis=-1)  # t - 1 predicts t
     shares.append(float(np.mean(guess == want)))
   return shares
@@ -181,6 +178,11 @@ def main(argv=None):
   apply_overrides(config, [f"init_from={args.init}"] + args.override)
   os.makedirs(args.out, exist_ok=True)
   ctx = build_context(config, args.out, reads_prm=False)
+  init = initial_policy_params(ctx)
+  if args.expand_layers:  # before anything reads ctx.model_cfg
+    model_cfg, init = expand_depth(ctx.model_cfg, init, args.expand_layers,
+                                   jax.random.key(config.seed))
+    ctx = dataclasses.replace(ctx, model_cfg=model_cfg)
   problems = label_problems(ctx.train_examples, args.problems + args.heldout, config.seed)
   rows = labelled_rows(problems, args.solutions_per_problem, args.lines, args.slip,
                        config.task.register, args.target, config.seed)
@@ -202,11 +204,6 @@ def main(argv=None):
     s = np.asarray(score(ctx.model_cfg, params, placed.seq, placed.step_end, plus_id, minus_id))
     return {"heldout_auroc": roc_auc(s[batch.step_end], truth)}
 
-  init = initial_policy_params(ctx)
-  if args.expand_layers:
-    model_cfg, init = expand_depth(ctx.model_cfg, init, args.expand_layers,
-                                   jax.random.key(config.seed))
-    ctx = dataclasses.replace(ctx, model_cfg=model_cfg)
   init = ctx.place_state(init)
   result = {
       "lines": args.lines, "target": args.target, "init": args.init,

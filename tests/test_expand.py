@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from prl_jax.models.config import preset
-from prl_jax.models.expand import expand_depth
+from prl_jax.models.expand import expand_depth, first_layers
 from prl_jax.models.transformer import Transformer, init_params
 
 CONFIG = preset("tiny", qkv_bias=True)
@@ -56,14 +56,7 @@ def test_new_layers_get_a_gradient_and_then_change_the_logits():
     new = grads["params"]["layers"][block][proj]["kernel"][CONFIG.num_layers:]
     assert float(jnp.abs(new).max()) > 0, f"{block}/{proj} of the new layers gets no gradient"
   stepped = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, deeper, grads)
-  trimmed = _first_layers(stepped, CONFIG.num_layers)
-  before = _logits(CONFIG, trimmed, tokens)
+  before = _logits(*first_layers(cfg, stepped, CONFIG.num_layers), tokens)
   after = _logits(cfg, stepped, tokens)
   assert float(jnp.abs(after - before).max()) > 1e-4
 
-
-def _first_layers(params, num_layers):
-  """The first `num_layers` layers of an expanded tree (the original depth)."""
-  tree = params["params"]
-  layers = jax.tree_util.tree_map(lambda x: x[:num_layers], tree["layers"])
-  return {"params": {**tree, "layers": layers}}

@@ -48,3 +48,14 @@ def expand_depth(cfg: ModelConfig, params: Any, extra: int,
   out = {**tree, "layers": layers}
   return (dataclasses.replace(cfg, num_layers=cfg.num_layers + extra),
           {"params": out} if wrapped else out)
+
+
+def first_layers(cfg: ModelConfig, params: Any, depth: int) -> tuple[ModelConfig, Any]:
+  """(config with num_layers = depth, params {"params": ...} with only the first `depth`
+  layers): the model cut after `depth` layers, final norm and output layer kept (a logit lens
+  at that depth; the inverse of `expand_depth`)."""
+  if not 1 <= depth <= cfg.num_layers:
+    raise ValueError(f"first_layers: depth={depth} must be in 1..{cfg.num_layers}")
+  tree = params["params"] if "params" in params else params
+  layers = jax.tree_util.tree_map(lambda x: x[:depth], tree["layers"])
+  return dataclasses.replace(cfg, num_layers=depth), {"params": {**tree, "layers": layers}}
