@@ -248,12 +248,41 @@ def test_the_lab_demo_preset_runs_every_config_it_needs_with_its_overrides():
   from prl_jax.reproduce.presets import get_preset
   demo = get_preset("lab-demo")
   assert demo.methods == ("rloo", "oracle") and demo.gates.overrides == demo.overrides
+  own = {"sft_clean": demo.gates.clean_sft_overrides, "sft": demo.gates.sft_overrides}
   for name in ("sft_clean", "sft", "rloo", "oracle", "prime"):
     config = _load(name)
-    apply_overrides(config, list(demo.overrides))
+    apply_overrides(config, [*demo.overrides, *own.get(name, ())])
     check_config(config)
     assert config.rollout.prompts_per_step * config.rollout.n % config.train.mini_batch_size == 0
   rloo, oracle = _load("rloo"), _load("oracle")
   for c in (rloo, oracle):
     apply_overrides(c, list(demo.overrides))
   assert _diff(oracle, rloo) <= ALLOWED["oracle"]
+
+
+def test_the_lab_demo_sfts_demonstrate_the_arms_chains_in_the_arms_shapes(tmp_path):
+  """The demo's two SFTs train on chains of at most the arms' 8 operations, padded to the arms'
+  prompt and response lengths (72 positions, not the lab SFTs' 100), and every demonstration
+  of either demonstrator fits in them."""
+  import numpy as np
+
+  from prl_jax.data.demonstrations import demonstrator
+  from prl_jax.reproduce.presets import get_preset
+  from prl_jax.run.context import build_context
+  from prl_jax.train.sft import demonstration_batch, demonstration_problems
+
+  demo, arm = get_preset("lab-demo"), _load("rloo")
+  for name, own in (("sft_clean", demo.gates.clean_sft_overrides),
+                    ("sft", demo.gates.sft_overrides)):
+    config = _load(name)
+    apply_overrides(config, [*demo.overrides, *own, "init_from=", "task.num_train=256",
+                             "mesh.num_devices=1"])
+    assert config.task.max_prompt_len == arm.task.max_prompt_len
+    assert config.rollout.max_new_tokens == arm.rollout.max_new_tokens
+    ctx = build_context(config, str(tmp_path / name))
+    problems = demonstration_problems(config, ctx)
+    assert max(len(p["solution"].splitlines()) for p in problems) == 8
+    demo_fn, rng = demonstrator(config.task), np.random.default_rng(0)
+    batch = demonstration_batch(ctx, [demo_fn(p, rng) for p in problems],
+                                config.rollout.max_new_tokens)
+    assert batch.tokens.shape == (len(problems), 72)

@@ -130,3 +130,20 @@ def test_the_report_marks_claims_measured_past_a_failed_gate():
   text = " ".join(failed_gates_caveat({"gates": [{"name": "G1 base policy", "passed": True},
                                                  {"name": "G2 oracle control", "passed": False}]}))
   assert "G2 oracle control failed" in text and "--past-failed-gates" in text
+
+
+def test_each_gate_sft_gets_its_own_overrides_and_both_get_the_shared_ones():
+  """clean_sft_overrides reach the G0 SFT only, sft_overrides the G1 SFT only (after the shared
+  ones, so they win), and the G1 SFT continues WORKDIR/capacity_sft."""
+  from prl_jax.reproduce.lab import LabGates, capacity_overrides, gate_sft_overrides
+
+  options = LabGates(eval_problems=8, overrides=("a.b=1",), clean_sft_overrides=("sft.steps=9",),
+                     sft_overrides=("sft.steps=7",))
+  clean = capacity_overrides(options, verbose=False)
+  buggy = gate_sft_overrides(options, verbose=False, workdir="w")
+  assert clean[0] == buggy[0] == "a.b=1"
+  assert "eval.num_problems=8" in clean and "eval.num_problems=8" in buggy
+  assert "sft.steps=9" in clean and "sft.steps=7" not in clean
+  assert "sft.steps=7" in buggy and "sft.steps=9" not in buggy
+  assert clean[-1] == "sft.steps=9"
+  assert buggy[-2:] == ["sft.steps=7", "init_from=w/capacity_sft/final_hf"]

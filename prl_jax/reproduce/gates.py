@@ -41,6 +41,9 @@ class LabGates:
     window: smoothing window of the rewards (steps).
     eval_problems: eval-split problems of G0 and G1.
     overrides: config overrides of every stage (e.g. smaller runs for a test).
+    clean_sft_overrides: config overrides of the clean (G0) SFT only, after `overrides`.
+    sft_overrides: config overrides of the buggy (G1) SFT only, after `overrides` (this SFT is
+      every arm's starting policy, so they change what the arms start from, not the arms).
   """
 
   rl_steps: int = 60
@@ -48,6 +51,8 @@ class LabGates:
   window: int = 15
   eval_problems: int = 256
   overrides: tuple[str, ...] = ()
+  clean_sft_overrides: tuple[str, ...] = ()
+  sft_overrides: tuple[str, ...] = ()
 
 
 CAPACITY_GATE = "G0 capacity"

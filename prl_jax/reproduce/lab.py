@@ -51,17 +51,22 @@ def lab_configs_dir() -> str:
   return checkout_configs("lab")
 
 
-def capacity_overrides(options: LabGates, verbose: bool) -> list[str]:
-  """What the G0 SFT (configs/lab/sft_clean.py, the clean demonstrator) changes."""
+def _sft_stage_overrides(options: LabGates, verbose: bool) -> list[str]:
+  """What both gate SFTs change: every stage's overrides, the eval split's size, logging."""
   return [*options.overrides, f"eval.num_problems={options.eval_problems}",
           f"task.num_eval={options.eval_problems}", *logging_overrides(verbose)]
+
+
+def capacity_overrides(options: LabGates, verbose: bool) -> list[str]:
+  """What the G0 SFT (configs/lab/sft_clean.py, the clean demonstrator) changes."""
+  return [*_sft_stage_overrides(options, verbose), *options.clean_sft_overrides]
 
 
 def gate_sft_overrides(options: LabGates, verbose: bool, workdir: str) -> list[str]:
   """What the G1 SFT (every arm's starting policy) changes in configs/lab/sft.py: it continues
   WORKDIR/capacity_sft. The `lab` preset's SFT stage uses exactly these, so it is this stage,
   not a second SFT."""
-  return [*capacity_overrides(options, verbose),
+  return [*_sft_stage_overrides(options, verbose), *options.sft_overrides,
           f"init_from={paths.join(workdir, CAPACITY, 'final_hf')}"]
 
 

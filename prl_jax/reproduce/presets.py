@@ -182,6 +182,13 @@ LAB_ERPRM = ErprmOptions(label_problems=512, solutions_per_problem=4, prm_steps=
 LAB_DEMO_OVERRIDES = ("rollout.prompts_per_step=4", "algo.oracle.coef=8",
                       "train.mini_batch_size=32", "train.micro_batch_size=32",
                       "train.logprob_micro_batch_size=32")
+# The demo's SFTs stay at the arms' chain length (8 operations: 72 positions a row, not the 100
+# of 12-operation chains) and are shorter: the clean one on 2-8 operations (every seed probed left
+# its loss plateau by step ~650), the buggy one on 8. The held-out split (K = 12) then measures a
+# length the demo's policy never saw.
+_EIGHT_OPS = ("task.max_prompt_len=32", "rollout.max_new_tokens=40")
+LAB_DEMO_CLEAN_SFT = ("task.max_ops=8", *_EIGHT_OPS, "sft.steps=900")
+LAB_DEMO_SFT = ("sft.max_ops=8", *_EIGHT_OPS, "sft.steps=400")
 PRESETS = {
     "demo": Preset(
         name="demo", methods=METHODS, seeds=(0,), rl_steps=20, window=5,
@@ -205,7 +212,8 @@ PRESETS = {
         eval_problems=64, heldout_problems=32, heldout_max_new_tokens=64,
         heldout_overrides=("eval.heldout_max_new_tokens=64",), erprm=None, configs="lab",
         overrides=LAB_DEMO_OVERRIDES, claims="lab",
-        gates=LabGates(rl_steps=30, gate_step=30, window=5, overrides=LAB_DEMO_OVERRIDES)),
+        gates=LabGates(rl_steps=30, gate_step=30, window=5, overrides=LAB_DEMO_OVERRIDES,
+                       clean_sft_overrides=LAB_DEMO_CLEAN_SFT, sft_overrides=LAB_DEMO_SFT)),
 }
 
 
