@@ -26,8 +26,9 @@ $(VENV)/.installed-smollm2: $(VENV)/.installed-test
 
 install: $(VENV)/.installed
 
-# SFT a tiny policy on arithmetic chains, every RL method for a few steps, the ER-PRM best-of-N
-# experiment, then $(DEMO_WORKDIR)/report.md. Re-running skips finished stages.
+# The process-reward lab in small: a clean and a buggy SFT of the lab policy, the lab's gates,
+# outcome-only RLOO against the oracle control for 30 steps, then $(DEMO_WORKDIR)/report.md.
+# Re-running skips finished stages.
 demo: $(VENV)/.installed
 	$(VENV)/bin/prl-jax reproduce --preset lab-demo --workdir $(DEMO_WORKDIR) --jobs 2 \
 	    --past-failed-gates

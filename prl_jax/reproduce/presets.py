@@ -171,10 +171,9 @@ LAB_ERPRM = ErprmOptions(label_problems=512, solutions_per_problem=4, prm_steps=
                          prm_batch_size=32, eval_problems=1500, n_max=64, draws=100, prm_seeds=2)
 # lab-demo: the lab's oracle control in minutes. Smaller steps make the outcome's credit
 # assignment noisier, which is where the step checker gains (docs/lab.md, "Outcome RLOO learns as
-# fast as the oracle": 4 prompts x 8 per step, the oracle's lines weighted like a success). Its
-# SFTs are the lab's: at 1,000 steps the clean SFT on chains of 2-12 operations stopped at 97.3%
-# per-step greedy accuracy on 12-operation chains (G0 needs 98%). G0 and G1 are judged on the
-# lab's 256 eval problems: on 64, the lab's SFT had pass@8 35.9% (G1 needs 40%; 49.2% on 256).
+# fast as the oracle": 4 prompts x 8 per step, the oracle's lines weighted like a success). G0
+# and G1 are judged on the lab's 256 eval problems: on 64, the lab's SFT had pass@8 35.9% (G1
+# needs 40%; 49.2% on 256).
 # Probed from an earlier lab SFT on a 2-core Xeon (two seeds, 30 steps, 49 s per run beside two
 # SFTs): the 5-step reward reached 0.5 at steps 16-17 with the oracle and 23-25 with RLOO, and
 # stood at 0.71-0.76 against 0.61-0.62 at step 30. G2 (a third of RLOO's steps) still fails
@@ -183,9 +182,12 @@ LAB_DEMO_OVERRIDES = ("rollout.prompts_per_step=4", "algo.oracle.coef=8",
                       "train.mini_batch_size=32", "train.micro_batch_size=32",
                       "train.logprob_micro_batch_size=32")
 # The demo's SFTs stay at the arms' chain length (8 operations: 72 positions a row, not the 100
-# of 12-operation chains) and are shorter: the clean one on 2-8 operations (every seed probed left
-# its loss plateau by step ~650), the buggy one on 8. The held-out split (K = 12) then measures a
-# length the demo's policy never saw.
+# of 12-operation chains, 0.40 s a step instead of 0.58 on a 2-core EPYC) and are shorter: the
+# clean one 900 steps on 2-8 operations (from scratch, seed 0 left its loss plateau at step ~350
+# and seed 1, the lab's latest, at ~550: G0 100% and 98.7%; at 32 chains a step seed 1 was still
+# on it at step 1,000), the buggy one 400 steps on 8 (at the demonstrator's entropy from step
+# ~100). The held-out split (K = 12) then measures a length the demo's policy never saw
+# (docs/lab.md, "The demo").
 _EIGHT_OPS = ("task.max_prompt_len=32", "rollout.max_new_tokens=40")
 LAB_DEMO_CLEAN_SFT = ("task.max_ops=8", *_EIGHT_OPS, "sft.steps=900")
 LAB_DEMO_SFT = ("sft.max_ops=8", *_EIGHT_OPS, "sft.steps=400")
