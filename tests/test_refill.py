@@ -107,6 +107,26 @@ def test_the_bound_warns_counts_and_tops_up_with_rejected_groups(tmp_path, caplo
   assert stream.buffer == [] and stream.position == 3 * WANT
 
 
+def test_the_bound_warns_at_the_1st_10th_100th_step_of_a_run_not_every_step(tmp_path, caplog):
+  """A small batch can hit the bound on most steps (make demo: 88 warnings in its three 30-step runs);
+  the warning comes at the 1st, 10th, 100th... such step with the count, every step's metric
+  still says whether it was topped up."""
+  ctx = _context(tmp_path, **{"filter.max_rounds": 1})
+  ctx.verifier = lambda texts, examples: [0.0] * len(texts)
+  stream = PromptStream(ctx.train_examples, 0)
+  params = initial_policy_params(ctx)
+  warned = []
+  for step in range(1, 12):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      rollouts = collect_rollouts(ctx, params, stream, jax.random.key(step))
+    assert rollouts.metrics["filter/exhausted"] == 1.0
+    if "filter.max_rounds=1" in caplog.text:
+      warned.append(step)
+      assert f"Steps topped up so far: {step}" in caplog.text
+  assert warned == [1, 10] and stream.exhausted_steps == 11
+
+
 def _without_timing(rows):
   return [{k: v for k, v in row.items() if not k.startswith(("time/", "rollout/tokens"))}
           for row in rows]

@@ -38,6 +38,9 @@ class PromptStream:
     self.examples, self.seed, self.position = examples, seed, position
     self.buffer = list(buffer or [])
     self._order = (None, None)  # (epoch, permutation): one shuffle computed per epoch
+    # Steps of this process that hit filter.max_rounds: the warning's count. Not checkpointed
+    # (every step's `filter/exhausted` metric is the record).
+    self.exhausted_steps = 0
 
   def example(self, position: int) -> dict:
     """The prompt at a position of the stream."""
@@ -115,6 +118,13 @@ def sample_rows(ctx: RunContext, params, prompts: list[list[int]], key):
           np.concatenate([p.truncated for p in parts]))
 
 
+def _power_of_ten(count: int) -> bool:
+  """count in {1, 10, 100, ...}."""
+  while count and count % 10 == 0:
+    count //= 10
+  return count == 1
+
+
 def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Rollouts:
   """Sample n responses per prompt, verify, filter by accuracy band / truncation, refill.
 
@@ -122,8 +132,9 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
   sampler), the buffered prompts of the previous step first, then new ones from the stream.
   Rounds continue until `prompts_per_step` groups pass or `filter.max_rounds` is reached. The
   first `prompts_per_step` accepted groups form the batch; the prompts of further accepted groups
-  go to `stream.buffer`. A step that hits the bound warns, sets `filter/exhausted` and is topped up
-  with rejected groups so the batch shape never changes. Without the filter: one round, every
+  go to `stream.buffer`. A step that hits the bound sets `filter/exhausted` (and warns, the 1st,
+  10th, 100th... time in a run) and is topped up with rejected groups so the batch shape never
+  changes. Without the filter: one round, every
   group kept.
   """
   config = ctx.config
@@ -163,9 +174,13 @@ def collect_rollouts(ctx: RunContext, params, stream: PromptStream, key) -> Roll
     rounds += 1
   exhausted = len(accepted) < want
   if exhausted and filtering:
-    logger.warning("filter: %d of %d groups passed in filter.max_rounds=%d rounds; the batch is "
-                   "topped up with rejected groups (raise filter.max_rounds or widen the band).",
-                   len(accepted), want, max_rounds)
+    stream.exhausted_steps += 1
+    if _power_of_ten(stream.exhausted_steps):  # the 1st, 10th, 100th...: a signal, not a flood
+      logger.warning("filter: %d of %d groups passed in filter.max_rounds=%d rounds; the batch is "
+                     "topped up with rejected groups (raise filter.max_rounds or widen the band). "
+                     "Steps topped up so far: %d (warned at 1, 10, 100, ...; every step's "
+                     "filter/exhausted metric records it).", len(accepted), want, max_rounds,
+                     stream.exhausted_steps)
   stream.buffer += [position for position, _ in accepted[want:]]
   groups = [group for _, group in (accepted + rejected)[:want]]
   sampled = np.concatenate(all_outcomes)
