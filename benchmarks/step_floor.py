@@ -1,5 +1,5 @@
-"""The floor of the GRPO step on this machine: its matmul FLOPs at the best rate the CPU reaches
-on the step's own matmul shapes.
+"""The floor of the GRPO step on this machine: its matmul FLOPs at the rate XLA's CPU matmuls
+reach here on the step's own matmul shapes.
 
     python benchmarks/step_floor.py [--peer-seconds 3.36]
 
@@ -18,7 +18,8 @@ under 2% here). Each term is divided by the rate measured for its shape: the MLP
 projections (the largest matmuls) forward + backward at the update's rows, forward only at the
 reference's rows, and forward at the decode's 64 rows, each the median of --repeats runs after a
 warm-up. The sum is the time the step would take if every matmul ran at that rate and nothing
-else cost anything: a floor no implementation of the same math reaches on this machine.
+else cost anything: a floor for any implementation of the same math on XLA's CPU back end (ours
+and Tunix's alike); only faster matmul kernels than XLA's would lower it.
 """
 
 from __future__ import annotations
