@@ -183,9 +183,9 @@ LAB_DEMO_OVERRIDES = ("rollout.prompts_per_step=4", "algo.oracle.coef=8",
                       "train.logprob_micro_batch_size=32")
 # The demo's SFTs stay at the arms' chain length (8 operations: 72 positions a row, not the 100
 # of 12-operation chains, 0.40 s a step instead of 0.58 on a 2-core EPYC) and are shorter: the
-# clean one 900 steps on 2-8 operations (from scratch, seed 0 left its loss plateau at step ~350
-# and seed 1, the lab's latest, at ~550: G0 100% and 98.7%; at 32 chains a step seed 1 was still
-# on it at step 1,000), the buggy one 400 steps on 8 (at the demonstrator's entropy from step
+# clean one 900 steps on 2-8 operations (from scratch, seeds 0-3 left its loss plateau at steps
+# ~350-550 and passed G0 at 98.7-100%, seed 1 the latest and lowest; at 32 chains a step seed 1
+# was still on it at step 1,000), the buggy one 400 steps on 8 (at the demonstrator's entropy from step
 # ~100). The held-out split (K = 12) then measures a length the demo's policy never saw
 # (docs/lab.md, "The demo").
 _EIGHT_OPS = ("task.max_prompt_len=32", "rollout.max_new_tokens=40")
