@@ -38,6 +38,8 @@ from benchmarks.docs_section import machine  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
 
 PROMPTS, SAMPLES, NEW_TOKENS, PROMPT_LEN = 16, 4, 64, 12
+ROWS = PROMPTS * SAMPLES
+POSITIONS = PROMPTS * PROMPT_LEN + ROWS * NEW_TOKENS  # a pass's positions, prompts shared
 
 
 def matmul_params(cfg) -> int:
@@ -48,17 +50,19 @@ def matmul_params(cfg) -> int:
   return cfg.num_layers * (attn + 3 * d * f) + d * cfg.vocab_size
 
 
+def attention_flops(cfg, rows: int, width: int) -> int:
+  """Attention's score and value products of one forward: 2 x 2 x width^2 x d per row and layer."""
+  return 4 * width * width * cfg.hidden_size * cfg.num_layers * rows
+
+
 def step_flops(cfg) -> dict[str, float]:
   """FLOPs of each part of the GRPO step (the module docstring's table)."""
   n = matmul_params(cfg)
-  positions = PROMPTS * PROMPT_LEN + PROMPTS * SAMPLES * NEW_TOKENS
-  width = PROMPT_LEN + NEW_TOKENS
-  attention = 4 * width * width * cfg.hidden_size * cfg.num_layers * PROMPTS * SAMPLES
-  rows = PROMPTS * SAMPLES
-  return {"decode": 2 * n * rows * (NEW_TOKENS - 1),
+  attention = attention_flops(cfg, ROWS, PROMPT_LEN + NEW_TOKENS)
+  return {"decode": 2 * n * ROWS * (NEW_TOKENS - 1),
           "prefill": 2 * n * PROMPTS * PROMPT_LEN,
-          "reference": 2 * n * positions + attention,
-          "update": 6 * n * positions + 3 * attention}
+          "reference": 2 * n * POSITIONS + attention,
+          "update": 6 * n * POSITIONS + 3 * attention}
 
 
 def mlp_rate(rows: int, d: int, f: int, backward: bool, repeats: int) -> float:
@@ -89,16 +93,15 @@ def main(argv=None):
                       help="the peer's GRPO step time on this machine, to set the floor against")
   args = parser.parse_args(argv)
   cfg = preset("mini")
-  positions = PROMPTS * PROMPT_LEN + PROMPTS * SAMPLES * NEW_TOKENS
   d, f = cfg.hidden_size, cfg.intermediate_size
-  rates = {"decode": mlp_rate(PROMPTS * SAMPLES, d, f, False, args.repeats * 10),
+  rates = {"decode": mlp_rate(ROWS, d, f, False, args.repeats * 10),
            "prefill": mlp_rate(PROMPTS * PROMPT_LEN, d, f, False, args.repeats),
-           "reference": mlp_rate(positions, d, f, False, args.repeats),
-           "update": mlp_rate(positions, d, f, True, args.repeats)}
+           "reference": mlp_rate(POSITIONS, d, f, False, args.repeats),
+           "update": mlp_rate(POSITIONS, d, f, True, args.repeats)}
   flops = step_flops(cfg)
   info = machine()
   print(f"machine: {info['cpu']}; {info['cpus']} CPUs; jax {info['jax']} on {info['platform']}")
-  print(f"N = {matmul_params(cfg) / 1e6:.2f}M matmul parameters; {positions} positions a pass")
+  print(f"N = {matmul_params(cfg) / 1e6:.2f}M matmul parameters; {POSITIONS} positions a pass")
   total = 0.0
   for part, count in flops.items():
     seconds = count / (rates[part] * 1e9)

@@ -15,12 +15,8 @@ CONFIG = preset("tiny", qkv_bias=True)
 _init = jax.jit(init_params, static_argnums=0)
 
 
-def _logits(cfg, params, tokens):
-  return _apply(cfg, params, tokens)
-
-
 @functools.partial(jax.jit, static_argnums=0)
-def _apply(cfg, params, tokens):
+def _logits(cfg, params, tokens):
   return Transformer(cfg).apply(params, tokens, token_mask=jnp.ones(tokens.shape, bool))[0]
 
 
