@@ -16,8 +16,8 @@ from benchmarks.step_floor import (NEW_TOKENS, PROMPT_LEN, attention_flops,  # n
 
 
 def test_the_forward_flops_formula_matches_xla_cost_analysis():
-  """2 N per position plus attention's two products (the module's own terms) equals XLA's count of the mini model's
-  forward at the step's width to 1% (the rest is elementwise work)."""
+  """2 N per position plus attention's two products (the module's own terms) equals XLA's count
+  of the mini model's forward at the step's width to 1% (the rest is elementwise work)."""
   cfg = preset("mini")
   rows, width = 8, PROMPT_LEN + NEW_TOKENS
   model = Transformer(cfg)
