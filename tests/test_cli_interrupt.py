@@ -99,3 +99,9 @@ def test_train_sigterm_saves_the_step_and_the_rerun_finishes(tmp_path, capsys, m
   capsys.readouterr()
   assert cli.main(argv) == 0
   assert "nothing to do" in capsys.readouterr().out
+  # `reproduce` continues finished runs on purpose (the lab's gate runs): it says so instead.
+  from prl_jax.reproduce import pipeline, stages
+  overrides = [a.removeprefix("--config.") for a in argv if a.startswith("--config.")]
+  pipeline.train_or_export(stages.load(grpo, overrides), workdir, "rl/grpo/seed0")
+  out = capsys.readouterr().out
+  assert "rl/grpo/seed0: trained its 3 steps earlier" in out and "nothing to do" not in out

@@ -42,7 +42,7 @@ from prl_jax.eval.evaluate import default_out_dir, run_eval
 from prl_jax.eval.policy_kl import KL_FILE, run_policy_kl
 from prl_jax.eval.prm_experiment import ErprmOptions, run_erprm
 from prl_jax.eval.summary import RESULTS_JSON
-from prl_jax.progress import progress_bar
+from prl_jax.progress import progress_bar, say
 from prl_jax.reproduce.collect import save_results
 from prl_jax.reproduce.lab import (CAPACITY, base_policy_passed, gate_sft_overrides,
                                    run_lab_gates)
@@ -52,6 +52,7 @@ from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file
                                       logging_overrides, read_marker, run_stage, stage_inputs,
                                       stage_marker, worker_pool)
 from prl_jax.run import paths
+from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.train.loop import train
 from prl_jax.train.sft import sft
 
@@ -196,6 +197,23 @@ def kl_stage(job: Job, rel: str, path: str, overrides: Sequence[str]) -> dict:
   return {**record, "results": out}
 
 
+def saved_steps(run_dir: str) -> int | None:
+  """The newest checkpointed step of the run in `run_dir` (None before its first save)."""
+  directory = paths.join(run_dir, "checkpoints")
+  return Checkpointer(directory, read_only=True).latest_step() if paths.exists(directory) else None
+
+
+def train_or_export(config, run_dir: str, rel: str) -> None:
+  """Trains (or resumes) the run. A run that already has its steps, the seed-0 runs the lab's
+  gates trained, is only exported, with a line that says so instead of the loop's
+  "nothing to do"."""
+  done = saved_steps(run_dir)
+  if done is not None and done >= config.train.steps:
+    say(f"[reproduce] {rel}: trained its {done} steps earlier (a gate's run or a previous "
+        f"reproduce); its final policy is exported")
+  train(config, run_dir, announce_finished=False)
+
+
 def rl_job(job: Job) -> dict:
   """Trains one method and seed (resuming an interrupted run), then evaluates the final policy."""
   path = config_file(job.configs_dir, job.method)
@@ -204,7 +222,7 @@ def rl_job(job: Job) -> dict:
   run_dir = os.path.join(job.workdir, rel)
   record = run_stage(job.workdir, f"{rel}/train", stage_inputs(overrides, path),
                      cli_command("train", path, run_dir, overrides),
-                     lambda: train(load(path, overrides), run_dir),
+                     lambda: train_or_export(load(path, overrides), run_dir, rel),
                      outputs=[f"{rel}/final_hf/config.json", f"{rel}/metrics.jsonl"])
   hf_dir = os.path.join(run_dir, "final_hf")
   evals = {split: evaluate_stage(job.workdir, f"{rel}/{split}", path, overrides, run_dir, hf_dir,
