@@ -2,6 +2,7 @@
 reward-hacking monitor, and the whole pipeline (gates -> arms -> claims -> report) on a tiny
 model (`slow`)."""
 
+import dataclasses
 import glob
 import json
 import math
@@ -260,6 +261,26 @@ def test_best_of_n_columns_are_the_seed_means():
   del results["seed_groups"]
   results["methods"]["ER-PRM (eta=2) [min]"] = {}
   assert _erprm_columns(results, "min")["ER-PRM"] == "ER-PRM (eta=2) [min]"
+
+
+def test_a_preset_without_held_out_problems_evaluates_and_reports_the_eval_split_only():
+  """heldout_problems=0 (the lab demo: its policy never saw a 12-operation chain): no held-out
+  evaluation stage, and the report's table has no held-out columns (rather than a column of 0s)."""
+  from prl_jax.reproduce.lab_report import main_table
+  assert get_preset("lab-demo").splits == ("eval",)
+  assert get_preset("lab").splits == ("eval", "heldout")
+  with pytest.raises(ConfigError, match="heldout_problems must be >= 0"):
+    dataclasses.replace(TINY_LAB, heldout_problems=-1)
+  per_seed = {"rloo": {"final_reward": {0: 0.9}, "eval mean@n": {0: 0.8},
+                       "heldout mean@n": {0: 0.1}}}
+  agg = {"lab": {"per_seed": per_seed}, "eval_n": 4,
+         "policies": {"sft": {"eval": {"eval": {"mean@n": [0.1]}, "heldout": {"mean@n": [0.0]}}}}}
+  for heldout, split_columns in ((4, 6), (0, 3)):
+    manifest = {"preset": {"methods": ["rloo"], "heldout_problems": heldout}}
+    head, _, sft_row, rloo_row = main_table(agg, manifest).splitlines()
+    # policy, seeds, the splits' mean@n / pass@n / greedy, entropy, KL
+    assert head.count("|") - 1 == len(sft_row.split("|")) - 2 == split_columns + 4
+    assert ("held-out" in head) == bool(heldout) and "80.0" in rloo_row
 
 
 # ------------------------------------------------------------------------------------------------

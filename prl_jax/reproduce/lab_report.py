@@ -17,6 +17,9 @@ from prl_jax.reproduce.lab_claims import ALPHA, MIN_COST_SHARE, MIN_POINTS, clai
 from prl_jax.reproduce.run_files import metric_rows
 from prl_jax.reproduce.lab_metrics import AUROC_KEY, ENTROPY_KEY, REWARD_KEY
 from prl_jax.reproduce.lab_plots import arm_curves, band_plot
+from prl_jax.reproduce.presets import evaluated_splits
+
+SPLIT_NAMES = {"eval": "eval K=8", "heldout": "held-out K=12"}  # the table's column headings
 
 # What the lab changes from the papers' setups, whatever the numbers (docs/lab.md).
 DEVIATIONS = (
@@ -63,20 +66,21 @@ def gates_table(lab: Mapping) -> str:
 def main_table(agg: Mapping, manifest: Mapping) -> str:
   """Accuracies (%), entropy and KL per policy, mean ± std over seeds."""
   lab, n = agg["lab"], agg["eval_n"]
-  head = ["policy", "seeds"] + [f"{s} {m}" for s in ("eval K=8", "held-out K=12")
+  splits = evaluated_splits(manifest["preset"]["heldout_problems"])
+  head = ["policy", "seeds"] + [f"{SPLIT_NAMES[s]} {m}" for s in splits
                                 for m in (f"mean@{n}", f"pass@{n}", "greedy")]
   head += ["entropy (nats/token)", "KL to SFT (nats/seq)"]
   lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
   for name in ["sft", *manifest.get("extra_sft", {})]:  # the starting policies: one run each
     evals = agg["policies"].get(name, {}).get("eval", {})
     cells = [name, "1"]
-    for split in ("eval", "heldout"):
+    for split in splits:
       cells += [format_spread(evals.get(split, {}).get(m, [])) for m in ("mean@n", "pass@n",
                                                                          "greedy")]
     lines.append("| " + " | ".join(cells + ["-", "0"]) + " |")
   for arm in _arms(lab, manifest):
     cells = [arm, str(len(_values(lab, arm, "final_reward")))]
-    for split in ("eval", "heldout"):
+    for split in splits:
       cells += [format_spread(_values(lab, arm, f"{split} {m}")) for m in ("mean@n", "pass@n",
                                                                            "greedy")]
     cells += [format_spread(_values(lab, arm, "entropy"), 1.0, 3),
@@ -179,8 +183,9 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
            f"{', '.join(map(str, preset['seeds']))} (every arm of a seed starts from the same "
            f"SFT policy and draws its prompts in the same order); {preset['rl_steps']} RL steps "
            f"each; final policies evaluated with {preset['eval_n']} samples + 1 greedy decode on "
-           f"{preset['eval_problems']} eval problems (K = 8) and {preset['heldout_problems']} "
-           "held-out problems (K = 12).", "",
+           f"{preset['eval_problems']} eval problems (K = 8)" +
+           (f" and {preset['heldout_problems']} held-out problems (K = 12)."
+            if preset["heldout_problems"] else "; no held-out split."), "",
            "## Gates", "", gates_table(lab), "", *failed_gates_caveat(lab),
            "## Final policies", "",
            f"Accuracy in % (mean ± std over seeds). Entropy: `policy/entropy` over the last {w} "

@@ -46,7 +46,7 @@ from prl_jax.progress import progress_bar, say
 from prl_jax.reproduce.collect import save_results
 from prl_jax.reproduce.lab import (CAPACITY, base_policy_passed, gate_sft_overrides,
                                    run_lab_gates)
-from prl_jax.reproduce.presets import SPLITS, Preset
+from prl_jax.reproduce.presets import Preset
 from prl_jax.reproduce.report import write_report
 from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file, load,
                                       logging_overrides, read_marker, run_stage, stage_inputs,
@@ -173,7 +173,7 @@ def sft_stage(workdir: str, preset: Preset, configs_dir: str, verbose: bool,
                     lambda: sft(load(path, overrides), sft_dir),
                     outputs=[f"{name}/final_hf/config.json", f"{name}/final_hf/model.safetensors"])
   evals = {split: evaluate_stage(workdir, f"{name}/{split}", path, overrides, sft_dir, hf_dir,
-                                 preset, split) for split in SPLITS}
+                                 preset, split) for split in preset.splits}
   return {"dir": name, "hf": os.path.relpath(hf_dir, workdir), "train": train, "evals": evals}
 
 
@@ -226,7 +226,7 @@ def rl_job(job: Job) -> dict:
                      outputs=[f"{rel}/final_hf/config.json", f"{rel}/metrics.jsonl"])
   hf_dir = os.path.join(run_dir, "final_hf")
   evals = {split: evaluate_stage(job.workdir, f"{rel}/{split}", path, overrides, run_dir, hf_dir,
-                                 job.preset, split) for split in SPLITS}
+                                 job.preset, split) for split in job.preset.splits}
   out = {"method": job.method, "seed": job.seed, "dir": rel, "init": job.sft_hf,
          "metrics": os.path.join(rel, "metrics.jsonl"), "train": record, "evals": evals}
   if job.preset.kl_problems:
@@ -388,8 +388,8 @@ def reproduce(preset: Preset, workdir: str, *, jobs: int = 1, configs_dir: str |
       manifest["gate_seconds"] = {"clean SFT (G0)": clean_sft["seconds"]}
   # One stage per training run and per evaluation of its policy (plus its KL), and the ER-PRM
   # experiment.
-  per_run = 1 + len(SPLITS) + bool(preset.kl_problems)
-  per_sft = 1 + len(SPLITS)
+  per_run = 1 + len(preset.splits) + bool(preset.kl_problems)
+  per_sft = 1 + len(preset.splits)
   total = (per_sft * (1 + len(extra_sfts)) + per_run * len(preset.methods) * len(preset.seeds)
            + (preset.erprm is not None))
   bar = progress_bar(total, "reproduce", unit="stage")

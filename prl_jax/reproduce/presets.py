@@ -24,6 +24,11 @@ KNOWN_ARMS = tuple(dict.fromkeys(METHODS + LAB_ARMS))
 SPLITS = ("eval", "heldout")
 
 
+def evaluated_splits(heldout_problems: int) -> tuple[str, ...]:
+  """The splits a preset evaluates its final policies on: no held-out split at 0 problems."""
+  return SPLITS if heldout_problems else SPLITS[:1]
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
   """The size of a reproduction; everything else comes from configs/mini.
@@ -36,7 +41,8 @@ class Preset:
     window: smoothing window (steps) of the training reward in the sample-efficiency analysis.
     eval_n: samples per problem of the final evaluation (mean@n, pass@n; plus one greedy decode).
     eval_problems: problems of the in-distribution eval split.
-    heldout_problems: problems of the held-out split (longer arithmetic chains).
+    heldout_problems: problems of the held-out split (longer arithmetic chains); 0 leaves the
+      held-out evaluation out (a policy that never saw the longer chains reads 0 there).
     heldout_max_new_tokens: response limit on the held-out split (its solutions reach 80 tokens).
     erprm: sizes of the ER-PRM experiment.
     erprm_overrides: config overrides of the ER-PRM stage (its PRM learning rate).
@@ -95,11 +101,13 @@ class Preset:
       raise ConfigError(f"Preset {self.name!r} needs at least one method and one seed.")
     if len(set(self.seeds)) != len(self.seeds):
       raise ConfigError(f"Preset {self.name!r} repeats a seed: {self.seeds}.")
-    for field in ("rl_steps", "window", "eval_n", "eval_problems", "heldout_problems",
-                  "heldout_max_new_tokens"):
+    for field in ("rl_steps", "window", "eval_n", "eval_problems", "heldout_max_new_tokens"):
       if getattr(self, field) < 1:
         raise ConfigError(f"Preset {self.name!r}: {field} must be >= 1, got "
                           f"{getattr(self, field)}.")
+    if self.heldout_problems < 0:
+      raise ConfigError(f"Preset {self.name!r}: heldout_problems must be >= 0 (0: no held-out "
+                        f"evaluation), got {self.heldout_problems}.")
     stray = sorted(set(arm for arm, _ in self.prm_arms) - set(self.methods))
     if stray:
       raise ConfigError(f"Preset {self.name!r}: prm_arms names {stray}, which are not among its "
@@ -112,6 +120,11 @@ class Preset:
       # The gates' SFT and RL runs are the arms' own only when they change the configs alike.
       raise ConfigError(f"Preset {self.name!r}: with gates, put every override in both "
                         "`overrides` and `gates.overrides` (equal), none in `sft_overrides`.")
+
+  @property
+  def splits(self) -> tuple[str, ...]:
+    """The splits every final policy is evaluated on."""
+    return evaluated_splits(self.heldout_problems)
 
   def without_erprm(self) -> "Preset":
     """This preset without the ER-PRM stage and the arms that need its PRMs (`--no-erprm`)."""
@@ -211,8 +224,7 @@ PRESETS = {
         kl_problems=64, claims="lab", prm_arms=LAB_PRM_ARMS),
     "lab-demo": Preset(
         name="lab-demo", methods=("rloo", "oracle"), seeds=(0,), rl_steps=30, window=5,
-        eval_problems=64, heldout_problems=32, heldout_max_new_tokens=64,
-        heldout_overrides=("eval.heldout_max_new_tokens=64",), erprm=None, configs="lab",
+        eval_problems=64, heldout_problems=0, erprm=None, configs="lab",
         overrides=LAB_DEMO_OVERRIDES, claims="lab",
         gates=LabGates(rl_steps=30, gate_step=30, window=5, overrides=LAB_DEMO_OVERRIDES,
                        clean_sft_overrides=LAB_DEMO_CLEAN_SFT, sft_overrides=LAB_DEMO_SFT)),

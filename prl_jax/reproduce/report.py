@@ -21,6 +21,7 @@ from prl_jax.reproduce.collect import (PRM_ACC_KEY, REWARD_KEY, SFT, collect, ju
                                        load_results, mean_curve)
 from prl_jax.reproduce.run_files import metric_rows
 from prl_jax.reproduce.lab_report import format_lab_report, make_lab_plots
+from prl_jax.reproduce.presets import evaluated_splits
 from prl_jax.run import paths
 
 REPORT_FILE, PLOTS_DIR = "report.md", "plots"
@@ -47,15 +48,15 @@ def _steps_cell(entry: Mapping) -> str:
 
 def main_table(agg: Mapping, manifest: Mapping) -> str:
   """Final policies: accuracies (%) and training outcome, mean ± std over seeds."""
-  n = agg["eval_n"]
-  head = ["policy", "seeds"] + [f"{split} {m}" for split in ("eval", "heldout")
+  n, splits = agg["eval_n"], evaluated_splits(manifest["preset"]["heldout_problems"])
+  head = ["policy", "seeds"] + [f"{split} {m}" for split in splits
                                 for m in (f"mean@{n}", f"pass@{n}", "greedy")]
   head += ["final train reward", "steps to RLOO final"]
   lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
   for name in _policy_order(agg, manifest):
     entry = agg["policies"][name]
     cells = [name, str(len(entry["seeds"]))]
-    for split in ("eval", "heldout"):
+    for split in splits:
       bucket = entry["eval"].get(split, {})
       cells += [format_spread(bucket.get(m, [])) for m in ("mean@n", "pass@n", "greedy")]
     cells += [format_spread(entry["final_reward"], 1.0, 3), _steps_cell(entry)]
@@ -215,8 +216,10 @@ def _preset_line(preset: Mapping) -> str:
   return (f"Methods {', '.join(preset['methods'])}; seeds {', '.join(map(str, preset['seeds']))}; "
           f"{preset['rl_steps']} RL steps each from one SFT policy with {budget}; "
           f"final policies evaluated with {preset['eval_n']} samples + 1 greedy decode "
-          f"on {preset['eval_problems']} eval problems and {preset['heldout_problems']} held-out "
-          f"longer chains (max {preset['heldout_max_new_tokens']} new tokens). ER-PRM: "
+          f"on {preset['eval_problems']} eval problems" +
+          (f" and {preset['heldout_problems']} held-out longer chains (max "
+           f"{preset['heldout_max_new_tokens']} new tokens)" if preset["heldout_problems"] else "")
+          + ". ER-PRM: "
           f"{e['label_problems']} x {e['solutions_per_problem']} labelled solutions, "
           f"{e['prm_steps']} PRM steps, best-of-N on {e['eval_problems']} held-out problems "
           f"with N up to {e['n_max']}.")

@@ -423,8 +423,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
   """Runs (or resumes) the RL job described by `config` in `workdir`; returns the last metrics.
 
   `max_steps` stops early after that many steps in this call (used to test exact resume).
-  A rerun of a finished run prints "nothing to do" unless `announce_finished` is off (a caller
-  that continues finished runs on purpose, as `reproduce` does with the gates' runs, says so).
+  A rerun of a finished run prints "nothing to do" unless `announce_finished` is off.
   The config is recorded in `workdir/config.json` first, and resuming with a changed one is
   refused (prl_jax.run.config_record); a NaN or inf loss or gradient norm stops the run before
   its step is saved, or skips the update (prl_jax.run.nonfinite).
@@ -445,8 +444,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, max_steps: int | N
     position, buffer = meta["data_position"], meta.get("prompt_buffer", [])
     totals = {name: meta.get("metrics", {}).get(name, 0) for name in TOTALS}
     skipped = int(meta.get("metrics", {}).get("train/skipped_updates", 0))
-    if (announce_finished and int(state.step) >= config.train.steps
-        and distributed.is_main_process()):
+    if announce_finished and state.step >= config.train.steps and distributed.is_main_process():
       print(nothing_to_do(int(state.step), config.train.steps, "train.steps", workdir))
   state = ctx.place_state(state)
   stream = PromptStream(ctx.train_examples, config.seed, position, buffer)
