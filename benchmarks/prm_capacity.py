@@ -217,7 +217,8 @@ def main(argv=None):
           ctx.tokenizer),
   }
   print(json.dumps(result, indent=1), flush=True)
-  summary = prm_model.train_prm(ctx, init, train, spec, os.path.join(args.out, "prm"),
+  summary = prm_model.train_prm(ctx, prm_model.PrmStart(ctx.model_cfg, init), train, spec,
+                                os.path.join(args.out, "prm"),
                                 steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                 grad_clip=config.optim.prm_grad_clip, seed=config.seed,
                                 probe=heldout_auroc, probe_every=args.probe_every)

@@ -182,7 +182,7 @@ def get_config():
   c.algo.erprm.minus_token = "-"
   c.algo.erprm.agg = "min"  # min | product | last | mean over step scores
   # `prl-jax erprm`: the HF checkpoint every PRM starts from ("" = the SFT policy, the paper's
-  # recipe); it must have the policy's architecture.
+  # recipe); any architecture with the policy's vocabulary (e.g. a larger verifier).
   c.algo.erprm.prm_init = ""
   # `prl-jax erprm` on step labels from files instead of Monte Carlo labels (docs/data_and_rewards.md):
   # TRL stepwise-supervision rows (prompt, completions, labels) or Math-Shepherd rows (input with

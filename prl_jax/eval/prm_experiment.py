@@ -220,10 +220,11 @@ def evaluate_prms(ctx: Any, policy_params: Any, prms: Sequence[tuple[str, Any]],
     spec, model_cfg, params = prm_model.load_prm(directory, dtype=config.model.dtype)
     if spec.name in info:  # two PRMs of the same name: tell them apart by directory
       spec = dataclasses.replace(spec, name=f"{spec.name} {os.path.basename(directory)}")
-    steps = prm_step_score_lists(model_cfg, ctx.place_state(params), spec, ctx.tokenizer,
-                                 cands.problems, cands.texts, cands.finished, ctx.prompt_len,
-                                 config.rollout.max_new_tokens, place=ctx.place_batch,
-                                 progress=config.log.progress, desc=f"scoring: {spec.name}")
+    steps = prm_step_score_lists(model_cfg, ctx.place_state(params, model_cfg), spec,
+                                 ctx.tokenizer, cands.problems, cands.texts, cands.finished,
+                                 ctx.prompt_len, config.rollout.max_new_tokens,
+                                 place=ctx.place_batch, progress=config.log.progress,
+                                 desc=f"scoring: {spec.name}")
     step_auc[spec.name] = reference_step_auc(cands, steps, spec)
     aggs = ("last",) if spec.kind == "orm" else AGGREGATIONS
     for a in aggs:
@@ -383,14 +384,14 @@ def run_erprm(config, workdir: str, options: ErprmOptions = ErprmOptions()) -> d
            ("prm_hard", prm_model.PrmSpec("hard PRM (eta=inf)", "prm", "inf", **base)),
            ("prm_soft", prm_model.PrmSpec("soft PRM (eta->0)", "prm", "0.0", **base)),
            ("orm", prm_model.PrmSpec("ORM (outcome)", "orm", "", **base))]
-  trained, prm_start = [], prm_model.start_params(ctx, policy)
+  trained, start = [], prm_model.prm_start(ctx, policy)
   for s in range(options.prm_seeds):  # seed 0 keeps the plain names (the lab configs read them)
     for i, (dirname, spec) in enumerate(specs):
       if s:
         dirname = f"{dirname}_seed{s}"
         spec = dataclasses.replace(spec, name=f"{spec.name} seed {s}")
       t0 = time.perf_counter()
-      summary = prm_model.train_prm(ctx, prm_start, records, spec, os.path.join(out, dirname),
+      summary = prm_model.train_prm(ctx, start, records, spec, os.path.join(out, dirname),
                                     steps=options.prm_steps, batch_size=options.prm_batch_size,
                                     lr=config.optim.prm_lr,
                                     grad_clip=config.optim.prm_grad_clip,
@@ -442,7 +443,7 @@ def _run_on_prm_data(ctx: Any, policy: Any, out: str, options: ErprmOptions, bas
   say(f"PRM data: {stats}")
   spec = prm_model.PrmSpec("PRM (data labels)", "prm", imports.DATA_LABEL, **base)
   t0 = time.perf_counter()
-  summary = prm_model.train_prm(ctx, prm_model.start_params(ctx, policy), records, spec,
+  summary = prm_model.train_prm(ctx, prm_model.prm_start(ctx, policy), records, spec,
                                 os.path.join(out, "prm_data"),
                                 steps=options.prm_steps, batch_size=options.prm_batch_size,
                                 lr=config.optim.prm_lr, grad_clip=config.optim.prm_grad_clip,

@@ -281,44 +281,58 @@ def prm_batch(tokenizer: Any, records: Sequence[dict], kind: str, label: str, pr
 # ------------------------------------------------------------------------------------------------
 # Training.
 
-# ModelConfig fields that say how a model runs, not what it computes: a PRM may start from a
-# checkpoint that was trained with other values of these.
+# ModelConfig fields that say how a model runs, not what it computes: a PRM from a checkpoint
+# runs with the run's values of these, whatever it was trained with.
 RUNTIME_FIELDS = ("dtype", "remat", "attention_chunk", "attention_impl", "scan_unroll",
                   "max_position_embeddings")
 
 
-def start_params(ctx: Any, policy_params: Any) -> Any:
-  """The parameters every PRM of a run starts from (algo.erprm.prm_init).
+@dataclasses.dataclass(frozen=True)
+class PrmStart:
+  """What every PRM of a run starts from (algo.erprm.prm_init).
 
-  "" (default): the policy's, ER-PRM's recipe (the PRM is a copy of the SFT policy). Otherwise
-  the HF checkpoint at prm_init, which must be the policy's architecture: the PRM reads the
-  policy's tokens and is exported and scored under the policy's model config. A policy whose
-  most likely lines are wrong starts a PRM that rates them likely too; a checkpoint that knows
-  the task (the lab's clean SFT) is the other start.
+  Attributes:
+    model_cfg: the architecture the PRMs are trained, exported and scored under.
+    params: the starting parameters, placed on the run's mesh.
+    like: the HF checkpoint whose stored dtype and layout the exports copy (None: the policy's).
+  """
+
+  model_cfg: ModelConfig
+  params: Any
+  like: str | None = None
+
+
+def prm_start(ctx: Any, policy_params: Any) -> PrmStart:
+  """Where the PRMs of a run start (algo.erprm.prm_init).
+
+  "" (default): the policy, ER-PRM's recipe (the PRM is a copy of the SFT policy). Otherwise the
+  HF checkpoint at prm_init, of any architecture that reads the policy's tokens (the same
+  vocabulary: a larger PRM for a small policy, as best-of-N verifiers usually are, or a
+  checkpoint that knows the task where the policy has learned wrong habits). The PRMs are then
+  trained, exported and scored under that checkpoint's own model config.
   """
   path = ctx.config.algo.erprm.prm_init
   if not path:
-    return policy_params
+    return PrmStart(ctx.model_cfg, policy_params)
   if not os.path.exists(os.path.join(path, hf.CONFIG_FILE)):
     raise ConfigError(f"algo.erprm.prm_init={path!r} has no {hf.CONFIG_FILE}; pass a directory "
                       "in HF layout (e.g. a `prl-jax sft` export, runs/sft/final_hf), or '' to "
                       "start each PRM from the policy.")
   theirs, params = hf.load_hf(path)
   ours = ctx.model_cfg
+  if theirs.vocab_size != ours.vocab_size:
+    raise ConfigError(f"algo.erprm.prm_init={path!r} has a vocabulary of {theirs.vocab_size} "
+                      f"tokens but the policy {ours.vocab_size}: a PRM reads the policy's tokens, "
+                      "so start it from a checkpoint with the policy's tokenizer.")
   theirs = dataclasses.replace(theirs, **{k: getattr(ours, k) for k in RUNTIME_FIELDS})
-  differ = [f"{f.name}: {getattr(theirs, f.name)!r} (policy {getattr(ours, f.name)!r})"
-            for f in dataclasses.fields(ours) if getattr(theirs, f.name) != getattr(ours, f.name)]
-  if differ:
-    raise ConfigError(f"algo.erprm.prm_init={path!r} is not the policy's architecture "
-                      f"({'; '.join(differ)}); the PRM must match the policy it scores.")
-  return ctx.place_state(params)
+  return PrmStart(theirs, ctx.place_state(params, theirs), path)
 
 
-def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec, out_dir: str, *,
+def train_prm(ctx: Any, start: PrmStart, records: Sequence[dict], spec: PrmSpec, out_dir: str, *,
               steps: int, batch_size: int, lr: float, grad_clip: float, seed: int,
               log_every: int = 10, probe: Callable[[Any], dict] | None = None,
               probe_every: int = 0) -> dict:
-  """Trains one PRM from `init_params` (the SFT policy) and exports it to `out_dir` in HF layout.
+  """Trains one PRM from `start` (`prm_start`) and exports it to `out_dir` in HF layout.
 
   Batches of `batch_size` records are drawn without replacement within a batch from a NumPy
   generator seeded with `seed`; AdamW with a cosine decay after a 5% warm-up. Metrics go to
@@ -327,7 +341,7 @@ def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec
   Args:
     ctx: the run context (`prl_jax.run.context.RunContext`): model config, tokenizer, mesh,
       prompt length and response length (`config.rollout.max_new_tokens`).
-    init_params: starting parameters (not modified: the update donates a copy).
+    start: the starting architecture and parameters (not modified: the update donates a copy).
     records: labelled records (`prl_jax.prm.labels`).
     spec: what to train (kind, labels) and how to read it (tokens, step splitting).
     out_dir: the export directory.
@@ -350,9 +364,9 @@ def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec
   response_len = ctx.config.rollout.max_new_tokens
   tx = adamw(lr, grad_clip=grad_clip, schedule="cosine", warmup_steps=max(steps // 20, 0),
              total_steps=steps)
-  params = jax.tree_util.tree_map(jnp.array, init_params)  # a copy: the update donates it
-  state = ctx.place_state(ModelState(params, tx.init(params)))
-  update = make_prm_update(ctx.model_cfg, tx, plus_id, minus_id)
+  params = jax.tree_util.tree_map(jnp.array, start.params)  # a copy: the update donates it
+  state = ctx.place_state(ModelState(params, tx.init(params)), start.model_cfg)
+  update = make_prm_update(start.model_cfg, tx, plus_id, minus_id)
   rng = np.random.default_rng(seed)
   writer = MetricsWriter(out_dir, tensorboard=False, progress=ctx.config.log.progress, total=steps,
                          filename="prm_metrics.jsonl", desc=f"prm: {spec.name}")
@@ -372,7 +386,7 @@ def train_prm(ctx: Any, init_params: Any, records: Sequence[dict], spec: PrmSpec
     if probed or step == 1 or step % log_every == 0 or step == steps:
       writer.write(step, metrics)
   writer.close()
-  ctx.export_policy(state.params, out_dir)
+  ctx.export_policy(state.params, out_dir, start.model_cfg, like=start.like)
   spec.save(out_dir)
   # One batch is noisy: the summary averages the last tenth of the steps.
   tail = history[-max(1, steps // 10):]

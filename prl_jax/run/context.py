@@ -143,13 +143,15 @@ class RunContext:
     place = lambda x: jax.device_put(x if isinstance(x, jax.Array) else np.asarray(x), spec)
     return jax.tree_util.tree_map(place, tree)
 
-  def _state_shardings(self, state):
-    specs = sharding.param_shardings(self.model_cfg, self.mesh, self.rules)
+  def _state_shardings(self, state, model_cfg=None):
+    specs = sharding.param_shardings(model_cfg or self.model_cfg, self.mesh, self.rules)
     replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
     return sharding.tree_shardings_like(state, specs, replicated)
 
-  def place_state(self, state):
-    return jax.device_put(state, self._state_shardings(state))
+  def place_state(self, state, model_cfg=None):
+    """`state` on the mesh, its parameters sharded as the policy's (or `model_cfg`'s, a PRM of
+    another architecture)."""
+    return jax.device_put(state, self._state_shardings(state, model_cfg))
 
   def abstract(self, state):
     """Shape/dtype/sharding skeleton of `state`, the target of a checkpoint restore."""
@@ -157,10 +159,11 @@ class RunContext:
     return jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
-  def export_policy(self, params, directory: str) -> str:
+  def export_policy(self, params, directory: str, model_cfg=None, like: str | None = None) -> str:
     """Policy `params` in HF layout (safetensors + config.json) with its tokenizer beside it, in
     the stored dtype, model_type, generation config and special tokens of the checkpoint the run
-    started from (`hf.save_like`).
+    started from (`hf.save_like`). A model of another architecture (a PRM from its own
+    checkpoint) passes its `model_cfg` and that checkpoint as `like`.
 
     With several processes, all of them gather the parameters (each host then holds the whole
     model in host memory) and process 0 writes.
@@ -170,7 +173,7 @@ class RunContext:
       if not distributed.is_main_process():
         return directory
     with paths.local_dir(directory) as local:  # a gs:// workdir: written here, then uploaded
-      hf.save_like(local, self.model_cfg, params, self.hf_dir)
+      hf.save_like(local, model_cfg or self.model_cfg, params, like or self.hf_dir)
       if isinstance(self.tokenizer, CharTokenizer):
         self.tokenizer.save(local)
       elif hasattr(self.tokenizer, "tokenizer") and hasattr(self.tokenizer.tokenizer,
