@@ -15,6 +15,6 @@ def get_config():
   c = budget.get_config()
   c.method = "grpo"  # unused by SFT; kept valid so the shared validation passes
   c.task.demonstrator = "uniform"
-  c.sft.steps = 1500
+  c.sft.steps = 3000
   c.checkpoint.every = 250  # a 1.5 s step: saving every 10 would cost more than it saves
   return c
