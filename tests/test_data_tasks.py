@@ -164,6 +164,17 @@ def test_countdown_expression_parentheses():
   assert countdown.evaluate_expression("7/2*2", [7, 2, 2]) is None
 
 
+def test_countdown_expression_from_model_text_warns_nothing():
+  """Python parses "2or 3" with a SyntaxWarning ("invalid decimal literal") printed into the
+  run's log; a policy's answer line must be judged silently (here: illegal, so None)."""
+  import warnings
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert countdown.evaluate_expression("2or 3", [2, 3]) is None
+    assert countdown.evaluate_expression("3and 4", [3, 4]) is None
+  assert not caught
+
+
 # ----------------------------------------------------------------------------- registry and templates
 
 
