@@ -283,6 +283,16 @@ def test_a_preset_without_held_out_problems_evaluates_and_reports_the_eval_split
     assert ("held-out" in head) == bool(heldout) and "80.0" in rloo_row
 
 
+def test_saved_steps_reads_finished_step_directories_only(tmp_path):
+  """The newest finished checkpoint step, as Orbax lays steps out: half-written (temporary) and
+  `.broken` steps do not count; no checkpoints at all is None."""
+  from prl_jax.reproduce.pipeline import saved_steps
+  assert saved_steps(str(tmp_path)) is None
+  for name in ("10", "20", "30.orbax-checkpoint-tmp-1733", "40.broken"):
+    os.makedirs(tmp_path / "checkpoints" / name)
+  assert saved_steps(str(tmp_path)) == 20
+
+
 # ------------------------------------------------------------------------------------------------
 # End to end on a tiny model.
 

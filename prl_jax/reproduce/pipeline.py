@@ -52,7 +52,6 @@ from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file
                                       logging_overrides, read_marker, run_stage, stage_inputs,
                                       stage_marker, worker_pool)
 from prl_jax.run import paths
-from prl_jax.run.checkpoint import Checkpointer
 from prl_jax.train.loop import train
 from prl_jax.train.sft import sft
 
@@ -198,9 +197,12 @@ def kl_stage(job: Job, rel: str, path: str, overrides: Sequence[str]) -> dict:
 
 
 def saved_steps(run_dir: str) -> int | None:
-  """The newest checkpointed step of the run in `run_dir` (None before its first save)."""
-  directory = paths.join(run_dir, "checkpoints")
-  return Checkpointer(directory, read_only=True).latest_step() if paths.exists(directory) else None
+  """The newest checkpointed step of the run in `run_dir` (None before its first save), read
+  from the directory names (Orbax names a finished step by its number; temporary and `.broken`
+  steps have suffixes), without opening a checkpoint manager, whose read-only mode logs two
+  warnings. Only for the line below: the training loop itself resumes from what Orbax finds."""
+  names = paths.listdir(paths.join(run_dir, "checkpoints"))  # [] when there is none
+  return max((int(n) for n in names if n.isdigit()), default=None)
 
 
 def train_or_export(config, run_dir: str, rel: str) -> None:
