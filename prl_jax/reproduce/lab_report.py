@@ -26,12 +26,11 @@ DEVIATIONS = (
     "Task: register chains (K = 8 single-digit mod-10 operations, K = 12 held out) with a buggy "
     "demonstrator, not competition math; policy: the ~0.8M-parameter `lab` model from an SFT on "
     "the buggy demonstrator, not a 1.5B-8B LLM.",
-    "Budget: every arm 16 prompts x 8 responses per step for the preset's RL steps (the papers "
-    "run 240+ steps of 256 prompts); one shared optimizer and schedule, no per-arm tuning.",
+    "Budget: every arm 16 prompts x 8 responses per step (configs/lab/budget.py; a preset's "
+    "overrides change it for every arm alike) for the preset's RL steps (the papers run 240+ "
+    "steps of 256 prompts); one shared optimizer and schedule, no per-arm tuning.",
     "The accuracy filter [0.2, 0.8] with refills (PRIME's) is used by RLOO, the oracle and "
     "PRIME alike; rollouts to the target count the refills.",
-    "pass@16 and mean@16 are measured with 16 samples per problem at temperature 1 on the eval "
-    "split and on the K = 12 held-out split; greedy is one greedy decode.",
     "KL to the SFT policy is estimated after training on the final policy's own samples "
     "(eval split), not logged during training.",
     "Claims are judged by two-sided t-tests over seeds (paired when seeds are paired) at "
@@ -231,5 +230,10 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
             "(`prl_jax.reproduce.lab_claims`).", ""]
   lines += failed_gates_caveat(lab)
   lines += claims_lines(claims)
-  lines += ["", "## Deviations from the papers", ""] + [f"- {d}" for d in DEVIATIONS] + [""]
+  n, heldout = preset["eval_n"], preset["heldout_problems"]
+  measured = (f"pass@{n} and mean@{n} are measured with {n} samples per problem at temperature 1 "
+              f"on the eval split{' and on the K = 12 held-out split' if heldout else ''}; "
+              "greedy is one greedy decode.")
+  deviations = [*DEVIATIONS[:3], measured, *DEVIATIONS[3:]]
+  lines += ["", "## Deviations from the papers", ""] + [f"- {d}" for d in deviations] + [""]
   return "\n".join([*lines, *tail])
