@@ -21,7 +21,8 @@ from prl_jax.reproduce.presets import evaluated_splits
 
 SPLIT_NAMES = {"eval": "eval K=8", "heldout": "held-out K=12"}  # the table's column headings
 
-# What the lab changes from the papers' setups, whatever the numbers (docs/lab.md).
+# What the lab changes from the papers' setups, whatever the numbers (docs/lab.md); {n} and
+# {heldout} are the preset's samples per problem and held-out clause.
 DEVIATIONS = (
     "Task: register chains (K = 8 single-digit mod-10 operations, K = 12 held out) with a buggy "
     "demonstrator, not competition math; policy: the ~0.8M-parameter `lab` model from an SFT on "
@@ -31,6 +32,8 @@ DEVIATIONS = (
     "steps of 256 prompts); one shared optimizer and schedule, no per-arm tuning.",
     "The accuracy filter [0.2, 0.8] with refills (PRIME's) is used by RLOO, the oracle and "
     "PRIME alike; rollouts to the target count the refills.",
+    "pass@{n} and mean@{n} are measured with {n} samples per problem at temperature 1 on the eval "
+    "split{heldout}; greedy is one greedy decode.",
     "KL to the SFT policy is estimated after training on the final policy's own samples "
     "(eval split), not logged during training.",
     "Claims are judged by two-sided t-tests over seeds (paired when seeds are paired) at "
@@ -230,10 +233,7 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
             "(`prl_jax.reproduce.lab_claims`).", ""]
   lines += failed_gates_caveat(lab)
   lines += claims_lines(claims)
-  n, heldout = preset["eval_n"], preset["heldout_problems"]
-  measured = (f"pass@{n} and mean@{n} are measured with {n} samples per problem at temperature 1 "
-              f"on the eval split{' and on the K = 12 held-out split' if heldout else ''}; "
-              "greedy is one greedy decode.")
-  deviations = [*DEVIATIONS[:3], measured, *DEVIATIONS[3:]]
-  lines += ["", "## Deviations from the papers", ""] + [f"- {d}" for d in deviations] + [""]
+  heldout = " and on the K = 12 held-out split" if preset["heldout_problems"] else ""
+  lines += ["", "## Deviations from the papers", ""]
+  lines += [f"- {d.format(n=preset['eval_n'], heldout=heldout)}" for d in DEVIATIONS] + [""]
   return "\n".join([*lines, *tail])
