@@ -283,6 +283,19 @@ def test_a_preset_without_held_out_problems_evaluates_and_reports_the_eval_split
     assert ("held-out" in head) == bool(heldout) and "80.0" in rloo_row
 
 
+def test_the_budget_is_read_from_the_runs_saved_configs(tmp_path):
+  """The report's budget line comes from what each run was configured with; a run not started
+  yet (no config.json) is skipped, and arms that spent different budgets are all named."""
+  from prl_jax.reproduce.collect import run_budgets
+  for name, prompts, n in (("a", 4, 8), ("b", 4, 8), ("c", 16, 8)):
+    os.makedirs(tmp_path / name)
+    (tmp_path / name / "config.json").write_text(
+        json.dumps({"rollout": {"prompts_per_step": prompts, "n": n}}))
+  runs = [{"dir": name} for name in ("a", "b", "missing")]
+  assert run_budgets(str(tmp_path), runs) == [[4, 8]]
+  assert run_budgets(str(tmp_path), runs + [{"dir": "c"}]) == [[4, 8], [16, 8]]
+
+
 def test_saved_steps_reads_finished_step_directories_only(tmp_path):
   """The newest finished checkpoint step, as Orbax lays steps out: half-written (temporary) and
   `.broken` steps do not count; no checkpoints at all is None."""
@@ -351,6 +364,9 @@ def test_lab_preset_end_to_end(tmp_path, monkeypatch):
     assert json.load(fh)["settings"]["max_new_tokens"] == 64
   assert {c["key"] for c in results["claims"]} >= {"control", "prime_speed", "repirl"}
   text = open(os.path.join(root, "report.md")).read()
+  # The budget line names what the runs spent (the overrides' 4 x 4), not configs/lab's 16 x 8.
+  assert results["aggregates"]["budgets"] == [[4, 4]]
+  assert "every arm 4 prompts x 4 responses per step" in text
   for part in ("## Gates", "G2 oracle control", "## Sample efficiency", "## Step AUROC",
                "## Reward-hacking monitor", "paired t-test", "## Deviations", "| sft_demos |",
                "| clean SFT (G0) |"):

@@ -80,6 +80,17 @@ def _load_runs(workdir: str, manifest: Mapping) -> list[dict]:
   return loaded
 
 
+def run_budgets(workdir: str, runs: Sequence[Mapping]) -> list[list[int]]:
+  """The distinct [prompts per step, responses per prompt] of the runs, from each run's saved
+  config.json (what the runs spent, whatever the preset's overrides were)."""
+  budgets = set()
+  for run in runs:
+    config = read_json(workdir, paths.join(run["dir"], "config.json"))
+    if config is not None:
+      budgets.add((config["rollout"]["prompts_per_step"], config["rollout"]["n"]))
+  return [list(b) for b in sorted(budgets)]
+
+
 def _add_training(entry: dict, run: Mapping, window: int, target: Mapping | None) -> None:
   """A run's final reward, steps to the target and median step time, appended to its policy."""
   steps = [row["step"] for row in run["rows"]]
@@ -142,6 +153,7 @@ def collect(workdir: str, manifest: Mapping) -> dict:
       bucket["curve"] = mean_curve(bucket["curve"])
   agg = {"eval_n": n, "window": window, "rl_steps": preset["rl_steps"], "target": target,
          "policies": policies, "prm_accuracy": prm_accuracy,
+         "budgets": run_budgets(workdir, loaded),
          "erprm": collect_erprm(workdir, manifest.get("erprm")), "times": _times(manifest)}
   if preset.get("claims") == "lab":
     agg["lab"] = collect_lab(workdir, manifest, n, window, target)

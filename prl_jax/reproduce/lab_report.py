@@ -22,14 +22,14 @@ from prl_jax.reproduce.presets import evaluated_splits
 SPLIT_NAMES = {"eval": "eval K=8", "heldout": "held-out K=12"}  # the table's column headings
 
 # What the lab changes from the papers' setups, whatever the numbers (docs/lab.md); {n} and
-# {heldout} are the preset's samples per problem and held-out clause.
+# {heldout} are the preset's samples per problem and held-out clause, {budget} what the runs spent.
 DEVIATIONS = (
     "Task: register chains (K = 8 single-digit mod-10 operations, K = 12 held out) with a buggy "
     "demonstrator, not competition math; policy: the ~0.8M-parameter `lab` model from an SFT on "
     "the buggy demonstrator, not a 1.5B-8B LLM.",
-    "Budget: every arm 16 prompts x 8 responses per step (configs/lab/budget.py; a preset's "
-    "overrides change it for every arm alike) for the preset's RL steps (the papers run 240+ "
-    "steps of 256 prompts); one shared optimizer and schedule, no per-arm tuning.",
+    "Budget: every arm {budget} per step (configs/lab/budget.py; a preset's overrides change it "
+    "for every arm alike) for the preset's RL steps (the papers run 240+ steps of 256 prompts); "
+    "one shared optimizer and schedule, no per-arm tuning.",
     "The accuracy filter [0.2, 0.8] with refills (PRIME's) is used by RLOO, the oracle and "
     "PRIME alike; rollouts to the target count the refills.",
     "pass@{n} and mean@{n} are measured with {n} samples per problem at temperature 1 on the eval "
@@ -235,5 +235,8 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
   lines += claims_lines(claims)
   heldout = " and on the K = 12 held-out split" if preset["heldout_problems"] else ""
   lines += ["", "## Deviations from the papers", ""]
-  lines += [f"- {d.format(n=preset['eval_n'], heldout=heldout)}" for d in DEVIATIONS] + [""]
+  budget = " or ".join(f"{p} prompts x {r} responses" for p, r in agg.get("budgets", [])) or (
+      "the same prompts x responses")
+  lines += [f"- {d.format(n=preset['eval_n'], heldout=heldout, budget=budget)}"
+            for d in DEVIATIONS] + [""]
   return "\n".join([*lines, *tail])
