@@ -1,6 +1,7 @@
 """The countdown sub-lab (configs/lab/countdown, docs/lab_countdown.md): every config loads and
 validates, the arms differ from GRPO in their KL term only, and the report's tests run."""
 
+import dataclasses
 import json
 import os
 
@@ -122,3 +123,77 @@ def test_explore_command_measures_a_policy_against_itself(tmp_path, capsys):
   assert result["problems"] == 3 and len(result["pass_at_k"]) == 4
   assert abs(result["kl"]["kl_seq"]) < 1e-5
   assert "distinct correct solutions" in capsys.readouterr().out
+
+
+def test_kl_weight_sets_both_kl_arms_and_leaves_grpo_alone():
+  from prl_jax.config import ConfigError
+  from prl_jax.reproduce.lab_countdown import CountdownLab, kl_weight_overrides
+  from prl_jax.reproduce.stages import load
+  configs = {arm: load(os.path.join(configs_dir(), f"{arm}.py"), kl_weight_overrides(arm, 0.03))
+             for arm in ARMS}
+  assert configs["frpo"].algo.prl.eta == pytest.approx(1 / 0.03)
+  assert configs["grpo_kl"].algo.loss.kl_coef == pytest.approx(0.03)
+  assert _diff(configs["grpo"], _load("grpo")) == set()
+  assert kl_weight_overrides("frpo", None) == []  # the configs' own 0.1
+  for bad in (0.0, -0.1):
+    with pytest.raises(ConfigError, match="1/eta must be > 0"):
+      CountdownLab(kl_weight=bad)
+
+
+def _fake_stages(monkeypatch, trained):
+  """train, sft and the exploration measures replaced by writers of their output files."""
+  from prl_jax.reproduce import lab_countdown
+
+  def fake_train(config, run_dir):
+    parts = run_dir.split(os.sep)
+    trained.append("/".join(parts[-2:]) if "rl" in parts else "sft")  # arm/seed<S>
+    os.makedirs(os.path.join(run_dir, "final_hf"), exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+      open(os.path.join(run_dir, "final_hf", name), "w").close()
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as fh:
+      fh.write(json.dumps({"step": 1, "rollout/reward": 0.5, "policy/entropy": 0.2}) + "\n")
+
+  def fake_explore(config, workdir, model_dir, reference_dir, out_path, **sizes):
+    with open(out_path, "w") as fh:
+      json.dump(_explore(0.3, 0.8, 3.0, 0.2, 1.0), fh)
+
+  monkeypatch.setattr(lab_countdown, "train", fake_train)
+  monkeypatch.setattr(lab_countdown, "sft", fake_train)
+  monkeypatch.setattr(lab_countdown, "run_exploration", fake_explore)
+
+
+def test_a_variant_links_the_sft_and_the_runs_it_leaves_unchanged(tmp_path, monkeypatch):
+  """--kl-weight with --from: GRPO (no weight) and the SFT are linked from the main workdir, the
+  two KL arms train again; a second call of the variant trains nothing; a variant with more
+  steps retrains every arm."""
+  from prl_jax.reproduce.lab_countdown import CountdownLab, run_lab_countdown
+  trained = []
+  _fake_stages(monkeypatch, trained)
+  main, sweep, longer = (str(tmp_path / n) for n in ("main", "sweep", "longer"))
+  options = CountdownLab(seeds=(0, 1))
+  run_lab_countdown(main, options)
+  assert trained[0] == "sft" and len(trained) == 1 + 3 * 2
+  trained.clear()
+  weight = dataclasses.replace(options, kl_weight=0.03)
+  results = run_lab_countdown(sweep, weight, base=main)
+  assert sorted(trained) == [f"{a}/seed{s}" for a in ("frpo", "grpo_kl") for s in (0, 1)]
+  assert os.path.realpath(os.path.join(sweep, "rl", "grpo", "seed0")) == os.path.join(
+      main, "rl", "grpo", "seed0")
+  assert os.path.islink(os.path.join(sweep, "sft")) and set(results["per_seed"]) == set(ARMS)
+  with open(os.path.join(sweep, "stages", "rl", "frpo", "seed0", "train.json")) as fh:
+    assert f"algo.prl.eta={1 / 0.03!r}" in json.load(fh)["inputs"]["overrides"]
+  trained.clear()
+  run_lab_countdown(sweep, weight, base=main)
+  assert trained == []
+  run_lab_countdown(longer, dataclasses.replace(options, rl_steps=5), base=main)
+  assert len(trained) == 3 * 2 and not os.path.islink(os.path.join(longer, "rl", "grpo"))
+  assert os.path.islink(os.path.join(longer, "sft"))
+
+
+def test_variant_options_belong_to_the_countdown_preset(tmp_path, capsys):
+  from prl_jax.reproduce.command import reproduce_command
+  with pytest.raises(SystemExit) as exc:
+    reproduce_command(["--preset", "lab", "--workdir", str(tmp_path), "--kl-weight", "0.03",
+                       "--from", str(tmp_path)])
+  assert exc.value.code == 2
+  assert "--kl-weight, --from: options of --preset lab-countdown only" in capsys.readouterr().err

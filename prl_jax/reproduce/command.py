@@ -17,7 +17,7 @@ def reproduce_command(argv: list[str]) -> None:
   # Here, not at the top: `prl-jax report` only reads JSON and need not import the training stack.
   from prl_jax.reproduce import pipeline
   from prl_jax.reproduce.lab import GATES_FILE, run_lab_gates
-  from prl_jax.reproduce.lab_countdown import run_lab_countdown
+  from prl_jax.reproduce.lab_countdown import CountdownLab, run_lab_countdown
   parser = argparse.ArgumentParser(
       prog="prl-jax reproduce",
       description="SFT once, every RL method and seed on the configs/mini budget, evaluations, "
@@ -50,7 +50,22 @@ def reproduce_command(argv: list[str]) -> None:
   parser.add_argument("--past-failed-gates", action="store_true",
                       help="lab: record a failed G2 or G3 and run the arms anyway (the report "
                            "marks every claim); a failed G0 or G1 still stops the run")
+  countdown = parser.add_argument_group(
+      "lab-countdown variants", "a 1/eta sweep or longer runs as one command each; with --from, "
+      "the SFT and the runs a variant leaves unchanged are linked from the main workdir")
+  countdown.add_argument("--kl-weight", type=float, default=None,
+                         help="1/eta of both KL arms (FRPO's eta = 1/W, GRPO + KL's k3 "
+                              "coefficient = W; default: the configs' 0.1)")
+  countdown.add_argument("--rl-steps", type=int, default=None,
+                         help="RL steps of every run (default 40)")
+  countdown.add_argument("--from", dest="base", default=None, metavar="WORKDIR",
+                         help="an earlier lab-countdown workdir: its SFT and every run this "
+                              "call would repeat with the same inputs are linked, not retrained")
   args = parser.parse_args(argv)
+  variant = {"--kl-weight": args.kl_weight, "--rl-steps": args.rl_steps, "--from": args.base}
+  if args.preset != "lab-countdown" and any(v is not None for v in variant.values()):
+    parser.error(f"{', '.join(k for k, v in variant.items() if v is not None)}: options of "
+                 f"--preset lab-countdown only")
   if args.preset == "lab-gates":
     measured = run_lab_gates(args.workdir, verbose=args.verbose, jobs=args.jobs,
                              past_failed_gates=args.past_failed_gates)
@@ -59,7 +74,10 @@ def reproduce_command(argv: list[str]) -> None:
           f"{os.path.join(args.workdir, GATES_FILE)}")
     return
   if args.preset == "lab-countdown":
-    run_lab_countdown(args.workdir, jobs=args.jobs, verbose=args.verbose)
+    options = CountdownLab(kl_weight=args.kl_weight)
+    if args.rl_steps is not None:
+      options = dataclasses.replace(options, rl_steps=args.rl_steps)
+    run_lab_countdown(args.workdir, options, jobs=args.jobs, verbose=args.verbose, base=args.base)
     print(f"report: {os.path.join(args.workdir, 'report.md')}")
     return
   preset = get_preset(args.preset)
