@@ -21,7 +21,8 @@ from prl_jax.models.logprobs import response_logprobs
 from prl_jax.run import updates
 from prl_jax.run.context import build_context
 from prl_jax.run.state import ModelState, init_state, optimizers
-from prl_jax.train.loop import build_functions, prm_prompt_group, prm_rows
+from prl_jax.train.batch_split import prm_prompt_group, prm_rows
+from prl_jax.train.loop import build_functions
 from tests import test_prm_cadence as prm_cadence
 
 # The PRIME config and random rollouts of tests/test_prm_cadence.py (PROMPTS x N, PRM lr 3e-2:

@@ -125,7 +125,7 @@ def test_group_shuffle_moves_whole_groups():
 
 def test_which_configs_share_prompts():
   from configs import base
-  from prl_jax.train.loop import prompt_group
+  from prl_jax.train.batch_split import prompt_group
 
   cfg = model_config.preset("tiny")
   c = base.get_config()
@@ -148,7 +148,7 @@ def test_which_prm_losses_share_prompts():
   mini-batches hold whole groups; rePIRL's interleaves demonstrations: never."""
   from configs import base
   from prl_jax.algorithms.registry import get_recipe
-  from prl_jax.train.loop import prm_prompt_group
+  from prl_jax.train.batch_split import prm_prompt_group
 
   cfg = model_config.preset("tiny")
   c = base.get_config()

@@ -113,7 +113,7 @@ def _optimizer_step(state: ModelState, tx: optax.GradientTransformation, loss_fn
   """One optimizer step on the mean loss of a mini-batch: (new state, metrics, the loss's
   per-row output under the parameters before the step). Micro-batches take whole `block`-row
   groups when their size allows (a loss that runs a group's prompt once is only given a `block`
-  that does, `train.loop.prompt_group`); otherwise strided rows."""
+  that does, `train.batch_split.prompt_group`); otherwise strided rows."""
   rows_per_micro = jax.tree_util.tree_leaves(minibatch)[0].shape[0] // num_micro
   micro_block = block if rows_per_micro % block == 0 else 1
   grads, num, den, metric_sums, rows = accumulate_gradients_and_rows(

@@ -25,7 +25,7 @@ from prl_jax import distributed
 from prl_jax.algorithms.recipes import PrmInputs, Recipe, RLInputs
 from prl_jax.algorithms.registry import get_recipe
 from prl_jax.eval.evaluate import evaluate
-from prl_jax.models.logprobs import response_logprobs, shares_prompts
+from prl_jax.models.logprobs import response_logprobs
 from prl_jax.ops.steps import step_end_mask
 from prl_jax.prm.frozen import frozen_scorer
 from prl_jax.prm.step_fn import place_on_step_ends
@@ -42,6 +42,8 @@ from prl_jax.run import tracking
 from prl_jax.run.state import (TrainState, applied_learning_rates, init_state, optimizers,
                                wrap_key)
 from prl_jax.train import objectives
+from prl_jax.train.batch_split import (batch_split, micro_rows, prm_prompt_group, prm_rows,
+                                       prompt_group)
 from prl_jax.train.rollouts import (PromptStream, Rollouts, collect_rollouts, old_logp_source,
                                     resolve_old_logp, response_array, sampler_logp_refusal,
                                     sequence_prompt_len)
@@ -73,73 +75,6 @@ def _loss_config(config) -> objectives.PolicyLossConfig:
       dual_clip=loss.dual_clip if loss.dual_clip > 0 else None, agg=loss.agg,
       entropy_coef=loss.entropy_coef, kl_coef=loss.kl_coef, kl_kind=loss.kl_kind,
       chunk=config.train.logprob_chunk)
-
-
-def _batch_rows(config) -> tuple[int, int, int, int]:
-  """Rows of a step's batch, of a mini-batch, of a micro-batch and of a log-prob forward (a size
-  of 0 in train.* means the one above it)."""
-  batch = config.rollout.prompts_per_step * config.rollout.n
-  mini = config.train.mini_batch_size or batch
-  micro = config.train.micro_batch_size or mini
-  return batch, mini, micro, config.train.logprob_micro_batch_size or micro
-
-
-def _batch_split(config) -> tuple[int, int, int]:
-  """(mini-batches per update, micro-batches per mini-batch, log-prob chunks per batch)."""
-  batch, mini, micro, logprob_rows = _batch_rows(config)
-  return batch // mini, mini // micro, batch // logprob_rows
-
-
-def prompt_group(config, model_cfg) -> int:
-  """Rows per prompt for which the policy's log-prob passes and update run the prompt once
-  (`train.share_prompts`, `models.logprobs.response_logprobs`): rollout.n when the mini-,
-  micro- and log-prob batches all hold whole groups, else 1 (every row runs its prompt)."""
-  n = config.rollout.n
-  if not _sharing(config, model_cfg):
-    return 1
-  return n if all(rows % n == 0 for rows in _batch_rows(config)[1:]) else 1
-
-
-def _sharing(config, model_cfg) -> bool:
-  return bool(config.train.share_prompts) and shares_prompts(model_cfg, config.rollout.n)
-
-
-def _micro_rows(config) -> int:
-  """Rows of one micro-batch of an update (the strided split of `prl_jax.run.updates`)."""
-  return _batch_rows(config)[2]
-
-
-def _prm_mini_micro(config, recipe: Recipe, rows: int) -> tuple[int, int]:
-  """Rows of a PRM mini-batch (`PrmTraining.mini_batch_rows`, 0: the whole batch) and of its
-  micro-batches (the run's, at most a mini-batch)."""
-  mini = recipe.prm.mini_batch_rows(ml_collections.FrozenConfigDict(config.algo), config) or rows
-  return mini, min(_micro_rows(config), mini)
-
-
-def prm_rows(config, recipe: Recipe, rows: int) -> tuple[int, int, int]:
-  """(mini-batches, micro-batches per mini-batch, rows per group block) of a PRM batch of `rows`.
-
-  Mini-batches hold `PrmTraining.mini_batch_rows` rows (0: the whole batch); micro-batches the
-  run's micro-batch rows, at most a mini-batch; a mini-batch takes whole rollout groups when it
-  can (block = rollout.n), so a single forward scores each group with one PRM version.
-  """
-  mini, micro = _prm_mini_micro(config, recipe, rows)
-  if rows % mini or mini % micro:
-    raise ValueError(f"A PRM batch of {rows} rows does not split into mini-batches of {mini} and "
-                     f"micro-batches of {micro} rows; make the PRM mini-batch size (e.g. "
-                     "train.mini_batch_size) and train.micro_batch_size divide it.")
-  n = config.rollout.n
-  return rows // mini, mini // micro, n if mini % n == 0 else 1
-
-
-def prm_prompt_group(config, model_cfg, recipe: Recipe) -> int:
-  """`prompt_group` for the PRM's loss: rollout.n when its batch rows are the rollouts
-  (`PrmTraining.loss_scores`) and its mini- and micro-batches hold whole groups, else 1."""
-  n = config.rollout.n
-  if not recipe.prm.loss_scores or not _sharing(config, model_cfg):
-    return 1
-  mini, micro = _prm_mini_micro(config, recipe, _batch_rows(config)[0])
-  return n if mini % n == 0 and micro % n == 0 else 1
 
 
 def _prm_functions(config, model_cfg, recipe: Recipe, options, by_rows):
@@ -183,7 +118,7 @@ def _prm_functions(config, model_cfg, recipe: Recipe, options, by_rows):
 
 def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
   config, model_cfg = ctx.config, ctx.model_cfg
-  num_mini, num_micro, num_logprob_chunks = _batch_split(config)
+  num_mini, num_micro, num_logprob_chunks = batch_split(config)
   epochs = config.train.ppo_epochs
   # policy and value: epochs x mini-batches updates per RL step; the PRM's: see _prm_functions
   tx_policy, _, tx_value = optimizers(config, updates_per_step=(epochs * num_mini, 1,
@@ -284,7 +219,7 @@ def _prm_step(ctx: RunContext, recipe: Recipe, fns: RunFunctions, state: TrainSt
   inputs = PrmInputs(
       seq=seq, outcome=outcome, old_logp=old_logp, ref_logp=ref_logp,
       examples=rollouts.examples, prompt_ids=rollouts.prompt_ids, group_size=config.rollout.n,
-      micro_rows=_micro_rows(config),
+      micro_rows=micro_rows(config),
       mini_rows=recipe.prm.mini_batch_rows(ml_collections.FrozenConfigDict(config.algo), config),
       tokenizer=ctx.tokenizer, max_new_tokens=config.rollout.max_new_tokens, pack=pack,
       ref_logprobs=lambda s: fns.logprobs(state.ref_params, s),
