@@ -19,9 +19,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from prl_jax.config import ConfigError
 from prl_jax.eval.exploration import EXPLORE_FILE, run_exploration
 from prl_jax.reproduce import lab_countdown_report
-from prl_jax.config import ConfigError
 from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file, in_parallel,
                                       load, logging_overrides, read_marker, run_stage,
                                       stage_inputs)
