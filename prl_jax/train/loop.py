@@ -6,7 +6,8 @@ a name. Rollouts are synchronous: every group is sampled by the current policy, 
 RLOO baseline requires.
 
 Exact resume: the step's randomness is fold_in(run key, step) and the data position and the
-filter's prompt buffer are saved with the checkpoint, so "2k steps" equals "k steps, restore, k steps" bit for bit on one machine.
+filter's prompt buffer are saved with the checkpoint, so "2k steps" equals "k steps, restore,
+k steps" bit for bit on one machine.
 """
 
 from __future__ import annotations
