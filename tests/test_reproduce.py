@@ -10,8 +10,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -353,11 +355,11 @@ _ORPHAN_PARENT = """
 import os, sys, time
 from prl_jax.reproduce.stages import worker_pool
 from tests.test_reproduce import _write_pid_and_sleep
-pool = worker_pool(1)
-pool.submit(_write_pid_and_sleep, sys.argv[1])
-while not os.path.exists(sys.argv[1]):
-  time.sleep(0.1)
-os._exit(0)  # killed: no shutdown of the pool
+with worker_pool(1) as pool:
+  pool.submit(_write_pid_and_sleep, sys.argv[1])
+  while not os.path.exists(sys.argv[1]):
+    time.sleep(0.1)
+  os._exit(0)  # killed: no shutdown of the pool
 """
 
 
@@ -379,6 +381,68 @@ def test_workers_end_when_the_reproduction_is_killed(tmp_path):
   while time.time() < deadline and _alive(worker):
     time.sleep(0.2)
   assert not _alive(worker), "the orphaned worker kept running"
+
+
+def _touch_or_fail(path):
+  if path is None:
+    raise ValueError("this call fails")
+  open(path, "w").close()
+
+
+def test_in_parallel_runs_every_call_then_raises_the_first_error(tmp_path):
+  from prl_jax.reproduce.stages import in_parallel
+  paths = [str(tmp_path / f"call{i}") for i in range(3)]
+  with pytest.raises(ValueError, match="this call fails"):
+    in_parallel(_touch_or_fail, [(paths[0],), (None,), (paths[1],), (paths[2],)], 2)
+  assert all(os.path.exists(p) for p in paths)
+
+
+class _Interrupted(Exception):
+  pass
+
+
+def _mark_and_sleep_until_terminated(path):
+  """A stand-in for a training run: SIGTERM makes it stop (as a run stops after saving its step)
+  and leaves the worker alive to take the next queued call."""
+  def stop(signum, frame):
+    raise _Interrupted
+  signal.signal(signal.SIGTERM, stop)
+  open(path, "w").close()
+  try:
+    time.sleep(600)
+  except _Interrupted:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    open(path + ".stopped", "w").close()
+
+
+def test_an_interrupted_reproduction_stops_its_workers_and_drops_queued_calls(tmp_path):
+  """Ctrl-C of `prl-jax reproduce` (or `kill -INT` of it alone) with more runs than workers: the
+  running calls stop and the queued ones never start, instead of the pool running every queued
+  call before the interpreter could exit (as it did: the reproduction went on after printing
+  "interrupted")."""
+  from prl_jax.reproduce.stages import in_parallel
+  marks = [str(tmp_path / f"call{i}") for i in range(5)]
+
+  def interrupt_once_two_run():
+    while sum(map(os.path.exists, marks)) < 2:
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGUSR1)
+
+  def raise_interrupted(signum, frame):
+    raise KeyboardInterrupt
+  previous = signal.signal(signal.SIGUSR1, raise_interrupted)
+  threading.Thread(target=interrupt_once_two_run, daemon=True).start()
+  start = time.time()
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      in_parallel(_mark_and_sleep_until_terminated, [(m,) for m in marks], 2)
+  finally:
+    signal.signal(signal.SIGUSR1, previous)
+  assert time.time() - start < 90  # the calls sleep 600 s each
+  started = [m for m in marks if os.path.exists(m)]
+  assert len(started) == 2 and all(os.path.exists(m + ".stopped") for m in started)
+  time.sleep(2)  # the workers are gone: the three queued calls never run
+  assert sum(map(os.path.exists, marks)) == 2
 
 
 def _alive(pid):

@@ -9,6 +9,7 @@ exist, so a killed reproduction restarts where it stopped. Shared by the presets
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -17,7 +18,7 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prl_jax.config import ConfigError, apply_overrides, load_config_file
 from prl_jax.progress import say
@@ -116,30 +117,64 @@ def cli_command(command: str, config: str, workdir: str, overrides: Sequence[str
 
 PARENT_POLL_S = 1.0  # how often a worker checks that the reproduction that started it lives
 KILL_AFTER_S = 120.0  # after SIGTERM, the time a worker's run has to save its step and stop
+_STOPPING = None  # in a worker: the event its pool sets when the reproduction is interrupted
 
 
-def _end_with_parent(parent: int) -> None:
-  """A worker's initializer: a daemon thread that ends the worker once `parent` is gone.
+def _end_with_parent(parent: int, stopping) -> None:
+  """A worker's initializer: a daemon thread that ends the worker once `parent` is gone or its
+  pool is `stopping`.
 
   A killed `prl-jax reproduce` would otherwise leave its workers training on into the workdir,
   beside the runs of the command that resumes it. SIGTERM first, so a training run saves the
   step under way and stops (`prl_jax.run.interrupt`), then a hard exit.
   """
+  global _STOPPING
+  _STOPPING = stopping
+
   def watch() -> None:
-    while os.getppid() == parent:
-      time.sleep(PARENT_POLL_S)
+    while os.getppid() == parent and not stopping.wait(PARENT_POLL_S):
+      pass
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(KILL_AFTER_S)
     os._exit(1)
   threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
-def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+def _unless_stopping(fn: Callable, *args):
+  """fn(*args) in a worker, unless the reproduction was interrupted before this call started."""
+  if _STOPPING is not None and _STOPPING.is_set():
+    raise concurrent.futures.CancelledError("the reproduction was interrupted")
+  return fn(*args)
+
+
+class _WorkerPool(concurrent.futures.ProcessPoolExecutor):
+  """A process pool whose queued calls are skipped once the reproduction is stopping."""
+
+  def submit(self, fn, /, *args, **kwargs):
+    return super().submit(_unless_stopping, fn, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[concurrent.futures.ProcessPoolExecutor]:
   """`workers` fresh processes ("spawn": JAX is not fork-safe once initialised) that end when
-  this process does."""
-  return concurrent.futures.ProcessPoolExecutor(
-      workers, mp_context=multiprocessing.get_context("spawn"), initializer=_end_with_parent,
-      initargs=(os.getpid(),))
+  this process does.
+
+  When the body raises (Ctrl-C, which a terminal sends the workers too, or `kill -INT` of this
+  process alone), the calls not yet started are dropped and the running ones are stopped (a
+  training run saves its step first) before the exception goes on: a plain pool would run every
+  queued call before the interpreter could exit.
+  """
+  context = multiprocessing.get_context("spawn")
+  stopping = context.Event()
+  pool = _WorkerPool(workers, mp_context=context, initializer=_end_with_parent,
+                     initargs=(os.getpid(), stopping))
+  try:
+    yield pool
+  except BaseException:
+    stopping.set()
+    pool.shutdown(wait=True, cancel_futures=True)
+    raise
+  pool.shutdown(wait=True)
 
 
 def in_parallel(fn: Callable, calls: Sequence[tuple], workers: int) -> None:
@@ -150,6 +185,7 @@ def in_parallel(fn: Callable, calls: Sequence[tuple], workers: int) -> None:
   """
   with worker_pool(workers) as pool:
     futures = [pool.submit(fn, *args) for args in calls]
+    concurrent.futures.wait(futures)  # here, so that an interrupt reaches worker_pool's handler
   errors = [f.exception() for f in futures if f.exception() is not None]
   if errors:
     raise errors[0]
