@@ -116,11 +116,12 @@ def sft_stage(workdir: str, options: CountdownLab, verbose: bool, base: str | No
   configs = configs_dir()
   path = config_file(configs, "sft")
   overrides = [*options.overrides, *logging_overrides(verbose)]
-  linked = base is not None and link_finished(base, workdir, "sft", stage_inputs(overrides, path))
+  inputs = stage_inputs(overrides, path)
+  linked = base is not None and link_finished(base, workdir, "sft", inputs)
   # A linked SFT keeps BASE's path: the runs' init_from, and so their inputs, match BASE's.
   run_dir = os.path.join(base if linked else workdir, "sft")
   hf = os.path.join(run_dir, "final_hf")
-  run_stage(workdir, "sft/train", stage_inputs(overrides, path),
+  run_stage(workdir, "sft/train", inputs,
             cli_command("sft", path, run_dir, overrides),
             lambda: sft(load(path, overrides), run_dir),
             outputs=["sft/final_hf/config.json", "sft/final_hf/model.safetensors"])
@@ -153,9 +154,10 @@ def rl_run(workdir: str, arm: str, seed: int, sft_hf: str, options: CountdownLab
   path = config_file(configs_dir(), arm)
   overrides = rl_overrides(options, arm, sft_hf, seed, verbose)
   rel = os.path.join("rl", arm, f"seed{seed}")
-  linked = base is not None and link_finished(base, workdir, rel, stage_inputs(overrides, path))
+  inputs = stage_inputs(overrides, path)
+  linked = base is not None and link_finished(base, workdir, rel, inputs)
   run_dir = os.path.join(base if linked else workdir, rel)
-  run_stage(workdir, f"{rel}/train", stage_inputs(overrides, path),
+  run_stage(workdir, f"{rel}/train", inputs,
             cli_command("train", path, run_dir, overrides),
             lambda: train(load(path, overrides), run_dir),
             outputs=[f"{rel}/final_hf/config.json", f"{rel}/metrics.jsonl"])

@@ -234,9 +234,9 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
   lines += failed_gates_caveat(lab)
   lines += claims_lines(claims)
   heldout = " and on the K = 12 held-out split" if preset["heldout_problems"] else ""
-  lines += ["", "## Deviations from the papers", ""]
   budget = " or ".join(f"{p} prompts x {r} responses" for p, r in agg.get("budgets", [])) or (
       "the same prompts x responses")
+  lines += ["", "## Deviations from the papers", ""]
   lines += [f"- {d.format(n=preset['eval_n'], heldout=heldout, budget=budget)}"
             for d in DEVIATIONS] + [""]
   return "\n".join([*lines, *tail])

@@ -140,11 +140,12 @@ def _end_with_parent(parent: int, stopping) -> None:
   threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
-def _unless_stopping(fn: Callable, *args):
-  """fn(*args) in a worker, unless the reproduction was interrupted before this call started."""
+def _unless_stopping(fn: Callable, *args, **kwargs):
+  """fn(*args, **kwargs) in a worker, unless the reproduction was interrupted before this call
+  started."""
   if _STOPPING is not None and _STOPPING.is_set():
     raise concurrent.futures.CancelledError("the reproduction was interrupted")
-  return fn(*args)
+  return fn(*args, **kwargs)
 
 
 class _WorkerPool(concurrent.futures.ProcessPoolExecutor):
