@@ -445,6 +445,34 @@ def test_an_interrupted_reproduction_stops_its_workers_and_drops_queued_calls(tm
   assert sum(map(os.path.exists, marks)) == 2
 
 
+_STOPPED_WORKER = """
+import os, signal, threading
+from prl_jax.reproduce import stages
+stopping = threading.Event()
+stages._end_with_parent(os.getppid(), stopping)
+
+def run():  # a stand-in training run: SIGTERM makes it finish its step and return
+  stop = threading.Event()
+  signal.signal(signal.SIGTERM, lambda *_: stop.set())
+  threading.Timer(0.5, stopping.set).start()  # the reproduction is interrupted
+  stop.wait(600)
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+stages._unless_stopping(run)
+threading.Event().wait()  # the next call never comes: the pool's queue lock is a dead worker's
+"""
+
+
+def test_a_stopping_worker_ends_once_its_call_returned():
+  """An interrupted reproduction waited two minutes for a worker whose run had already stopped:
+  the worker waited for its next call on a queue lock that a killed sibling held, and its hard
+  exit came KILL_AFTER_S (120 s) after the SIGTERM. It now ends once its call has returned."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  start = time.time()
+  done = subprocess.run([sys.executable, "-c", _STOPPED_WORKER], cwd=root, timeout=60)
+  assert done.returncode == 1 and time.time() - start < 30
+
+
 def _alive(pid):
   try:
     os.kill(pid, 0)

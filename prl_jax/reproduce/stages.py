@@ -117,7 +117,10 @@ def cli_command(command: str, config: str, workdir: str, overrides: Sequence[str
 
 PARENT_POLL_S = 1.0  # how often a worker checks that the reproduction that started it lives
 KILL_AFTER_S = 120.0  # after SIGTERM, the time a worker's run has to save its step and stop
+RESULT_GRACE_S = 1.0  # after its call returned, the time a stopping worker gives the result to go
 _STOPPING = None  # in a worker: the event its pool sets when the reproduction is interrupted
+_IDLE = threading.Event()  # in a worker: set while it runs no call
+_IDLE.set()
 
 
 def _end_with_parent(parent: int, stopping) -> None:
@@ -126,7 +129,10 @@ def _end_with_parent(parent: int, stopping) -> None:
 
   A killed `prl-jax reproduce` would otherwise leave its workers training on into the workdir,
   beside the runs of the command that resumes it. SIGTERM first, so a training run saves the
-  step under way and stops (`prl_jax.run.interrupt`), then a hard exit.
+  step under way and stops (`prl_jax.run.interrupt`), then a hard exit as soon as the call has
+  returned (at most KILL_AFTER_S later). Not waiting for the pool to dismiss the worker matters:
+  a worker killed while it waited for work holds the pool's queue lock for good, and a worker
+  that then wants its next call would wait the whole KILL_AFTER_S (the pool's shutdown with it).
   """
   global _STOPPING
   _STOPPING = stopping
@@ -135,7 +141,8 @@ def _end_with_parent(parent: int, stopping) -> None:
     while os.getppid() == parent and not stopping.wait(PARENT_POLL_S):
       pass
     os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(KILL_AFTER_S)
+    if _IDLE.wait(KILL_AFTER_S):
+      time.sleep(RESULT_GRACE_S)
     os._exit(1)
   threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
@@ -145,7 +152,11 @@ def _unless_stopping(fn: Callable, *args, **kwargs):
   started."""
   if _STOPPING is not None and _STOPPING.is_set():
     raise concurrent.futures.CancelledError("the reproduction was interrupted")
-  return fn(*args, **kwargs)
+  _IDLE.clear()
+  try:
+    return fn(*args, **kwargs)
+  finally:
+    _IDLE.set()
 
 
 class _WorkerPool(concurrent.futures.ProcessPoolExecutor):
