@@ -53,3 +53,27 @@ def test_micro_batches_stay_on_their_devices():
   assert "f32[2,16]" in hlo
   np.testing.assert_allclose(grads(weights, rows), jax.grad(lambda w: loss(w, rows)[0])(weights),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_update_norm_is_the_parameters_displacement_and_ignores_the_gradients_scale():
+  """`update_norm` is ||theta_after - theta_before|| of each optimizer step. Under Adam it stays
+  the same size when every gradient is 1000x smaller: the reason it is logged beside
+  `grad_norm`, which cannot show how far a step on a vanishing signal moves the policy."""
+  import optax
+  from prl_jax.run.state import ModelState
+  w = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)}
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 3))
+  tx = optax.adam(1e-2)
+
+  def step(scale):
+    loss = lambda p, b: (scale * jnp.sum(jnp.tanh(b @ p["w"])), (jnp.float32(b.shape[0]), {}))
+    state = ModelState(params=w, opt_state=tx.init(w))
+    new, metrics = steps.minibatch_updates(state, tx, loss, x, 1, 1)
+    moved = optax.global_norm(jax.tree_util.tree_map(jnp.subtract, new.params, w))
+    return metrics, moved
+
+  metrics, moved = step(1.0)
+  np.testing.assert_allclose(metrics["update_norm"], moved, rtol=1e-5)
+  small, _ = step(1e-3)
+  np.testing.assert_allclose(small["grad_norm"], 1e-3 * metrics["grad_norm"], rtol=1e-4)
+  np.testing.assert_allclose(small["update_norm"], metrics["update_norm"], rtol=1e-3)
