@@ -286,3 +286,19 @@ def test_the_lab_demo_sfts_demonstrate_the_arms_chains_in_the_arms_shapes(tmp_pa
     batch = demonstration_batch(ctx, [demo_fn(p, rng) for p in problems],
                                 config.rollout.max_new_tokens)
     assert batch.tokens.shape == (len(problems), 72)
+
+
+def test_the_rl_arms_decay_their_learning_rate_and_the_sfts_do_not_read_it():
+  """Every RL arm decays its rate to 0 over its run (configs/lab/budget.py: late collapses at a
+  constant rate). The SFTs start from `budget.common()`: they train on their own sft.* schedule,
+  and an RL optimizer setting in their resolved configs would change their stage inputs, so a
+  reproduction would retrain them for nothing."""
+  assert {_load(arm).optim.schedule for arm in RL_ARMS} == {"cosine"}
+  sys.path.insert(0, ROOT)
+  try:
+    from configs.lab import budget
+  finally:
+    sys.path.remove(ROOT)
+  assert budget.common().optim.schedule == "constant"
+  for name in SFT_CONFIGS:
+    assert _load(name).optim.to_dict() == budget.common().optim.to_dict(), name

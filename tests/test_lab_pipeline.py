@@ -296,6 +296,19 @@ def test_the_budget_is_read_from_the_runs_saved_configs(tmp_path):
   assert run_budgets(str(tmp_path), runs + [{"dir": "c"}]) == [[4, 8], [16, 8]]
 
 
+def test_the_report_names_the_runs_learning_rate_schedule(tmp_path):
+  """The deviation line on the optimizer says how the runs' learning rate moved, read from their
+  saved configs: the lab decays it where the papers keep it constant."""
+  from prl_jax.reproduce.collect import run_schedules
+  from prl_jax.reproduce.lab_report import SCHEDULES
+  for name, schedule in (("a", "cosine"), ("b", "cosine"), ("c", "constant")):
+    os.makedirs(tmp_path / name)
+    (tmp_path / name / "config.json").write_text(json.dumps({"optim": {"schedule": schedule}}))
+  assert run_schedules(str(tmp_path), [{"dir": "a"}, {"dir": "b"}, {"dir": "x"}]) == ["cosine"]
+  assert run_schedules(str(tmp_path), [{"dir": d} for d in "abc"]) == ["constant", "cosine"]
+  assert set(SCHEDULES) == {"constant", "cosine", "linear"}  # configs/base.py's choices
+
+
 def test_saved_steps_reads_finished_step_directories_only(tmp_path):
   """The newest finished checkpoint step, as Orbax lays steps out: half-written (temporary) and
   `.broken` steps do not count; no checkpoints at all is None."""
@@ -367,6 +380,8 @@ def test_lab_preset_end_to_end(tmp_path, monkeypatch):
   # The budget line names what the runs spent (the overrides' 4 x 4), not configs/lab's 16 x 8.
   assert results["aggregates"]["budgets"] == [[4, 4]]
   assert "every arm 4 prompts x 4 responses per step" in text
+  assert results["aggregates"]["schedules"] == ["cosine"]  # configs/lab/budget.py's
+  assert "its learning rate decaying to 0 over the run by a cosine" in text
   for part in ("## Gates", "G2 oracle control", "## Sample efficiency", "## Step AUROC",
                "## Reward-hacking monitor", "paired t-test", "## Deviations", "| sft_demos |",
                "| clean SFT (G0) |"):

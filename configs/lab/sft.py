@@ -26,7 +26,7 @@ from configs.lab import budget
 
 
 def get_config():
-  c = budget.get_config()
+  c = budget.common()
   c.method = "rloo"  # unused by SFT; kept valid so the shared validation passes
   c.init_from = "runs/lab/capacity_sft/final_hf"
   c.sft.steps = 800

@@ -20,7 +20,7 @@ from configs.lab import budget
 
 
 def get_config():
-  c = budget.get_config()
+  c = budget.common()
   c.method = "rloo"  # unused by SFT; kept valid so the shared validation passes
   c.task.demonstrator = "solver"
   c.task.min_ops = 2

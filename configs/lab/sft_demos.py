@@ -38,7 +38,7 @@ RL_STEPS = 60  # RL steps of each lab arm in `prl-jax reproduce --preset lab`
 
 def get_config(arg=None):
   args = parse_config_arg(arg, {"rl_steps": RL_STEPS})
-  c = budget.get_config()
+  c = budget.common()
   c.method = "rloo"  # unused by SFT; kept valid so the shared validation passes
   c.init_from = "runs/lab/sft/final_hf"
   c.task.demonstrator = "solver"

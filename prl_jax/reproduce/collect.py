@@ -8,7 +8,7 @@ Aggregates are means over seeds with their spreads (`prl_jax.reproduce.claims`).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -80,15 +80,26 @@ def _load_runs(workdir: str, manifest: Mapping) -> list[dict]:
   return loaded
 
 
-def run_budgets(workdir: str, runs: Sequence[Mapping]) -> list[list[int]]:
-  """The distinct [prompts per step, responses per prompt] of the runs, from each run's saved
-  config.json (what the runs spent, whatever the preset's overrides were)."""
-  budgets = set()
+def _saved_configs(workdir: str, runs: Sequence[Mapping]) -> Iterator[dict]:
+  """Each run's saved config.json (what it was configured with, whatever the preset's
+  overrides were); a run not started yet has none and is skipped."""
   for run in runs:
     config = read_json(workdir, paths.join(run["dir"], "config.json"))
     if config is not None:
-      budgets.add((config["rollout"]["prompts_per_step"], config["rollout"]["n"]))
+      yield config
+
+
+def run_budgets(workdir: str, runs: Sequence[Mapping]) -> list[list[int]]:
+  """The distinct [prompts per step, responses per prompt] of the runs."""
+  budgets = {(c["rollout"]["prompts_per_step"], c["rollout"]["n"])
+             for c in _saved_configs(workdir, runs)}
   return [list(b) for b in sorted(budgets)]
+
+
+def run_schedules(workdir: str, runs: Sequence[Mapping]) -> list[str]:
+  """The distinct learning-rate schedules (optim.schedule) of the runs."""
+  return sorted({c["optim"]["schedule"] for c in _saved_configs(workdir, runs)
+                 if "schedule" in c.get("optim", {})})
 
 
 def _add_training(entry: dict, run: Mapping, window: int, target: Mapping | None) -> None:
@@ -153,7 +164,7 @@ def collect(workdir: str, manifest: Mapping) -> dict:
       bucket["curve"] = mean_curve(bucket["curve"])
   agg = {"eval_n": n, "window": window, "rl_steps": preset["rl_steps"], "target": target,
          "policies": policies, "prm_accuracy": prm_accuracy,
-         "budgets": run_budgets(workdir, loaded),
+         "budgets": run_budgets(workdir, loaded), "schedules": run_schedules(workdir, loaded),
          "erprm": collect_erprm(workdir, manifest.get("erprm")), "times": _times(manifest)}
   if preset.get("claims") == "lab":
     agg["lab"] = collect_lab(workdir, manifest, n, window, target)

@@ -22,14 +22,15 @@ from prl_jax.reproduce.presets import evaluated_splits
 SPLIT_NAMES = {"eval": "eval K=8", "heldout": "held-out K=12"}  # the table's column headings
 
 # What the lab changes from the papers' setups, whatever the numbers (docs/lab.md); {n} and
-# {heldout} are the preset's samples per problem and held-out clause, {budget} what the runs spent.
+# {heldout} are the preset's samples per problem and held-out clause, {budget} and {schedule}
+# what the runs spent and how their learning rate moved.
 DEVIATIONS = (
     "Task: register chains (K = 8 single-digit mod-10 operations, K = 12 held out) with a buggy "
     "demonstrator, not competition math; policy: the ~0.8M-parameter `lab` model from an SFT on "
     "the buggy demonstrator, not a 1.5B-8B LLM.",
     "Budget: every arm {budget} per step (configs/lab/budget.py; a preset's overrides change it "
     "for every arm alike) for the preset's RL steps (the papers run 240+ steps of 256 prompts); "
-    "one shared optimizer and schedule, no per-arm tuning.",
+    "one shared optimizer, its learning rate {schedule}; no per-arm tuning.",
     "The accuracy filter [0.2, 0.8] with refills (PRIME's) is used by RLOO, the oracle and "
     "PRIME alike; rollouts to the target count the refills.",
     "pass@{n} and mean@{n} are measured with {n} samples per problem at temperature 1 on the eval "
@@ -41,6 +42,15 @@ DEVIATIONS = (
     f"{MIN_COST_SHARE:.0%} of the steps or rollouts to the target); the papers report single "
     "runs on large benchmarks.",
 )
+
+# optim.schedule in words, beside the papers' constant rate.
+SCHEDULES = {
+    "constant": "constant, as the papers'",
+    "cosine": ("decaying to 0 over the run by a cosine (the papers keep it constant; at a constant "
+               "rate the lab's runs could collapse once the task was solved, docs/lab.md, \"Late "
+               "collapses\")"),
+    "linear": "decaying linearly to 0 over the run (the papers keep it constant)",
+}
 
 
 def _arms(lab: Mapping, manifest: Mapping) -> list[str]:
@@ -236,7 +246,8 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
   heldout = " and on the K = 12 held-out split" if preset["heldout_problems"] else ""
   budget = " or ".join(f"{p} prompts x {r} responses" for p, r in agg.get("budgets", [])) or (
       "the same prompts x responses")
+  schedule = " or ".join(SCHEDULES.get(s, s) for s in agg.get("schedules", [])) or "shared"
   lines += ["", "## Deviations from the papers", ""]
-  lines += [f"- {d.format(n=preset['eval_n'], heldout=heldout, budget=budget)}"
+  lines += [f"- {d.format(n=preset['eval_n'], heldout=heldout, budget=budget, schedule=schedule)}"
             for d in DEVIATIONS] + [""]
   return "\n".join([*lines, *tail])
