@@ -123,8 +123,8 @@ def _optimizer_step(state: ModelState, tx: optax.GradientTransformation, loss_fn
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {k: v / den for k, v in metric_sums.items()}
-  # The step Adam actually takes: its size does not follow the gradient's (a steady trickle of
-  # tiny gradients moves the parameters as far as large ones), so a jump shows here first.
+  # How far the step moved the parameters: under Adam its size does not follow the gradient's
+  # (a 1000x smaller gradient moves them as far), so grad_norm alone cannot say how large it was.
   metrics.update(loss=num / den, grad_norm=optax.global_norm(grads),
                  update_norm=optax.global_norm(updates))
   return ModelState(params=params, opt_state=opt_state), metrics, rows
