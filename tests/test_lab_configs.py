@@ -68,13 +68,18 @@ def _diff(a, b):
   return {k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)}
 
 
-def _docstring(name):
+def _lab_module(name):
+  """configs/lab/<name>.py imported as a module (its docstring, helpers such as budget.common)."""
   sys.path.insert(0, ROOT)
   try:
     import importlib
-    return importlib.import_module(f"configs.lab.{name}").__doc__
+    return importlib.import_module(f"configs.lab.{name}")
   finally:
     sys.path.remove(ROOT)
+
+
+def _docstring(name):
+  return _lab_module(name).__doc__
 
 
 def test_every_lab_config_loads_and_validates_on_the_lab_preset(tmp_path):
@@ -294,11 +299,7 @@ def test_the_rl_arms_decay_their_learning_rate_and_the_sfts_do_not_read_it():
   and an RL optimizer setting in their resolved configs would change their stage inputs, so a
   reproduction would retrain them for nothing."""
   assert {_load(arm).optim.schedule for arm in RL_ARMS} == {"cosine"}
-  sys.path.insert(0, ROOT)
-  try:
-    from configs.lab import budget
-  finally:
-    sys.path.remove(ROOT)
+  budget = _lab_module("budget")
   assert budget.common().optim.schedule == "constant"
   for name in SFT_CONFIGS:
     assert _load(name).optim.to_dict() == budget.common().optim.to_dict(), name

@@ -286,26 +286,28 @@ def test_a_preset_without_held_out_problems_evaluates_and_reports_the_eval_split
 def test_the_budget_is_read_from_the_runs_saved_configs(tmp_path):
   """The report's budget line comes from what each run was configured with; a run not started
   yet (no config.json) is skipped, and arms that spent different budgets are all named."""
-  from prl_jax.reproduce.collect import run_budgets
+  from prl_jax.reproduce.collect import run_budgets, saved_configs
   for name, prompts, n in (("a", 4, 8), ("b", 4, 8), ("c", 16, 8)):
     os.makedirs(tmp_path / name)
     (tmp_path / name / "config.json").write_text(
         json.dumps({"rollout": {"prompts_per_step": prompts, "n": n}}))
   runs = [{"dir": name} for name in ("a", "b", "missing")]
-  assert run_budgets(str(tmp_path), runs) == [[4, 8]]
-  assert run_budgets(str(tmp_path), runs + [{"dir": "c"}]) == [[4, 8], [16, 8]]
+  assert run_budgets(saved_configs(str(tmp_path), runs)) == [[4, 8]]
+  assert run_budgets(saved_configs(str(tmp_path), runs + [{"dir": "c"}])) == [[4, 8], [16, 8]]
 
 
 def test_the_report_names_the_runs_learning_rate_schedule(tmp_path):
   """The deviation line on the optimizer says how the runs' learning rate moved, read from their
   saved configs: the lab decays it where the papers keep it constant."""
-  from prl_jax.reproduce.collect import run_schedules
+  from prl_jax.reproduce.collect import run_schedules, saved_configs
   from prl_jax.reproduce.lab_report import SCHEDULES
   for name, schedule in (("a", "cosine"), ("b", "cosine"), ("c", "constant")):
     os.makedirs(tmp_path / name)
     (tmp_path / name / "config.json").write_text(json.dumps({"optim": {"schedule": schedule}}))
-  assert run_schedules(str(tmp_path), [{"dir": "a"}, {"dir": "b"}, {"dir": "x"}]) == ["cosine"]
-  assert run_schedules(str(tmp_path), [{"dir": d} for d in "abc"]) == ["constant", "cosine"]
+  runs = [{"dir": "a"}, {"dir": "b"}, {"dir": "x"}]
+  assert run_schedules(saved_configs(str(tmp_path), runs)) == ["cosine"]
+  assert run_schedules(saved_configs(str(tmp_path), [{"dir": d} for d in "abc"])) == [
+      "constant", "cosine"]
   assert set(SCHEDULES) == {"constant", "cosine", "linear"}  # configs/base.py's choices
 
 

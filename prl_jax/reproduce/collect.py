@@ -8,7 +8,7 @@ Aggregates are means over seeds with their spreads (`prl_jax.reproduce.claims`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -80,26 +80,22 @@ def _load_runs(workdir: str, manifest: Mapping) -> list[dict]:
   return loaded
 
 
-def _saved_configs(workdir: str, runs: Sequence[Mapping]) -> Iterator[dict]:
+def saved_configs(workdir: str, runs: Sequence[Mapping]) -> list[dict]:
   """Each run's saved config.json (what it was configured with, whatever the preset's
   overrides were); a run not started yet has none and is skipped."""
-  for run in runs:
-    config = read_json(workdir, paths.join(run["dir"], "config.json"))
-    if config is not None:
-      yield config
+  configs = (read_json(workdir, paths.join(run["dir"], "config.json")) for run in runs)
+  return [c for c in configs if c is not None]
 
 
-def run_budgets(workdir: str, runs: Sequence[Mapping]) -> list[list[int]]:
-  """The distinct [prompts per step, responses per prompt] of the runs."""
-  budgets = {(c["rollout"]["prompts_per_step"], c["rollout"]["n"])
-             for c in _saved_configs(workdir, runs)}
+def run_budgets(configs: Iterable[Mapping]) -> list[list[int]]:
+  """The distinct [prompts per step, responses per prompt] of runs' saved configs."""
+  budgets = {(c["rollout"]["prompts_per_step"], c["rollout"]["n"]) for c in configs}
   return [list(b) for b in sorted(budgets)]
 
 
-def run_schedules(workdir: str, runs: Sequence[Mapping]) -> list[str]:
-  """The distinct learning-rate schedules (optim.schedule) of the runs."""
-  return sorted({c["optim"]["schedule"] for c in _saved_configs(workdir, runs)
-                 if "schedule" in c.get("optim", {})})
+def run_schedules(configs: Iterable[Mapping]) -> list[str]:
+  """The distinct learning-rate schedules (optim.schedule) of runs' saved configs."""
+  return sorted({c["optim"]["schedule"] for c in configs if "schedule" in c.get("optim", {})})
 
 
 def _add_training(entry: dict, run: Mapping, window: int, target: Mapping | None) -> None:
@@ -162,9 +158,10 @@ def collect(workdir: str, manifest: Mapping) -> dict:
   for entry in policies.values():
     for bucket in entry["eval"].values():
       bucket["curve"] = mean_curve(bucket["curve"])
+  configs = saved_configs(workdir, loaded)
   agg = {"eval_n": n, "window": window, "rl_steps": preset["rl_steps"], "target": target,
          "policies": policies, "prm_accuracy": prm_accuracy,
-         "budgets": run_budgets(workdir, loaded), "schedules": run_schedules(workdir, loaded),
+         "budgets": run_budgets(configs), "schedules": run_schedules(configs),
          "erprm": collect_erprm(workdir, manifest.get("erprm")), "times": _times(manifest)}
   if preset.get("claims") == "lab":
     agg["lab"] = collect_lab(workdir, manifest, n, window, target)
