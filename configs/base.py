@@ -63,7 +63,9 @@ def get_config():
   # "add": +d / -d mod 10; "table": each operation symbol names a hidden random permutation of
   # the digits (a lookup table, nothing to generalise from).
   c.task.register.rule = "add"
-  # A bug writes the right value + s, s in 1..max_shift fixed per bug (9: a random wrong digit).
+  # A bug writes the right value + s, s in 1..max_shift fixed per bug (9: a random wrong digit per
+  # bug; 0: a fresh random wrong digit each time, so at bug_rate 0.9 the demonstrator writes each
+  # of the ten digits of a bug cell with probability 0.1: it does not know the cell).
   c.task.register.max_shift = 2
   # hard_bugs > 0: chains are easy (share easy_share; min..max_bugs bugs of one half of the bugs)
   # or hard (hard_bugs bugs of the other half, seen in no easy chain); state keys only.

@@ -183,8 +183,9 @@ def test_state_keyed_bugs_fire_on_their_triples_only():
   wide = register.bug_types(0, 30, keys="state", max_shift=9)
   assert wide.keys() == bugs.keys() and len(set(wide.values())) > 2
   assert all(1 <= s <= 9 for s in wide.values())
-  with pytest.raises(ValueError, match="max_shift"):
-    register.bug_types(0, 30, keys="state", max_shift=10)
+  for bad in (-1, 10):
+    with pytest.raises(ValueError, match="max_shift"):
+      register.bug_types(0, 30, keys="state", max_shift=bad)
   examples = register.generate(300, seed=5, num_bugs=30, min_bugs=3, max_bugs=3,
                                bug_keys="state")
   assert examples == register.generate(300, seed=5, num_bugs=30, min_bugs=3, max_bugs=3,
@@ -210,6 +211,35 @@ def test_state_keyed_bugs_fire_on_their_triples_only():
       "plain": 0.0, "bug": 0.0, "bug_rule": 0.0}
   assert register.demonstrate("3:+1", random.Random(0), state_bug, bug_rate=1.0,
                               slip_rate=0.0) == "+1=4"
+
+
+def test_a_demonstrator_without_a_rule_writes_every_digit_of_a_bug_cell_alike():
+  """max_shift=0: the same bug triples, each with shift 0, and a firing bug writes a fresh
+  uniformly random wrong digit, so at bug_rate 0.9 each of the ten digits of a bug cell comes up
+  with probability 0.1 (chi-square against uniform, per cell and pooled); plain lines keep the
+  slip rate; line_error_rates counts every wrong bug line as the rule's."""
+  ruled = register.bug_types(0, 30, keys="state", max_shift=9)
+  bugs = register.bug_types(0, 30, keys="state", max_shift=0)
+  assert bugs.keys() == ruled.keys() and set(bugs.values()) == {0}
+  rng = random.Random(9)
+  cell, draws = (4, "+", 3), 20000
+  assert cell not in bugs and (cell[0], "-", 3) not in bugs
+  written = collections.Counter(
+      register.demonstrate("4:+3", rng, {cell: 0}, bug_rate=0.9, slip_rate=0.0)[-1]
+      for _ in range(draws))
+  # Ten equally likely digits: chi-square with 9 degrees of freedom, 27.9 is its 0.999 quantile.
+  assert sorted(written) == list("0123456789")
+  assert sum((c - draws / 10) ** 2 / (draws / 10) for c in written.values()) < 27.9
+  examples = register.generate(400, seed=3, num_bugs=30, min_bugs=3, max_bugs=3,
+                               bug_keys="state")
+  demos = [register.demonstrate(ex["question"], rng, bugs, bug_rate=0.9) for ex in examples]
+  rates = register.line_error_rates(demos, examples, bugs)
+  assert abs(rates["bug"] - 0.9) < 5 * np.sqrt(0.09 / 1200)
+  assert abs(rates["plain"] - 0.02) < 5 * np.sqrt(0.0196 / 2000)
+  assert rates["bug_rule"] == rates["bug"]
+  # The wrong digit is drawn afresh: one bug line, 200 demonstrations, many wrong digits.
+  assert len({register.demonstrate("4:+3", rng, {cell: 0}, bug_rate=1.0, slip_rate=0.0)
+              for _ in range(200)}) == 9
 
 
 def test_table_rule_is_a_fixed_permutation_per_operation():

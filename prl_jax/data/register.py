@@ -126,7 +126,11 @@ def solve(question: str, rule: str = "add") -> str:
 def bug_types(bug_seed: int, num_bugs: int = 5, keys: str = "op",
               max_shift: int = MAX_SHIFT) -> dict[tuple, int]:
   """The demonstrator's bugs and their fixed shifts, s in 1..max_shift, so a bugged step writes
-  (v_true + s) mod 10, always wrong (max_shift = 9: a random wrong digit per bug):
+  (v_true + s) mod 10, always wrong (max_shift = 9: a random wrong digit per bug). max_shift = 0
+  gives every bug the shift 0, "no fixed rule": each time it fires the demonstrator writes a
+  fresh uniformly random wrong digit (`demonstrate`), so at bug_rate 0.9 it writes every digit of
+  that cell with probability 0.1, the right one included -- it does not know the cell. The bugs
+  are the same triples or types whatever max_shift is:
 
     keys="op":    {(op, d): s}, num_bugs of the 18 (operation, operand) types, bugged whatever
                   the register holds;
@@ -136,20 +140,21 @@ def bug_types(bug_seed: int, num_bugs: int = 5, keys: str = "op",
   """
   if keys not in BUG_KEYS:
     raise ValueError(f"bug keys must be one of {BUG_KEYS}, got {keys!r}")
-  if not 1 <= max_shift <= 9:
-    raise ValueError(f"max_shift must lie in [1, 9] (a shift of 10 writes the right digit), got "
-                     f"{max_shift}")
+  if not 0 <= max_shift <= 9:
+    raise ValueError(f"max_shift must lie in [0, 9] (a shift of 10 writes the right digit; 0: a "
+                     f"fresh random wrong digit each time), got {max_shift}")
+  shift = (lambda: 0) if max_shift == 0 else (lambda: rng.randint(1, max_shift))
   rng = random.Random(f"{TASK}:bugs:{bug_seed}" + ("" if keys == "op" else f":{keys}"))
   if keys == "op":
     if not 1 <= num_bugs < len(TYPES):
       raise ValueError(f"num_bugs must lie in [1, {len(TYPES) - 1}], got {num_bugs}")
-    return {t: rng.randint(1, max_shift) for t in rng.sample(TYPES, num_bugs)}
+    return {t: shift() for t in rng.sample(TYPES, num_bugs)}
   if not 10 <= num_bugs <= 10 * (len(TYPES) - 1):
     raise ValueError(f"with state keys num_bugs must lie in [10, {10 * (len(TYPES) - 1)}] (at "
                      f"least one bugged and one clean operation per value), got {num_bugs}")
   chosen = [(v, *t) for v in range(10)
             for t in rng.sample(TYPES, num_bugs // 10 + (v < num_bugs % 10))]
-  return {t: rng.randint(1, max_shift) for t in chosen}
+  return {t: shift() for t in chosen}
 
 
 def configured_bugs(settings: Any) -> dict[tuple, int]:
@@ -167,16 +172,17 @@ def bug_shift(bugs: Mapping[tuple, int], value: int | None, op: Op) -> int | Non
 def demonstrate(question: str, rng: random.Random, bugs: Mapping[tuple, int], *,
                 bug_rate: float = 0.7, slip_rate: float = 0.02, rule: str = "add") -> str:
   """One demonstration: a bugged step (`bug_shift`, judged on the value the demonstrator holds)
-  is applied wrongly with probability `bug_rate` (else right), any other step slips to a uniformly
-  random wrong digit with probability `slip_rate`; each line continues from the value written on
-  the line before."""
+  is applied wrongly with probability `bug_rate` (else right) -- by its fixed shift, or with
+  shift 0 to a fresh uniformly random wrong digit -- any other step slips to a uniformly random
+  wrong digit with probability `slip_rate`; each line continues from the value written on the
+  line before."""
   start, ops = parse_question(question)
   written, v = [], start
   for op in ops:
     right = apply(v, op, rule)
     shift = bug_shift(bugs, v, op)
     if shift is not None:
-      v = (right + shift) % 10 if rng.random() < bug_rate else right
+      v = (right + (shift or rng.randint(1, 9))) % 10 if rng.random() < bug_rate else right
     elif rng.random() < slip_rate:
       v = (right + rng.randint(1, 9)) % 10
     else:
@@ -402,6 +408,7 @@ def line_error_rates(responses: Sequence[str], examples: Sequence[Mapping[str, A
       plain     = wrong lines / lines whose operation is not a bug type  (demonstrator: slip_rate)
       bug       = wrong lines / lines whose operation is a bug type      (demonstrator: bug_rate)
       bug_rule  = lines written by the bug's rule, (v_prev op d + s) mod 10, / bug-type lines
+                  (with s = 0, "no fixed rule", every wrong digit is the rule's: bug_rule = bug)
 
   A line is of a bug type when `bug_shift(bugs, v_prev, op)` names a bug, v_prev the value
   written on the line before (the true one when that line is unreadable), as the demonstrator
@@ -428,7 +435,8 @@ def line_error_rates(responses: Sequence[str], examples: Sequence[Mapping[str, A
       counts[f"{kind}_wrong"] += not labels[i]
       m = _LINE_RE.match(lines[i]) if i < len(lines) else None
       if kind == "bug" and m and previous is not None and (m[1], int(m[2])) == op:
-        counts["bug_rule"] += int(m[3]) == (apply(previous, op, rule) + shift) % 10
+        right = apply(previous, op, rule)
+        counts["bug_rule"] += int(m[3]) == (right + shift) % 10 if shift else int(m[3]) != right
       previous = int(m[3]) if m else None
   rate = lambda num, den: counts[num] / counts[den] if counts[den] else float("nan")
   return {"plain": rate("plain_wrong", "plain"), "bug": rate("bug_wrong", "bug"),
