@@ -84,18 +84,40 @@ def test_a_significant_difference_below_the_minimum_effect_is_not_a_reproduction
   assert steps([40, 41, 43], [53, 54, 55])["verdict"] == claims_lib.REPRODUCED
 
 
+def _costs(steps, censored, rollouts):
+  """Per-seed costs to both targets (the same numbers: the claims read each)."""
+  out = {}
+  for suffix in ("", lab_metrics.LEVEL):
+    out.update({"steps" + suffix: dict(enumerate(steps)),
+                "censored" + suffix: dict(enumerate(censored)),
+                "rollouts" + suffix: dict(enumerate(rollouts))})
+  return out
+
+
 def test_lab_claims_on_synthetic_seeds():
   per_seed = {
-      "rloo": {"steps": {0: 60, 1: 60, 2: 58}, "censored": {0: True, 1: True, 2: False},
-               "rollouts": {0: 9000, 1: 9100, 2: 8800}, "eval mean@n": {0: .3, 1: .32, 2: .31}},
-      "oracle": {"steps": {0: 15, 1: 18, 2: 20}, "censored": {0: False, 1: False, 2: False},
-                 "rollouts": {0: 2000, 1: 2500, 2: 2600}, "eval mean@n": {0: .5, 1: .6, 2: .55}},
+      "rloo": {**_costs([60, 60, 58], [True, True, False], [9000, 9100, 8800]),
+               "eval mean@n": {0: .3, 1: .32, 2: .31}},
+      "oracle": {**_costs([15, 18, 20], [False] * 3, [2000, 2500, 2600]),
+                 "eval mean@n": {0: .5, 1: .6, 2: .55}},
   }
   claims = {c["key"]: c for c in lab_claims.evaluate_lab_claims({"per_seed": per_seed,
                                                                  "eval_n": 16})}
   control = claims["control"]
   assert control["verdict"] == claims_lib.REPRODUCED
   assert "2 run(s) never reached" in control["comparisons"][0]["note"]
+  assert [c["label"].split(",")[0] for c in control["comparisons"]] == [
+      "steps to RLOO's final training reward", "rollouts to RLOO's final training reward",
+      "steps to 90% of RLOO's gain", "rollouts to 90% of RLOO's gain"]
+  # Level at 90% of the gain (where a decaying rate leaves both arms uncensored): the control
+  # holds only when it holds there too.
+  per_seed["oracle"]["steps@90"] = {0: 30, 1: 28, 2: 33}
+  per_seed["rloo"]["steps@90"] = {0: 29, 1: 31, 2: 30}
+  claims = {c["key"]: c for c in lab_claims.evaluate_lab_claims({"per_seed": per_seed,
+                                                                 "eval_n": 16})}
+  assert claims["control"]["comparisons"][0]["verdict"] == claims_lib.REPRODUCED
+  assert claims["control"]["comparisons"][2]["verdict"] == claims_lib.NOT_REPRODUCED
+  assert claims["control"]["verdict"] == claims_lib.NOT_REPRODUCED
   assert claims["frpo"]["verdict"] == claims_lib.NOT_RUN
   text = "\n".join(lab_claims.claims_lines(list(claims.values())))
   assert "paired t-test over 3 vs 3 seeds" in text and "p = " in text
@@ -125,6 +147,37 @@ def test_cost_to_target_counts_rollouts_and_censors():
   never = lab_metrics.cost_to_target(rows, 0.9, window=2)
   assert never["censored"] and never["steps"] is None and never["rollouts"] is None
   assert (never["steps_run"], never["rollouts_run"]) == (5, 1300.0)
+
+
+def test_costs_to_90_percent_of_rloos_gain_from_the_runs_metrics(tmp_path):
+  """The level is RLOO's first-step reward + 0.9 x (its final reward - that), over its seeds;
+  every run's steps and rollouts to it are read from its own metrics, censored where it never
+  got there, beside the costs to RLOO's final reward."""
+  from prl_jax.reproduce.collect import collect
+  curves = {("rloo", 0): [0.1, 0.3, 0.6, 0.8, 0.9, 0.9], ("rloo", 1): [0.1, 0.2, 0.4, 0.6, 0.7, 0.8],
+            ("oracle", 0): [0.1, 0.6, 0.8, 0.9, 0.9, 0.9], ("oracle", 1): [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}
+  runs = []
+  for (arm, seed), rewards in curves.items():
+    path = tmp_path / arm / f"seed{seed}"
+    os.makedirs(path)
+    rows = _rows(rewards, time__step_s=[1.0] * len(rewards))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs.append({"method": arm, "seed": seed, "dir": f"{arm}/seed{seed}",
+                 "metrics": f"{arm}/seed{seed}/metrics.jsonl", "evals": {},
+                 "train": {"seconds": 1.0}})
+  manifest = {"preset": {"eval_n": 4, "window": 2, "rl_steps": 6, "claims": "lab"}, "runs": runs}
+  lab = collect(str(tmp_path), manifest)["lab"]
+  assert lab["target"] == pytest.approx(0.825)  # RLOO's last 2-step means 0.9 and 0.75
+  assert lab["start"] == pytest.approx(0.1)
+  assert lab["level"] == pytest.approx(0.1 + 0.9 * (0.825 - 0.1))  # 0.7525
+  p = lab["per_seed"]
+  # 2-step means: rloo 0 0.7 at step 4, 0.85 at 5; rloo 1 0.75 at step 6 (below the level);
+  # oracle 0 0.7 at step 3, 0.85 at 4; oracle 1 0.55 at step 6.
+  assert p["rloo"]["steps@90"] == {0: 5, 1: 6} and p["rloo"]["censored@90"] == {0: False, 1: True}
+  assert p["oracle"]["steps@90"] == {0: 4, 1: 6}
+  assert p["oracle"]["censored@90"] == {0: False, 1: True}
+  assert p["oracle"]["rollouts@90"] == {0: 400.0, 1: 600.0}
+  assert p["rloo"]["steps"] == {0: 5, 1: 6} and p["rloo"]["censored"] == {0: False, 1: True}
 
 
 def test_hacking_monitor_flags_rising_process_return_with_falling_outcome():

@@ -64,11 +64,14 @@ def mean_curve(curves: Sequence[Sequence[float]]) -> list[float]:
 
 
 def _baseline_target(runs: Sequence[dict], window: int) -> dict | None:
-  finals = [final_reward(r["rewards"], window) for r in runs
-            if r["method"] == BASELINE and r["rewards"]]
-  if not finals:
+  """RLOO's final reward (mean over its seeds of the last `window` steps' mean) and where its
+  runs started (mean over its seeds of the first step's reward: the SFT policy's)."""
+  baseline = [r["rewards"] for r in runs if r["method"] == BASELINE and r["rewards"]]
+  if not baseline:
     return None
-  return {"method": BASELINE, "value": float(np.mean(finals)), "per_seed": finals}
+  finals = [final_reward(rewards, window) for rewards in baseline]
+  return {"method": BASELINE, "value": float(np.mean(finals)), "per_seed": finals,
+          "start": float(np.mean([rewards[0] for rewards in baseline]))}
 
 
 def _load_runs(workdir: str, manifest: Mapping) -> list[dict]:

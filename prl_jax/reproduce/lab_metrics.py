@@ -7,7 +7,11 @@ mean `rollout/reward` of its last `window` steps). A run reaches it at the first
 trailing `window`-step mean reward is >= the target; its cost is s steps and the responses it
 sampled up to s, refills of the accuracy filter included (`rollout/sampled_total` at s, or the
 sum of the per-step `rollout/sampled`). A run that never gets there is *censored*: its value is
-unknown but larger than what it ran (steps_run, rollouts_run), and it says so.
+unknown but larger than what it ran (steps_run, rollouts_run), and it says so. With a learning
+rate that decays to 0 (the lab's arms) RLOO's own smoothed reward reaches its final value only at
+its last steps, so most runs are censored there; the same costs are also taken to the level
+GAIN_SHARE of the way from RLOO's start (its first step's reward: the SFT policy's) to its final
+reward (`gain_level`), which every arm that learns as fast as RLOO passes mid-run.
 
 Reward hacking. A process reward can be maximised without the outcome following. Over windows of
 `hack_window` consecutive steps (stride hack_window // 2), the least-squares slopes of the
@@ -34,6 +38,14 @@ SAMPLED_TOTAL, SAMPLED = "rollout/sampled_total", "rollout/sampled"
 # the methods' own.
 PROCESS_RETURN_KEYS = ("erprm/score_mean", "process/return_mean", "repirl/return_mean",
                        "repirl/prm_return", "oracle/step_accuracy")
+GAIN_SHARE = 0.9
+LEVEL = "@90"  # suffix of the per-seed costs to the gain level: "steps@90", "rollouts@90", ...
+
+
+def gain_level(start: float, final: float, share: float = GAIN_SHARE) -> float:
+  """The reward `share` of the way from RLOO's start to its final reward:
+  start + share * (final - start)."""
+  return start + share * (final - start)
 
 
 def series(rows: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:

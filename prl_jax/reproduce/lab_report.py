@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from prl_jax.reproduce.claims import erprm_table, format_spread
 from prl_jax.reproduce.lab_claims import ALPHA, MIN_COST_SHARE, MIN_POINTS, claims_lines
 from prl_jax.reproduce.run_files import metric_rows
-from prl_jax.reproduce.lab_metrics import AUROC_KEY, ENTROPY_KEY, REWARD_KEY
+from prl_jax.reproduce.lab_metrics import AUROC_KEY, ENTROPY_KEY, GAIN_SHARE, LEVEL, REWARD_KEY
 from prl_jax.reproduce.lab_plots import arm_curves, band_plot
 from prl_jax.reproduce.presets import evaluated_splits
 
@@ -101,9 +101,9 @@ def main_table(agg: Mapping, manifest: Mapping) -> str:
   return "\n".join(lines)
 
 
-def _cost_cell(lab: Mapping, arm: str, metric: str, digits: int) -> str:
-  values = lab["per_seed"][arm].get(metric, {})
-  censored = lab["per_seed"][arm].get("censored", {})
+def _cost_cell(lab: Mapping, arm: str, metric: str, digits: int, suffix: str = "") -> str:
+  values = lab["per_seed"][arm].get(metric + suffix, {})
+  censored = lab["per_seed"][arm].get("censored" + suffix, {})
   reached = [v for s, v in values.items() if not censored.get(s)]
   if not values:
     return "-"
@@ -112,16 +112,23 @@ def _cost_cell(lab: Mapping, arm: str, metric: str, digits: int) -> str:
   return cell + (f" ({gone} of {len(values)} censored)" if gone else "")
 
 
+def _per_seed_steps(p: Mapping, suffix: str = "") -> str:
+  return ", ".join(f"{'>' if p.get('censored' + suffix, {}).get(s) else ''}{v:.0f}"
+                   for s, v in sorted(p.get("steps" + suffix, {}).items())) or "-"
+
+
 def efficiency_table(lab: Mapping, manifest: Mapping) -> str:
+  """Steps and rollouts to RLOO's final reward and to 90% of its gain, per arm."""
   lines = ["| arm | final train reward | steps to target | rollouts to target | per seed "
-           "(steps; > = censored at run length) |", "|---|---:|---:|---:|---|"]
+           "(steps; > = censored at run length) | steps to 90% of the gain | rollouts to 90% of "
+           "the gain | per seed |", "|---|---:|---:|---:|---|---:|---:|---|"]
   for arm in _arms(lab, manifest):
     p = lab["per_seed"][arm]
-    per_seed = ", ".join(f"{'>' if p.get('censored', {}).get(s) else ''}{v:.0f}"
-                         for s, v in sorted(p.get("steps", {}).items()))
     lines.append(f"| {arm} | {format_spread(_values(lab, arm, 'final_reward'), 1.0, 3)} | "
                  f"{_cost_cell(lab, arm, 'steps', 0)} | {_cost_cell(lab, arm, 'rollouts', 0)} | "
-                 f"{per_seed or '-'} |")
+                 f"{_per_seed_steps(p)} | {_cost_cell(lab, arm, 'steps', 0, LEVEL)} | "
+                 f"{_cost_cell(lab, arm, 'rollouts', 0, LEVEL)} | "
+                 f"{_per_seed_steps(p, LEVEL)} |")
   return "\n".join(lines)
 
 
@@ -161,8 +168,10 @@ def make_lab_plots(workdir: str, manifest: Mapping, agg: Mapping, out_dir: str) 
     series = arm_curves(rows, key, w)
     if not series:
       continue
-    hlines = ({"RLOO final (target)": lab["target"]} if key == REWARD_KEY and lab["target"]
-              is not None else {"chance": 0.5} if key == AUROC_KEY else None)
+    hlines = ({"RLOO final (target)": lab["target"], "90% of RLOO's gain": lab.get("level")}
+              if key == REWARD_KEY and lab["target"] is not None
+              else {"chance": 0.5} if key == AUROC_KEY else None)
+    hlines = hlines and {k: v for k, v in hlines.items() if v is not None}
     path = band_plot(series, os.path.join(out_dir, f"{name}.png"), xlabel="step",
                      ylabel=f"{key} ({w}-step moving average)", hlines=hlines,
                      title=f"{what}: mean over seeds ± std")
@@ -212,7 +221,12 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
             f"Steps / rollouts: the first step whose {w}-step moving average of `rollout/reward` "
             "reaches it, and the responses sampled up to then (filter refills included); mean ± "
             "std over the seeds that reach it. A censored run never reached it: it counts at its "
-            "run's length in the claims (a lower bound).", "", efficiency_table(lab, manifest), "",
+            "run's length in the claims (a lower bound)." +
+            (f" The same to {GAIN_SHARE:.0%} of RLOO's gain, {lab['level']:.3f} (its "
+             f"first step's reward {lab['start']:.3f} + {GAIN_SHARE:g} x (final - "
+             "first)): with a learning rate that decays to 0 "
+             "RLOO's own smoothed reward reaches its final value only at its last steps."
+             if lab.get("level") is not None else ""), "", efficiency_table(lab, manifest), "",
             "## Step AUROC of the process rewards", "",
             "`prm/step_auroc`: right lines before a response's first wrong line against that line, "
             "each scored by the arm's process reward summed over its tokens (0.5 is chance).", "",
