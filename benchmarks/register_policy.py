@@ -10,6 +10,13 @@ the share of plain lines written wrong (the demonstrator: task.register.slip_rat
 lines written wrong, and of bug-type lines written by the bug's own rule (the demonstrator:
 task.register.bug_rate). A policy that imitates the demonstrator shows its rates (gate G1,
 docs/lab.md).
+
+With hard chains (task.register.hard_bugs > 0) it also prints, per half of the bug cells (easy,
+hard), how often a bug cell reached on the true path (every line before it right) is written
+right and, per cell, the share of its samples the most common digit takes (a cell the policy is
+certain of has a share near 1, right or not); and, on the hard chains, the mean number of right
+lines after the first hard cell's line, by whether that line is right (what an undiscounted
+return-to-go of the step checker's labels pays for leaving the true path).
 """
 
 import argparse
@@ -17,11 +24,52 @@ import json
 import sys
 import tempfile
 
+import numpy as np
+
 from prl_jax.config import split_config_args
 from prl_jax.data import register
 from prl_jax.eval.evaluate import evaluate, load_policy
 from prl_jax.reproduce.stages import load
 from prl_jax.run.context import build_context
+
+
+def cell_stats(responses, examples, bugs) -> dict:
+  """True-path accuracy and the most common digit's share per bug cell, by half; the hard
+  chains' right lines after their first hard line (module docstring)."""
+  halves = dict(zip(("easy", "hard"), register.split_bugs(bugs)))
+  right = {h: [0, 0] for h in halves}
+  digits = {}
+  after = {True: [], False: []}
+  for response, example in zip(responses, examples):
+    start, ops = register.parse_question(example["question"])
+    true = register.values(start, ops, example.get("rule", "add"))
+    previous = [start] + true[:-1]
+    labels = register.step_labels(response, example)
+    labels += [False] * (len(ops) - len(labels))
+    lines = response.strip().splitlines()
+    first_hard = next((i for i, op in enumerate(ops) if (previous[i], *op) in halves["hard"]),
+                      None)
+    if first_hard is not None and all(labels[:first_hard]):
+      after[labels[first_hard]].append(sum(labels[first_hard + 1:]))
+    for i, op in enumerate(ops):
+      cell = (previous[i], *op)
+      half = next((h for h, cells in halves.items() if cell in cells), None)
+      if half is not None:
+        right[half][0] += labels[i]
+        right[half][1] += 1
+        digit = lines[i][-1] if i < len(lines) else "?"
+        counts = digits.setdefault((half, cell), {})
+        counts[digit] = counts.get(digit, 0) + 1
+      if not labels[i]:
+        break  # the true path ends here
+  mode_share = {h: sorted(round(max(c.values()) / sum(c.values()), 2)
+                          for (half, _), c in digits.items() if half == h) for h in halves}
+  return {"true-path accuracy": {h: a / n if n else None for h, (a, n) in right.items()},
+          "most common digit's share per cell": mode_share,
+          "hard chains: right lines after the first hard line": {
+              "right": float(np.mean(after[True])) if after[True] else None,
+              "wrong": float(np.mean(after[False])) if after[False] else None,
+              "samples": [len(after[True]), len(after[False])]}}
 
 
 def main():
@@ -48,6 +96,9 @@ def main():
   sampled = register.line_error_rates([t for r in records for t in r["responses"]],
                                       [ex for ex in examples for _ in range(args.n)], bugs)
   greedy = register.line_error_rates([r["greedy_response"] for r in records], examples, bugs)
+  cells = (cell_stats([t for r in records for t in r["responses"]],
+                      [ex for ex in examples for _ in range(args.n)], bugs)
+           if reg.hard_bugs else {})
   summary = results["summary"]
   by_bugs = {}  # mean success of the chains with b bug-type operations
   for ex, r in zip(examples, records):
@@ -57,7 +108,7 @@ def main():
                     f"pass@{args.n}": summary[f"pass@{args.n}"], "greedy": summary["greedy"],
                     f"mean@{args.n} by bug ops": {b: sum(v) / len(v)
                                                   for b, v in sorted(by_bugs.items())},
-                    "sampled": sampled, "greedy_lines": greedy,
+                    "sampled": sampled, "greedy_lines": greedy, **cells,
                     "demonstrator": {"plain": reg.slip_rate, "bug": reg.bug_rate,
                                      "bug_rule": reg.bug_rate}}, indent=1))
 
