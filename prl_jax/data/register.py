@@ -143,8 +143,8 @@ def bug_types(bug_seed: int, num_bugs: int = 5, keys: str = "op",
   if not 0 <= max_shift <= 9:
     raise ValueError(f"max_shift must lie in [0, 9] (a shift of 10 writes the right digit; 0: a "
                      f"fresh random wrong digit each time), got {max_shift}")
-  shift = (lambda: 0) if max_shift == 0 else (lambda: rng.randint(1, max_shift))
   rng = random.Random(f"{TASK}:bugs:{bug_seed}" + ("" if keys == "op" else f":{keys}"))
+  shift = (lambda: 0) if max_shift == 0 else (lambda: rng.randint(1, max_shift))
   if keys == "op":
     if not 1 <= num_bugs < len(TYPES):
       raise ValueError(f"num_bugs must lie in [1, {len(TYPES) - 1}], got {num_bugs}")
