@@ -33,6 +33,10 @@ def test_oracle_gate_counts_steps_to_rloos_reward_at_step_60():
   gate = gates.oracle_gate(rloo, fast)
   assert gate["value"]["rloo_target"] == pytest.approx(0.4)
   assert gate["value"]["oracle_steps"] == 20 and gate["passed"]
+  # 90% of RLOO's gain: 0.1 + 0.9 x 0.3 = 0.37, a 15-step mean that needs 14 steps at 0.4
+  # (0.38; 13 give 0.36): RLOO's step 59, the oracle's 19. Recorded, not judged.
+  assert gate["value"]["gain_level"] == pytest.approx(0.37)
+  assert (gate["value"]["rloo_steps_to_level"], gate["value"]["oracle_steps_to_level"]) == (59, 19)
   slow = _rows([0.1] * 20 + [0.4] * 40)  # reaches it at step 35: 35/60 > 1/3
   assert not gates.oracle_gate(rloo, slow)["passed"]
   assert not gates.oracle_gate(rloo, _rows([0.1] * 60))["passed"]  # never

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from prl_jax.reproduce.claims import final_reward, moving_average, steps_to_reach
-from prl_jax.reproduce.lab_metrics import AUROC_KEY, REWARD_KEY, series
+from prl_jax.reproduce.lab_metrics import AUROC_KEY, REWARD_KEY, gain_level, series
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,9 @@ def _improved(first: Sequence[float], last: Sequence[float]) -> bool:
 def oracle_gate(rloo_rows: Sequence[Mapping], oracle_rows: Sequence[Mapping], *,
                 at_step: int = 60, window: int = 15, max_ratio: float = 1 / 3) -> dict:
   """Steps the oracle needs to reach RLOO's trailing-`window` mean reward at `at_step`, over
-  `at_step`; None (failed) when RLOO has not run that far or the oracle never gets there."""
+  `at_step`; None (failed) when RLOO has not run that far or the oracle never gets there. The
+  value also records both arms' steps to 90% of RLOO's gain (`lab_metrics.gain_level` from its
+  first step's reward), which do not enter the verdict."""
   steps, rewards = series(rloo_rows, REWARD_KEY)
   upto = [r for s, r in zip(steps, rewards) if s <= at_step]
   if len(upto) < at_step:
@@ -133,8 +135,15 @@ def oracle_gate(rloo_rows: Sequence[Mapping], oracle_rows: Sequence[Mapping], *,
   o_steps, o_rewards = series(oracle_rows, REWARD_KEY)
   reached = steps_to_reach(o_steps, o_rewards, target, window)
   ratio = None if reached is None else reached / at_step
+  # For the record, not the verdict: both arms' steps to 90% of RLOO's gain, which a learning
+  # rate that decays to 0 leaves reachable where RLOO's own last steps are not.
+  level = gain_level(upto[0], target)
+  rloo_level = steps_to_reach(steps[:len(upto)], upto, level, window)
+  oracle_level = steps_to_reach(o_steps, o_rewards, level, window)
   return _gate("G2 oracle control", {"rloo_target": target, "oracle_steps": reached,
-                                     "ratio": ratio},
+                                     "ratio": ratio, "gain_level": level,
+                                     "rloo_steps_to_level": rloo_level,
+                                     "oracle_steps_to_level": oracle_level},
                f"<= {max_ratio:.2f} of RLOO's {at_step} steps",
                ratio is not None and ratio <= max_ratio,
                "the task: longer chains (task.min_ops/max_ops) or sparser success "
