@@ -276,6 +276,30 @@ def test_run_jobs_starts_a_job_after_the_one_it_waits_for(workers):
     run_jobs(jobs("ok")[1:2], 1, lambda job, r: None, _scheduled)
 
 
+def test_a_run_stopped_by_a_signal_stops_the_in_process_reproduction():
+  """With one worker the reproduction's Ctrl-C or SIGTERM reaches the run under way, which saves
+  and raises RunInterrupted: that ends the reproduction, the next stages do not start (they used
+  to, one stage per signal, as if the stopped one had failed)."""
+  import pickle
+
+  from prl_jax.reproduce.pipeline import Job, run_jobs
+  from prl_jax.run.interrupt import RunInterrupted
+  lab = get_preset("lab")
+  started = []
+
+  def stopped(job):
+    started.append(job.key)
+    raise RunInterrupted("SIGTERM", 8, "w")
+
+  jobs = [Job("rl", "w", lab, "c", "s", False, method, 0, ()) for method in ("rloo", "oracle")]
+  with pytest.raises(RunInterrupted, match="after step 8"):
+    run_jobs(jobs, 1, lambda job, r: None, stopped)
+  assert started == ["rloo/seed0"]
+  # It crosses from a worker process whole.
+  err = pickle.loads(pickle.dumps(RunInterrupted("SIGTERM", 8, "w")))
+  assert (err.signal_name, err.step, err.workdir) == ("SIGTERM", 8, "w") and "rerun" in str(err)
+
+
 def test_best_of_n_runs_when_a_gate_after_the_sft_stops_the_arms(tmp_path, monkeypatch):
   # ER-PRM best-of-N needs the SFT policy only: it runs when G1 passed and a later gate failed,
   # never when the SFT itself failed its gate.

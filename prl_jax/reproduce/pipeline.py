@@ -52,6 +52,7 @@ from prl_jax.reproduce.stages import (checkout_configs, cli_command, config_file
                                       logging_overrides, read_marker, run_stage, stage_inputs,
                                       stage_marker, worker_pool)
 from prl_jax.run import paths
+from prl_jax.run.interrupt import RunInterrupted
 from prl_jax.train.loop import train
 from prl_jax.train.sft import sft
 
@@ -291,7 +292,8 @@ def run_jobs(jobs: Sequence[Job], workers: int, on_done: Callable[[Job, dict], N
   given order otherwise.
 
   A failed job does not stop the others, but the jobs waiting for it fail without running; the
-  failures are returned.
+  failures are returned. A run stopped by a signal (`RunInterrupted`) stops them all: it
+  propagates, and the jobs not started yet never start.
   """
   pending, finished, failures = list(jobs), {}, []  # finished: key -> succeeded
 
@@ -299,6 +301,10 @@ def run_jobs(jobs: Sequence[Job], workers: int, on_done: Callable[[Job, dict], N
     try:
       on_done(job, result_of())
       finished[job.key] = True
+    except RunInterrupted:
+      # A run stopped by Ctrl-C or SIGTERM, saved: a stop asked of the reproduction (in this
+      # process, the signal was its own), not a failed stage to report while the rest goes on.
+      raise
     except Exception as err:  # noqa: BLE001 - reported together after the other jobs ran
       failures.append((job, err))
       finished[job.key] = False

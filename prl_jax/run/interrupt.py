@@ -27,7 +27,11 @@ class RunInterrupted(Exception):
   def __init__(self, signal_name: str, step: int, workdir: str):
     super().__init__(f"stopped by {signal_name} after step {step}, which is saved in "
                      f"{workdir}/checkpoints; rerun the same command to resume.")
-    self.signal_name, self.step = signal_name, step
+    self.signal_name, self.step, self.workdir = signal_name, step, workdir
+
+  def __reduce__(self):
+    # Rebuilt from its fields, not its message, when it crosses from a worker process.
+    return type(self), (self.signal_name, self.step, self.workdir)
 
 
 class StopSignals:
