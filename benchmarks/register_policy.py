@@ -93,12 +93,11 @@ def main():
   reg = config.task.register
   bugs = register.configured_bugs(reg)
   records = results["records"]
-  sampled = register.line_error_rates([t for r in records for t in r["responses"]],
-                                      [ex for ex in examples for _ in range(args.n)], bugs)
+  responses = [t for r in records for t in r["responses"]]
+  repeated = [ex for ex in examples for _ in range(args.n)]  # each problem's n samples
+  sampled = register.line_error_rates(responses, repeated, bugs)
   greedy = register.line_error_rates([r["greedy_response"] for r in records], examples, bugs)
-  cells = (cell_stats([t for r in records for t in r["responses"]],
-                      [ex for ex in examples for _ in range(args.n)], bugs)
-           if reg.hard_bugs else {})
+  cells = cell_stats(responses, repeated, bugs) if reg.hard_bugs else {}
   summary = results["summary"]
   by_bugs = {}  # mean success of the chains with b bug-type operations
   for ex, r in zip(examples, records):

@@ -168,10 +168,10 @@ def make_lab_plots(workdir: str, manifest: Mapping, agg: Mapping, out_dir: str) 
     series = arm_curves(rows, key, w)
     if not series:
       continue
-    hlines = ({"RLOO final (target)": lab["target"], "90% of RLOO's gain": lab.get("level")}
-              if key == REWARD_KEY and lab["target"] is not None
-              else {"chance": 0.5} if key == AUROC_KEY else None)
-    hlines = hlines and {k: v for k, v in hlines.items() if v is not None}
+    if key == REWARD_KEY and lab["target"] is not None:  # the level exists with the target
+      hlines = {"RLOO final (target)": lab["target"], "90% of RLOO's gain": lab["level"]}
+    else:
+      hlines = {"chance": 0.5} if key == AUROC_KEY else None
     path = band_plot(series, os.path.join(out_dir, f"{name}.png"), xlabel="step",
                      ylabel=f"{key} ({w}-step moving average)", hlines=hlines,
                      title=f"{what}: mean over seeds ± std")
@@ -226,7 +226,7 @@ def format_lab_report(manifest: Mapping, agg: Mapping, claims: Sequence[Mapping]
              f"first step's reward {lab['start']:.3f} + {GAIN_SHARE:g} x (final - "
              "first)): with a learning rate that decays to 0 "
              "RLOO's own smoothed reward reaches its final value only at its last steps."
-             if lab.get("level") is not None else ""), "", efficiency_table(lab, manifest), "",
+             if lab["level"] is not None else ""), "", efficiency_table(lab, manifest), "",
             "## Step AUROC of the process rewards", "",
             "`prm/step_auroc`: right lines before a response's first wrong line against that line, "
             "each scored by the arm's process reward summed over its tokens (0.5 is chance).", "",
