@@ -4,6 +4,8 @@
     python benchmarks/sampler.py --quick    # fewer repetitions (a smoke run)
     python benchmarks/sampler.py --spread   # responses of spread lengths: early exit and
                                             # compact_rows (the "Decode early exit" section)
+    python benchmarks/sampler.py --long-prompts   # 8 x 8 rows after 200-token prompts: what
+                                                  # reading a group's prompt once saves
 
 Shapes (the Tunix comparison's): the "mini" preset (Llama architecture, vocab 512, d 256, 4 layers,
 4 heads, head dim 64, MLP 1024) and its 2-KV-head variant; 64 prompts of 16 tokens, 128 new
@@ -157,6 +159,31 @@ def bench_spread(args) -> dict:
   return result
 
 
+LONG_PROMPTS, LONG_N, LONG_PROMPT_LEN, LONG_NEW = 8, 8, 200, 64
+
+
+def bench_long_prompts(args) -> dict:
+  """8 prompts of 200 tokens (a 256-slot bucket) x 8 samples x 64 new tokens, no EOS: the
+  prompt holds most of the KV cache a decode step reads, as few-shot prompts do in RL on real
+  problems. Median seconds of a rollout (tokens on host) and response tokens/s."""
+  cfg = preset("mini")
+  params = init_params(cfg, jax.random.key(0))
+  prompts = np.asarray(jax.random.randint(jax.random.key(1), (LONG_PROMPTS, LONG_PROMPT_LEN), 0,
+                                          cfg.vocab_size), np.int32)
+  scfg = SamplingConfig(max_new_tokens=LONG_NEW, temperature=1.0, n=LONG_N, eos_id=None,
+                        attention_segments=args.segments)
+
+  def run(i):
+    np.asarray(sample(params, cfg, prompts, jax.random.key(100 + i), scfg).tokens)
+
+  median, times, _ = time_runs(run, args.warmup, args.repeats)
+  tokens_per_s = LONG_PROMPTS * LONG_N * LONG_NEW / median
+  print(f"  {LONG_PROMPTS} prompts of {LONG_PROMPT_LEN} tokens x {LONG_N} samples x {LONG_NEW} "
+        f"new tokens: median {median * 1e3:.1f} ms ({tokens_per_s:,.0f} tokens/s); runs "
+        f"{', '.join(f'{t * 1e3:.0f}' for t in times)} ms", flush=True)
+  return {"seconds": median, "times": times, "tokens_per_s": tokens_per_s}
+
+
 def spread_table(result: dict) -> str:
   base = result["no EOS"]["seconds"]
   lines = ["| sampler | wall time (ms) | mean / max response length | response tokens/s | "
@@ -233,12 +260,18 @@ def main(argv=None):
   parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
   parser.add_argument("--spread", action="store_true",
                       help="only the spread-length case (early exit, compact_rows)")
+  parser.add_argument("--long-prompts", action="store_true",
+                      help="only the long-prompt case (8 x 200-token prompts, 8 samples each); "
+                           "prints, never writes the docs")
   args = parser.parse_args(argv)
   if args.quick:
     args.repeats, args.warmup, args.naive_repeats = 3, 1, 1
 
   info = machine()
   command = "python benchmarks/sampler.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+  if args.long_prompts:
+    bench_long_prompts(args)
+    return
   if args.spread:
     result = bench_spread(args)
     print(spread_table(result))

@@ -110,20 +110,28 @@ def _attend(q: Array, blocks: list, dtype) -> Array:
   """Softmax attention of q [B, kv, G, hd] over key/value blocks, as ONE softmax over their
   concatenated slots (the model's attention, with the cache kept in pieces).
 
-  blocks: (k, v, valid) with k, v [B, kv, S_c, hd] and valid [B or 1, S_c] bool or None (all
-  valid). Only the small score rows are concatenated, never the cache.
+  blocks: (k, v, valid) with k, v [B_c, kv, S_c, hd] and valid [B_c or 1, S_c] bool or None (all
+  valid). A block of B_c = B / g rows is shared by g consecutive query rows (a prompt's n
+  samples): query row r reads its row r // g, and the g rows' queries meet it in one product,
+  so its keys and values are read once per group. Only the small score rows are concatenated
+  and regrouped, never the cache.
   """
-  hd = q.shape[-1]
+  batch, kv, g_q, hd = q.shape
   scores = []
   for k, _, valid in blocks:
-    s = jnp.einsum("bkgd,bksd->bkgs", q, k.astype(dtype),
-                   preferred_element_type=jnp.float32) / math.sqrt(hd)
-    scores.append(s if valid is None else jnp.where(valid[:, None, None, :], s, _MASK_VALUE))
+    group = batch // k.shape[0]
+    s = jnp.einsum("bikgd,bksd->bikgs", q.reshape(k.shape[0], group, kv, g_q, hd),
+                   k.astype(dtype), preferred_element_type=jnp.float32) / math.sqrt(hd)
+    if valid is not None:
+      s = jnp.where(valid[:, None, None, None, :], s, _MASK_VALUE)
+    scores.append(s.reshape(batch, kv, g_q, -1))
   probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(dtype)
   out, start = None, 0
   for _, v, _ in blocks:
-    size = v.shape[2]
-    part = jnp.einsum("bkgs,bksd->bkgd", probs[..., start:start + size], v.astype(dtype))
+    rows, size = v.shape[0], v.shape[2]
+    part = jnp.einsum("bikgs,bksd->bikgd",
+                      probs[..., start:start + size].reshape(rows, -1, kv, g_q, size),
+                      v.astype(dtype)).reshape(q.shape)
     out, start = (part if out is None else out + part), start + size
   return out
 
@@ -183,10 +191,11 @@ def _decode_step(weights: dict, cfg: ModelConfig, tokens: Array, positions: Arra
 
 @flax.struct.dataclass
 class DecodeState:
-  """What the prefill hands the decode.
+  """What the prefill hands the decode, for B rows in groups of g that share a prompt.
 
-  prompt_cache: per layer (k, v) [B, kv_heads, P, head_dim]. prompt_mask: [B, P] bool.
-  logits: [B, V] next-token logits after the prompt. prompt_lengths: [B] int32.
+  prompt_cache: per layer (k, v) [B / g, kv_heads, P, head_dim], one row per prompt.
+  prompt_mask: [B / g, P] bool. logits: [B, V] next-token logits after the prompt.
+  prompt_lengths: [B] int32.
   """
 
   prompt_cache: Any
@@ -216,9 +225,10 @@ def _prefill(params: Any, tokens: Array, mask: Array, *, model_cfg: ModelConfig,
   Returns the decode state (prompt keys/values, next-token logits) and the zeroed response
   cache blocks, per block a list over layers of (k, v) [B * repeat, kv_heads, size, head_dim].
   The blocks are donated to the decode, which fills them in place. With `repeat` r > 1 the
-  prompts are distinct and each is run once, its state copied to r contiguous rows: the n
-  samples of a prompt share its prefill (a prompt's keys, values and logits do not depend on
-  the other rows), so the prefill costs B, not B * r, rows.
+  prompts are distinct and each is run once for r contiguous rows: the n samples of a prompt
+  share its prefill (a prompt's keys, values and logits do not depend on the other rows), so
+  the prefill costs B, not B * r, rows; the logits and lengths are copied to the r rows, the
+  prompt's keys and values are not (the decode reads them once per group, `_attend`).
   """
   TRACE_COUNTS["prefill"] += 1
   width = tokens.shape[1]
@@ -231,15 +241,14 @@ def _prefill(params: Any, tokens: Array, mask: Array, *, model_cfg: ModelConfig,
   logits = model.apply(params, hidden[:, -1:], method=Transformer.logits)[:, 0]
   names = ("activation_batch", "activation_kv_heads", None, None)
   rows = lambda x: x if repeat == 1 else jnp.repeat(x, repeat, axis=0)
-  logits, mask = rows(logits), rows(mask)
 
-  def heads_major(x):  # [B, P, kv, hd] -> [B * repeat, kv, P, hd]
-    return sharding_lib.constrain(rows(x.transpose(0, 2, 1, 3)), names, rules)
+  def heads_major(x):  # [B, P, kv, hd] -> [B, kv, P, hd]
+    return sharding_lib.constrain(x.transpose(0, 2, 1, 3), names, rules)
 
   prompt_cache = [(heads_major(cache.k[i]), heads_major(cache.v[i]))
                   for i in range(model_cfg.num_layers)]
-  state = DecodeState(prompt_cache=prompt_cache, prompt_mask=mask, logits=logits,
-                      prompt_lengths=jnp.sum(mask, axis=1).astype(jnp.int32))
+  state = DecodeState(prompt_cache=prompt_cache, prompt_mask=mask, logits=rows(logits),
+                      prompt_lengths=rows(jnp.sum(mask, axis=1).astype(jnp.int32)))
   kv = (batch, model_cfg.num_kv_heads, model_cfg.resolved_head_dim)
   zeros = lambda size: sharding_lib.constrain(  # zero: never-written slots must not hold NaNs
       jnp.zeros(kv[:2] + (size,) + kv[2:], cache.k.dtype), names, rules)
@@ -311,7 +320,7 @@ def _decode(params: Any, state: DecodeState, blocks: list, key: Array, *,
   `blocks` (donated) are filled in place and returned, so no cache buffer is ever copied.
   """
   TRACE_COUNTS["decode"] += 1
-  batch, width = state.prompt_mask.shape
+  batch, width = state.logits.shape[0], state.prompt_mask.shape[1]
   n_new = scfg.max_new_tokens
   weights = decode_weights(params, model_cfg, width + n_new, rules)
   eos = _eos(scfg)
@@ -421,9 +430,11 @@ def decode_compacting(params: Any, state: DecodeState, blocks: list, key: Array,
     pick = np.concatenate([live, np.full(size - live.size, np.flatnonzero(done)[0])])
     rows = pick if rows is None else rows[pick]
     take = lambda x: x[pick]
+    # The prompt's rows are per group until the first move; the live rows then get their own.
+    take_prompt = lambda x, group=lengths.shape[0] // mask.shape[0]: x[pick // group]
     carry = (carry[0],) + tuple(take(x) for x in carry[1:3]) + (take(carry[3]), take(carry[4]))
-    uniforms, lengths, mask = uniforms[:, pick], take(lengths), take(mask)
-    cache, filled = jax.tree.map(take, cache), jax.tree.map(take, filled)
+    uniforms, lengths, mask = uniforms[:, pick], take(lengths), take_prompt(mask)
+    cache, filled = jax.tree.map(take_prompt, cache), jax.tree.map(take, filled)
     blocks = blocks[:j + 1] + [jax.tree.map(take, b) for b in blocks[j + 1:]]
   full_tokens, full_logprobs = put_back(full_tokens, full_logprobs, carry)
   return _finish_jit((carry[0], None, None, full_tokens, full_logprobs), scfg=scfg)

@@ -19,16 +19,19 @@ log-probability under the truncated, renormalised distribution the token was act
 Greedy decoding uses T = 1 for the "temperature" mode when temperature is 0.
 
 Cache and loops. The prefill runs the model itself over the prompts in one batch, each prompt
-once for its n samples (its keys, values and logits are copied to the n rows). The decode
-then keeps the KV cache per layer in pieces, each [B, kv_heads, slots, head_dim]: the prompt's
-P slots, then `attention_segments` response blocks covering the N new tokens (P + N slots in all).
+once for its n samples (its logits are copied to the n rows; its keys and values are not). The
+decode then keeps the KV cache per layer in pieces, each [rows, kv_heads, slots, head_dim]: the
+prompt's P slots, one row per prompt, then `attention_segments` response blocks of one row per
+sample covering the N new tokens (P + N slots in all).
 Block j is filled by its own `lax.while_loop`, which attends over the prompt, the finished blocks
 and block j only, so a step reads the cache slots in use (up to one block) rather than the whole
 allocation; the blocks are allocated by the prefill, donated to the decode and updated in place.
 Attention over the pieces is one softmax over their concatenated scores (`_attend`), the model's
 math. Why it is fast on a CPU (about 2.4x Tunix 0.1.7 at the shapes of docs/benchmarks.md):
   - attention reads are the largest cost after the matmuls and are memory-bound, so reading only
-    the slots in use matters; heads-major blocks make the score and value contractions plain
+    the slots in use matters, and a prompt's keys and values are read once for its n samples
+    (the n rows' queries meet them in one product; 1.3x the rollout speed after 200-token
+    prompts at n = 8, docs/benchmarks.md); heads-major blocks make the score and value contractions plain
     batched matmuls (the model's [B, slots, kv_heads, head_dim] layout would transpose the cache
     on every step);
   - q|k|v and gate|up projections are fused into one matmul each, weights are cast and split per

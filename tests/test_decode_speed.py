@@ -44,6 +44,32 @@ def test_shared_prefill_equals_a_prefill_per_row(params, n):
                              atol=1e-5)
 
 
+def test_a_group_reads_one_copy_of_its_prompt(params):
+  """The prefill keeps one row of prompt keys/values per prompt, not per sample, and the
+  decode's attention over such a shared block equals attention over the block repeated to
+  every row (mixed with per-row blocks, as the response blocks are)."""
+  n = 3
+  scfg = SamplingConfig(max_new_tokens=NEW, temperature=1.0, n=n, eos_id=2, pad_id=0)
+  tokens, mask = prepare_prompts(PROMPTS, CFG, scfg)
+  statics = dict(model_cfg=CFG, scfg=scfg, rules=sharding.hashable_rules(sharding.DEFAULT_RULES))
+  state, blocks = prefill_jit(params, tokens[::n], mask[::n], repeat=n, **statics)
+  rows = len(PROMPTS) * n
+  assert state.prompt_cache[0][0].shape[0] == len(PROMPTS) == state.prompt_mask.shape[0]
+  assert state.logits.shape[0] == rows == state.prompt_lengths.shape[0] == blocks[0][0][0].shape[0]
+
+  keys = jax.random.split(jax.random.key(7), 5)
+  q = jax.random.normal(keys[0], (rows, 2, 2, 16))  # [B, kv, G, hd]
+  shared_k, shared_v = (jax.random.normal(k, (len(PROMPTS), 2, 6, 16)) for k in keys[1:3])
+  valid = jax.random.bernoulli(keys[3], 0.7, (len(PROMPTS), 6)).at[:, -1].set(True)
+  own_k, own_v = (jax.random.normal(k, (rows, 2, 4, 16)) for k in jax.random.split(keys[4]))
+  own = (own_k, own_v, (np.arange(4) <= 2)[None])
+  repeat = lambda x: np.repeat(np.asarray(x), n, axis=0)
+  grouped = decode._attend(q, [(shared_k, shared_v, valid), own], np.float32)
+  repeated = decode._attend(q, [(repeat(shared_k), repeat(shared_v), repeat(valid)), own],
+                            np.float32)
+  np.testing.assert_allclose(np.asarray(grouped), np.asarray(repeated), atol=1e-6)
+
+
 def test_compact_size():
   done = np.array([True] * 27 + [False] * 5)
   assert decode.compact_size(done, 4) == 8 and decode.compact_size(done, 16) == 16
