@@ -6,6 +6,8 @@
                                             # compact_rows (the "Decode early exit" section)
     python benchmarks/sampler.py --long-prompts   # 8 x 8 rows after 200-token prompts: what
                                                   # reading a group's prompt once saves
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 \
+        python benchmarks/sampler.py --long-prompts --data-shards 4   # the same over 4 devices
 
 Shapes (the Tunix comparison's): the "mini" preset (Llama architecture, vocab 512, d 256, 4 layers,
 4 heads, head dim 64, MLP 1024) and its 2-KV-head variant; 64 prompts of 16 tokens, 128 new
@@ -33,6 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks.docs_section import machine, write_section  # noqa: E402
+from prl_jax import sharding  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
 from prl_jax.models.transformer import Transformer, init_params  # noqa: E402
 from prl_jax.sampling import SamplingConfig, sample  # noqa: E402
@@ -172,14 +175,18 @@ def bench_long_prompts(args) -> dict:
                                           cfg.vocab_size), np.int32)
   scfg = SamplingConfig(max_new_tokens=LONG_NEW, temperature=1.0, n=LONG_N, eos_id=None,
                         attention_segments=args.segments)
+  mesh = None
+  if args.data_shards > 1:  # rows over a data-parallel mesh (simulated devices on a CPU)
+    mesh = sharding.make_mesh(data=args.data_shards)
+    params = jax.device_put(params, sharding.param_shardings(cfg, mesh))
 
   def run(i):
-    np.asarray(sample(params, cfg, prompts, jax.random.key(100 + i), scfg).tokens)
+    np.asarray(sample(params, cfg, prompts, jax.random.key(100 + i), scfg, mesh=mesh).tokens)
 
   median, times, _ = time_runs(run, args.warmup, args.repeats)
   tokens_per_s = LONG_PROMPTS * LONG_N * LONG_NEW / median
   print(f"  {LONG_PROMPTS} prompts of {LONG_PROMPT_LEN} tokens x {LONG_N} samples x {LONG_NEW} "
-        f"new tokens: median {median * 1e3:.1f} ms ({tokens_per_s:,.0f} tokens/s); runs "
+        f"new tokens{f' over {args.data_shards} data shards' if mesh else ''}: median {median * 1e3:.1f} ms ({tokens_per_s:,.0f} tokens/s); runs "
         f"{', '.join(f'{t * 1e3:.0f}' for t in times)} ms", flush=True)
   return {"seconds": median, "times": times, "tokens_per_s": tokens_per_s}
 
@@ -263,6 +270,10 @@ def main(argv=None):
   parser.add_argument("--long-prompts", action="store_true",
                       help="only the long-prompt case (8 x 200-token prompts, 8 samples each); "
                            "prints, never writes the docs")
+  parser.add_argument("--data-shards", type=int, default=1,
+                      help="with --long-prompts: rows over a data mesh of this many devices (on "
+                           "a CPU, simulate them with XLA_FLAGS="
+                           "--xla_force_host_platform_device_count=K)")
   args = parser.parse_args(argv)
   if args.quick:
     args.repeats, args.warmup, args.naive_repeats = 3, 1, 1

@@ -203,9 +203,11 @@ def sample(params: Any, model_cfg: ModelConfig, prompts: Any, key: Array,
     sampling_cfg: see `SamplingConfig`.
     prompt_lengths: [B] real lengths when `prompts` is a padded array.
     padding_side: where the padding of a padded `prompts` array is ("right" or "left").
-    mesh: when given, rows are split over the mesh's batch axes (rows are padded to a multiple
-      of that split and the padding dropped from the result) and params are placed in
-      `sharding.param_shardings(model_cfg, mesh, rules)` (free when they already are).
+    mesh: when given, rows are split over the mesh's batch axes and params are placed in
+      `sharding.param_shardings(model_cfg, mesh, rules)` (free when they already are). When the
+      prompts split evenly over those axes, a prompt is prefilled once for its n samples as
+      without a mesh; otherwise rows are padded to a multiple of that split (the padding
+      dropped from the result) and every row runs its own prompt.
     rules: logical-axis rules for the decode's sharding constraints.
   """
   tokens, mask = prepare_prompts(prompts, model_cfg, sampling_cfg, prompt_lengths, padding_side)
@@ -220,12 +222,20 @@ def sample(params: Any, model_cfg: ModelConfig, prompts: Any, key: Array,
     out, _ = decode_jit(params, state, blocks, key, **statics)
     return out
 
+  n = sampling_cfg.n
+  shards = 1 if mesh is None else sharding_lib.batch_shards(mesh, rules)
   if mesh is None:
     # Each prompt is prefilled once for its n samples (rows are [p0] * n + [p1] * n + ...).
-    n = sampling_cfg.n
     out = run(tokens[::n], mask[::n], n, sampling_cfg.compact_rows)
-  else:
-    extra = (-rows) % sharding_lib.batch_shards(mesh, rules)
+  elif (rows // n) % shards == 0:
+    # The prompts split evenly over the batch shards, so every shard holds whole groups: each
+    # prompt is still prefilled and kept once, on the shard of its n rows.
+    placed = jax.device_put([tokens[::n], mask[::n]], sharding_lib.batch_sharding(mesh, rules))
+    params = jax.device_put(params, sharding_lib.param_shardings(model_cfg, mesh, rules))
+    with jax.set_mesh(mesh):
+      out = run(*placed, n)
+  else:  # rows padded to a multiple of the shards: every row prefilled on its own
+    extra = (-rows) % shards
     padded = [np.concatenate([x, np.repeat(x[-1:], extra, axis=0)]) for x in (tokens, mask)]
     padded = jax.device_put(padded, sharding_lib.batch_sharding(mesh, rules))
     # A no-op for params already placed by `sharding` (the usual case); otherwise a reshard.

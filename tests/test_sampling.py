@@ -227,6 +227,23 @@ def test_limits_raise_clear_errors(params):
       SamplingConfig(**bad)
 
 
+def test_sharded_sampling_prefills_each_prompt_once(params, monkeypatch):
+  """On a mesh whose batch shards each hold whole groups, a prompt is prefilled once for its n
+  samples, and the samples are the single device's (same uniforms, same rows)."""
+  mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+  prefilled = []
+  real = sampling.prefill_jit
+  monkeypatch.setattr(sampling, "prefill_jit",
+                      lambda p, t, m, **kw: prefilled.append(t.shape[0]) or real(p, t, m, **kw))
+  cfg = SamplingConfig(max_new_tokens=NEW, temperature=1.0, n=3)
+  single = sample(params, CFG, PROMPTS, jax.random.key(6), cfg)
+  sharded = sample(params, CFG, PROMPTS, jax.random.key(6), cfg, mesh=mesh)
+  assert prefilled == [len(PROMPTS), len(PROMPTS)]  # 4 prompts over 4 batch shards
+  np.testing.assert_array_equal(np.asarray(sharded.tokens), np.asarray(single.tokens))
+  np.testing.assert_allclose(np.asarray(sharded.logprobs), np.asarray(single.logprobs),
+                             atol=1e-5)
+
+
 def test_sharded_sampling_equals_single_device(params, greedy):
   mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
   sharded = jax.device_put(params, sharding.param_shardings(CFG, mesh))
