@@ -179,6 +179,33 @@ def test_top_k_top_p_match_sort_reference(top_k, top_p):
   np.testing.assert_array_equal(np.isfinite(z), _reference_keep(logits / 0.8, top_k, top_p))
 
 
+@pytest.mark.parametrize("mode", ["temperature", "raw", "processed"])
+def test_logprob_modes_against_a_normalised_reference(mode):
+  """Each mode's log-prob of the chosen token is that token's entry of the log-softmax of its
+  distribution (computed here in float64 with numpy): logits / T, the logits, or the truncated
+  distribution, where the top-k entries left finite renormalise among themselves."""
+  logits = jax.random.normal(jax.random.key(3), (8, 300)) * 4.0
+  cfg = SamplingConfig(temperature=0.7, top_k=10, logprob_mode=mode)
+  tokens, logp = token_choice.choose_tokens(logits, jax.random.uniform(jax.random.key(4), (8,)),
+                                            cfg)
+  z = np.asarray(logits, np.float64)
+  if mode != "raw":
+    z = z / 0.7
+  if mode == "processed":
+    z = np.where(np.isfinite(np.asarray(token_choice.process_logits(logits, cfg))), z, -np.inf)
+  reference = z - np.log(np.sum(np.exp(z - z.max(-1, keepdims=True)), -1, keepdims=True)) \
+      - z.max(-1, keepdims=True)
+  expected = reference[np.arange(8), np.asarray(tokens)]
+  assert np.isfinite(expected).all()
+  np.testing.assert_allclose(np.asarray(logp), expected, atol=1e-5)
+  greedy = cfg.replace(temperature=0.0, top_k=0, logprob_mode="temperature")
+  tokens, logp = token_choice.choose_tokens(logits, None, greedy)
+  np.testing.assert_array_equal(np.asarray(tokens), np.argmax(np.asarray(logits), -1))
+  raw = np.asarray(logits, np.float64)
+  raw = raw - raw.max(-1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(logp), -np.log(np.exp(raw).sum(-1)), atol=1e-5)
+
+
 def test_draw_follows_the_distribution():
   logits = jnp.log(jnp.array([[0.5, 0.0, 0.2, 0.3]]))  # a zero-probability token included
   uniforms = jax.random.uniform(jax.random.key(0), (20000, 1))
