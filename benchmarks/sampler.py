@@ -185,8 +185,9 @@ def bench_long_prompts(args) -> dict:
 
   median, times, _ = time_runs(run, args.warmup, args.repeats)
   tokens_per_s = LONG_PROMPTS * LONG_N * LONG_NEW / median
+  where = f" over {args.data_shards} data shards" if mesh else ""
   print(f"  {LONG_PROMPTS} prompts of {LONG_PROMPT_LEN} tokens x {LONG_N} samples x {LONG_NEW} "
-        f"new tokens{f' over {args.data_shards} data shards' if mesh else ''}: median {median * 1e3:.1f} ms ({tokens_per_s:,.0f} tokens/s); runs "
+        f"new tokens{where}: median {median * 1e3:.1f} ms ({tokens_per_s:,.0f} tokens/s); runs "
         f"{', '.join(f'{t * 1e3:.0f}' for t in times)} ms", flush=True)
   return {"seconds": median, "times": times, "tokens_per_s": tokens_per_s}
 

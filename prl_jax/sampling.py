@@ -31,9 +31,9 @@ math. Why it is fast on a CPU (about 2.4x Tunix 0.1.7 at the shapes of docs/benc
   - attention reads are the largest cost after the matmuls and are memory-bound, so reading only
     the slots in use matters, and a prompt's keys and values are read once for its n samples
     (the n rows' queries meet them in one product; 1.3x the rollout speed after 200-token
-    prompts at n = 8, docs/benchmarks.md); heads-major blocks make the score and value contractions plain
-    batched matmuls (the model's [B, slots, kv_heads, head_dim] layout would transpose the cache
-    on every step);
+    prompts at n = 8, docs/benchmarks.md); heads-major blocks make the score and value
+    contractions plain batched matmuls (the model's [B, slots, kv_heads, head_dim] layout would
+    transpose the cache on every step);
   - q|k|v and gate|up projections are fused into one matmul each, weights are cast and split per
     layer and the rotary cos/sin tables computed once per call, outside the loop;
   - all random numbers are drawn before the loop (one uniform per row and step); tokens come from
@@ -223,25 +223,23 @@ def sample(params: Any, model_cfg: ModelConfig, prompts: Any, key: Array,
     return out
 
   n = sampling_cfg.n
-  shards = 1 if mesh is None else sharding_lib.batch_shards(mesh, rules)
   if mesh is None:
     # Each prompt is prefilled once for its n samples (rows are [p0] * n + [p1] * n + ...).
     out = run(tokens[::n], mask[::n], n, sampling_cfg.compact_rows)
-  elif (rows // n) % shards == 0:
-    # The prompts split evenly over the batch shards, so every shard holds whole groups: each
-    # prompt is still prefilled and kept once, on the shard of its n rows.
-    placed = jax.device_put([tokens[::n], mask[::n]], sharding_lib.batch_sharding(mesh, rules))
-    params = jax.device_put(params, sharding_lib.param_shardings(model_cfg, mesh, rules))
-    with jax.set_mesh(mesh):
-      out = run(*placed, n)
-  else:  # rows padded to a multiple of the shards: every row prefilled on its own
-    extra = (-rows) % shards
-    padded = [np.concatenate([x, np.repeat(x[-1:], extra, axis=0)]) for x in (tokens, mask)]
-    padded = jax.device_put(padded, sharding_lib.batch_sharding(mesh, rules))
+  else:
     # A no-op for params already placed by `sharding` (the usual case); otherwise a reshard.
     params = jax.device_put(params, sharding_lib.param_shardings(model_cfg, mesh, rules))
+    shards = sharding_lib.batch_shards(mesh, rules)
     with jax.set_mesh(mesh):
-      out = {k: v[:rows] if v.ndim else v for k, v in run(*padded).items()}
+      if (rows // n) % shards == 0:
+        # Every shard holds whole groups: each prompt is prefilled and kept once, on its shard.
+        out = run(*jax.device_put([tokens[::n], mask[::n]],
+                                  sharding_lib.batch_sharding(mesh, rules)), n)
+      else:  # rows padded to a multiple of the shards, every row prefilled on its own
+        extra = (-rows) % shards
+        padded = [np.concatenate([x, np.repeat(x[-1:], extra, axis=0)]) for x in (tokens, mask)]
+        padded = jax.device_put(padded, sharding_lib.batch_sharding(mesh, rules))
+        out = {k: v[:rows] if v.ndim else v for k, v in run(*padded).items()}
   return Rollout(prompt_tokens=jnp.asarray(tokens), prompt_mask=jnp.asarray(mask),
                  tokens=out["tokens"], mask=out["mask"], logprobs=out["logprobs"],
                  truncated=out["truncated"],
