@@ -30,10 +30,11 @@ Attention over the pieces is one softmax over their concatenated scores (`_atten
 math. Why it is fast on a CPU (about 2.4x Tunix 0.1.7 at the shapes of docs/benchmarks.md):
   - attention reads are the largest cost after the matmuls and are memory-bound, so reading only
     the slots in use matters, and a prompt's keys and values are read once for its n samples
-    (the n rows' queries meet them in one product; 1.3x the rollout speed after 200-token
-    prompts at n = 8, docs/benchmarks.md); heads-major blocks make the score and value
-    contractions plain batched matmuls (the model's [B, slots, kv_heads, head_dim] layout would
-    transpose the cache on every step);
+    (the n rows' queries meet them as extra query rows of one product; 1.3-1.5x the rollout
+    speed after 200-token prompts at n = 8, docs/benchmarks.md); heads-major blocks make the
+    score and value contractions plain batched matmuls with the KV head next to the batch (the
+    model's [B, slots, kv_heads, head_dim] layout would transpose the cache on every step, and
+    XLA's CPU dots run several times slower with the KV head after the query rows);
   - q|k|v and gate|up projections are fused into one matmul each, weights are cast and split per
     layer and the rotary cos/sin tables computed once per call, outside the loop;
   - all random numbers are drawn before the loop (one uniform per row and step); tokens come from
