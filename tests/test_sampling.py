@@ -193,8 +193,8 @@ def test_logprob_modes_against_a_normalised_reference(mode):
     z = z / 0.7
   if mode == "processed":
     z = np.where(np.isfinite(np.asarray(token_choice.process_logits(logits, cfg))), z, -np.inf)
-  reference = z - np.log(np.sum(np.exp(z - z.max(-1, keepdims=True)), -1, keepdims=True)) \
-      - z.max(-1, keepdims=True)
+  shifted = z - z.max(-1, keepdims=True)
+  reference = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
   expected = reference[np.arange(8), np.asarray(tokens)]
   assert np.isfinite(expected).all()
   np.testing.assert_allclose(np.asarray(logp), expected, atol=1e-5)
