@@ -165,10 +165,10 @@ def bench_spread(args) -> dict:
 LONG_PROMPTS, LONG_N, LONG_PROMPT_LEN, LONG_NEW = 8, 8, 200, 64
 
 
-def bench_long_prompts(args) -> dict:
+def bench_long_prompts(args) -> None:
   """8 prompts of 200 tokens (a 256-slot bucket) x 8 samples x 64 new tokens, no EOS: the
   prompt holds most of the KV cache a decode step reads, as few-shot prompts do in RL on real
-  problems. Median seconds of a rollout (tokens on host) and response tokens/s."""
+  problems. Prints the median time of a rollout (tokens on host) and response tokens/s."""
   cfg = preset("mini")
   params = init_params(cfg, jax.random.key(0))
   prompts = np.asarray(jax.random.randint(jax.random.key(1), (LONG_PROMPTS, LONG_PROMPT_LEN), 0,
@@ -189,7 +189,6 @@ def bench_long_prompts(args) -> dict:
   print(f"  {LONG_PROMPTS} prompts of {LONG_PROMPT_LEN} tokens x {LONG_N} samples x {LONG_NEW} "
         f"new tokens{where}: median {median * 1e3:.1f} ms ({tokens_per_s:,.0f} tokens/s); runs "
         f"{', '.join(f'{t * 1e3:.0f}' for t in times)} ms", flush=True)
-  return {"seconds": median, "times": times, "tokens_per_s": tokens_per_s}
 
 
 def spread_table(result: dict) -> str:

@@ -46,8 +46,8 @@ def test_shared_prefill_equals_a_prefill_per_row(params, n):
 
 def test_a_group_reads_one_copy_of_its_prompt(params):
   """The prefill keeps one row of prompt keys/values per prompt, not per sample, and the
-  decode's attention over such a shared block equals attention over the block repeated to
-  every row (mixed with per-row blocks, as the response blocks are)."""
+  decode's attention over such a shared block (mixed with per-row blocks, as the response
+  blocks are) is each row's attention over its own prompt's slots and its own."""
   n = 3
   scfg = SamplingConfig(max_new_tokens=NEW, temperature=1.0, n=n, eos_id=2, pad_id=0)
   tokens, mask = prepare_prompts(PROMPTS, CFG, scfg)
@@ -63,11 +63,18 @@ def test_a_group_reads_one_copy_of_its_prompt(params):
   valid = jax.random.bernoulli(keys[3], 0.7, (len(PROMPTS), 6)).at[:, -1].set(True)
   own_k, own_v = (jax.random.normal(k, (rows, 2, 4, 16)) for k in jax.random.split(keys[4]))
   own = (own_k, own_v, (np.arange(4) <= 2)[None])
-  repeat = lambda x: np.repeat(np.asarray(x), n, axis=0)
   grouped = decode._attend(q, [(shared_k, shared_v, valid), own], np.float32)
-  repeated = decode._attend(q, [(repeat(shared_k), repeat(shared_v), repeat(valid)), own],
-                            np.float32)
-  np.testing.assert_allclose(np.asarray(grouped), np.asarray(repeated), atol=1e-6)
+  # Reference: each row's softmax attention over its prompt's slots, then its own, in numpy.
+  rows_of = lambda x: np.repeat(np.asarray(x, np.float64), n, axis=0)
+  k = np.concatenate([rows_of(shared_k), np.asarray(own_k, np.float64)], axis=2)
+  v = np.concatenate([rows_of(shared_v), np.asarray(own_v, np.float64)], axis=2)
+  allowed = np.concatenate([rows_of(valid) > 0, np.broadcast_to(own[2], (rows, 4))], axis=1)
+  scores = np.einsum("bkgd,bksd->bkgs", np.asarray(q, np.float64), k) / np.sqrt(16)
+  scores = np.where(allowed[:, None, None], scores, -np.inf)
+  weights = np.exp(scores - scores.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(grouped), np.einsum("bkgs,bksd->bkgd", weights, v),
+                             atol=1e-5)
 
 
 def test_compact_size():
