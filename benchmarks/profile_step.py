@@ -18,7 +18,9 @@ For a scanned layer loop XLA's cost analysis counts the body once (its FLOPs are
 log-probs from the sampler) with each device function waited on as it returns, so the step splits
 into the sampler (prefill + decode), the reference / PRM log-prob passes, the updates and the rest
 (host work: decoding text, verification, packing, metrics). Waiting removes the little overlap
-async dispatch gives, so the parts add up to slightly more than an unwaited step.
+async dispatch gives, so the parts add up to slightly more than an unwaited step. It also prints
+the minor page faults a step takes (prl_jax.host_memory; PRL_JAX_HOST_MALLOC=system for glibc's
+defaults).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import gzip
 import json
 import os
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -42,6 +45,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks.docs_section import machine  # noqa: E402
+from prl_jax import host_memory  # noqa: E402
 from prl_jax.models import transformer  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
 from prl_jax.models.logprobs import response_logprobs  # noqa: E402
@@ -141,12 +145,14 @@ def rl_breakdown(method: str, steps_run: int, warmup: int = 2) -> dict[str, floa
   sample = rollouts.sample_in_calls
   rollouts.sample_in_calls = waited("sampler", sample)
   steps_bench.build_functions = build_waited
+  faults = []
   try:
     run, _ = steps_bench.rl_step_runner(method, "sampler")
     for _ in range(warmup + steps_run):
-      start = time.perf_counter()
+      start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       run()
       times["step"].append(time.perf_counter() - start)
+      faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
   finally:
     rollouts.sample_in_calls, steps_bench.build_functions = sample, build
   # Per step: a part called k times per step adds its k calls up.
@@ -155,7 +161,7 @@ def rl_breakdown(method: str, steps_run: int, warmup: int = 2) -> dict[str, floa
               for k, v in times.items()}
   medians = {k: float(np.median(v[warmup:])) for k, v in per_step.items()}
   medians["rest (host)"] = medians["step"] - sum(v for k, v in medians.items() if k != "step")
-  return medians
+  return medians, float(np.median(faults[warmup:]))
 
 
 def main(argv=None):
@@ -172,10 +178,12 @@ def main(argv=None):
   info = machine()
   print(f"machine: {info['cpu']}; {info['cpus']} CPUs; jax {info['jax']} on {info['platform']}")
   if args.rl:
-    parts = rl_breakdown(args.rl, args.repeats)
-    print(f"{args.rl} step, median of {args.repeats} after 2 warm-up steps:")
+    parts, faults = rl_breakdown(args.rl, args.repeats)
+    print(f"{args.rl} step, median of {args.repeats} after 2 warm-up steps "
+          f"(host memory: {host_memory.status}):")
     for name, seconds in parts.items():
       print(f"  {name:14s} {seconds:6.3f} s  {100 * seconds / parts['step']:5.1f}%")
+    print(f"  page faults    {faults:,.0f} a step (fresh host pages mapped and zero-filled)")
     return
   cfg = preset("mini")
   params = init_params(cfg, jax.random.key(0))
