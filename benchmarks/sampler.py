@@ -40,6 +40,8 @@ from prl_jax.models.config import preset  # noqa: E402
 from prl_jax.models.transformer import Transformer, init_params  # noqa: E402
 from prl_jax.sampling import SamplingConfig, sample  # noqa: E402
 from prl_jax.token_choice import choose_tokens  # noqa: E402
+from prl_jax import host_memory  # noqa: E402
+
 
 BATCH, PROMPT_LEN, NEW_TOKENS = 64, 16, 128
 # Tunix 0.1.7 on the same machine kind and shapes, measured separately (not here;
@@ -256,6 +258,9 @@ def write_docs(rows: list[dict], info: dict, args, command: str) -> None:
 
 
 def main(argv=None):
+  # The mini preset's buffers outgrow a thread's malloc arena: one arena, as `prl-jax` sets for
+  # a model of this size, before JAX starts (prl_jax.host_memory).
+  host_memory.keep_freed_memory(one_arena=True)
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true",
                       help="3 timed runs after 1 warm-up, 1 naive run; docs not written")

@@ -54,6 +54,16 @@ def _parser(command: str, description: str, *, config: bool = True) -> argparse.
   return parser
 
 
+def _keep_host_memory(config) -> None:
+  """On a CPU backend, one malloc arena for models whose buffers outgrow a thread's arena
+  (prl_jax.host_memory); before anything starts JAX's thread pools."""
+  from prl_jax import host_memory
+  from prl_jax.train.memory import model_config
+  model = model_config(config)
+  if host_memory.one_arena_pays(model.hidden_size, model.intermediate_size):
+    host_memory.keep_freed_memory(one_arena=True)
+
+
 def _load(parser: argparse.ArgumentParser, argv, *, data: bool = True):
   """(config, args): --help and argument errors first, then the config file and overrides.
 
@@ -72,6 +82,7 @@ def _load(parser: argparse.ArgumentParser, argv, *, data: bool = True):
   # A run's workdir where a model is expected stands for its final export; URLs and Hub ids
   # become local copies.
   resolve_inputs(config)
+  _keep_host_memory(config)
   if args.print_config:
     print(config)
     return None, args

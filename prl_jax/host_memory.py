@@ -2,27 +2,29 @@
 
 On the CPU backend XLA allocates a program's temporaries and outputs with `malloc` on every
 execution and frees them at its end. glibc's defaults give large blocks back to the kernel: a block
-above the mmap threshold is its own `mmap` and is unmapped on `free`, a worker thread's secondary
-arena (heaps of at most 64 MB) serves anything larger with `mmap` too, and free memory at a heap's
-top is trimmed. The next call then takes a page fault and a zero-fill for every 4 KiB page again:
-about 220,000 faults (~860 MB) per GRPO step of the mini preset, ~10% of the step.
+above the mmap threshold is its own `mmap` and is unmapped on `free`, and free memory at a heap's
+top is trimmed. The next call then takes a page fault and a zero-fill for every 4 KiB page again.
 
-`keep_freed_memory()` sets, through `mallopt`: one arena for every thread (`M_ARENA_MAX=1`: the
-main heap grows without the 64 MB limit), an mmap threshold of 1 GiB (blocks below it come from
-the heap) and no trimming below 2 GiB (`M_TRIM_THRESHOLD`). Freed pages stay mapped and are
-reused; the resident memory then stays at its peak instead of falling between steps, which a
-training process reaches every step anyway. Measured (docs/benchmarks.md, "Host memory"): the GRPO
-step of the mini preset with 1 fault per step instead of 220,000.
+`keep_freed_memory()` sets, through `mallopt`, an mmap threshold of 1 GiB (blocks below it come
+from a heap) and no trimming below 2 GiB (`M_TRIM_THRESHOLD`), so freed pages stay mapped and are
+reused; resident memory then stays at its peak between steps. That is enough while a program's
+buffers fit a worker thread's arena, whose heaps hold at most 64 MB each: the demo's tiny
+policy steps with no faults instead of ~18,000 a step. Larger buffers (the mini preset's update:
+~200,000 faults a step) are still mapped afresh there, because glibc serves anything a secondary
+arena cannot hold with `mmap`; `one_arena=True` adds `M_ARENA_MAX=1`, so every thread allocates
+from the main heap, which grows without that limit. One arena costs the tiny model's many small
+kernels a shared lock (its PRIME step ~1.2x slower), so the entry points ask for it only for
+models at least the mini preset's size (`one_arena_pays`). Measured: docs/benchmarks.md, "Host
+memory on the CPU backend".
 
-It runs when `prl_jax` is imported (glibc Linux, CPU backend), and must run before JAX's thread
-pool threads first allocate (a thread keeps the arena it first used): import `prl_jax` before
-running JAX computations. It is skipped where it would not help or could surprise:
+Importing `prl_jax` applies the thresholds; `prl-jax` commands add the one arena from the run's
+model before JAX starts (a thread keeps the arena it first allocated from, so it must come before
+JAX's thread pools run anything). It is skipped where it would not help or could surprise:
 
 - `PRL_JAX_HOST_MALLOC=system` in the environment (the opt-out);
 - not glibc (macOS, musl): other allocators keep their own caches;
 - a JAX backend other than the CPU: `JAX_PLATFORMS` names another platform first, or, with
-  `JAX_PLATFORMS` unset, a GPU or TPU plugin is installed (device buffers are not malloc'd there,
-  and a single arena would serialise the host threads' allocations for nothing).
+  `JAX_PLATFORMS` unset, a GPU or TPU plugin is installed (device buffers are not malloc'd there).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ ENV_OPT_OUT = "PRL_JAX_HOST_MALLOC"
 
 # glibc's mallopt parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
-_SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 2**31 - 1),
-             (_M_TOP_PAD, 64 << 20))
+_SETTINGS = ((_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 64 << 20))
+# The mini preset's MLP (256 x 1024): its update's buffers outgrow a secondary arena's heaps.
+ONE_ARENA_MIN_MLP = 256 * 1024
 _ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
                         "jax_rocm7_plugin", "libtpu")
 
@@ -52,7 +55,12 @@ def _cpu_backend_expected() -> bool:
   return not any(importlib.util.find_spec(name) for name in _ACCELERATOR_PLUGINS)
 
 
-def keep_freed_memory() -> str:
+def one_arena_pays(hidden_size: int, intermediate_size: int) -> bool:
+  """Whether a model's programs are large enough for `one_arena` to pay (see above)."""
+  return hidden_size * intermediate_size >= ONE_ARENA_MIN_MLP
+
+
+def keep_freed_memory(one_arena: bool = False) -> str:
   """Apply the settings above where they apply; returns (and stores in `status`) what was done."""
   global status
   if os.environ.get(ENV_OPT_OUT, "").lower() == "system":
@@ -64,6 +72,8 @@ def keep_freed_memory() -> str:
   else:
     mallopt = ctypes.CDLL("libc.so.6").mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    refused = [param for param, value in _SETTINGS if mallopt(param, value) != 1]
-    status = "applied" if not refused else f"partly applied (mallopt refused {refused})"
+    settings = _SETTINGS + (((_M_ARENA_MAX, 1),) if one_arena else ())
+    refused = [param for param, value in settings if mallopt(param, value) != 1]
+    done = "applied, one arena" if one_arena else "applied"
+    status = done if not refused else f"partly applied (mallopt refused {refused})"
   return status
