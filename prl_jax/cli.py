@@ -58,8 +58,12 @@ def _keep_host_memory(config) -> None:
   """On a CPU backend, one malloc arena for models whose buffers outgrow a thread's arena
   (prl_jax.host_memory); before anything starts JAX's thread pools."""
   from prl_jax import host_memory
+  from prl_jax.config import ConfigError
   from prl_jax.train.memory import model_config
-  model = model_config(config)
+  try:
+    model = model_config(config)
+  except (ConfigError, ValueError, KeyError, OSError):  # the run's own checks say what is wrong
+    return
   if host_memory.one_arena_pays(model.hidden_size, model.intermediate_size):
     host_memory.keep_freed_memory(one_arena=True)
 
