@@ -51,7 +51,6 @@ from prl_jax.models.config import preset  # noqa: E402
 from prl_jax.models.logprobs import response_logprobs  # noqa: E402
 from prl_jax.models.transformer import init_params  # noqa: E402
 
-
 BATCH, LENGTH = 32, 128
 
 
@@ -166,9 +165,7 @@ def rl_breakdown(method: str, steps_run: int, warmup: int = 2) -> dict[str, floa
 
 
 def main(argv=None):
-  # The mini preset's buffers outgrow a thread's malloc arena: one arena, as `prl-jax` sets for
-  # a model of this size, before JAX starts (prl_jax.host_memory).
-  host_memory.keep_freed_memory(one_arena=True)
+  host_memory.keep_for_model(preset("mini"))  # as `prl-jax` does for a run of it
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--before", action="store_true",
                       help="also profile and time the step with flax's DenseGeneral, scanned")

@@ -42,7 +42,6 @@ from prl_jax.sampling import SamplingConfig, sample  # noqa: E402
 from prl_jax.token_choice import choose_tokens  # noqa: E402
 from prl_jax import host_memory  # noqa: E402
 
-
 BATCH, PROMPT_LEN, NEW_TOKENS = 64, 16, 128
 # Tunix 0.1.7 on the same machine kind and shapes, measured separately (not here;
 # benchmarks/side_by_side.py measures both in one run).
@@ -258,9 +257,7 @@ def write_docs(rows: list[dict], info: dict, args, command: str) -> None:
 
 
 def main(argv=None):
-  # The mini preset's buffers outgrow a thread's malloc arena: one arena, as `prl-jax` sets for
-  # a model of this size, before JAX starts (prl_jax.host_memory).
-  host_memory.keep_freed_memory(one_arena=True)
+  host_memory.keep_for_model(preset("mini"))  # as `prl-jax` does for a run of it
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true",
                       help="3 timed runs after 1 warm-up, 1 naive run; docs not written")

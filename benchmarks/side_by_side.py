@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from benchmarks import sampler as sampler_bench  # noqa: E402
 from benchmarks import steps  # noqa: E402
 from prl_jax import host_memory  # noqa: E402
+from prl_jax.models.config import preset  # noqa: E402
 from benchmarks.docs_section import machine, write_section  # noqa: E402
 
 
@@ -91,9 +92,7 @@ def table(rows: list[tuple[str, float, str, float | None]]) -> str:
 
 
 def main(argv=None):
-  # The mini preset's buffers outgrow a thread's malloc arena: one arena, as `prl-jax` sets for
-  # a model of this size, before JAX starts (prl_jax.host_memory).
-  host_memory.keep_freed_memory(one_arena=True)
+  host_memory.keep_for_model(preset("mini"))  # as `prl-jax` does for a run of it
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--peer-python", help="python of an environment with google-tunix 0.1.7")
   parser.add_argument("--peer-script", help="the script that measures Tunix at these shapes")

@@ -38,7 +38,6 @@ from benchmarks.docs_section import machine  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
 from prl_jax import host_memory  # noqa: E402
 
-
 PROMPTS, SAMPLES, NEW_TOKENS, PROMPT_LEN = 16, 4, 64, 12
 ROWS = PROMPTS * SAMPLES
 POSITIONS = PROMPTS * PROMPT_LEN + ROWS * NEW_TOKENS  # a pass's positions, prompts shared
@@ -89,9 +88,7 @@ def mlp_rate(rows: int, d: int, f: int, backward: bool, repeats: int) -> float:
 
 
 def main(argv=None):
-  # The mini preset's buffers outgrow a thread's malloc arena: one arena, as `prl-jax` sets for
-  # a model of this size, before JAX starts (prl_jax.host_memory).
-  host_memory.keep_freed_memory(one_arena=True)
+  host_memory.keep_for_model(preset("mini"))  # as `prl-jax` does for a run of it
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--repeats", type=int, default=21)
   parser.add_argument("--peer-seconds", type=float, default=None,

@@ -47,7 +47,6 @@ from prl_jax.run.context import build_context  # noqa: E402
 from prl_jax.run.state import ModelState, adamw  # noqa: E402
 from prl_jax import host_memory  # noqa: E402
 
-
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
 TRAIN_BATCH, TRAIN_LEN = 32, 128
@@ -206,9 +205,7 @@ def write_docs(rows: list[dict], info: dict, args, command: str) -> None:
 
 
 def main(argv=None):
-  # The mini preset's buffers outgrow a thread's malloc arena: one arena, as `prl-jax` sets for
-  # a model of this size, before JAX starts (prl_jax.host_memory).
-  host_memory.keep_freed_memory(one_arena=True)
+  host_memory.keep_for_model(preset("mini"))  # as `prl-jax` does for a run of it
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true",
                       help="2 timed runs after 1 warm-up; docs not written")

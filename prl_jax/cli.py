@@ -64,8 +64,7 @@ def _keep_host_memory(config) -> None:
     model = model_config(config)
   except (ConfigError, ValueError, KeyError, OSError):  # the run's own checks say what is wrong
     return
-  if host_memory.one_arena_pays(model.hidden_size, model.intermediate_size):
-    host_memory.keep_freed_memory(one_arena=True)
+  host_memory.keep_for_model(model)
 
 
 def _load(parser: argparse.ArgumentParser, argv, *, data: bool = True):

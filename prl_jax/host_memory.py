@@ -18,7 +18,7 @@ models at least the mini preset's size (`one_arena_pays`). Measured: docs/benchm
 memory on the CPU backend".
 
 Importing `prl_jax` applies the thresholds; `prl-jax` commands add the one arena from the run's
-model before JAX starts (a thread keeps the arena it first allocated from, so it must come before
+model (`keep_for_model`) before JAX starts (a thread keeps the arena it first allocated from, so it must come before
 JAX's thread pools run anything). It is skipped where it would not help or could surprise:
 
 - `PRL_JAX_HOST_MALLOC=system` in the environment (the opt-out);
@@ -58,6 +58,13 @@ def _cpu_backend_expected() -> bool:
 def one_arena_pays(hidden_size: int, intermediate_size: int) -> bool:
   """Whether a model's programs are large enough for `one_arena` to pay (see above)."""
   return hidden_size * intermediate_size >= ONE_ARENA_MIN_MLP
+
+
+def keep_for_model(model_cfg) -> None:
+  """What `prl-jax` commands do for a run's model (any object with hidden_size and
+  intermediate_size): add one arena where `one_arena_pays`; call it before JAX starts."""
+  if one_arena_pays(model_cfg.hidden_size, model_cfg.intermediate_size):
+    keep_freed_memory(one_arena=True)
 
 
 def keep_freed_memory(one_arena: bool = False) -> str:
