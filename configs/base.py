@@ -109,6 +109,10 @@ def get_config():
   # most half are left: same tokens, finished rows stop costing compute (pays when lengths
   # spread; a host sync per block; single device only). docs/benchmarks.md, "Decode early exit".
   c.rollout.compact_rows = False
+  # Sampler calls run at once, each on a share of a call's prompts and drawing what the whole
+  # call would (same tokens); 0 = auto: 2 on a CPU backend with one device (a decode keeps about
+  # 1.5 of 2 cores busy), else 1. docs/benchmarks.md, "Sampler lanes".
+  c.rollout.lanes = 0
 
   # Accuracy band and truncation filters on groups, refilled from further prompts (PRIME section 3).
   c.filter = ml_collections.ConfigDict()

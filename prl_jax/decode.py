@@ -322,20 +322,36 @@ def _eos(scfg: SamplingConfig) -> Array:
   return jnp.asarray(scfg.eos_ids if scfg.eos_ids else (-1,), jnp.int32)
 
 
-def _decode(params: Any, state: DecodeState, blocks: list, key: Array, *,
-            model_cfg: ModelConfig, scfg: SamplingConfig,
-            rules: sharding_lib.Rules) -> tuple[dict, list]:
+def draw_uniforms(key: Array, steps: int, rows: int, offset: Array | int = 0,
+                  total: int | None = None) -> Array:
+  """[steps, rows] uniforms: all the decode's random numbers, one per row and step, drawn at once
+  so the loop runs no PRNG.
+
+  The rows are rows offset .. offset + rows - 1 of a [steps, total] draw from `key` (total None:
+  this call's own rows), so a batch split into calls draws what it would whole
+  (`prl_jax.sampling.sample`'s draw_window); rows past `total` (a split's padding) get 0.5.
+  """
+  if total is None:
+    return jax.random.uniform(key, (steps, rows), jnp.float32)
+  whole = jnp.pad(jax.random.uniform(key, (steps, total), jnp.float32), ((0, 0), (0, rows)),
+                  constant_values=0.5)
+  return jax.lax.dynamic_slice_in_dim(whole, offset, rows, axis=1)
+
+
+def _decode(params: Any, state: DecodeState, blocks: list, key: Array,
+            draw_offset: Array | int = 0, *, model_cfg: ModelConfig, scfg: SamplingConfig,
+            rules: sharding_lib.Rules, draw_total: int | None = None) -> tuple[dict, list]:
   """Sample N tokens per row from the prefilled state; exit early once every row hit EOS.
 
-  `blocks` (donated) are filled in place and returned, so no cache buffer is ever copied.
+  `blocks` (donated) are filled in place and returned, so no cache buffer is ever copied. The
+  rows draw with `draw_uniforms(key, N, B, draw_offset, draw_total)`.
   """
   TRACE_COUNTS["decode"] += 1
   batch, width = state.logits.shape[0], state.prompt_mask.shape[1]
   n_new = scfg.max_new_tokens
   weights = decode_weights(params, model_cfg, width + n_new, rules)
   eos = _eos(scfg)
-  # All random numbers at once: one uniform per row and step, so the loop runs no PRNG.
-  uniforms = jax.random.uniform(key, (n_new, batch), jnp.float32)
+  uniforms = draw_uniforms(key, n_new, batch, draw_offset, draw_total)
   carry = _first_tokens(state, uniforms, scfg, eos)
   context = [[(k, v, state.prompt_mask)] for k, v in state.prompt_cache]
   filled = []
@@ -349,8 +365,8 @@ def _decode(params: Any, state: DecodeState, blocks: list, key: Array, *,
 
 
 prefill_jit = jax.jit(_prefill, static_argnames=("model_cfg", "scfg", "rules", "repeat"))
-decode_jit = jax.jit(_decode, static_argnames=("model_cfg", "scfg", "rules"),
-                      donate_argnames=("blocks",))
+decode_jit = jax.jit(_decode, static_argnames=("model_cfg", "scfg", "rules", "draw_total"),
+                     donate_argnames=("blocks",))
 
 
 
@@ -359,12 +375,14 @@ decode_jit = jax.jit(_decode, static_argnames=("model_cfg", "scfg", "rules"),
 # Row compaction: rows that have emitted EOS stop costing compute.
 
 
-def _start(params: Any, state: DecodeState, key: Array, *, model_cfg: ModelConfig,
-           scfg: SamplingConfig, rules: sharding_lib.Rules):
+def _start(params: Any, state: DecodeState, key: Array, draw_offset: Array | int = 0, *,
+           model_cfg: ModelConfig, scfg: SamplingConfig, rules: sharding_lib.Rules,
+           draw_total: int | None = None):
   """(decode weights, uniforms [N, B], carry after the first token): `_decode`'s preamble."""
   width = state.prompt_mask.shape[1]
   weights = decode_weights(params, model_cfg, width + scfg.max_new_tokens, rules)
-  uniforms = jax.random.uniform(key, (scfg.max_new_tokens, state.logits.shape[0]), jnp.float32)
+  uniforms = draw_uniforms(key, scfg.max_new_tokens, state.logits.shape[0], draw_offset,
+                           draw_total)
   return weights, uniforms, _first_tokens(state, uniforms, scfg, _eos(scfg))
 
 
@@ -382,7 +400,7 @@ def _one_block(weights: dict, uniforms: Array, prompt_lengths: Array, prompt_cac
                      context, carry, current, offset, size)
 
 
-_start_jit = jax.jit(_start, static_argnames=("model_cfg", "scfg", "rules"))
+_start_jit = jax.jit(_start, static_argnames=("model_cfg", "scfg", "rules", "draw_total"))
 _one_block_jit = jax.jit(_one_block, static_argnames=("block", "model_cfg", "scfg", "rules"),
                          donate_argnames=("current",))
 _finish_jit = jax.jit(lambda carry, scfg: _finish(carry, scfg, _eos(scfg)),
@@ -398,10 +416,10 @@ def compact_size(done: np.ndarray, minimum: int) -> int | None:
   return size if live and size <= done.shape[0] // 2 else None
 
 
-def decode_compacting(params: Any, state: DecodeState, blocks: list, key: Array, *,
-                      model_cfg: ModelConfig, scfg: SamplingConfig,
-                      rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES,
-                      minimum: int = 8) -> dict:
+def decode_compacting(params: Any, state: DecodeState, blocks: list, key: Array,
+                      draw_offset: Array | int = 0, *, model_cfg: ModelConfig,
+                      scfg: SamplingConfig, rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES,
+                      draw_total: int | None = None, minimum: int = 8) -> dict:
   """`decode_jit`'s outputs, with the rows still decoding moved to a smaller batch between
   response blocks once at most half of them are left, so finished rows stop costing compute.
 
@@ -411,8 +429,8 @@ def decode_compacting(params: Any, state: DecodeState, blocks: list, key: Array,
   its uniforms, so it draws what it would in the full batch; its tokens and log-probs go back to
   their rows at the end (tests/test_decode_speed.py checks both against `decode_jit`).
   """
-  weights, uniforms, carry = _start_jit(params, state, key, model_cfg=model_cfg, scfg=scfg,
-                                        rules=rules)
+  weights, uniforms, carry = _start_jit(params, state, key, draw_offset, model_cfg=model_cfg,
+                                        scfg=scfg, rules=rules, draw_total=draw_total)
   full_tokens, full_logprobs = carry[3], carry[4]
   rows = None  # original row of each row of the current batch (None: all, in order)
   lengths, cache, mask, filled = state.prompt_lengths, state.prompt_cache, state.prompt_mask, []

@@ -48,12 +48,21 @@ every row has emitted EOS. With `SamplingConfig.compact_rows` the blocks run as 
 and, between them, the rows still decoding move to a smaller batch once at most half are left
 (`prl_jax.decode.decode_compacting`), so finished rows stop costing compute.
 
+Lanes. `sample_in_calls` runs each call as `lanes` calls of a share of its prompts at once, on
+host threads (`resolve_lanes`: 2 on a CPU backend with one device). Each share draws with its
+rows' uniforms from the whole call's draw and pads its prompts to the whole call's bucket, so the
+tokens are those of the whole call; on a CPU, where one decode in flight keeps about 1.5 of 2
+cores busy, two shares take 0.67-0.77x the time at the mini and lab shapes (docs/benchmarks.md,
+"Sampler lanes"). Two lanes inside one XLA program ran no faster: the CPU runtime ran them in
+turn.
+
 Files: this module is the host side (prompts, `sample`, `sample_in_calls`); `prl_jax.decode` holds
 the jitted prefill and decode loop, `prl_jax.token_choice` the `SamplingConfig` and token draws.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from typing import Any, Sequence
 
@@ -192,7 +201,8 @@ def prepare_prompts(prompts: Any, model_cfg: ModelConfig, scfg: SamplingConfig,
 def sample(params: Any, model_cfg: ModelConfig, prompts: Any, key: Array,
            sampling_cfg: SamplingConfig, *, prompt_lengths: Any = None,
            padding_side: str = "right", mesh: jax.sharding.Mesh | None = None,
-           rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES) -> Rollout:
+           rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES,
+           draw_window: tuple[int, int] | None = None) -> Rollout:
   """Sample `sampling_cfg.n` responses per prompt; returns a `Rollout` of B*n rows.
 
   Args:
@@ -210,17 +220,23 @@ def sample(params: Any, model_cfg: ModelConfig, prompts: Any, key: Array,
       without a mesh; otherwise rows are padded to a multiple of that split (the padding
       dropped from the result) and every row runs its own prompt.
     rules: logical-axis rules for the decode's sharding constraints.
+    draw_window: (offset, total): these rows are rows offset .. of a batch of `total` rows
+      drawn with `key`, and draw what they would there (`decode.draw_uniforms`), so a batch
+      split into calls samples what it would whole (`sample_in_calls`' lanes). None: a batch
+      of its own.
   """
   tokens, mask = prepare_prompts(prompts, model_cfg, sampling_cfg, prompt_lengths, padding_side)
   rows = tokens.shape[0]
   rules = sharding_lib.hashable_rules(rules)  # a static jit argument
   statics = dict(model_cfg=model_cfg, scfg=sampling_cfg, rules=rules)
+  offset, total = draw_window or (0, None)
+  draw = dict(draw_total=total)
 
   def run(tokens, mask, repeat=1, compact=False):
     state, blocks = prefill_jit(params, tokens, mask, repeat=repeat, **statics)
     if compact:
-      return decode_compacting(params, state, blocks, key, **statics)
-    out, _ = decode_jit(params, state, blocks, key, **statics)
+      return decode_compacting(params, state, blocks, key, jnp.int32(offset), **statics, **draw)
+    out, _ = decode_jit(params, state, blocks, key, jnp.int32(offset), **statics, **draw)
     return out
 
   n = sampling_cfg.n
@@ -259,30 +275,89 @@ class HostRollout:
   logprobs: np.ndarray | None = None  # [R, N] float32, 0 past the mask (Rollout.logprobs)
 
 
+def resolve_lanes(lanes: int, mesh: jax.sharding.Mesh | None = None) -> int:
+  """Sampler calls run at once per call of `sample_in_calls`: `lanes` when positive; 0 (auto) is
+  2 on a CPU backend without a multi-device mesh, else 1.
+
+  Why 2 on a CPU: a decode step is a chain of small kernels, and one program in flight keeps
+  about 1.5 of 2 cores busy; a second call on its own host thread fills the gap (the mini
+  model's rollouts in 0.76-0.77x the time, the lab model's in 0.67x: docs/benchmarks.md,
+  "Sampler lanes"). Each lane holds its own decode copy of the weights. One accelerator runs
+  one program at a time, and a mesh already spreads a call over its devices.
+  """
+  if lanes < 0:
+    raise ValueError(f"lanes must be >= 0 (0: auto), got {lanes}.")
+  if lanes:
+    return lanes
+  single = mesh is None or mesh.size == 1
+  return 2 if single and jax.default_backend() == "cpu" else 1
+
+
+_HOST_FIELDS = ("tokens", "mask", "lengths", "truncated", "logprobs")
+
+
+def _host_rollout(rollout: Rollout, rows: int) -> HostRollout:
+  """The first `rows` rows of a rollout, on the host."""
+  tokens, mask, lengths, truncated, logprobs = (to_host(getattr(rollout, name))[:rows]
+                                                for name in _HOST_FIELDS)
+  return HostRollout(tokens, mask.astype(bool), lengths, truncated, logprobs)
+
+
+def _sample_in_lanes(params: Any, model_cfg: ModelConfig, prompts: list, key: Array,
+                     scfg: SamplingConfig, lanes: int, **kwargs) -> HostRollout:
+  """`sample(prompts)` on the host, as `lanes` calls of equal shares of the prompts run at once
+  on host threads, drawing and padding as the whole call would: each share keeps its rows'
+  uniforms (`draw_window`) and the whole call's prompt bucket (so the shares also run one
+  compiled program), and the tokens are the whole call's (tests/test_sampler_lanes.py). The
+  last share is padded by repeating the last prompt."""
+  rows = len(prompts) * scfg.n
+  lanes = min(lanes, len(prompts))
+  if lanes == 1:
+    return _host_rollout(sample(params, model_cfg, prompts, key, scfg, **kwargs), rows)
+  share = -(-len(prompts) // lanes)
+  padded = prompts + [prompts[-1]] * (share * lanes - len(prompts))
+  width = prepare_prompts(prompts, model_cfg, scfg.replace(n=1))[0].shape[1]
+  lane_cfg = scfg.replace(min_prompt_bucket=width)
+
+  def run(lane: int) -> HostRollout:
+    part = padded[lane * share:(lane + 1) * share]
+    rollout = sample(params, model_cfg, part, key, lane_cfg,
+                     draw_window=(lane * share * scfg.n, rows), **kwargs)
+    return _host_rollout(rollout, share * scfg.n)
+
+  with concurrent.futures.ThreadPoolExecutor(lanes) as pool:
+    parts = list(pool.map(run, range(lanes)))
+  return HostRollout(*(np.concatenate([getattr(p, name) for p in parts])[:rows]
+                       for name in _HOST_FIELDS))
+
+
 def sample_in_calls(params: Any, model_cfg: ModelConfig, calls: Sequence[Sequence[Any]],
                     key: Array, sampling_cfg: SamplingConfig, *,
                     pad_to: Sequence[int] | None = None, mesh: jax.sharding.Mesh | None = None,
                     rules: sharding_lib.Rules = sharding_lib.DEFAULT_RULES,
-                    fold_single: bool = True, on_call: Any = None) -> list[HostRollout]:
+                    fold_single: bool = True, on_call: Any = None,
+                    lanes: int = 0) -> list[HostRollout]:
   """`sampling_cfg.n` responses per prompt, one `sample` call per entry of `calls`.
 
   The one chunked-call loop of training, evaluation and labelling: a call's KV cache holds only
   its rows. Call i draws with fold_in(key, i) (with `fold_single=False` a lone call uses `key`
   itself). Call i is padded to `pad_to[i]` prompts by repeating its last prompt, so calls share
   compiled programs, and the padding's rows are dropped. `on_call(prompts)` runs after each call
-  with its number of real prompts (a progress bar). `mesh` and `rules` go to `sample`.
+  with its number of real prompts (a progress bar). `mesh` and `rules` go to `sample`. Each
+  call runs as `resolve_lanes(lanes, mesh)` calls of a share of its prompts at once, which
+  sample the tokens the whole call would (`_sample_in_lanes`).
   """
+  lanes = resolve_lanes(lanes, mesh)
   out = []
   for i, prompts in enumerate(calls):
     prompts = [list(p) for p in prompts]
     size = pad_to[i] if pad_to is not None else len(prompts)
     padded = prompts + [prompts[-1]] * (size - len(prompts))
     call_key = key if len(calls) == 1 and not fold_single else jax.random.fold_in(key, i)
-    rollout = sample(params, model_cfg, padded, call_key, sampling_cfg, mesh=mesh, rules=rules)
+    part = _sample_in_lanes(params, model_cfg, padded, call_key, sampling_cfg, lanes, mesh=mesh,
+                            rules=rules)
     rows = len(prompts) * sampling_cfg.n
-    tokens, mask, lengths, truncated, logprobs = (to_host(x)[:rows] for x in (
-        rollout.tokens, rollout.mask, rollout.lengths, rollout.truncated, rollout.logprobs))
-    out.append(HostRollout(tokens, mask.astype(bool), lengths, truncated, logprobs))
+    out.append(HostRollout(*(getattr(part, name)[:rows] for name in _HOST_FIELDS)))
     if on_call is not None:
       on_call(len(prompts))
   return out

@@ -48,6 +48,8 @@ def validate(config: ml_collections.ConfigDict, *, reads_prm: bool = True) -> No
   if r.max_rows and (r.max_rows < r.n or r.max_rows % r.n):
     raise ConfigError(f"rollout.max_rows={r.max_rows} must be a multiple of rollout.n={r.n} "
                       "(whole groups per sampler call), or 0 for the whole batch at once.")
+  if r.lanes < 0:
+    raise ConfigError(f"rollout.lanes={r.lanes} must be >= 1 (sampler calls at once) or 0 (auto).")
   if r.prompts_per_step < 1 or r.max_new_tokens < 1:
     raise ConfigError("rollout.prompts_per_step and rollout.max_new_tokens must be >= 1.")
   batch = r.prompts_per_step * r.n

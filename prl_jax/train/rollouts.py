@@ -108,7 +108,7 @@ def sample_parts(ctx: RunContext, params, prompts: list[list[int]], key) -> list
   calls = [prompts[start:start + per_call] for start in range(0, len(prompts), per_call)]
   return sample_in_calls(params, ctx.model_cfg, calls, key, ctx.sampling,
                          mesh=ctx.mesh if ctx.mesh.size > 1 else None, rules=ctx.rules,
-                         fold_single=False)
+                         fold_single=False, lanes=ctx.config.rollout.lanes)
 
 
 def sample_rows(ctx: RunContext, params, prompts: list[list[int]], key):
