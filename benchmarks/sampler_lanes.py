@@ -1,7 +1,7 @@
 """Sampler lanes: one sampler call against the same call run as concurrent shares on host threads.
 
-    python benchmarks/sampler_lanes.py            # the "Sampler lanes" section of docs/benchmarks.md
-    python benchmarks/sampler_lanes.py --quick    # fewer repetitions; docs not written
+    python benchmarks/sampler_lanes.py          # the "Sampler lanes" section of docs/benchmarks.md
+    python benchmarks/sampler_lanes.py --quick  # fewer repetitions; docs not written
 
 `prl_jax.sampling.sample_in_calls` (what training, evaluation and labelling sample through) runs
 each call as `lanes` calls of a share of its prompts at once, each share drawing the tokens the

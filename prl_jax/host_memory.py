@@ -18,8 +18,9 @@ models at least the mini preset's size (`one_arena_pays`). Measured: docs/benchm
 memory on the CPU backend".
 
 Importing `prl_jax` applies the thresholds; `prl-jax` commands add the one arena from the run's
-model (`keep_for_model`) before JAX starts (a thread keeps the arena it first allocated from, so it must come before
-JAX's thread pools run anything). It is skipped where it would not help or could surprise:
+model (`keep_for_model`) before JAX starts: a thread keeps the arena it first allocated from, so
+it must come before JAX's thread pools run anything. It is skipped where it would not help or
+could surprise:
 
 - `PRL_JAX_HOST_MALLOC=system` in the environment (the opt-out);
 - not glibc (macOS, musl): other allocators keep their own caches;

@@ -304,13 +304,12 @@ def _host_rollout(rollout: Rollout, rows: int) -> HostRollout:
 
 
 def _sample_in_lanes(params: Any, model_cfg: ModelConfig, prompts: list, key: Array,
-                     scfg: SamplingConfig, lanes: int, **kwargs) -> HostRollout:
+                     scfg: SamplingConfig, lanes: int, rows: int, **kwargs) -> HostRollout:
   """`sample(prompts)` on the host, as `lanes` calls of equal shares of the prompts run at once
   on host threads, drawing and padding as the whole call would: each share keeps its rows'
   uniforms (`draw_window`) and the whole call's prompt bucket (so the shares also run one
   compiled program), and the tokens are the whole call's (tests/test_sampler_lanes.py). The
-  last share is padded by repeating the last prompt."""
-  rows = len(prompts) * scfg.n
+  last share is padded by repeating the last prompt; the first `rows` rows are returned."""
   lanes = min(lanes, len(prompts))
   if lanes == 1:
     return _host_rollout(sample(params, model_cfg, prompts, key, scfg, **kwargs), rows)
@@ -322,7 +321,7 @@ def _sample_in_lanes(params: Any, model_cfg: ModelConfig, prompts: list, key: Ar
   def run(lane: int) -> HostRollout:
     part = padded[lane * share:(lane + 1) * share]
     rollout = sample(params, model_cfg, part, key, lane_cfg,
-                     draw_window=(lane * share * scfg.n, rows), **kwargs)
+                     draw_window=(lane * share * scfg.n, len(prompts) * scfg.n), **kwargs)
     return _host_rollout(rollout, share * scfg.n)
 
   with concurrent.futures.ThreadPoolExecutor(lanes) as pool:
@@ -354,10 +353,8 @@ def sample_in_calls(params: Any, model_cfg: ModelConfig, calls: Sequence[Sequenc
     size = pad_to[i] if pad_to is not None else len(prompts)
     padded = prompts + [prompts[-1]] * (size - len(prompts))
     call_key = key if len(calls) == 1 and not fold_single else jax.random.fold_in(key, i)
-    part = _sample_in_lanes(params, model_cfg, padded, call_key, sampling_cfg, lanes, mesh=mesh,
-                            rules=rules)
-    rows = len(prompts) * sampling_cfg.n
-    out.append(HostRollout(*(getattr(part, name)[:rows] for name in _HOST_FIELDS)))
+    out.append(_sample_in_lanes(params, model_cfg, padded, call_key, sampling_cfg, lanes,
+                                len(prompts) * sampling_cfg.n, mesh=mesh, rules=rules))
     if on_call is not None:
       on_call(len(prompts))
   return out
