@@ -31,9 +31,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from benchmarks.docs_section import machine, write_section  # noqa: E402
 from prl_jax import host_memory  # noqa: E402
+from prl_jax.host_lanes import resolve_lanes  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
 from prl_jax.models.transformer import init_params  # noqa: E402
-from prl_jax.sampling import SamplingConfig, resolve_lanes, sample_in_calls  # noqa: E402
+from prl_jax.sampling import SamplingConfig, sample_in_calls  # noqa: E402
 
 # name: (preset, prompts, prompt tokens, samples per prompt, new tokens)
 CASES = {"sampler": ("mini", 64, 16, 1, 128), "grpo": ("mini", 16, 12, 4, 64),

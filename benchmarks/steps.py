@@ -109,17 +109,19 @@ def _rl_config(method: str, workdir: str, old_logp: str = "auto", extra: tuple =
   return config
 
 
-def rl_step_runner(method: str, old_logp: str = "auto", extra: tuple = ()):
+def rl_step_runner(method: str, old_logp: str = "auto", extra: tuple = (), model: str = "mini"):
   """(run, holder): run() does one `rl_step`; holder["metrics"] collects each step's metrics.
   `old_logp` is train.old_logp_source ("forward": a pass before the update; "auto": here, with
   one update per step, the update's own forward; "sampler": the rollout's); `extra` more config
-  overrides."""
+  overrides; `model` a preset with the mini preset's vocabulary of 512 (mini, lab)."""
   workdir = tempfile.mkdtemp(prefix=f"bench-{method}-")
   config = _rl_config(method, workdir, old_logp, extra)
   ctx = build_context(config, workdir)
   extra = "".join(chr(0x100 + i) for i in range(512 - ctx.tokenizer.vocab_size))
   ctx.tokenizer = CharTokenizer(CharTokenizer.DEFAULT_ALPHABET + extra)
-  ctx.model_cfg = preset("mini")
+  ctx.model_cfg = preset(model)
+  if ctx.model_cfg.vocab_size != 512:
+    raise ValueError(f"rl_step_runner: the {model} preset's vocabulary is not 512.")
   ctx.sampling = ctx.sampling.replace(eos_id=ctx.tokenizer.eos_id)
   recipe = get_recipe(method)
   fns = build_functions(ctx, recipe)

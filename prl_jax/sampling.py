@@ -49,7 +49,7 @@ and, between them, the rows still decoding move to a smaller batch once at most 
 (`prl_jax.decode.decode_compacting`), so finished rows stop costing compute.
 
 Lanes. `sample_in_calls` runs each call as `lanes` calls of a share of its prompts at once, on
-host threads (`resolve_lanes`: 2 on a CPU backend with one device). Each share draws with its
+host threads (`prl_jax.host_lanes`: 2 on a CPU backend with one device). Each share draws with its
 rows' uniforms from the whole call's draw and pads its prompts to the whole call's bucket, so the
 tokens are those of the whole call; on a CPU, where one decode in flight keeps about 1.5 of 2
 cores busy, two shares take 0.67-0.77x the time at the mini and lab shapes (docs/benchmarks.md,
@@ -62,7 +62,6 @@ the jitted prefill and decode loop, `prl_jax.token_choice` the `SamplingConfig` 
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 from typing import Any, Sequence
 
@@ -74,6 +73,7 @@ import numpy as np
 from prl_jax import sharding as sharding_lib
 from prl_jax.decode import decode_compacting, decode_jit, prefill_jit
 from prl_jax.distributed import to_host
+from prl_jax.host_lanes import in_lanes, resolve_lanes
 from prl_jax.models.config import ModelConfig
 from prl_jax.token_choice import SamplingConfig
 
@@ -275,24 +275,6 @@ class HostRollout:
   logprobs: np.ndarray | None = None  # [R, N] float32, 0 past the mask (Rollout.logprobs)
 
 
-def resolve_lanes(lanes: int, mesh: jax.sharding.Mesh | None = None) -> int:
-  """Sampler calls run at once per call of `sample_in_calls`: `lanes` when positive; 0 (auto) is
-  2 on a CPU backend without a multi-device mesh, else 1.
-
-  Why 2 on a CPU: a decode step is a chain of small kernels, and one program in flight keeps
-  about 1.5 of 2 cores busy; a second call on its own host thread fills the gap (the mini
-  model's rollouts in 0.76-0.77x the time, the lab model's in 0.67x: docs/benchmarks.md,
-  "Sampler lanes"). Each lane holds its own decode copy of the weights. One accelerator runs
-  one program at a time, and a mesh already spreads a call over its devices.
-  """
-  if lanes < 0:
-    raise ValueError(f"lanes must be >= 0 (0: auto), got {lanes}.")
-  if lanes:
-    return lanes
-  single = mesh is None or mesh.size == 1
-  return 2 if single and jax.default_backend() == "cpu" else 1
-
-
 _HOST_FIELDS = ("tokens", "mask", "lengths", "truncated", "logprobs")
 
 
@@ -324,8 +306,7 @@ def _sample_in_lanes(params: Any, model_cfg: ModelConfig, prompts: list, key: Ar
                      draw_window=(lane * share * scfg.n, len(prompts) * scfg.n), **kwargs)
     return _host_rollout(rollout, share * scfg.n)
 
-  with concurrent.futures.ThreadPoolExecutor(lanes) as pool:
-    parts = list(pool.map(run, range(lanes)))
+  parts = in_lanes(run, lanes)
   return HostRollout(*(np.concatenate([getattr(p, name) for p in parts])[:rows]
                        for name in _HOST_FIELDS))
 

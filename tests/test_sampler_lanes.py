@@ -9,9 +9,10 @@ import pytest
 
 from prl_jax import decode, sampling, sharding
 from prl_jax.config import ConfigError
+from prl_jax.host_lanes import resolve_lanes
 from prl_jax.models.config import preset
 from prl_jax.models.transformer import init_params
-from prl_jax.sampling import SamplingConfig, resolve_lanes, sample_in_calls
+from prl_jax.sampling import SamplingConfig, sample_in_calls
 
 CFG = preset("tiny")
 # The longest prompt (bucket 32) sits in the first share, so the later shares alone would

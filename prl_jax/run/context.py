@@ -50,6 +50,9 @@ def validate(config: ml_collections.ConfigDict, *, reads_prm: bool = True) -> No
                       "(whole groups per sampler call), or 0 for the whole batch at once.")
   if r.lanes < 0:
     raise ConfigError(f"rollout.lanes={r.lanes} must be >= 1 (sampler calls at once) or 0 (auto).")
+  if t.update_lanes < 0:
+    raise ConfigError(f"train.update_lanes={t.update_lanes} must be >= 1 (gradient shares at "
+                      "once) or 0 (auto).")
   if r.prompts_per_step < 1 or r.max_new_tokens < 1:
     raise ConfigError("rollout.prompts_per_step and rollout.max_new_tokens must be >= 1.")
   batch = r.prompts_per_step * r.n

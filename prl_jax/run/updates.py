@@ -118,6 +118,15 @@ def _optimizer_step(state: ModelState, tx: optax.GradientTransformation, loss_fn
   micro_block = block if rows_per_micro % block == 0 else 1
   grads, num, den, metric_sums, rows = accumulate_gradients_and_rows(
       loss_fn, state.params, minibatch, num_micro, micro_block)
+  state, metrics = apply_gradient_sums(state, tx, grads, num, den, metric_sums)
+  return state, metrics, rows
+
+
+def apply_gradient_sums(state: ModelState, tx: optax.GradientTransformation, grads, num, den,
+                        metric_sums):
+  """The optimizer step on the mean loss from its sums over a mini-batch's micro-batches:
+  gradient sum_m grad num_m / sum_m den_m (den floored at 1e-8); returns (new state, metrics
+  divided by that denominator, with the loss and the gradient and update norms)."""
   den = jnp.maximum(den, 1e-8)
   grads = jax.tree_util.tree_map(lambda g: g / den, grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -127,7 +136,7 @@ def _optimizer_step(state: ModelState, tx: optax.GradientTransformation, loss_fn
   # (a 1000x smaller gradient moves them as far), so grad_norm alone cannot say how large it was.
   metrics.update(loss=num / den, grad_norm=optax.global_norm(grads),
                  update_norm=optax.global_norm(updates))
-  return ModelState(params=params, opt_state=opt_state), metrics, rows
+  return ModelState(params=params, opt_state=opt_state), metrics
 
 
 def minibatch_updates(state: ModelState, tx: optax.GradientTransformation, loss_fn: LossFn, batch,

@@ -26,6 +26,7 @@ from prl_jax import distributed
 from prl_jax.algorithms.recipes import PrmInputs, Recipe, RLInputs
 from prl_jax.algorithms.registry import get_recipe
 from prl_jax.eval.evaluate import evaluate
+from prl_jax.host_lanes import resolve_lanes, rows_in_lanes
 from prl_jax.models.logprobs import response_logprobs
 from prl_jax.ops.steps import step_end_mask
 from prl_jax.prm.frozen import frozen_scorer
@@ -42,6 +43,7 @@ from prl_jax.run.nonfinite import NonFiniteError, error_message, nonfinite
 from prl_jax.run import tracking
 from prl_jax.run.state import (TrainState, applied_learning_rates, init_state, optimizers,
                                wrap_key)
+from prl_jax.run.update_lanes import epoch_update_fn
 from prl_jax.train import objectives
 from prl_jax.train.batch_split import (batch_split, micro_rows, prm_prompt_group, prm_rows,
                                        prompt_group)
@@ -140,9 +142,10 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
       raise ValueError(f"train.old_logp_source='sampler': the sampler's log-probs are not the "
                        f"old policy's here ({refusal}); use 'forward'.")
 
-  def policy_update(state, batch, key):
-    return updates.epoch_updates(state, tx_policy, policy_loss, batch, key, epochs, num_mini,
-                                 num_micro, group)
+  lanes = resolve_lanes(config.train.update_lanes, ctx.mesh)
+  policy_update = epoch_update_fn(tx_policy, policy_loss, num_epochs=epochs,
+                                  num_minibatches=num_mini, num_micro=num_micro, block=group,
+                                  lanes=lanes)
 
   logprob_rows = batch_rows // num_logprob_chunks
 
@@ -164,9 +167,8 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
   if recipe.value:
     value_loss = objectives.value_loss_fn(model_cfg, config.algo.ppo.value_clip)
     value_forward = jax.jit(lambda p, seq: objectives.value_forward(model_cfg, p, seq))
-    value_update = jax.jit(lambda s, b, k: updates.epoch_updates(s, tx_value, value_loss, b, k,
-                                                                 epochs, num_mini, num_micro),
-                           donate_argnums=0)
+    value_update = epoch_update_fn(tx_value, value_loss, num_epochs=epochs,
+                                   num_minibatches=num_mini, num_micro=num_micro, lanes=lanes)
 
   logprobs = by_rows(lambda params, s: response_logprobs(model_cfg, params, s.tokens,
                                                           s.token_mask, s.prompt_len, chunk))
@@ -178,9 +180,10 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
     prm_scores = frozen_scorer(ctx)
 
   return RunFunctions(
-      logprobs=jax.jit(logprobs), rollout_logprobs=jax.jit(rollout_logprobs),
+      logprobs=rows_in_lanes(logprobs, lanes),
+      rollout_logprobs=rows_in_lanes(rollout_logprobs, lanes, group),
       advantages=jax.jit(lambda x: recipe.advantages(options, x)),
-      policy_update=jax.jit(policy_update, donate_argnums=0),
+      policy_update=policy_update,
       prm_update=prm_update, value_forward=value_forward, value_update=value_update,
       prm_scores=prm_scores, prm_token=prm_token, old_logp=old_source)
 
