@@ -99,6 +99,39 @@ def test_lane_updates_equal_the_one_program_update(model, monkeypatch, epochs, m
                                atol=1e-7, err_msg=name)
 
 
+@pytest.mark.parametrize("minibatches,micro,lanes", [(1, 1, 2), (2, 2, 2), (2, 1, 3)])
+def test_lane_updates_return_each_rows_output_in_the_batchs_order(model, minibatches, micro,
+                                                                  lanes):
+  """`minibatch_update_fn`: the loss's per-row output of mini-batch k, read at the parameters
+  after k-1 steps, comes back in the rows' order, as `minibatch_updates_with_rows` returns it."""
+  cfg, params = model
+  batch = _policy_batch(cfg, params)
+  policy_loss = objectives.policy_loss_fn(cfg, objectives.PolicyLossConfig(prompt_group=N_PER))
+
+  def loss(p, b):  # the policy loss, and each row's summed log-probs as its per-row output
+    num, (den, metrics) = policy_loss(p, b)
+    logp = response_logprobs(cfg, p, b.seq.tokens, b.seq.token_mask, P, group=N_PER)
+    return num, (den, metrics, jnp.sum(logp * b.seq.response_mask, axis=1))
+
+  tx = optax.sgd(0.5)
+  state = lambda: ModelState(params=jax.tree_util.tree_map(jnp.copy, params),
+                             opt_state=tx.init(params))
+  reference, _, ref_rows = jax.jit(lambda s: updates.minibatch_updates_with_rows(
+      s, tx, loss, batch, minibatches, micro, N_PER))(state())
+  update = update_lanes.minibatch_update_fn(tx, loss, num_minibatches=minibatches,
+                                            num_micro=micro, block=N_PER, lanes=lanes)
+  laned, _, rows = update(state(), batch)
+  assert rows.shape == (24,)
+  np.testing.assert_allclose(np.asarray(rows), np.asarray(ref_rows), rtol=1e-5)
+  if minibatches > 1:  # the second mini-batch's rows were read after the first step
+    first = updates.split_rows(np.arange(24), minibatches, N_PER)[1]
+    before = jax.jit(lambda p: loss(p, batch)[1][2])(params)
+    assert np.abs(np.asarray(rows)[first] - np.asarray(before)[first]).max() > 1e-4
+  for a, b in zip(jax.tree_util.tree_leaves(reference.params),
+                  jax.tree_util.tree_leaves(laned.params)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6)
+
+
 def test_in_lanes_runs_each_lane_on_its_own_thread():
   barrier = threading.Barrier(3, timeout=10)  # returns only if all three run at once
 
@@ -143,9 +176,12 @@ def test_log_probs_in_lanes_equal_the_whole_pass(model, lanes):
   np.testing.assert_allclose(np.asarray(laned) * m, np.asarray(whole) * m, atol=1e-5)
 
 
-def test_an_rl_step_with_update_lanes_is_the_step_without(tmp_path):
-  """One GRPO step (tiny model, forward old log-probs, KL loss) with train.update_lanes=2 and =1:
-  the same rollouts, and the same update up to float rounding."""
+@pytest.mark.parametrize("method", ["grpo", "prime"])
+def test_an_rl_step_with_update_lanes_is_the_step_without(tmp_path, method):
+  """One RL step (tiny model, forward old log-probs, KL loss) with train.update_lanes=2 and =1:
+  the same rollouts, and the same update up to float rounding. PRIME's PRM update runs in lanes
+  too, and its scores (from the update's own forward) return in the rollouts' order, or the
+  advantages and the policy's update would differ."""
   from tests.test_old_logp import _config
   from prl_jax.algorithms.registry import get_recipe
   from prl_jax.run.context import build_context
@@ -161,8 +197,9 @@ def test_an_rl_step_with_update_lanes_is_the_step_without(tmp_path):
     config = _config(**{"train.old_logp_source": "forward", "algo.loss.kl_coef": 0.04,
                         "model.preset": "tiny", "train.update_lanes": lanes,
                         "task.reward_fn": f"{reward}:length_reward"})
+    config.method = method
     ctx = build_context(config, str(tmp_path / str(lanes)))
-    recipe = get_recipe("grpo")
+    recipe = get_recipe(method)
     state = ctx.place_state(init_state(ctx, recipe))
     results[lanes] = rl_step(ctx, recipe, build_functions(ctx, recipe), state,
                              PromptStream(ctx.train_examples, 0))
@@ -172,9 +209,19 @@ def test_an_rl_step_with_update_lanes_is_the_step_without(tmp_path):
   for key in ("policy/pg_loss", "policy/kl", "policy/grad_norm", "policy/entropy",
               "policy/loss"):
     assert two_metrics[key] == pytest.approx(one_metrics[key], rel=1e-4, abs=1e-7), key
-  for a, b in zip(jax.tree_util.tree_leaves(one.policy.params),
-                  jax.tree_util.tree_leaves(two.policy.params)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  if method == "prime":
+    for key in ("prm/loss", "prm/grad_norm", "process/return_mean"):
+      assert key in one_metrics, key
+      assert two_metrics[key] == pytest.approx(one_metrics[key], rel=1e-4, abs=1e-7), key
+  pairs = [(one.policy.params, two.policy.params)]
+  if method == "prime":
+    pairs.append((one.prm.params, two.prm.params))
+  # AdamW's first step moves a weight by about lr * g / (|g| + eps): where a gradient is near
+  # eps after cancellation, a float-rounding difference moves it by a few % of the learning rate
+  # (1e-4, PRM 2e-4 here; seen: 1.5e-6). A row read twice or dropped moves it by ~lr.
+  for one_params, two_params in pairs:
+    for a, b in zip(jax.tree_util.tree_leaves(one_params), jax.tree_util.tree_leaves(two_params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-5)
 
 
 def test_negative_update_lanes_are_a_config_error(tmp_path):

@@ -13,6 +13,7 @@ k steps" bit for bit on one machine.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any
@@ -43,7 +44,7 @@ from prl_jax.run.nonfinite import NonFiniteError, error_message, nonfinite
 from prl_jax.run import tracking
 from prl_jax.run.state import (TrainState, applied_learning_rates, init_state, optimizers,
                                wrap_key)
-from prl_jax.run.update_lanes import epoch_update_fn
+from prl_jax.run.update_lanes import epoch_update_fn, minibatch_update_fn
 from prl_jax.train import objectives
 from prl_jax.train.batch_split import (batch_split, micro_rows, prm_prompt_group, prm_rows,
                                        prompt_group)
@@ -80,9 +81,16 @@ def _loss_config(config) -> objectives.PolicyLossConfig:
       chunk=config.train.logprob_chunk)
 
 
-def _prm_functions(config, model_cfg, recipe: Recipe, options, by_rows):
-  """The jitted PRM update (state, batch, seq) -> (state, single-forward scores or None,
-  metrics) and the PRM's per-token output (params, seq) -> [B, N] (`PrmTraining`)."""
+def _check_score_rows(rows: int, seq: SequenceBatch):
+  if rows != seq.tokens.shape[0]:
+    raise ValueError(f"PrmTraining.loss_scores: the PRM batch has {rows} rows, the "
+                     f"rollouts {seq.tokens.shape[0]}; its rows must be the rollouts.")
+
+
+def _prm_functions(config, model_cfg, recipe: Recipe, options, by_rows, lanes: int):
+  """The PRM update (state, batch, seq) -> (state, single-forward scores or None, metrics) and
+  the PRM's per-token output (params, seq) -> [B, N] (`PrmTraining`), jitted; the update's
+  gradients in `lanes` lanes where it needs no scoring pass between its steps."""
   chunk = config.train.logprob_chunk
   prm_loss = recipe.prm.loss(model_cfg, options, chunk, prm_prompt_group(config, model_cfg,
                                                                        recipe))
@@ -96,19 +104,20 @@ def _prm_functions(config, model_cfg, recipe: Recipe, options, by_rows):
   loss_scores = recipe.prm.loss_scores
   plain_loss = updates.dropping_rows(prm_loss) if loss_scores else prm_loss
 
-  def prm_update(state, batch, seq):
-    rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
+  def tx_and_split(rows):
     num_mini, num_micro, block = prm_rows(config, recipe, rows)
     # Built per batch shape: the schedule advances once per RL step of num_mini PRM updates.
-    tx_prm = optimizers(config, updates_per_step=(1, num_mini, 1))[1]
+    return optimizers(config, updates_per_step=(1, num_mini, 1))[1], num_mini, num_micro, block
+
+  def prm_update(state, batch, seq):
+    rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    tx_prm, num_mini, num_micro, block = tx_and_split(rows)
     if refresh:  # the caller re-scores with the updated PRM
       state, metrics = updates.minibatch_updates(state, tx_prm, plain_loss, batch, num_mini,
                                                  num_micro, block)
       return state, None, metrics
     if loss_scores:  # mini-batch k's scores from its own update's forward, before that update
-      if rows != seq.tokens.shape[0]:
-        raise ValueError(f"PrmTraining.loss_scores: the PRM batch has {rows} rows, the "
-                         f"rollouts {seq.tokens.shape[0]}; its rows must be the rollouts.")
+      _check_score_rows(rows, seq)
       state, metrics, scores = updates.minibatch_updates_with_rows(
           state, tx_prm, prm_loss, batch, num_mini, num_micro, block)
       return state, scores, metrics
@@ -116,7 +125,24 @@ def _prm_functions(config, model_cfg, recipe: Recipe, options, by_rows):
         state, tx_prm, prm_loss, batch, num_mini, num_micro, prm_token, seq, block)
     return state, scores, metrics
 
-  return jax.jit(prm_update, donate_argnums=0), jax.jit(prm_token)
+  if lanes == 1 or not (refresh or loss_scores):  # scoring between steps: one program
+    return jax.jit(prm_update, donate_argnums=0), jax.jit(prm_token)
+
+  @functools.cache
+  def laned_update(rows):
+    tx_prm, num_mini, num_micro, block = tx_and_split(rows)
+    return minibatch_update_fn(tx_prm, updates.without_rows(plain_loss) if refresh else prm_loss,
+                               num_minibatches=num_mini, num_micro=num_micro, block=block,
+                               lanes=lanes)
+
+  def prm_update_in_lanes(state, batch, seq):
+    rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    if not refresh:
+      _check_score_rows(rows, seq)
+    state, metrics, scores = laned_update(rows)(state, batch)
+    return state, scores, metrics  # scores: None with refresh
+
+  return prm_update_in_lanes, rows_in_lanes(prm_token, lanes)
 
 
 def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
@@ -161,7 +187,8 @@ def build_functions(ctx: RunContext, recipe: Recipe) -> RunFunctions:
 
   prm_update = prm_token = None
   if recipe.prm is not None:
-    prm_update, prm_token = _prm_functions(config, model_cfg, recipe, options, by_rows)
+    prm_update, prm_token = _prm_functions(config, model_cfg, recipe, options, by_rows,
+                                           lanes)
 
   value_forward = value_update = None
   if recipe.value:
