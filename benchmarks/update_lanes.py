@@ -4,9 +4,9 @@
     python benchmarks/update_lanes.py --quick  # fewer repetitions; docs not written
     python benchmarks/update_lanes.py --beside # with a second process running the same steps
 
-`train.update_lanes` (0 = auto: 2 on a CPU backend with one device) runs each policy (and value)
-mini-batch's gradient as row shares at once on host threads, summed before one optimizer step
-(`prl_jax.run.update_lanes`), and the old/reference log-prob passes as row shares
+`train.update_lanes` (0 = auto: 2 on a CPU backend with one device) runs each policy, value and
+PRM mini-batch's gradient as row shares at once on host threads, summed before one optimizer step
+(`prl_jax.run.update_lanes`), and the log-prob passes as row shares
 (`prl_jax.host_lanes.rows_in_lanes`); the same update up to float rounding
 (tests/test_update_lanes.py).
 
@@ -150,8 +150,8 @@ def main(argv=None):
     return
   paragraph = (
       "`train.update_lanes` (0 = auto: 2 on a CPU backend with one device, else 1) takes each "
-      "policy and value mini-batch's gradient as row shares at once on host threads, summed "
-      "before one optimizer step, and runs the old/reference log-prob passes as row shares; the "
+      "policy, value and PRM mini-batch's gradient as row shares at once on host threads, "
+      "summed before one optimizer step, and runs the log-prob passes as row shares; the "
       "same update up to float rounding (tests/test_update_lanes.py). Why it pays on a CPU: one "
       "update program in flight keeps about 1.9 of 2 cores busy. `rl_step` end to end at the "
       "GRPO step's shapes (16 prompts x 4 samples x at most 64 new tokens, `auto` old log-probs, "

@@ -228,10 +228,11 @@ def get_config():
   c.train.micro_batch_size = 0  # responses per forward/backward; 0 = the mini-batch
   c.train.logprob_micro_batch_size = 0  # responses per log-prob forward; 0 = micro_batch_size
   c.train.logprob_chunk = 0  # sequence chunk of the log-prob projection; 0 = whole sequence
-  # Gradients of each policy/value mini-batch taken as this many row shares at once on host
+  # Gradients of each policy/value/PRM mini-batch taken as this many row shares at once on host
   # threads, then summed (the same update up to float rounding; no forward holds more rows than a
-  # micro-batch); 0 = auto: 2 on a CPU backend with one device (an update keeps about 1.9 of 2
-  # cores busy), else 1. docs/benchmarks.md, "Update lanes".
+  # micro-batch), and the log-prob passes as row shares; 0 = auto: 2 on a CPU backend with one
+  # device (an update keeps about 1.9 of 2 cores busy), else 1. docs/benchmarks.md, "Update
+  # lanes".
   c.train.update_lanes = 0
   # The rollout.n responses of a prompt share one forward of the prompt in the old/reference
   # log-prob passes and the policy update (same log-probs and gradients; mini- and micro-batches

@@ -10,10 +10,10 @@ the rows in one forward and backward never exceed the run's micro-batch: with M 
 lanes' halves together hold what the one micro-batch held.
 
 Why: on a CPU, one update program in flight keeps about 1.9 of 2 cores busy; two half-batch
-gradients on two threads fill the rest (the mini preset's GRPO and PRIME policy updates in
-0.96x and 0.87x the time, docs/benchmarks.md, "Update lanes"). The cost is a few host round
-trips per optimizer step, so with one lane an update stays the single jitted program of
-`prl_jax.run.updates`.
+gradients on two threads fill some of the rest (the mini preset's GRPO policy update in 0.95x
+its time, PRIME's PRM update in 0.92x; docs/benchmarks.md, "Update lanes"). The cost is a few
+host round trips per optimizer step, so with one lane an update stays the single jitted program
+of `prl_jax.run.updates`.
 """
 
 from __future__ import annotations
