@@ -1,7 +1,9 @@
-"""The machine a benchmark ran on, and its section of docs/benchmarks.md (replaced in place)."""
+"""The machine a benchmark ran on, its section of docs/benchmarks.md (replaced in place), and the
+arguments of a benchmark that times cases."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -44,3 +46,14 @@ def write_section(title: str, paragraphs: list[str], info: dict, command: str) -
   with open(DOCS, "w") as f:
     f.write(text)
   print(f"wrote the '{title}' section of {os.path.normpath(DOCS)}")
+
+
+def cases_parser(description: str, cases, warmup: int = 2) -> argparse.ArgumentParser:
+  """--quick (2 timed runs after 1 warm-up, no docs), --repeats, --warmup, --cases, --no-docs."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--quick", action="store_true", help="2 timed runs after 1 warm-up; no docs")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--warmup", type=int, default=warmup)
+  parser.add_argument("--cases", nargs="+", default=list(cases), choices=list(cases))
+  parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+  return parser

@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks import steps as steps_bench  # noqa: E402
-from benchmarks.docs_section import machine, write_section  # noqa: E402
+from benchmarks.docs_section import cases_parser, machine, write_section  # noqa: E402
 from prl_jax import host_memory  # noqa: E402
 from prl_jax.host_lanes import resolve_lanes  # noqa: E402
 from prl_jax.models.config import preset  # noqa: E402
@@ -118,15 +118,10 @@ def spin(case: str):
 
 def main(argv=None):
   host_memory.keep_for_model(preset("mini"))  # as `prl-jax` does for a run of the mini model
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="2 timed runs after 1 warm-up; no docs")
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--warmup", type=int, default=2)
-  parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+  parser = cases_parser(__doc__.split("\n")[0], CASES)
   parser.add_argument("--beside", action="store_true",
                       help="a second process runs the same steps meanwhile (as --jobs 2)")
   parser.add_argument("--spin", choices=list(CASES), help=argparse.SUPPRESS)
-  parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
   args = parser.parse_args(argv)
   if args.spin:
     return spin(args.spin)
