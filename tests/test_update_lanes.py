@@ -12,7 +12,9 @@ import pytest
 
 from prl_jax import host_lanes
 from prl_jax.config import ConfigError
+from prl_jax.models import config as model_config
 from prl_jax.models.logprobs import response_logprobs
+from prl_jax.models.transformer import init_params
 from prl_jax.run import update_lanes, updates
 from prl_jax.run.batch import PolicyBatch, SequenceBatch
 from prl_jax.run.state import ModelState
@@ -24,8 +26,6 @@ GROUP_ROWS = N_PER  # 3 responses per prompt
 
 @pytest.fixture(scope="module")
 def model():
-  from prl_jax.models import config as model_config
-  from prl_jax.models.transformer import init_params
   cfg = model_config.preset("tiny", dtype="float32")
   return cfg, init_params(cfg, jax.random.PRNGKey(0))
 
@@ -214,7 +214,7 @@ def test_an_rl_step_with_update_lanes_is_the_step_without(tmp_path, method):
   if method == "prime":
     for key in ("prm/loss", "prm/grad_norm", "process/return_mean"):
       assert key in one_metrics, key
-      assert two_metrics[key] == pytest.approx(one_metrics[key], rel=1e-4, abs=1e-7), key
+      assert two_metrics[key] == pytest.approx(one_metrics[key], rel=1e-4, abs=1e-6), key
   pairs = [(one.policy.params, two.policy.params)]
   if method == "prime":
     pairs.append((one.prm.params, two.prm.params))
