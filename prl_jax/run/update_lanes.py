@@ -6,8 +6,9 @@ The math is `prl_jax.run.updates`': the same permutation per epoch, the same min
 same sums of numerator gradients, numerators, denominators and metric sums (a lane's sum over
 its micro-batches, then the sum over lanes), so only the order of the float additions differs
 (tests/test_update_lanes.py). Each lane runs ceil(M / lanes) micro-batches for the run's M, so
-the rows in one forward and backward never exceed the run's micro-batch: with M = 1 the two
-lanes' halves together hold what the one micro-batch held.
+the rows in one forward and backward never exceed the run's micro-batch; the lanes run at once,
+so with M >= 2 a CPU holds up to `lanes` micro-batches' activations at a time (with M = 1 the
+two lanes' halves together hold what the one micro-batch held).
 
 Why: on a CPU, one update program in flight keeps about 1.9 of 2 cores busy; two half-batch
 gradients on two threads fill some of the rest (the mini preset's GRPO policy update in 0.95x
