@@ -230,13 +230,14 @@ def sample(params: Any, model_cfg: ModelConfig, prompts: Any, key: Array,
   rules = sharding_lib.hashable_rules(rules)  # a static jit argument
   statics = dict(model_cfg=model_cfg, scfg=sampling_cfg, rules=rules)
   offset, total = draw_window or (0, None)
-  draw = dict(draw_total=total)
 
   def run(tokens, mask, repeat=1, compact=False):
     state, blocks = prefill_jit(params, tokens, mask, repeat=repeat, **statics)
     if compact:
-      return decode_compacting(params, state, blocks, key, jnp.int32(offset), **statics, **draw)
-    out, _ = decode_jit(params, state, blocks, key, jnp.int32(offset), **statics, **draw)
+      return decode_compacting(params, state, blocks, key, jnp.int32(offset), **statics,
+                               draw_total=total)
+    out, _ = decode_jit(params, state, blocks, key, jnp.int32(offset), **statics,
+                        draw_total=total)
     return out
 
   n = sampling_cfg.n

@@ -46,9 +46,10 @@ def lane_split(rows: int, num_micro: int, block: int, lanes: int) -> tuple[int, 
 
 def _lane_steps(tx: optax.GradientTransformation, loss_fn: updates.RowsLossFn, num_minibatches: int,
                 num_micro: int, block: int, lanes: int):
-  """steps(state, batch) -> (state, [metrics of each step], per-row output or None), or None
-  where the mini-batches do not split into lanes: one optimizer step per mini-batch of `batch`
-  (`split_rows` with `block`) in order, each mini-batch's gradient in lanes."""
+  """(lanes_for, steps): lanes_for(batch) -> (lanes, micro-batches per lane) of its mini-batches
+  (`lane_split`); steps(state, batch, count, per_lane) -> (state, [metrics of each step],
+  per-row output or None): one optimizer step per mini-batch of `batch` (`split_rows` with
+  `block`) in order, each mini-batch's gradient in `count` lanes."""
 
   @functools.partial(jax.jit, static_argnums=(1,))
   def shares(batch, count):
@@ -68,16 +69,17 @@ def _lane_steps(tx: optax.GradientTransformation, loss_fn: updates.RowsLossFn, n
     return updates.apply_gradient_sums(state, tx, grads, num, den, metric_sums)
 
   @jax.jit
-  def merge(rows):  # rows[k][lane] -> the rows of the batch, in its order
-    return updates.merge_rows(jax.tree_util.tree_map(
-        lambda *k: jnp.stack(k), *[updates.merge_rows(jax.tree_util.tree_map(
-            lambda *lane: jnp.stack(lane), *r), block) for r in rows]), block)
+  def merge(rows):
+    """rows[k][lane] -> the rows of the batch, in its order (the inverse of `shares`)."""
+    stack = lambda trees: jax.tree_util.tree_map(lambda *x: jnp.stack(x), *trees)
+    minibatches = [updates.merge_rows(stack(lane_rows), block) for lane_rows in rows]
+    return updates.merge_rows(stack(minibatches), block)
 
-  def steps(state: ModelState, batch):
+  def lanes_for(batch):
     rows = jax.tree_util.tree_leaves(batch)[0].shape[0] // num_minibatches
-    count, per_lane = lane_split(rows, num_micro, block, lanes)
-    if count == 1:
-      return None
+    return lane_split(rows, num_micro, block, lanes)
+
+  def steps(state: ModelState, batch, count: int, per_lane: int):
     parts = shares(batch, count)
     metrics, out = [], []
     for k in range(num_minibatches):
@@ -89,7 +91,7 @@ def _lane_steps(tx: optax.GradientTransformation, loss_fn: updates.RowsLossFn, n
     has_rows = jax.tree_util.tree_leaves(out)
     return state, metrics, merge(out) if has_rows else None
 
-  return steps
+  return lanes_for, steps
 
 
 def _mean(metrics: list[dict]) -> dict:
@@ -108,7 +110,8 @@ def epoch_update_fn(tx: optax.GradientTransformation, loss_fn: updates.LossFn, *
   whole = jax.jit(functools.partial(
       updates.epoch_updates, tx=tx, loss_fn=loss_fn, num_epochs=num_epochs,
       num_minibatches=num_minibatches, num_micro=num_micro, block=block), donate_argnums=0)
-  steps = _lane_steps(tx, updates.without_rows(loss_fn), num_minibatches, num_micro, block, lanes)
+  lanes_for, steps = _lane_steps(tx, updates.without_rows(loss_fn), num_minibatches, num_micro,
+                                 block, lanes)
   shuffle = num_epochs > 1 or num_minibatches > 1  # as epoch_updates: one step needs no order
 
   @jax.jit
@@ -118,12 +121,13 @@ def epoch_update_fn(tx: optax.GradientTransformation, loss_fn: updates.LossFn, *
     return jax.tree_util.tree_map(lambda x: x[order], batch)
 
   def update(state: ModelState, batch, key: jax.Array):
+    count, per_lane = lanes_for(batch)
+    if count == 1:  # the mini-batches do not split into lanes
+      return whole(state, batch=batch, key=key)
     all_metrics = []
     for epoch in range(num_epochs):
-      out = steps(state, shuffled(batch, key, epoch) if shuffle else batch)
-      if out is None:  # the mini-batches do not split into lanes
-        return whole(state, batch=batch, key=key)
-      state, metrics, _ = out
+      state, metrics, _ = steps(state, shuffled(batch, key, epoch) if shuffle else batch, count,
+                                per_lane)
       all_metrics += metrics
     return state, _mean(all_metrics)
 
@@ -139,13 +143,13 @@ def minibatch_update_fn(tx: optax.GradientTransformation, loss_fn: updates.RowsL
   whole = jax.jit(functools.partial(
       updates.minibatch_updates_with_rows, tx=tx, loss_fn=loss_fn,
       num_minibatches=num_minibatches, num_micro=num_micro, block=block), donate_argnums=0)
-  steps = _lane_steps(tx, loss_fn, num_minibatches, num_micro, block, lanes)
+  lanes_for, steps = _lane_steps(tx, loss_fn, num_minibatches, num_micro, block, lanes)
 
   def update(state: ModelState, batch):
-    out = steps(state, batch)
-    if out is None:
+    count, per_lane = lanes_for(batch)
+    if count == 1:  # the mini-batches do not split into lanes
       return whole(state, batch=batch)
-    state, metrics, rows = out
+    state, metrics, rows = steps(state, batch, count, per_lane)
     return state, _mean(metrics), rows
 
   return update
